@@ -1,0 +1,99 @@
+"""Database access: the URL (configured or embedded), the async engine, sessions, migrations."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+
+from osiris.app.config import Settings
+
+log = logging.getLogger(__name__)
+
+# One constant for every process that migrates: replicas starting together queue on this lock.
+MIGRATION_LOCK_KEY = 0x05151515
+
+
+def _asyncpg_url(url: str) -> str:
+    parsed = make_url(url)
+    if parsed.drivername in ("postgres", "postgresql", "postgresql+psycopg", "postgresql+psycopg2"):
+        parsed = parsed.set(drivername="postgresql+asyncpg")
+    return parsed.render_as_string(hide_password=False)
+
+
+class EmbeddedPostgres:
+    """A PostgreSQL server owned by this data dir, started on demand (pgserver ships the binaries).
+
+    pgserver shares one postmaster between processes using the same data dir and stops it when the
+    last one lets go, so the CLI works while `serve` runs.
+    """
+
+    def __init__(self, data_dir: Path) -> None:
+        self.pgdata = (data_dir / "pg").resolve()
+        self._server = None
+
+    def start(self) -> str:
+        import pgserver  # imported late: only the embedded default needs the binaries
+
+        self.pgdata.parent.mkdir(parents=True, exist_ok=True)
+        self._server = pgserver.get_server(self.pgdata, cleanup_mode="stop")
+        return f"postgresql+asyncpg://postgres@/postgres?host={self.pgdata}"
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.cleanup()
+            self._server = None
+
+
+def resolve_database_url(settings: Settings, embedded: EmbeddedPostgres | None = None) -> str:
+    if settings.database_url:
+        return _asyncpg_url(settings.database_url)
+    if embedded is None:
+        raise RuntimeError("no DATABASE_URL and no embedded server")
+    return embedded.start()
+
+
+def make_engine(url: str, settings: Settings) -> AsyncEngine:
+    return create_async_engine(
+        url,
+        pool_size=settings.db_pool_size,
+        max_overflow=settings.db_max_overflow,
+        pool_pre_ping=True,
+    )
+
+
+def make_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
+    return async_sessionmaker(engine, expire_on_commit=False)
+
+
+@asynccontextmanager
+async def transaction(sessions: async_sessionmaker[AsyncSession]) -> AsyncIterator[AsyncSession]:
+    """The one place that commits: the edge opens this, services only flush."""
+    async with sessions() as session, session.begin():
+        yield session
+
+
+def alembic_config(url: str):
+    from alembic.config import Config
+
+    here = Path(__file__).resolve().parent.parent
+    cfg = Config()
+    cfg.set_main_option("script_location", str(here / "migrations"))
+    cfg.attributes["url"] = url
+    return cfg
+
+
+def upgrade_sync(url: str, revision: str = "head") -> None:
+    from alembic import command
+
+    command.upgrade(alembic_config(url), revision)
+
+
+async def upgrade(url: str, revision: str = "head") -> None:
+    # Alembic's async env runs its own event loop; give it a thread of its own.
+    await asyncio.to_thread(upgrade_sync, url, revision)

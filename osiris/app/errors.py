@@ -1,0 +1,72 @@
+"""Domain errors. Each has a stable `code`; every edge turns them into its own error shape."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class OsirisError(Exception):
+    code: str = "error"
+    status: int = 400
+    title: str = "Bad request"
+
+    def __init__(self, detail: str | None = None, **extra: Any) -> None:
+        self.detail = detail or self.title
+        self.extra = extra
+        super().__init__(self.detail)
+
+
+class Unauthenticated(OsirisError):
+    code, status, title = "unauthenticated", 401, "Missing or invalid credentials"
+
+
+class Forbidden(OsirisError):
+    code, status, title = "forbidden", 403, "Your role does not allow this"
+
+
+class NotYourTask(OsirisError):
+    code, status, title = "not_your_task", 403, "The task is held by someone else"
+
+
+class TaskNotFound(OsirisError):
+    code, status, title = "task_not_found", 404, "No such task"
+
+
+class NotFound(OsirisError):
+    code, status, title = "not_found", 404, "Not found"
+
+
+class NotClaimable(OsirisError):
+    code, status, title = "not_claimable", 409, "The task is not waiting to be claimed"
+
+
+class IllegalTransition(OsirisError):
+    code, status, title = "illegal_transition", 409, "That move is not allowed from the task's state"
+
+
+class Conflict(OsirisError):
+    code, status, title = "conflict", 409, "Conflicts with existing data"
+
+
+class TooLarge(OsirisError):
+    code, status, title = "too_large", 413, "Payload too large"
+
+
+class InvalidInput(OsirisError):
+    code, status, title = "invalid_input", 422, "Invalid input"
+
+
+class InvalidArtifact(InvalidInput):
+    code, title = "invalid_artifact", "The artifact is not valid"
+
+
+class PatchDoesNotApply(OsirisError):
+    code, status, title = "patch_does_not_apply", 422, "The patch does not apply to the base branch"
+
+
+class RateLimited(OsirisError):
+    code, status, title = "rate_limited", 429, "Too many requests"
+
+
+class Unavailable(OsirisError):
+    code, status, title = "unavailable", 503, "A dependency is unavailable"
