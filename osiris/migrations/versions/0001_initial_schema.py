@@ -8,9 +8,10 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import sqlalchemy as sa
-from alembic import op
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.util import await_only
+
+from alembic import op
 
 # pgqueuer's own DDL, frozen at the pinned version so this migration never changes under us.
 _SQL = Path(__file__).resolve().parent.parent / "sql"

@@ -1,0 +1,123 @@
+"""Organizations, users and API tokens."""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from sqlalchemy import func, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from osiris.app import security
+from osiris.app.actors import Actor
+from osiris.app.errors import Conflict, InvalidInput, NotFound
+from osiris.app.models import ApiToken, Organization, Role, User
+
+DEFAULT_ORG_SLUG = "default"
+
+
+async def default_org(session: AsyncSession) -> Organization:
+    """The embedded default's single organization, created on first use."""
+    org = await session.scalar(select(Organization).where(Organization.slug == DEFAULT_ORG_SLUG))
+    if org is None:
+        org = Organization(slug=DEFAULT_ORG_SLUG, name="Default organization")
+        session.add(org)
+        await session.flush()
+    return org
+
+
+async def create_user(
+    session: AsyncSession,
+    *,
+    org_id: int,
+    username: str,
+    role: Role,
+    password: str | None = None,
+    github_login: str | None = None,
+) -> User:
+    username = username.strip()
+    if not username or len(username) > 100:
+        raise InvalidInput("username must be 1-100 characters")
+    if role is not Role.AGENT and password is not None and len(password) < 8:
+        raise InvalidInput("password must be at least 8 characters")
+    if await session.scalar(select(User.id).where(User.username == username)) is not None:
+        raise Conflict(f"user {username!r} exists")
+    user = User(
+        org_id=org_id,
+        username=username,
+        role=role.value,
+        github_login=github_login,
+        password_hash=security.hash_password(password) if password else None,
+    )
+    session.add(user)
+    await session.flush()
+    return user
+
+
+async def find_user(session: AsyncSession, username: str) -> User | None:
+    return await session.scalar(select(User).where(User.username == username))
+
+
+async def authenticate_password(session: AsyncSession, username: str, password: str) -> User | None:
+    user = await find_user(session, username)
+    ok = security.verify_password(password, user.password_hash if user else None)
+    if not ok or user is None or not user.is_active or user.role == Role.AGENT.value:
+        return None
+    return user
+
+
+@dataclass(frozen=True)
+class NewToken:
+    token: ApiToken
+    secret: str  # the only time the plaintext exists
+
+
+async def create_token(session: AsyncSession, *, user: User, name: str) -> NewToken:
+    secret = security.new_api_token()
+    token = ApiToken(
+        org_id=user.org_id,
+        user_id=user.id,
+        name=name,
+        token_hash=security.hash_token(secret),
+        display_prefix=secret[:10],
+        scopes=[],
+    )
+    session.add(token)
+    await session.flush()
+    return NewToken(token, secret)
+
+
+async def list_tokens(session: AsyncSession, actor: Actor) -> Sequence[ApiToken]:
+    stmt = select(ApiToken).where(ApiToken.org_id == actor.org_id).order_by(ApiToken.id)
+    return (await session.execute(stmt)).scalars().all()
+
+
+async def revoke_token(session: AsyncSession, actor: Actor, token_id: int) -> ApiToken:
+    token = await session.scalar(
+        select(ApiToken).where(ApiToken.id == token_id, ApiToken.org_id == actor.org_id)
+    )
+    if token is None:
+        raise NotFound(f"token {token_id} not found")
+    await session.execute(
+        update(ApiToken).where(ApiToken.id == token.id, ApiToken.revoked_at.is_(None)).values(revoked_at=func.now())
+    )
+    await session.refresh(token)
+    return token
+
+
+async def list_users(session: AsyncSession, actor: Actor) -> Sequence[User]:
+    stmt = select(User).where(User.org_id == actor.org_id).order_by(User.id)
+    return (await session.execute(stmt)).scalars().all()
+
+
+async def bootstrap_admin(session: AsyncSession, *, password: str | None) -> str | None:
+    """On an empty database create `admin`; return the generated password to print once, if any."""
+    org = await default_org(session)
+    if await session.scalar(select(User.id).where(User.org_id == org.id, User.role == Role.ADMIN.value)):
+        return None
+    generated = None
+    if password is None:
+        password = generated = secrets.token_urlsafe(12)
+    await create_user(session, org_id=org.id, username="admin", role=Role.ADMIN, password=password)
+    return generated

@@ -1,0 +1,250 @@
+"""REST: tasks, their artifacts, messages and events. Parse, authenticate, call the lifecycle."""
+
+from __future__ import annotations
+
+import base64
+import difflib
+import json
+from typing import Annotated
+
+from fastapi import APIRouter, Body, Query, Response
+
+from osiris.app import lifecycle, repository
+from osiris.app.artifacts import validate_artifact
+from osiris.app.auth import ActorDep, RuntimeDep, SessionDep
+from osiris.app.errors import InvalidInput, NotFound
+from osiris.app.models import Task
+from osiris.app.schemas import (
+    PRIORITIES,
+    PRIORITY_NAMES,
+    ApproveIn,
+    ArtifactCreate,
+    ArtifactDetail,
+    ArtifactRead,
+    CancelIn,
+    EventRead,
+    MessageCreate,
+    MessageRead,
+    PriorityName,
+    RejectIn,
+    SubmissionRead,
+    TaskCreate,
+    TaskDetail,
+    TaskPage,
+    TaskRead,
+    VersionDiff,
+)
+
+router = APIRouter(prefix="/api/v1/tasks", tags=["tasks"])
+
+
+def task_read(task: Task, *, pr_url: str | None = None) -> TaskRead:
+    return TaskRead.model_validate(
+        {
+            **{c: getattr(task, c) for c in TaskRead.model_fields if hasattr(task, c) and c != "priority"},
+            "priority": PRIORITY_NAMES[task.priority],
+            "branch": f"osiris/task-{task.id}",
+            "pr_url": pr_url,
+        }
+    )
+
+
+def _cursor(task_id: int) -> str:
+    return base64.urlsafe_b64encode(json.dumps({"before": task_id}).encode()).decode()
+
+
+def _decode_cursor(cursor: str) -> int:
+    try:
+        return int(json.loads(base64.urlsafe_b64decode(cursor.encode()))["before"])
+    except (ValueError, KeyError, TypeError, json.JSONDecodeError):
+        raise InvalidInput("invalid cursor") from None
+
+
+@router.post("", status_code=201, response_model=TaskRead)
+async def create_task(body: TaskCreate, actor: ActorDep, session: SessionDep, runtime: RuntimeDep) -> TaskRead:
+    s = runtime.settings
+    task = await lifecycle.create_task(
+        session,
+        actor,
+        title=body.title,
+        description=body.description,
+        priority=PRIORITIES[body.priority],
+        repo=body.repo or s.default_repo,
+        base_branch=s.default_base_branch,
+        requester=body.requester,
+    )
+    return task_read(task)
+
+
+@router.get("", response_model=TaskPage)
+async def list_tasks(
+    actor: ActorDep,
+    session: SessionDep,
+    status: Annotated[str | None, Query(pattern="^(PENDING|IN_PROGRESS|REVIEW|DONE|REJECTED)$")] = None,
+    assignee_id: int | None = None,
+    priority: PriorityName | None = None,
+    repo: str | None = None,
+    cursor: str | None = None,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+) -> TaskPage:
+    tasks = await repository.list_tasks(
+        session,
+        actor,
+        status=status,
+        assignee_id=assignee_id,
+        priority=PRIORITIES[priority] if priority else None,
+        repo=repo,
+        after_id=_decode_cursor(cursor) if cursor else None,
+        limit=limit + 1,
+    )
+    more = len(tasks) > limit
+    items = [task_read(t) for t in tasks[:limit]]
+    return TaskPage(items=items, next_cursor=_cursor(items[-1].id) if more else None)
+
+
+@router.get("/pending", response_model=list[TaskRead])
+async def pending_tasks(
+    actor: ActorDep,
+    session: SessionDep,
+    repo: str | None = None,
+    limit: Annotated[int, Query(ge=1, le=200)] = 20,
+) -> list[TaskRead]:
+    return [task_read(t) for t in await repository.pending_tasks(session, actor, limit=limit, repo=repo)]
+
+
+@router.post("/claim-next", response_model=TaskRead, responses={204: {"description": "nothing pending"}})
+async def claim_next(
+    actor: ActorDep, session: SessionDep, runtime: RuntimeDep, repo: str | None = None
+) -> TaskRead | Response:
+    task = await lifecycle.claim_next(session, actor, lease_seconds=runtime.settings.lease_seconds, repo=repo)
+    return task_read(task) if task else Response(status_code=204)
+
+
+@router.get("/{task_id}", response_model=TaskDetail)
+async def get_task(task_id: int, actor: ActorDep, session: SessionDep) -> TaskDetail:
+    task = await repository.get_task(session, actor, task_id)
+    artifacts = [ArtifactRead.model_validate(a) for a in await repository.artifacts_of(session, task)]
+    messages = [MessageRead.model_validate(m) for m in await repository.messages_of(session, task)]
+    pr_url = next((a.pr_url for a in reversed(artifacts) if a.pr_url), None)
+    return TaskDetail(**task_read(task, pr_url=pr_url).model_dump(), artifacts=artifacts, messages=messages)
+
+
+@router.post("/{task_id}/claim", response_model=TaskRead)
+async def claim(task_id: int, actor: ActorDep, session: SessionDep, runtime: RuntimeDep) -> TaskRead:
+    task = await lifecycle.claim_task(session, actor, task_id, lease_seconds=runtime.settings.lease_seconds)
+    return task_read(task)
+
+
+@router.post("/{task_id}/heartbeat", response_model=TaskRead)
+async def heartbeat(task_id: int, actor: ActorDep, session: SessionDep, runtime: RuntimeDep) -> TaskRead:
+    task = await lifecycle.heartbeat(session, actor, task_id, lease_seconds=runtime.settings.lease_seconds)
+    return task_read(task)
+
+
+@router.post("/{task_id}/release", response_model=TaskRead)
+async def release(task_id: int, actor: ActorDep, session: SessionDep) -> TaskRead:
+    return task_read(await lifecycle.release_task(session, actor, task_id))
+
+
+@router.post("/{task_id}/artifacts", status_code=201, response_model=SubmissionRead)
+async def submit_artifact(
+    task_id: int, body: ArtifactCreate, actor: ActorDep, session: SessionDep, runtime: RuntimeDep, response: Response
+) -> SubmissionRead:
+    valid = validate_artifact(body.content, body.kind, max_bytes=runtime.settings.max_artifact_bytes)
+    sub = await lifecycle.submit_artifact(
+        session, actor, task_id, artifact=valid, summary=body.summary, idempotency_key=body.idempotency_key
+    )
+    if not sub.created:
+        response.status_code = 200
+    task = await repository.get_task(session, actor, task_id)
+    return SubmissionRead(
+        artifact=ArtifactRead.model_validate(sub.artifact),
+        created=sub.created,
+        publish_job_id=sub.job_id,
+        task=task_read(task),
+    )
+
+
+@router.get("/{task_id}/artifacts", response_model=list[ArtifactRead])
+async def list_artifacts(task_id: int, actor: ActorDep, session: SessionDep) -> list[ArtifactRead]:
+    task = await repository.get_task(session, actor, task_id)
+    return [ArtifactRead.model_validate(a) for a in await repository.artifacts_of(session, task)]
+
+
+@router.get("/{task_id}/artifacts/diff", response_model=VersionDiff)
+async def diff_versions(
+    task_id: int,
+    actor: ActorDep,
+    session: SessionDep,
+    from_version: Annotated[int, Query(alias="from", ge=1)],
+    to_version: Annotated[int, Query(alias="to", ge=1)],
+) -> VersionDiff:
+    task = await repository.get_task(session, actor, task_id)
+    a = await repository.artifact_version(session, task, from_version)
+    b = await repository.artifact_version(session, task, to_version)
+    if a is None or b is None:
+        raise NotFound("no such artifact version")
+    diff = difflib.unified_diff(
+        a.content.splitlines(keepends=True),
+        b.content.splitlines(keepends=True),
+        fromfile=f"v{from_version}",
+        tofile=f"v{to_version}",
+    )
+    return VersionDiff(from_version=from_version, to_version=to_version, diff="".join(diff))
+
+
+@router.get("/{task_id}/artifacts/{version}", response_model=ArtifactDetail)
+async def get_artifact(task_id: int, version: int, actor: ActorDep, session: SessionDep) -> ArtifactDetail:
+    task = await repository.get_task(session, actor, task_id)
+    artifact = await repository.artifact_version(session, task, version)
+    if artifact is None:
+        raise NotFound(f"task {task_id} has no version {version}")
+    return ArtifactDetail.model_validate(artifact)
+
+
+@router.get("/{task_id}/messages", response_model=list[MessageRead])
+async def list_messages(
+    task_id: int, actor: ActorDep, session: SessionDep, after_id: int | None = None
+) -> list[MessageRead]:
+    task = await repository.get_task(session, actor, task_id)
+    return [MessageRead.model_validate(m) for m in await repository.messages_of(session, task, after_id=after_id)]
+
+
+@router.post("/{task_id}/messages", status_code=201, response_model=MessageRead)
+async def post_message(task_id: int, body: MessageCreate, actor: ActorDep, session: SessionDep) -> MessageRead:
+    msg = await lifecycle.post_message(session, actor, task_id, body=body.body, source="api")
+    return MessageRead.model_validate(msg)
+
+
+@router.get("/{task_id}/events", response_model=list[EventRead])
+async def list_events(
+    task_id: int, actor: ActorDep, session: SessionDep, after_id: int | None = None
+) -> list[EventRead]:
+    task = await repository.get_task(session, actor, task_id)
+    return [EventRead.model_validate(e) for e in await repository.events_of(session, task, after_id=after_id)]
+
+
+@router.post("/{task_id}/approve", response_model=TaskRead)
+async def approve(
+    task_id: int, actor: ActorDep, session: SessionDep, body: Annotated[ApproveIn | None, Body()] = None
+) -> TaskRead:
+    comment = body.comment if body else None
+    return task_read(await lifecycle.approve_task(session, actor, task_id, comment=comment))
+
+
+
+@router.post("/{task_id}/reject", response_model=TaskRead)
+async def reject(task_id: int, body: RejectIn, actor: ActorDep, session: SessionDep, runtime: RuntimeDep) -> TaskRead:
+    """Request changes: the task goes back to its agent with the feedback as a message."""
+    task = await lifecycle.request_changes(
+        session, actor, task_id, feedback=body.feedback, lease_seconds=runtime.settings.lease_seconds
+    )
+    return task_read(task)
+
+
+@router.post("/{task_id}/cancel", response_model=TaskRead)
+async def cancel(
+    task_id: int, actor: ActorDep, session: SessionDep, body: Annotated[CancelIn | None, Body()] = None
+) -> TaskRead:
+    reason = body.reason if body else None
+    return task_read(await lifecycle.cancel_task(session, actor, task_id, reason=reason))

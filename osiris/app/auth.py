@@ -1,0 +1,102 @@
+"""Who is calling: opaque API tokens and short-lived JWTs turned into an Actor."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import timedelta
+from typing import Annotated
+
+import jwt
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy import or_, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.sql import func
+
+from osiris.app import security
+from osiris.app.actors import Actor
+from osiris.app.errors import Forbidden, Unauthenticated
+from osiris.app.models import ApiToken, Role, User
+from osiris.app.runtime import Runtime
+
+
+def actor_for(user: User) -> Actor:
+    return Actor(org_id=user.org_id, user_id=user.id, name=user.username, role=Role(user.role))
+
+
+async def actor_from_token(session: AsyncSession, token: str, *, signing_key: str) -> Actor:
+    """Resolve a bearer token, opaque (`osr_…`) or JWT; raise Unauthenticated for anything else."""
+    if token.startswith(security.TOKEN_PREFIX):
+        row = (
+            await session.execute(
+                select(ApiToken, User)
+                .join(User, User.id == ApiToken.user_id)
+                .where(
+                    ApiToken.token_hash == security.hash_token(token),
+                    ApiToken.revoked_at.is_(None),
+                    or_(ApiToken.expires_at.is_(None), ApiToken.expires_at > func.now()),
+                    User.is_active.is_(True),
+                )
+            )
+        ).one_or_none()
+        if row is None:
+            raise Unauthenticated("unknown, revoked or expired token")
+        api_token, user = row
+        # last-used, at most once a minute per token: keeps hot paths free of writes
+        await session.execute(
+            update(ApiToken)
+            .where(
+                ApiToken.id == api_token.id,
+                or_(ApiToken.last_used_at.is_(None), ApiToken.last_used_at < func.now() - timedelta(minutes=1)),
+            )
+            .values(last_used_at=func.now())
+        )
+        return actor_for(user)
+    try:
+        claims = security.decode_jwt(token, key=signing_key)
+    except jwt.InvalidTokenError:
+        raise Unauthenticated("invalid or expired token") from None
+    user = await session.get(User, int(claims["sub"]))
+    if user is None or not user.is_active or user.org_id != claims["org"]:
+        raise Unauthenticated("the token's user no longer exists")
+    return actor_for(user)
+
+
+def get_runtime(request: Request) -> Runtime:
+    return request.app.state.runtime
+
+
+RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
+
+
+async def get_session(runtime: RuntimeDep) -> AsyncIterator[AsyncSession]:
+    """One transaction per request: committed when the endpoint returns, rolled back if it raises."""
+    async with runtime.sessions() as session, session.begin():
+        yield session
+
+
+# scope="function": commit before the response is sent, so a 2xx means the data is durable.
+SessionDep = Annotated[AsyncSession, Depends(get_session, scope="function")]
+_bearer = HTTPBearer(auto_error=False, description="An `osr_…` API token or a JWT from /api/v1/auth/token")
+
+
+async def current_actor(
+    session: SessionDep,
+    runtime: RuntimeDep,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> Actor:
+    if credentials is None or credentials.scheme.lower() != "bearer":
+        raise Unauthenticated("send Authorization: Bearer <token>")
+    return await actor_from_token(session, credentials.credentials, signing_key=runtime.settings.signing_key())
+
+
+ActorDep = Annotated[Actor, Depends(current_actor)]
+
+
+async def current_admin(actor: ActorDep) -> Actor:
+    if actor.role is not Role.ADMIN:
+        raise Forbidden("admins only")
+    return actor
+
+
+AdminDep = Annotated[Actor, Depends(current_admin)]

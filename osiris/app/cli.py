@@ -1,0 +1,182 @@
+"""The `osiris` command: serve, worker, migrate, mcp, user create, token create."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+from pathlib import Path
+
+from osiris.app.config import Settings
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    if getattr(args, "data_dir", None):
+        os.environ["OSIRIS_DATA_DIR"] = str(args.data_dir)
+    return Settings()
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from osiris.app import logs
+    from osiris.app.main import create_app
+
+    settings = _settings(args)
+    logs.configure(settings.log_level, json=settings.log_json)
+    app = create_app(settings)
+    uvicorn.run(
+        app,
+        host=args.host or settings.host,
+        port=args.port or settings.port,
+        log_config=None,
+        proxy_headers=True,
+        timeout_graceful_shutdown=10,
+    )
+    return 0
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    from osiris.app import jobs, logs
+    from osiris.app.main import _sweep_leases, start_runtime
+
+    settings = _settings(args)
+    logs.configure(settings.log_level, json=settings.log_json)
+
+    async def run() -> None:
+        async with start_runtime(settings) as runtime:
+            from osiris.app.main import install_services
+
+            await install_services(runtime)
+            ctx = jobs.JobContext(runtime.sessions, settings, runtime.services)
+            if args.drain:
+                await jobs.drain(runtime.dsn, ctx)
+                return
+            sweeper = asyncio.create_task(_sweep_leases(runtime))
+            try:
+                await jobs.Worker(runtime.dsn, ctx).run()
+            finally:
+                sweeper.cancel()
+
+    asyncio.run(run())
+    return 0
+
+
+def cmd_migrate(args: argparse.Namespace) -> int:
+    from osiris.app.main import start_runtime
+
+    async def run() -> None:
+        async with start_runtime(_settings(args)):
+            pass
+
+    asyncio.run(run())
+    print("database is at the latest migration", file=sys.stderr)
+    return 0
+
+
+def cmd_mcp(args: argparse.Namespace) -> int:
+    from osiris.mcp.stdio import main as stdio_main
+
+    return stdio_main()
+
+
+def _read_password(args: argparse.Namespace) -> str | None:
+    if args.password_stdin:
+        return sys.stdin.readline().rstrip("\n")
+    return None
+
+
+def cmd_user_create(args: argparse.Namespace) -> int:
+    from osiris.app import accounts, db
+    from osiris.app.main import start_runtime
+    from osiris.app.models import Role
+
+    async def run() -> None:
+        async with start_runtime(_settings(args)) as runtime, db.transaction(runtime.sessions) as session:
+            org = await accounts.default_org(session)
+            user = await accounts.create_user(
+                session,
+                org_id=org.id,
+                username=args.name,
+                role=Role(args.role),
+                password=_read_password(args),
+                github_login=args.github_login,
+            )
+            print(f"created {user.role} {user.username} (id {user.id})", file=sys.stderr)
+
+    return _run_reporting_errors(run)
+
+
+def cmd_token_create(args: argparse.Namespace) -> int:
+    from osiris.app import accounts, db
+    from osiris.app.main import start_runtime
+    from osiris.app.models import Role
+
+    async def run() -> None:
+        async with start_runtime(_settings(args)) as runtime, db.transaction(runtime.sessions) as session:
+            user = await accounts.find_user(session, args.name)
+            if user is None:
+                org = await accounts.default_org(session)
+                user = await accounts.create_user(session, org_id=org.id, username=args.name, role=Role.AGENT)
+            new = await accounts.create_token(session, user=user, name=args.token_name or f"{args.name}-cli")
+            secret = new.secret
+        print(secret)  # alone on stdout, so `TOKEN=$(osiris token create bot)` works
+
+    return _run_reporting_errors(run)
+
+
+def _run_reporting_errors(run) -> int:  # type: ignore[no-untyped-def]
+    from osiris.app.errors import OsirisError
+
+    try:
+        asyncio.run(run())
+    except OsirisError as exc:
+        print(f"error ({exc.code}): {exc.detail}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="osiris", description="OSIRIS: a human-in-the-loop gate for AI agents")
+    p.add_argument("--data-dir", type=Path, help="data folder for the embedded default (OSIRIS_DATA_DIR)")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="API, portal, MCP, webhooks and an in-process worker")
+    serve.add_argument("--host")
+    serve.add_argument("--port", type=int)
+    serve.add_argument("--data-dir", type=Path)
+    serve.set_defaults(fn=cmd_serve)
+
+    worker = sub.add_parser("worker", help="run side-effect jobs and the lease sweeper")
+    worker.add_argument("--drain", action="store_true", help="run queued jobs, then exit")
+    worker.set_defaults(fn=cmd_worker)
+
+    sub.add_parser("migrate", help="apply database migrations").set_defaults(fn=cmd_migrate)
+    sub.add_parser("mcp", help="stdio MCP server for desktop clients (OSIRIS_URL, OSIRIS_TOKEN)").set_defaults(
+        fn=cmd_mcp
+    )
+
+    user = sub.add_parser("user", help="manage users").add_subparsers(dest="user_command", required=True)
+    uc = user.add_parser("create", help="create a user")
+    uc.add_argument("name")
+    uc.add_argument("--role", choices=["admin", "reviewer", "agent"], required=True)
+    uc.add_argument("--password-stdin", action="store_true", help="read the password from the first line of stdin")
+    uc.add_argument("--github-login")
+    uc.set_defaults(fn=cmd_user_create)
+
+    token = sub.add_parser("token", help="manage API tokens").add_subparsers(dest="token_command", required=True)
+    tc = token.add_parser("create", help="create a token (and the agent user if it does not exist)")
+    tc.add_argument("name", help="the user the token acts as")
+    tc.add_argument("--token-name", help="a label for the token")
+    tc.set_defaults(fn=cmd_token_create)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return args.fn(args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

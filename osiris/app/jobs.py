@@ -1,0 +1,157 @@
+"""Side effects as jobs on pgqueuer, a PostgreSQL-backed queue.
+
+Why pgqueuer: it speaks asyncpg, which SQLAlchemy already uses underneath, so a job is enqueued on the
+very connection — and inside the very transaction — that changes the task: the state change and its
+side effect commit together or not at all. Procrastinate would need a second driver (psycopg) and a
+second connection, which is exactly the gap we want to close.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+import asyncpg
+from pgqueuer import AsyncpgDriver, DatabaseRetryEntrypointExecutor, Job, Queries, QueueManager
+from pgqueuer.errors import RetryRequested
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from osiris.app import metrics
+
+log = logging.getLogger(__name__)
+
+PUBLISH_ARTIFACT = "publish_artifact"
+MERGE_TASK = "merge_task"
+CLOSE_TASK = "close_task"
+DELIVER_MESSAGE = "deliver_message"
+NOTIFY_REQUESTER = "notify_requester"
+
+
+@dataclass
+class JobContext:
+    """What a job handler may use; filled in by the process that runs the worker."""
+
+    sessions: Any  # async_sessionmaker[AsyncSession]
+    settings: Any
+    services: dict[str, Any] = field(default_factory=dict)
+
+
+Handler = Callable[[dict[str, Any], JobContext], Awaitable[None]]
+HANDLERS: dict[str, Handler] = {}
+
+
+def job_handler(name: str) -> Callable[[Handler], Handler]:
+    def register(fn: Handler) -> Handler:
+        HANDLERS[name] = fn
+        return fn
+
+    return register
+
+
+async def _raw_connection(session: AsyncSession) -> asyncpg.Connection:
+    conn = await session.connection()
+    raw = await conn.get_raw_connection()
+    return raw.driver_connection  # the asyncpg connection, inside the session's transaction
+
+
+async def enqueue(
+    session: AsyncSession,
+    entrypoint: str,
+    payload: dict[str, Any],
+    *,
+    dedupe_key: str | None = None,
+    delay: timedelta | None = None,
+) -> int | None:
+    """Enqueue in the caller's transaction; returns the job id (None if an equal job is queued)."""
+    queries = Queries(AsyncpgDriver(await _raw_connection(session)))
+    ids = await queries.enqueue(
+        entrypoint,
+        json.dumps(payload).encode(),
+        execute_after=delay,
+        dedupe_key=dedupe_key,
+        on_conflict="skip",
+    )
+    return ids[0]
+
+
+async def queue_depth(session: AsyncSession) -> dict[str, int]:
+    conn = await _raw_connection(session)
+    rows = await conn.fetch(
+        "SELECT entrypoint, count(*) AS n FROM pgqueuer WHERE status = 'queued' GROUP BY entrypoint"
+    )
+    return {r["entrypoint"]: r["n"] for r in rows}
+
+
+class Retry(Exception):  # noqa: N818 - reads as "raise Retry(after=...)"
+    """Raised by a handler to try again later, e.g. honouring a provider's Retry-After."""
+
+    def __init__(self, after: float, reason: str = "") -> None:
+        super().__init__(reason or f"retry after {after}s")
+        self.after = after
+
+
+class Worker:
+    """Runs the registered handlers on one dedicated connection; several workers may share a queue."""
+
+    def __init__(self, dsn: str, ctx: JobContext, *, max_attempts: int = 8) -> None:
+        self.dsn = dsn
+        self.ctx = ctx
+        self.max_attempts = max_attempts
+        self._qm: QueueManager | None = None
+        self._conn: asyncpg.Connection | None = None
+
+    def _wrap(self, name: str, handler: Handler) -> Callable[[Job], Awaitable[None]]:
+        async def run(job: Job) -> None:
+            payload = json.loads(job.payload or b"{}")
+            try:
+                await handler(payload, self.ctx)
+            except Retry as exc:
+                metrics.JOB_OUTCOMES.labels(name, "retry").inc()
+                raise RetryRequested(delay=timedelta(seconds=exc.after), reason=str(exc)) from exc
+            except Exception:
+                metrics.JOB_OUTCOMES.labels(name, "error").inc()
+                log.exception("job failed", extra={"entrypoint": name, "attempt": job.attempts})
+                raise
+            metrics.JOB_OUTCOMES.labels(name, "ok").inc()
+
+        return run
+
+    async def run(self) -> None:
+        self._conn = await asyncpg.connect(self.dsn)
+        qm = QueueManager(Queries(AsyncpgDriver(self._conn)))
+        for name, handler in HANDLERS.items():
+            qm.entrypoint(
+                name,
+                executor_factory=lambda params: DatabaseRetryEntrypointExecutor(
+                    params, max_attempts=self.max_attempts, max_delay=timedelta(minutes=10)
+                ),
+            )(self._wrap(name, handler))
+        self._qm = qm
+        try:
+            await qm.run(dequeue_timeout=timedelta(seconds=5), batch_size=5)
+        finally:
+            await self._conn.close()
+
+    def stop(self) -> None:
+        if self._qm is not None:
+            self._qm.shutdown.set()
+
+
+async def drain(dsn: str, ctx: JobContext, *, timeout: float = 30.0) -> None:
+    """Run every queued job until the queue is empty (tests, `osiris worker --drain`)."""
+    from pgqueuer.types import QueueExecutionMode
+
+    conn = await asyncpg.connect(dsn)
+    try:
+        qm = QueueManager(Queries(AsyncpgDriver(conn)))
+        worker = Worker(dsn, ctx)
+        for name, handler in HANDLERS.items():
+            qm.entrypoint(name)(worker._wrap(name, handler))
+        await asyncio.wait_for(qm.run(mode=QueueExecutionMode.drain, batch_size=5), timeout)
+    finally:
+        await conn.close()

@@ -1,0 +1,145 @@
+"""create_app(): the one ASGI application — REST API, webhooks, MCP, portal, and their lifespan."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import sys
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from asgi_correlation_id import CorrelationIdMiddleware
+from fastapi import FastAPI, Request
+from fastapi.middleware.cors import CORSMiddleware
+from sqlalchemy.engine import make_url
+
+from osiris import __version__
+from osiris.app import accounts, db, effects, jobs, lifecycle, metrics, problems
+from osiris.app.api import admin, auth, health, tasks
+from osiris.app.config import Settings, get_settings
+from osiris.app.ratelimit import RateLimiter
+from osiris.app.realtime import Hub
+from osiris.app.runtime import Runtime
+
+log = logging.getLogger(__name__)
+assert effects  # imported for its job handlers  # noqa: S101
+
+
+def asyncpg_dsn(sqlalchemy_url: str) -> str:
+    return make_url(sqlalchemy_url).set(drivername="postgresql").render_as_string(hide_password=False)
+
+
+async def _sweep_leases(runtime: Runtime) -> None:
+    while True:
+        await asyncio.sleep(runtime.settings.sweep_interval_seconds)
+        try:
+            async with db.transaction(runtime.sessions) as session:
+                returned = await lifecycle.expire_leases(session)
+            if returned:
+                log.info("returned expired claims to PENDING", extra={"task_ids": returned})
+        except Exception as exc:  # the database may be away; try again next round
+            log.warning("lease sweep failed: %s", type(exc).__name__)
+
+
+@asynccontextmanager
+async def start_runtime(settings: Settings, *, migrate: bool = True) -> AsyncIterator[Runtime]:
+    """Bring up the database (embedded or configured), migrate, and hold the engine."""
+    embedded = db.EmbeddedPostgres(settings.data_dir) if settings.embedded else None
+    url = db.resolve_database_url(settings, embedded)
+    try:
+        if migrate:
+            await db.upgrade(url)
+        engine = db.make_engine(url, settings)
+        runtime = Runtime(settings=settings, engine=engine, sessions=db.make_sessionmaker(engine), dsn=asyncpg_dsn(url))
+        try:
+            yield runtime
+        finally:
+            await engine.dispose()
+    finally:
+        if embedded is not None:
+            embedded.stop()
+
+
+async def bootstrap(runtime: Runtime) -> None:
+    pw = runtime.settings.admin_password
+    async with db.transaction(runtime.sessions) as session:
+        generated = await accounts.bootstrap_admin(session, password=pw.get_secret_value() if pw else None)
+    if generated:
+        # Printed once, to the console only: it is not kept anywhere in plain text.
+        print(f"\n  OSIRIS admin account created: user 'admin', password '{generated}'\n", file=sys.stderr)
+
+
+def create_app(settings: Settings | None = None, *, run_background: bool = True) -> FastAPI:
+    settings = settings or get_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        async with start_runtime(settings) as runtime:
+            runtime.services["login_limiter"] = RateLimiter(settings.login_rate_per_minute)
+            app.state.runtime = runtime
+            await bootstrap(runtime)
+            hub = Hub(runtime.dsn)
+            runtime.services["hub"] = hub
+            background: list[asyncio.Task] = []
+            worker = None
+            async with contextlib.AsyncExitStack() as stack:
+                for hook in app.state.startup_hooks:
+                    await stack.enter_async_context(hook(app, runtime))
+                await hub.start()
+                if run_background:
+                    background.append(asyncio.create_task(_sweep_leases(runtime), name="lease-sweeper"))
+                    if settings.run_worker:
+                        ctx = jobs.JobContext(runtime.sessions, settings, runtime.services)
+                        worker = jobs.Worker(runtime.dsn, ctx)
+                        background.append(asyncio.create_task(worker.run(), name="job-worker"))
+                try:
+                    yield
+                finally:
+                    if worker is not None:
+                        worker.stop()
+                    for t in background:
+                        t.cancel()
+                    for t in background:
+                        with contextlib.suppress(asyncio.CancelledError, Exception):
+                            await asyncio.wait_for(t, 10)
+                    await hub.stop()
+
+    app = FastAPI(
+        title="OSIRIS",
+        version=__version__,
+        description="A human-in-the-loop gate for AI coding agents.",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.startup_hooks = []  # async context managers (app, runtime) run inside the lifespan
+    problems.install(app)
+    for router in (health.router, auth.router, tasks.router, admin.router):
+        app.include_router(router)
+
+    @app.middleware("http")
+    async def _measure(request: Request, call_next):  # type: ignore[no-untyped-def]
+        start = time.perf_counter()
+        response = await call_next(request)
+        route = request.scope.get("route")
+        path = getattr(route, "path", "unmatched")
+        metrics.REQUESTS.labels(request.method, path, response.status_code).inc()
+        metrics.REQUEST_SECONDS.labels(request.method, path).observe(time.perf_counter() - start)
+        return response
+
+    app.add_middleware(problems.BodySizeLimit, max_bytes=2 * settings.max_artifact_bytes + 65536)
+    app.add_middleware(CorrelationIdMiddleware, header_name="X-Request-ID")
+    if settings.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["*"],
+            allow_headers=["Authorization", "Content-Type"],
+        )
+    return app
+
+
+async def install_services(runtime: Runtime) -> None:
+    """Ports that job handlers use (code host, notifiers); filled in as those modules land."""
+    runtime.services.setdefault("login_limiter", RateLimiter(runtime.settings.login_rate_per_minute))

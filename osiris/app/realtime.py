@@ -1,0 +1,113 @@
+"""Live events: one LISTEN connection per process, fanned out in-process to bounded subscriber queues.
+
+Events are published with `pg_notify` inside the transaction that writes them (see lifecycle), so
+every replica hears every committed change. A subscriber that falls behind is marked `overflowed` and
+dropped; it resyncs from the TaskEvent table by id, so a slow client never slows the others.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import asyncpg
+
+log = logging.getLogger(__name__)
+CHANNEL = "osiris_events"
+
+
+@dataclass(eq=False)
+class Subscription:
+    org_id: int
+    task_id: int | None  # None: every task of the organization
+    queue: asyncio.Queue[dict[str, Any]] = field(default_factory=lambda: asyncio.Queue(maxsize=256))
+    overflowed: bool = False
+
+    def wants(self, event: dict[str, Any]) -> bool:
+        return event.get("org_id") == self.org_id and self.task_id in (None, event.get("task_id"))
+
+
+class Hub:
+    def __init__(self, dsn: str) -> None:
+        self.dsn = dsn
+        self._subs: set[Subscription] = set()
+        self._task: asyncio.Task[None] | None = None
+        self._listeners: list[Callable[[dict[str, Any]], None]] = []
+        self.connected = asyncio.Event()
+
+    def subscribe(self, org_id: int, task_id: int | None = None) -> Subscription:
+        sub = Subscription(org_id, task_id)
+        self._subs.add(sub)
+        return sub
+
+    def unsubscribe(self, sub: Subscription) -> None:
+        self._subs.discard(sub)
+
+    def add_listener(self, fn: Callable[[dict[str, Any]], None]) -> None:
+        """A plain callback for every event (e.g. the MCP resource notifier)."""
+        self._listeners.append(fn)
+
+    def publish_local(self, event: dict[str, Any]) -> None:
+        for sub in list(self._subs):
+            if not sub.wants(event):
+                continue
+            try:
+                sub.queue.put_nowait(event)
+            except asyncio.QueueFull:
+                sub.overflowed = True
+                self._subs.discard(sub)
+        for fn in self._listeners:
+            try:
+                fn(event)
+            except Exception:
+                log.exception("event listener failed")
+
+    def _on_notify(self, _conn: object, _pid: int, _channel: str, payload: str) -> None:
+        try:
+            event = json.loads(payload)
+        except json.JSONDecodeError:
+            return
+        self.publish_local(event)
+
+    async def _run(self) -> None:
+        delay = 0.5
+        while True:
+            conn = None
+            try:
+                conn = await asyncpg.connect(self.dsn)
+                await conn.add_listener(CHANNEL, self._on_notify)
+                self.connected.set()
+                delay = 0.5
+                while not conn.is_closed():
+                    await asyncio.sleep(1.0)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("event listener lost its connection (%s); reconnecting", type(exc).__name__)
+            finally:
+                self.connected.clear()
+                if conn is not None and not conn.is_closed():
+                    with contextlib.suppress(Exception):
+                        await conn.close()
+            # Tell subscribers they may have missed events: they replay from the table.
+            self.publish_local({"kind": "resync"} | {"org_id": None})
+            for sub in list(self._subs):
+                sub.overflowed = True
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 10.0)
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="osiris-event-hub")
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.connected.wait(), 10)
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task

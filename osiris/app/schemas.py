@@ -1,0 +1,179 @@
+"""Request and response shapes of the REST API (never named like the ORM classes)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+PriorityName = Literal["low", "normal", "high", "urgent"]
+PRIORITIES: dict[str, int] = {"low": 0, "normal": 1, "high": 2, "urgent": 3}
+PRIORITY_NAMES = {v: k for k, v in PRIORITIES.items()}
+ArtifactKindIn = Literal["auto", "patch", "files", "text"]
+
+
+class _Out(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+
+class TaskCreate(BaseModel):
+    title: str = Field(min_length=1, max_length=300)
+    description: str = Field(default="", max_length=100_000)
+    priority: PriorityName = "normal"
+    repo: str | None = Field(default=None, max_length=200, pattern=r"^[A-Za-z0-9][A-Za-z0-9._/-]*$")
+    requester: str | None = Field(default=None, max_length=300)
+
+
+class TaskRead(_Out):
+    id: int
+    title: str
+    description: str
+    priority: PriorityName
+    status: str
+    repo: str
+    base_branch: str
+    branch: str
+    assignee_id: int | None
+    lease_expires_at: datetime | None
+    requester: str | None
+    channel: str
+    artifact_count: int
+    pr_url: str | None = None
+    created_at: datetime
+    updated_at: datetime
+
+
+class ArtifactCreate(BaseModel):
+    content: str | dict[str, str]
+    kind: ArtifactKindIn = "auto"
+    summary: str | None = Field(default=None, max_length=20_000)
+    idempotency_key: str | None = Field(default=None, max_length=200)
+
+
+class ArtifactRead(_Out):
+    id: int
+    task_id: int
+    version: int
+    kind: str
+    summary: str | None
+    size_bytes: int
+    branch: str | None
+    commit_sha: str | None
+    pr_number: int | None
+    pr_url: str | None
+    created_at: datetime
+
+
+class ArtifactDetail(ArtifactRead):
+    content: str
+
+
+class SubmissionRead(BaseModel):
+    artifact: ArtifactRead
+    created: bool
+    publish_job_id: int | None
+    task: TaskRead
+
+
+class MessageCreate(BaseModel):
+    body: str = Field(min_length=1, max_length=50_000)
+
+
+class MessageRead(_Out):
+    id: int
+    task_id: int
+    author_name: str
+    direction: str
+    source: str
+    body: str
+    meta: dict[str, Any]
+    created_at: datetime
+
+
+class EventRead(_Out):
+    id: int
+    task_id: int
+    kind: str
+    actor_name: str
+    from_status: str | None
+    to_status: str | None
+    data: dict[str, Any]
+    created_at: datetime
+
+
+class TaskDetail(TaskRead):
+    artifacts: list[ArtifactRead]
+    messages: list[MessageRead]
+
+
+class TaskPage(BaseModel):
+    items: list[TaskRead]
+    next_cursor: str | None
+
+
+class ApproveIn(BaseModel):
+    comment: str | None = Field(default=None, max_length=20_000)
+
+
+class RejectIn(BaseModel):
+    feedback: str = Field(min_length=1, max_length=50_000)
+
+
+class CancelIn(BaseModel):
+    reason: str | None = Field(default=None, max_length=20_000)
+
+
+class VersionDiff(BaseModel):
+    from_version: int
+    to_version: int
+    diff: str
+
+
+class TokenResponse(BaseModel):
+    access_token: str
+    token_type: str = "bearer"
+    expires_in: int
+
+
+class UserCreate(BaseModel):
+    username: str = Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9._@-]+$")
+    role: Literal["admin", "reviewer", "agent"]
+    password: str | None = Field(default=None, min_length=8, max_length=200)
+    github_login: str | None = Field(default=None, max_length=100)
+
+
+class UserRead(_Out):
+    id: int
+    username: str
+    role: str
+    github_login: str | None
+    is_active: bool
+    created_at: datetime
+
+
+class ApiTokenCreate(BaseModel):
+    name: str = Field(min_length=1, max_length=100)
+    username: str = Field(min_length=1, max_length=100, description="the user the token acts as")
+
+
+class ApiTokenRead(_Out):
+    id: int
+    user_id: int
+    name: str
+    display_prefix: str
+    created_at: datetime
+    last_used_at: datetime | None
+    revoked_at: datetime | None
+
+
+class ApiTokenCreated(ApiTokenRead):
+    token: str = Field(description="shown once; store it now")
+
+
+class Problem(BaseModel):
+    type: str = "about:blank"
+    title: str
+    status: int
+    detail: str
+    code: str
