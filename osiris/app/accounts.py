@@ -100,7 +100,9 @@ async def revoke_token(session: AsyncSession, actor: Actor, token_id: int) -> Ap
     if token is None:
         raise NotFound(f"token {token_id} not found")
     await session.execute(
-        update(ApiToken).where(ApiToken.id == token.id, ApiToken.revoked_at.is_(None)).values(revoked_at=func.now())
+        update(ApiToken)
+        .where(ApiToken.id == token.id, ApiToken.revoked_at.is_(None))
+        .values(revoked_at=func.now())
     )
     await session.refresh(token)
     return token

@@ -12,7 +12,15 @@ class Actor:
     org_id: int
     user_id: int | None
     name: str
-    role: Role | None  # None: the system (lease sweeper, webhooks acting on their own)
+    role: Role | None  # None: the system (lease sweeper, webhooks acting on their own) or a requester
+    requester: bool = False  # a person who asked through a channel; has no account
+
+    @property
+    def rule_role(self) -> Role | str:
+        """The name RULES knows this actor by."""
+        if self.requester:
+            return "requester"
+        return self.role if self.role is not None else "system"
 
     @property
     def is_human(self) -> bool:
@@ -24,8 +32,13 @@ class Actor:
 
     @property
     def is_system(self) -> bool:
-        return self.role is None
+        return self.role is None and not self.requester
 
 
 def system_actor(org_id: int, name: str = "system") -> Actor:
     return Actor(org_id=org_id, user_id=None, name=name, role=None)
+
+
+def requester_actor(org_id: int, address: str) -> Actor:
+    """Someone who asked through a chat channel: may follow up on and cancel their own request."""
+    return Actor(org_id=org_id, user_id=None, name=address, role=None, requester=True)

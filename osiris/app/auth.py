@@ -47,7 +47,9 @@ async def actor_from_token(session: AsyncSession, token: str, *, signing_key: st
             update(ApiToken)
             .where(
                 ApiToken.id == api_token.id,
-                or_(ApiToken.last_used_at.is_(None), ApiToken.last_used_at < func.now() - timedelta(minutes=1)),
+                or_(
+                    ApiToken.last_used_at.is_(None), ApiToken.last_used_at < func.now() - timedelta(minutes=1)
+                ),
             )
             .values(last_used_at=func.now())
         )
@@ -87,7 +89,9 @@ async def current_actor(
 ) -> Actor:
     if credentials is None or credentials.scheme.lower() != "bearer":
         raise Unauthenticated("send Authorization: Bearer <token>")
-    return await actor_from_token(session, credentials.credentials, signing_key=runtime.settings.signing_key())
+    return await actor_from_token(
+        session, credentials.credentials, signing_key=runtime.settings.signing_key()
+    )
 
 
 ActorDep = Annotated[Actor, Depends(current_actor)]

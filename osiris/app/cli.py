@@ -153,19 +153,23 @@ def build_parser() -> argparse.ArgumentParser:
     worker.set_defaults(fn=cmd_worker)
 
     sub.add_parser("migrate", help="apply database migrations").set_defaults(fn=cmd_migrate)
-    sub.add_parser("mcp", help="stdio MCP server for desktop clients (OSIRIS_URL, OSIRIS_TOKEN)").set_defaults(
-        fn=cmd_mcp
-    )
+    sub.add_parser(
+        "mcp", help="stdio MCP server for desktop clients (OSIRIS_URL, OSIRIS_TOKEN)"
+    ).set_defaults(fn=cmd_mcp)
 
     user = sub.add_parser("user", help="manage users").add_subparsers(dest="user_command", required=True)
     uc = user.add_parser("create", help="create a user")
     uc.add_argument("name")
     uc.add_argument("--role", choices=["admin", "reviewer", "agent"], required=True)
-    uc.add_argument("--password-stdin", action="store_true", help="read the password from the first line of stdin")
+    uc.add_argument(
+        "--password-stdin", action="store_true", help="read the password from the first line of stdin"
+    )
     uc.add_argument("--github-login")
     uc.set_defaults(fn=cmd_user_create)
 
-    token = sub.add_parser("token", help="manage API tokens").add_subparsers(dest="token_command", required=True)
+    token = sub.add_parser("token", help="manage API tokens").add_subparsers(
+        dest="token_command", required=True
+    )
     tc = token.add_parser("create", help="create a token (and the agent user if it does not exist)")
     tc.add_argument("name", help="the user the token acts as")
     tc.add_argument("--token-name", help="a label for the token")

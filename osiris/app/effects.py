@@ -12,6 +12,7 @@ from typing import Any, Protocol
 
 from osiris.app import jobs, lifecycle
 from osiris.app.actors import system_actor
+from osiris.app.artifacts import ValidArtifact
 from osiris.app.models import Artifact, Message, Task
 
 log = logging.getLogger(__name__)
@@ -20,6 +21,7 @@ log = logging.getLogger(__name__)
 class CodeHost(Protocol):
     """The code-host port: implemented by the local git host and by GitHub."""
 
+    async def check(self, task: Task, artifact: ValidArtifact) -> None: ...
     async def publish(self, task: Task, artifact: Artifact) -> dict[str, Any]: ...
     async def merge(self, task: Task) -> dict[str, Any]: ...
     async def close(self, task: Task) -> dict[str, Any]: ...
@@ -65,7 +67,9 @@ async def merge_task(payload: dict[str, Any], ctx: jobs.JobContext) -> None:
     if task is None:
         return
     if host is None or task.artifact_count == 0:
-        await _record(ctx, task.id, "merge_skipped", {"why": "no code host" if host is None else "no artifact"})
+        await _record(
+            ctx, task.id, "merge_skipped", {"why": "no code host" if host is None else "no artifact"}
+        )
         return
     await _record(ctx, task.id, "merged", await host.merge(task))
 

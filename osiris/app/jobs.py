@@ -142,7 +142,7 @@ class Worker:
             self._qm.shutdown.set()
 
 
-async def drain(dsn: str, ctx: JobContext, *, timeout: float = 30.0) -> None:
+async def drain(dsn: str, ctx: JobContext, *, limit_seconds: float = 30.0) -> None:
     """Run every queued job until the queue is empty (tests, `osiris worker --drain`)."""
     from pgqueuer.types import QueueExecutionMode
 
@@ -152,6 +152,6 @@ async def drain(dsn: str, ctx: JobContext, *, timeout: float = 30.0) -> None:
         worker = Worker(dsn, ctx)
         for name, handler in HANDLERS.items():
             qm.entrypoint(name)(worker._wrap(name, handler))
-        await asyncio.wait_for(qm.run(mode=QueueExecutionMode.drain, batch_size=5), timeout)
+        await asyncio.wait_for(qm.run(mode=QueueExecutionMode.drain, batch_size=5), limit_seconds)
     finally:
         await conn.close()

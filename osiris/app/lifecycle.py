@@ -33,6 +33,7 @@ from osiris.app.models import OPEN_STATUSES, Artifact, Message, Role, Task, Task
 EVENTS_CHANNEL = "osiris_events"
 S = TaskStatus
 SYSTEM = "system"  # stands for the system actor in RULES
+REQUESTER = "requester"  # the person who asked, through their channel (no account)
 
 
 class Action(enum.StrEnum):
@@ -58,17 +59,22 @@ RULES: dict[Action, Rule] = {
     Action.RELEASE: Rule(frozenset({S.IN_PROGRESS}), S.PENDING, frozenset({Role.AGENT, Role.ADMIN}), True),
     Action.EXPIRE: Rule(frozenset({S.IN_PROGRESS}), S.PENDING, frozenset({SYSTEM})),
     Action.SUBMIT: Rule(frozenset({S.IN_PROGRESS}), S.REVIEW, frozenset({Role.AGENT}), True),
-    Action.REQUEST_CHANGES: Rule(frozenset({S.REVIEW}), S.IN_PROGRESS, frozenset({Role.REVIEWER, Role.ADMIN})),
+    Action.REQUEST_CHANGES: Rule(
+        frozenset({S.REVIEW}), S.IN_PROGRESS, frozenset({Role.REVIEWER, Role.ADMIN})
+    ),
     # DONE and REJECTED need a human: no agent and no system actor appears in these two rules.
     Action.APPROVE: Rule(frozenset({S.REVIEW}), S.DONE, frozenset({Role.REVIEWER, Role.ADMIN})),
-    Action.CANCEL: Rule(frozenset(OPEN_STATUSES), S.REJECTED, frozenset({Role.REVIEWER, Role.ADMIN})),
+    # A requester may withdraw their own request (the channel edge checks it is theirs).
+    Action.CANCEL: Rule(
+        frozenset(OPEN_STATUSES), S.REJECTED, frozenset({Role.REVIEWER, Role.ADMIN, REQUESTER})
+    ),
 }
 
 
 def check(action: Action, status: str, actor: Actor, holder_id: int | None) -> TaskStatus:
     """Decide a move without touching the database; raise the typed error that explains a refusal."""
     rule = RULES[action]
-    role: Role | str = SYSTEM if actor.is_system else actor.role  # type: ignore[assignment]
+    role = actor.rule_role
     if role not in rule.roles:
         raise Forbidden(f"role {role} may not {action.value} a task")
     if rule.holder_only and actor.is_agent and holder_id != actor.user_id:
@@ -126,7 +132,9 @@ async def _move(
     await session.flush()
     await session.refresh(task)
     metrics.TRANSITIONS.labels(action.value, target.value).inc()
-    event = await record_event(session, task, actor, action.value, from_status=source, to_status=target, data=data)
+    event = await record_event(
+        session, task, actor, action.value, from_status=source, to_status=target, data=data
+    )
     if task.channel != "api":
         await jobs.enqueue(session, jobs.NOTIFY_REQUESTER, {"task_id": task.id, "event_id": event.id})
     return event
@@ -283,7 +291,9 @@ async def submit_artifact(
     if idempotency_key:
         existing = (
             await session.execute(
-                select(Artifact).where(Artifact.task_id == task.id, Artifact.idempotency_key == idempotency_key)
+                select(Artifact).where(
+                    Artifact.task_id == task.id, Artifact.idempotency_key == idempotency_key
+                )
             )
         ).scalar_one_or_none()
         if existing is not None:
@@ -313,7 +323,10 @@ async def submit_artifact(
         raise IllegalTransition("a concurrent submission took this version") from exc
     event.data = {**event.data, "artifact_id": row.id}
     job_id = await jobs.enqueue(
-        session, jobs.PUBLISH_ARTIFACT, {"artifact_id": row.id, "task_id": task.id}, dedupe_key=f"publish-{row.id}"
+        session,
+        jobs.PUBLISH_ARTIFACT,
+        {"artifact_id": row.id, "task_id": task.id},
+        dedupe_key=f"publish-{row.id}",
     )
     return Submission(row, created=True, job_id=job_id)
 
@@ -338,24 +351,47 @@ async def request_changes(
     # The holder keeps the task, with a fresh lease to address the feedback.
     await _move(session, task, actor, Action.REQUEST_CHANGES, lease_expires_at=_lease(lease_seconds))
     await add_message(
-        session, task, actor, body=feedback, source=source, provider_id=provider_id, meta=meta, kind="feedback"
+        session,
+        task,
+        actor,
+        body=feedback,
+        source=source,
+        provider_id=provider_id,
+        meta=meta,
+        kind="feedback",
     )
     return task
 
 
-async def approve_task(session: AsyncSession, actor: Actor, task_id: int, *, comment: str | None = None) -> Task:
+async def approve_task(
+    session: AsyncSession, actor: Actor, task_id: int, *, comment: str | None = None
+) -> Task:
     task = await repository.get_task(session, actor, task_id, for_update=True)
-    await _move(session, task, actor, Action.APPROVE, data={"comment": comment} if comment else None,
-                lease_expires_at=None)
+    await _move(
+        session,
+        task,
+        actor,
+        Action.APPROVE,
+        data={"comment": comment} if comment else None,
+        lease_expires_at=None,
+    )
     await jobs.enqueue(session, jobs.MERGE_TASK, {"task_id": task.id}, dedupe_key=f"merge-{task.id}")
     return task
 
 
-async def cancel_task(session: AsyncSession, actor: Actor, task_id: int, *, reason: str | None = None) -> Task:
+async def cancel_task(
+    session: AsyncSession, actor: Actor, task_id: int, *, reason: str | None = None
+) -> Task:
     task = await repository.get_task(session, actor, task_id, for_update=True)
     had_artifacts = task.artifact_count > 0
-    await _move(session, task, actor, Action.CANCEL, data={"reason": reason} if reason else None,
-                lease_expires_at=None)
+    await _move(
+        session,
+        task,
+        actor,
+        Action.CANCEL,
+        data={"reason": reason} if reason else None,
+        lease_expires_at=None,
+    )
     if had_artifacts:
         await jobs.enqueue(session, jobs.CLOSE_TASK, {"task_id": task.id}, dedupe_key=f"close-{task.id}")
     return task
@@ -406,7 +442,9 @@ async def add_message(
     return msg
 
 
-async def post_message(session: AsyncSession, actor: Actor, task_id: int, *, body: str, source: str) -> Message:
+async def post_message(
+    session: AsyncSession, actor: Actor, task_id: int, *, body: str, source: str
+) -> Message:
     task = await repository.get_task(session, actor, task_id, for_update=actor.is_agent)
     if actor.is_agent and task.assignee_id != actor.user_id:
         raise NotYourTask("an agent may only write on a task it holds")

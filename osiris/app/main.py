@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib
 import logging
 import sys
 import time
@@ -25,6 +26,26 @@ from osiris.app.runtime import Runtime
 
 log = logging.getLogger(__name__)
 assert effects  # imported for its job handlers  # noqa: S101
+
+# Edges that live in packages of their own. Each module exposes `install(app, settings)` (routes,
+# mounts, lifespan hooks) and may expose `async def services(runtime)` (ports for job handlers).
+EXTENSIONS = (
+    "osiris.github_bridge.extension",
+    "osiris.mcp.extension",
+    "osiris.ingest.extension",
+    "osiris.portal.extension",
+)
+
+
+def _extensions() -> list:
+    found = []
+    for name in EXTENSIONS:
+        try:
+            found.append(importlib.import_module(name))
+        except ModuleNotFoundError as exc:
+            if exc.name is None or not name.startswith(exc.name):
+                raise  # a real missing dependency inside an extension must not be hidden
+    return found
 
 
 def asyncpg_dsn(sqlalchemy_url: str) -> str:
@@ -52,7 +73,9 @@ async def start_runtime(settings: Settings, *, migrate: bool = True) -> AsyncIte
         if migrate:
             await db.upgrade(url)
         engine = db.make_engine(url, settings)
-        runtime = Runtime(settings=settings, engine=engine, sessions=db.make_sessionmaker(engine), dsn=asyncpg_dsn(url))
+        runtime = Runtime(
+            settings=settings, engine=engine, sessions=db.make_sessionmaker(engine), dsn=asyncpg_dsn(url)
+        )
         try:
             yield runtime
         finally:
@@ -80,6 +103,7 @@ def create_app(settings: Settings | None = None, *, run_background: bool = True)
             runtime.services["login_limiter"] = RateLimiter(settings.login_rate_per_minute)
             app.state.runtime = runtime
             await bootstrap(runtime)
+            await install_services(runtime)
             hub = Hub(runtime.dsn)
             runtime.services["hub"] = hub
             background: list[asyncio.Task] = []
@@ -117,6 +141,8 @@ def create_app(settings: Settings | None = None, *, run_background: bool = True)
     problems.install(app)
     for router in (health.router, auth.router, tasks.router, admin.router):
         app.include_router(router)
+    for ext in _extensions():
+        ext.install(app, settings)
 
     @app.middleware("http")
     async def _measure(request: Request, call_next):  # type: ignore[no-untyped-def]
@@ -141,5 +167,8 @@ def create_app(settings: Settings | None = None, *, run_background: bool = True)
 
 
 async def install_services(runtime: Runtime) -> None:
-    """Ports that job handlers use (code host, notifiers); filled in as those modules land."""
+    """Ports that job handlers and edges use (code host, notifiers), from every extension."""
     runtime.services.setdefault("login_limiter", RateLimiter(runtime.settings.login_rate_per_minute))
+    for ext in _extensions():
+        if hasattr(ext, "services"):
+            await ext.services(runtime)

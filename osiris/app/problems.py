@@ -31,11 +31,15 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
         errors = [{"loc": list(e["loc"]), "msg": e["msg"], "type": e["type"]} for e in exc.errors()]
-        return problem(422, "invalid_input", "Invalid input", "the request does not match the schema", errors=errors)
+        return problem(
+            422, "invalid_input", "Invalid input", "the request does not match the schema", errors=errors
+        )
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
-        code = {404: "not_found", 405: "method_not_allowed", 401: "unauthenticated"}.get(exc.status_code, "http_error")
+        code = {404: "not_found", 405: "method_not_allowed", 401: "unauthenticated"}.get(
+            exc.status_code, "http_error"
+        )
         return problem(exc.status_code, code, str(exc.detail), str(exc.detail))
 
     @app.exception_handler(OperationalError)
@@ -43,12 +47,16 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(OSError)
     async def _db_down(_: Request, exc: Exception) -> JSONResponse:
         log.warning("database unavailable: %s", type(exc).__name__)
-        return problem(503, "unavailable", "Service unavailable", "the database is not reachable; retry shortly")
+        return problem(
+            503, "unavailable", "Service unavailable", "the database is not reachable; retry shortly"
+        )
 
     @app.exception_handler(DBAPIError)
     async def _db_error(_: Request, exc: DBAPIError) -> JSONResponse:
         if exc.connection_invalidated:
-            return problem(503, "unavailable", "Service unavailable", "the database connection was lost; retry")
+            return problem(
+                503, "unavailable", "Service unavailable", "the database connection was lost; retry"
+            )
         log.exception("database error")
         return problem(500, "internal", "Internal error", "an unexpected database error occurred")
 

@@ -83,8 +83,14 @@ class Hub:
                 await conn.add_listener(CHANNEL, self._on_notify)
                 self.connected.set()
                 delay = 0.5
-                while not conn.is_closed():
-                    await asyncio.sleep(1.0)
+                lost = asyncio.Event()
+                conn.add_termination_listener(lambda _c, ev=lost: ev.set())
+                while not lost.is_set():
+                    # a ping now and then notices a peer that vanished without closing the socket
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(lost.wait(), 15)
+                    if not lost.is_set():
+                        await conn.execute("SELECT 1")
             except asyncio.CancelledError:
                 raise
             except Exception as exc:

@@ -48,5 +48,3 @@ async def create_token(body: ApiTokenCreate, actor: AdminDep, session: SessionDe
 @router.delete("/tokens/{token_id}", response_model=ApiTokenRead)
 async def revoke_token(token_id: int, actor: AdminDep, session: SessionDep) -> ApiTokenRead:
     return ApiTokenRead.model_validate(await accounts.revoke_token(session, actor, token_id))
-
-

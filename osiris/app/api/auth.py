@@ -29,6 +29,10 @@ async def issue_token(
         raise Unauthenticated("wrong user name or password")
     ttl = runtime.settings.jwt_ttl_seconds
     token = security.issue_jwt(
-        user_id=user.id, org_id=user.org_id, role=user.role, key=runtime.settings.signing_key(), ttl_seconds=ttl
+        user_id=user.id,
+        org_id=user.org_id,
+        role=user.role,
+        key=runtime.settings.signing_key(),
+        ttl_seconds=ttl,
     )
     return TokenResponse(access_token=token, expires_in=ttl)

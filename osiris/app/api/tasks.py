@@ -9,8 +9,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Body, Query, Response
 
-from osiris.app import lifecycle, repository
-from osiris.app.artifacts import validate_artifact
+from osiris.app import lifecycle, repository, submissions
 from osiris.app.auth import ActorDep, RuntimeDep, SessionDep
 from osiris.app.errors import InvalidInput, NotFound
 from osiris.app.models import Task
@@ -61,7 +60,9 @@ def _decode_cursor(cursor: str) -> int:
 
 
 @router.post("", status_code=201, response_model=TaskRead)
-async def create_task(body: TaskCreate, actor: ActorDep, session: SessionDep, runtime: RuntimeDep) -> TaskRead:
+async def create_task(
+    body: TaskCreate, actor: ActorDep, session: SessionDep, runtime: RuntimeDep
+) -> TaskRead:
     s = runtime.settings
     task = await lifecycle.create_task(
         session,
@@ -148,11 +149,22 @@ async def release(task_id: int, actor: ActorDep, session: SessionDep) -> TaskRea
 
 @router.post("/{task_id}/artifacts", status_code=201, response_model=SubmissionRead)
 async def submit_artifact(
-    task_id: int, body: ArtifactCreate, actor: ActorDep, session: SessionDep, runtime: RuntimeDep, response: Response
+    task_id: int,
+    body: ArtifactCreate,
+    actor: ActorDep,
+    session: SessionDep,
+    runtime: RuntimeDep,
+    response: Response,
 ) -> SubmissionRead:
-    valid = validate_artifact(body.content, body.kind, max_bytes=runtime.settings.max_artifact_bytes)
-    sub = await lifecycle.submit_artifact(
-        session, actor, task_id, artifact=valid, summary=body.summary, idempotency_key=body.idempotency_key
+    sub = await submissions.submit(
+        session,
+        runtime,
+        actor,
+        task_id,
+        content=body.content,
+        kind=body.kind,
+        summary=body.summary,
+        idempotency_key=body.idempotency_key,
     )
     if not sub.created:
         response.status_code = 200
@@ -207,11 +219,15 @@ async def list_messages(
     task_id: int, actor: ActorDep, session: SessionDep, after_id: int | None = None
 ) -> list[MessageRead]:
     task = await repository.get_task(session, actor, task_id)
-    return [MessageRead.model_validate(m) for m in await repository.messages_of(session, task, after_id=after_id)]
+    return [
+        MessageRead.model_validate(m) for m in await repository.messages_of(session, task, after_id=after_id)
+    ]
 
 
 @router.post("/{task_id}/messages", status_code=201, response_model=MessageRead)
-async def post_message(task_id: int, body: MessageCreate, actor: ActorDep, session: SessionDep) -> MessageRead:
+async def post_message(
+    task_id: int, body: MessageCreate, actor: ActorDep, session: SessionDep
+) -> MessageRead:
     msg = await lifecycle.post_message(session, actor, task_id, body=body.body, source="api")
     return MessageRead.model_validate(msg)
 
@@ -232,9 +248,10 @@ async def approve(
     return task_read(await lifecycle.approve_task(session, actor, task_id, comment=comment))
 
 
-
 @router.post("/{task_id}/reject", response_model=TaskRead)
-async def reject(task_id: int, body: RejectIn, actor: ActorDep, session: SessionDep, runtime: RuntimeDep) -> TaskRead:
+async def reject(
+    task_id: int, body: RejectIn, actor: ActorDep, session: SessionDep, runtime: RuntimeDep
+) -> TaskRead:
     """Request changes: the task goes back to its agent with the feedback as a message."""
     task = await lifecycle.request_changes(
         session, actor, task_id, feedback=body.feedback, lease_seconds=runtime.settings.lease_seconds
