@@ -104,6 +104,8 @@ async def revoke_token(session: AsyncSession, actor: Actor, token_id: int) -> Ap
         .where(ApiToken.id == token.id, ApiToken.revoked_at.is_(None))
         .values(revoked_at=func.now())
     )
+    # every replica drops its cached copy of this token when we commit
+    await session.execute(select(func.pg_notify(security.TOKENS_CHANNEL, token.token_hash)))
     await session.refresh(token)
     return token
 
@@ -123,3 +125,31 @@ async def bootstrap_admin(session: AsyncSession, *, password: str | None) -> str
         password = generated = secrets.token_urlsafe(12)
     await create_user(session, org_id=org.id, username="admin", role=Role.ADMIN, password=password)
     return generated
+
+
+async def set_github_login(
+    session: AsyncSession, actor: Actor, user_id: int, github_login: str | None
+) -> User:
+    """Map a user of the actor's organization to a GitHub login (None or blank clears it).
+
+    One login maps to one user per organization, so a review on GitHub is attributed unambiguously.
+    """
+    login = (github_login or "").strip().lstrip("@") or None
+    if login is not None and len(login) > 100:
+        raise InvalidInput("a GitHub login has at most 100 characters")
+    user = await session.scalar(select(User).where(User.id == user_id, User.org_id == actor.org_id))
+    if user is None:
+        raise NotFound(f"user {user_id} not found")
+    if login is not None:
+        taken = await session.scalar(
+            select(User.username).where(
+                User.org_id == actor.org_id,
+                func.lower(User.github_login) == login.lower(),
+                User.id != user.id,
+            )
+        )
+        if taken is not None:
+            raise Conflict(f"GitHub login {login!r} is already mapped to {taken!r}")
+    user.github_login = login
+    await session.flush()
+    return user

@@ -73,6 +73,9 @@ def _patch_paths(text: str) -> tuple[str, ...]:
         raise InvalidArtifact("the patch changes no file")
     paths: list[str] = []
     for pf in patch:
+        # a file entry with no hunk is only meaningful as a rename, mode-only or binary change
+        if not len(pf) and not (pf.is_rename or pf.is_binary_file or pf.is_removed_file or pf.is_added_file):
+            raise InvalidArtifact(f"the patch for {pf.path} has no valid hunk")
         for raw in (pf.source_file, pf.target_file):
             if raw in (None, "/dev/null"):
                 continue

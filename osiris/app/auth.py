@@ -7,6 +7,7 @@ from datetime import timedelta
 from typing import Annotated
 
 import jwt
+from cachetools import TTLCache
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy import or_, select, update
@@ -24,15 +25,43 @@ def actor_for(user: User) -> Actor:
     return Actor(org_id=user.org_id, user_id=user.id, name=user.username, role=Role(user.role))
 
 
-async def actor_from_token(session: AsyncSession, token: str, *, signing_key: str) -> Actor:
+class TokenCache:
+    """Opaque tokens resolved in the last few seconds, so most requests need no token query.
+
+    A revocation is broadcast with NOTIFY and evicts the entry at once on every replica; the short
+    TTL bounds the window should a notification be missed (e.g. while the listener reconnects).
+    """
+
+    def __init__(self, ttl_seconds: float = 30.0, size: int = 10_000) -> None:
+        self._entries: TTLCache[str, Actor] = TTLCache(maxsize=size, ttl=ttl_seconds)
+
+    def get(self, token_hash: str) -> Actor | None:
+        return self._entries.get(token_hash)
+
+    def put(self, token_hash: str, actor: Actor) -> None:
+        self._entries[token_hash] = actor
+
+    def evict(self, token_hash: str) -> None:
+        self._entries.pop(token_hash, None)
+
+    def clear(self) -> None:
+        self._entries.clear()
+
+
+async def actor_from_token(
+    session: AsyncSession, token: str, *, signing_key: str, cache: TokenCache | None = None
+) -> Actor:
     """Resolve a bearer token, opaque (`osr_…`) or JWT; raise Unauthenticated for anything else."""
     if token.startswith(security.TOKEN_PREFIX):
+        token_hash = security.hash_token(token)
+        if cache is not None and (hit := cache.get(token_hash)) is not None:
+            return hit
         row = (
             await session.execute(
                 select(ApiToken, User)
                 .join(User, User.id == ApiToken.user_id)
                 .where(
-                    ApiToken.token_hash == security.hash_token(token),
+                    ApiToken.token_hash == token_hash,
                     ApiToken.revoked_at.is_(None),
                     or_(ApiToken.expires_at.is_(None), ApiToken.expires_at > func.now()),
                     User.is_active.is_(True),
@@ -53,7 +82,10 @@ async def actor_from_token(session: AsyncSession, token: str, *, signing_key: st
             )
             .values(last_used_at=func.now())
         )
-        return actor_for(user)
+        actor = actor_for(user)
+        if cache is not None:
+            cache.put(token_hash, actor)
+        return actor
     try:
         claims = security.decode_jwt(token, key=signing_key)
     except jwt.InvalidTokenError:
@@ -64,7 +96,7 @@ async def actor_from_token(session: AsyncSession, token: str, *, signing_key: st
     return actor_for(user)
 
 
-def get_runtime(request: Request) -> Runtime:
+async def get_runtime(request: Request) -> Runtime:
     return request.app.state.runtime
 
 
@@ -90,7 +122,10 @@ async def current_actor(
     if credentials is None or credentials.scheme.lower() != "bearer":
         raise Unauthenticated("send Authorization: Bearer <token>")
     return await actor_from_token(
-        session, credentials.credentials, signing_key=runtime.settings.signing_key()
+        session,
+        credentials.credentials,
+        signing_key=runtime.settings.signing_key(),
+        cache=runtime.services.get("token_cache"),
     )
 
 

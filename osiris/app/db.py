@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -88,10 +89,16 @@ def alembic_config(url: str):
     return cfg
 
 
+# Alembic keeps its environment in module globals: one migration run per process at a time.
+# Across processes (replicas) the advisory lock in env.py does the queuing.
+_alembic_lock = threading.Lock()
+
+
 def upgrade_sync(url: str, revision: str = "head") -> None:
     from alembic import command
 
-    command.upgrade(alembic_config(url), revision)
+    with _alembic_lock:
+        command.upgrade(alembic_config(url), revision)
 
 
 async def upgrade(url: str, revision: str = "head") -> None:

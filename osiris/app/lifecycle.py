@@ -8,12 +8,11 @@ TaskEvent and its side-effect jobs in the caller's transaction, and publishes th
 from __future__ import annotations
 
 import enum
-import json
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, select, text, update
+from sqlalchemy import BigInteger, Text, cast, func, insert, literal, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -44,6 +43,8 @@ class Action(enum.StrEnum):
     REQUEST_CHANGES = "request_changes"
     APPROVE = "approve"
     CANCEL = "cancel"
+    MERGE_FAILED = "merge_failed"
+    REOPEN = "reopen"
 
 
 @dataclass(frozen=True)
@@ -68,6 +69,11 @@ RULES: dict[Action, Rule] = {
     Action.CANCEL: Rule(
         frozenset(OPEN_STATUSES), S.REJECTED, frozenset({Role.REVIEWER, Role.ADMIN, REQUESTER})
     ),
+    # The code host could not merge an approved task (conflict, moved branch): only the system
+    # reports that, and the task goes back to its agent; it undoes an approval, never grants one.
+    Action.MERGE_FAILED: Rule(frozenset({S.DONE}), S.IN_PROGRESS, frozenset({SYSTEM})),
+    # A rejected change request reopened by a person (e.g. the PR reopened on GitHub) is back in review.
+    Action.REOPEN: Rule(frozenset({S.REJECTED}), S.REVIEW, frozenset({Role.REVIEWER, Role.ADMIN})),
 }
 
 
@@ -95,23 +101,36 @@ async def record_event(
     from_status: str | None = None,
     to_status: str | None = None,
     data: dict[str, Any] | None = None,
-) -> TaskEvent:
-    event = TaskEvent(
-        org_id=task.org_id,
-        task_id=task.id,
-        kind=kind,
-        actor_id=actor.user_id,
-        actor_name=actor.name,
-        from_status=from_status,
-        to_status=to_status,
-        data=data or {},
+) -> int:
+    """Append to the task's log and announce it; returns the event id.
+
+    One statement inserts the row and calls pg_notify, which PostgreSQL delivers to every
+    listening replica only when the transaction commits (and never if it rolls back).
+    """
+    ev = (
+        insert(TaskEvent)
+        .values(
+            org_id=task.org_id,
+            task_id=task.id,
+            kind=kind,
+            actor_id=actor.user_id,
+            actor_name=actor.name,
+            from_status=from_status,
+            to_status=to_status,
+            data=data or {},
+        )
+        .returning(TaskEvent.id)
+        .cte("ev")
     )
-    session.add(event)
-    await session.flush()
-    note = {"id": event.id, "task_id": task.id, "org_id": task.org_id, "kind": kind, "status": task.status}
-    # Delivered by PostgreSQL to every listening replica only when the transaction commits.
-    await session.execute(text("SELECT pg_notify(:c, :p)"), {"c": EVENTS_CHANNEL, "p": json.dumps(note)})
-    return event
+    note = func.json_build_object(
+        literal("id"), ev.c.id,
+        literal("task_id"), literal(task.id, BigInteger),
+        literal("org_id"), literal(task.org_id, BigInteger),
+        literal("kind"), literal(kind),
+        literal("status"), literal(task.status),
+    )  # fmt: skip
+    stmt = select(ev.c.id, func.pg_notify(literal(EVENTS_CHANNEL), cast(note, Text)))
+    return (await session.execute(stmt)).scalar_one()
 
 
 async def _move(
@@ -122,26 +141,31 @@ async def _move(
     *,
     data: dict[str, Any] | None = None,
     **changes: Any,
-) -> TaskEvent:
+) -> int:
     source = task.status
     target = check(action, source, actor, task.assignee_id)
     task.status = target.value
     for key, value in changes.items():
         setattr(task, key, value)
-    task.updated_at = func.now()
+    task.updated_at = _now()
     await session.flush()
-    await session.refresh(task)
     metrics.TRANSITIONS.labels(action.value, target.value).inc()
-    event = await record_event(
+    event_id = await record_event(
         session, task, actor, action.value, from_status=source, to_status=target, data=data
     )
     if task.channel != "api":
-        await jobs.enqueue(session, jobs.NOTIFY_REQUESTER, {"task_id": task.id, "event_id": event.id})
-    return event
+        await jobs.enqueue(session, jobs.NOTIFY_REQUESTER, {"task_id": task.id, "event_id": event_id})
+    return event_id
 
 
-def _lease(seconds: int) -> Any:
-    return func.now() + timedelta(seconds=seconds)
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _lease(seconds: int) -> datetime:
+    # Python's clock, not the database's: values stay readable after flush without a round trip.
+    # The sweeper compares with the database's now(); replicas' clocks are assumed NTP-synced.
+    return _now() + timedelta(seconds=seconds)
 
 
 @dataclass(frozen=True)
@@ -192,39 +216,45 @@ async def create_task(
 # --- the agent's side --------------------------------------------------------------------------
 
 
-async def claim_task(session: AsyncSession, actor: Actor, task_id: int, *, lease_seconds: int) -> Task:
+async def _claim(session: AsyncSession, actor: Actor, which: Any, *, lease_seconds: int) -> Task | None:
     """One conditional UPDATE decides a race: whoever's statement matches PENDING first wins."""
-    check(Action.CLAIM, TaskStatus.PENDING, actor, None)  # the role check, before any SQL
     stmt = (
         update(Task)
-        .where(Task.id == task_id, Task.org_id == actor.org_id, Task.status == TaskStatus.PENDING.value)
+        .where(Task.id == which, Task.org_id == actor.org_id, Task.status == TaskStatus.PENDING.value)
         .values(
             status=TaskStatus.IN_PROGRESS.value,
             assignee_id=actor.user_id,
             lease_expires_at=_lease(lease_seconds),
-            updated_at=func.now(),
+            updated_at=_now(),
         )
         .returning(Task)
-        .execution_options(synchronize_session=False)
+        .execution_options(synchronize_session=False, populate_existing=True)
     )
     task = (await session.execute(stmt)).scalar_one_or_none()
     if task is None:
-        current = await repository.get_task(session, actor, task_id)  # TaskNotFound if absent
-        raise NotClaimable(f"task {task_id} is {current.status}, not PENDING")
-    await session.refresh(task)
+        return None
     metrics.TRANSITIONS.labels(Action.CLAIM.value, task.status).inc()
-    event = await record_event(
+    event_id = await record_event(
         session, task, actor, Action.CLAIM.value, from_status=TaskStatus.PENDING, to_status=task.status
     )
     if task.channel != "api":
-        await jobs.enqueue(session, jobs.NOTIFY_REQUESTER, {"task_id": task.id, "event_id": event.id})
+        await jobs.enqueue(session, jobs.NOTIFY_REQUESTER, {"task_id": task.id, "event_id": event_id})
+    return task
+
+
+async def claim_task(session: AsyncSession, actor: Actor, task_id: int, *, lease_seconds: int) -> Task:
+    check(Action.CLAIM, TaskStatus.PENDING, actor, None)  # the role check, before any SQL
+    task = await _claim(session, actor, task_id, lease_seconds=lease_seconds)
+    if task is None:
+        current = await repository.get_task(session, actor, task_id)  # TaskNotFound if absent
+        raise NotClaimable(f"task {task_id} is {current.status}, not PENDING")
     return task
 
 
 async def claim_next(
     session: AsyncSession, actor: Actor, *, lease_seconds: int, repo: str | None = None
 ) -> Task | None:
-    """Take the best pending task; concurrent callers skip rows another is taking."""
+    """Take the best pending task; concurrent callers skip the rows others are taking."""
     check(Action.CLAIM, TaskStatus.PENDING, actor, None)
     pick = (
         select(Task.id)
@@ -235,10 +265,7 @@ async def claim_next(
     )
     if repo is not None:
         pick = pick.where(Task.repo == repo)
-    task_id = (await session.execute(pick)).scalar_one_or_none()
-    if task_id is None:
-        return None
-    return await claim_task(session, actor, task_id, lease_seconds=lease_seconds)
+    return await _claim(session, actor, pick.scalar_subquery(), lease_seconds=lease_seconds)
 
 
 async def heartbeat(session: AsyncSession, actor: Actor, task_id: int, *, lease_seconds: int) -> Task:
@@ -253,7 +280,7 @@ async def heartbeat(session: AsyncSession, actor: Actor, task_id: int, *, lease_
         )
         .values(lease_expires_at=_lease(lease_seconds))
         .returning(Task)
-        .execution_options(synchronize_session=False)
+        .execution_options(synchronize_session=False, populate_existing=True)
     )
     task = (await session.execute(stmt)).scalar_one_or_none()
     if task is None:
@@ -261,7 +288,6 @@ async def heartbeat(session: AsyncSession, actor: Actor, task_id: int, *, lease_
         if current.assignee_id != actor.user_id:
             raise NotYourTask(f"you do not hold task {task_id}")
         raise IllegalTransition(f"task {task_id} is {current.status}; there is no lease to renew")
-    await session.refresh(task)
     return task
 
 
@@ -300,10 +326,8 @@ async def submit_artifact(
             if existing.author_id != actor.user_id:
                 raise NotYourTask("that idempotency key belongs to another agent's submission")
             return Submission(existing, created=False, job_id=None)
+    check(Action.SUBMIT, task.status, actor, task.assignee_id)  # refuse before writing anything
     version = task.artifact_count + 1
-    event = await _move(
-        session, task, actor, Action.SUBMIT, data={"version": version}, artifact_count=version
-    )
     row = Artifact(
         org_id=task.org_id,
         task_id=task.id,
@@ -321,7 +345,14 @@ async def submit_artifact(
         await session.flush()
     except IntegrityError as exc:  # the database disagrees with our lock: refuse rather than guess
         raise IllegalTransition("a concurrent submission took this version") from exc
-    event.data = {**event.data, "artifact_id": row.id}
+    await _move(
+        session,
+        task,
+        actor,
+        Action.SUBMIT,
+        data={"version": version, "artifact_id": row.id},
+        artifact_count=version,
+    )
     job_id = await jobs.enqueue(
         session,
         jobs.PUBLISH_ARTIFACT,
@@ -394,6 +425,33 @@ async def cancel_task(
     )
     if had_artifacts:
         await jobs.enqueue(session, jobs.CLOSE_TASK, {"task_id": task.id}, dedupe_key=f"close-{task.id}")
+    return task
+
+
+async def merge_failed(
+    session: AsyncSession,
+    actor: Actor,
+    task_id: int,
+    *,
+    feedback: str,
+    lease_seconds: int,
+    meta: dict[str, Any] | None = None,
+) -> Task:
+    """An approved task could not be merged: back to its holder, with the reason as feedback."""
+    task = await repository.get_task(session, actor, task_id, for_update=True)
+    await _move(session, task, actor, Action.MERGE_FAILED, data=meta, lease_expires_at=_lease(lease_seconds))
+    await add_message(session, task, actor, body=feedback, source="code_host", meta=meta, kind="feedback")
+    return task
+
+
+async def reopen_task(
+    session: AsyncSession, actor: Actor, task_id: int, *, reason: str | None = None
+) -> Task:
+    """A rejected task whose change request a person reopened goes back to REVIEW."""
+    task = await repository.get_task(session, actor, task_id, for_update=True)
+    if task.artifact_count == 0:
+        raise IllegalTransition("only a task with a submitted version can be reopened for review")
+    await _move(session, task, actor, Action.REOPEN, data={"reason": reason} if reason else None)
     return task
 
 

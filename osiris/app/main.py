@@ -7,22 +7,23 @@ import contextlib
 import importlib
 import logging
 import sys
-import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from asgi_correlation_id import CorrelationIdMiddleware
-from fastapi import FastAPI, Request
+from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from sqlalchemy.engine import make_url
 
 from osiris import __version__
 from osiris.app import accounts, db, effects, jobs, lifecycle, metrics, problems
 from osiris.app.api import admin, auth, health, tasks
+from osiris.app.auth import TokenCache
 from osiris.app.config import Settings, get_settings
 from osiris.app.ratelimit import RateLimiter
 from osiris.app.realtime import Hub
 from osiris.app.runtime import Runtime
+from osiris.app.security import TOKENS_CHANNEL
 
 log = logging.getLogger(__name__)
 assert effects  # imported for its job handlers  # noqa: S101
@@ -106,6 +107,9 @@ def create_app(settings: Settings | None = None, *, run_background: bool = True)
             await install_services(runtime)
             hub = Hub(runtime.dsn)
             runtime.services["hub"] = hub
+            cache = TokenCache()
+            runtime.services["token_cache"] = cache
+            hub.listen(TOKENS_CHANNEL, cache.evict)
             background: list[asyncio.Task] = []
             worker = None
             async with contextlib.AsyncExitStack() as stack:
@@ -144,16 +148,7 @@ def create_app(settings: Settings | None = None, *, run_background: bool = True)
     for ext in _extensions():
         ext.install(app, settings)
 
-    @app.middleware("http")
-    async def _measure(request: Request, call_next):  # type: ignore[no-untyped-def]
-        start = time.perf_counter()
-        response = await call_next(request)
-        route = request.scope.get("route")
-        path = getattr(route, "path", "unmatched")
-        metrics.REQUESTS.labels(request.method, path, response.status_code).inc()
-        metrics.REQUEST_SECONDS.labels(request.method, path).observe(time.perf_counter() - start)
-        return response
-
+    app.add_middleware(metrics.RequestMetrics)
     app.add_middleware(problems.BodySizeLimit, max_bytes=2 * settings.max_artifact_bytes + 65536)
     app.add_middleware(CorrelationIdMiddleware, header_name="X-Request-ID")
     if settings.cors_origins:

@@ -38,7 +38,12 @@ class Hub:
         self._subs: set[Subscription] = set()
         self._task: asyncio.Task[None] | None = None
         self._listeners: list[Callable[[dict[str, Any]], None]] = []
+        self._channels: dict[str, Callable[[str], None]] = {}
         self.connected = asyncio.Event()
+
+    def listen(self, channel: str, callback: Callable[[str], None]) -> None:
+        """Another NOTIFY channel on the same connection (call before start)."""
+        self._channels[channel] = callback
 
     def subscribe(self, org_id: int, task_id: int | None = None) -> Subscription:
         sub = Subscription(org_id, task_id)
@@ -81,6 +86,8 @@ class Hub:
             try:
                 conn = await asyncpg.connect(self.dsn)
                 await conn.add_listener(CHANNEL, self._on_notify)
+                for channel, callback in self._channels.items():
+                    await conn.add_listener(channel, lambda _c, _p, _ch, payload, cb=callback: cb(payload))
                 self.connected.set()
                 delay = 0.5
                 lost = asyncio.Event()

@@ -12,6 +12,7 @@ from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
 TOKEN_PREFIX = "osr_"
+TOKENS_CHANNEL = "osiris_tokens"  # NOTIFY payload: the hash of a token that stopped being valid
 _hasher = PasswordHasher()
 # Verifying against this keeps the time of an unknown-user login equal to a wrong-password one.
 _DUMMY_HASH = _hasher.hash("osiris-timing-equaliser")

@@ -12,23 +12,17 @@ from sqlalchemy.pool import NullPool
 from alembic import context
 from osiris.app.db import MIGRATION_LOCK_KEY
 from osiris.app.models import Base
+from osiris.migrations_support import include_object
 
 config = context.config
 target_metadata = Base.metadata
-
-
-def _include_object(obj, name, type_, reflected, compare_to):
-    # pgqueuer's tables are created by our migration from pgqueuer's own DDL, not from models.
-    if type_ == "table" and reflected and compare_to is None and name.startswith("pgqueuer"):
-        return False
-    return True
 
 
 def _run(connection: Connection) -> None:
     context.configure(
         connection=connection,
         target_metadata=target_metadata,
-        include_object=_include_object,
+        include_object=include_object,
         compare_type=True,
     )
     # A session-level lock: replicas starting together migrate one after the other.

@@ -1,0 +1,112 @@
+"""Claim throughput: N agents claiming through the REST API vs a raw asyncpg SKIP LOCKED loop.
+
+Both run against the same embedded PostgreSQL in one run, so the ratio is what matters:
+    .venv/bin/python bench/claim.py [--agents 50] [--tasks 3000]
+Goal: API ≥ 30 % of raw SQL, claim p95 < 25 ms at 50 agents (2-core machine). Loopback only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import asyncpg
+import httpx
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _server import cli, running_server  # noqa: E402
+
+RAW_CLAIM = """
+UPDATE tasks SET status = 'IN_PROGRESS', assignee_id = $1, lease_expires_at = now() + interval '10 minutes'
+WHERE id = (SELECT id FROM tasks WHERE status = 'PENDING' ORDER BY priority DESC, id
+            LIMIT 1 FOR UPDATE SKIP LOCKED)
+RETURNING id
+"""
+
+
+def pct(values: list[float], q: float) -> float:
+    return statistics.quantiles(values, n=100)[q - 1] * 1000 if len(values) > 1 else float("nan")
+
+
+async def seed(dsn: str, n: int) -> None:
+    conn = await asyncpg.connect(dsn)
+    org = await conn.fetchval("SELECT id FROM organizations ORDER BY id LIMIT 1")
+    await conn.execute("DELETE FROM tasks")
+    await conn.executemany(
+        "INSERT INTO tasks (org_id, title, repo, base_branch, priority) VALUES ($1, $2, 'default', 'main', $3)",
+        [(org, f"bench {i}", i % 4) for i in range(n)],
+    )
+    await conn.close()
+
+
+async def api_run(url: str, tokens: list[str]) -> tuple[int, float, list[float]]:
+    latencies: list[float] = []
+    limits = httpx.Limits(max_connections=len(tokens))
+    async with httpx.AsyncClient(base_url=url, limits=limits, timeout=30) as client:
+
+        async def agent(token: str) -> int:
+            n, headers = 0, {"Authorization": f"Bearer {token}"}
+            while True:
+                t = time.perf_counter()
+                r = await client.post("/api/v1/tasks/claim-next", headers=headers)
+                latencies.append(time.perf_counter() - t)
+                if r.status_code == 204:
+                    return n
+                r.raise_for_status()
+                n += 1
+
+        start = time.perf_counter()
+        counts = await asyncio.gather(*(agent(t) for t in tokens))
+        return sum(counts), time.perf_counter() - start, latencies
+
+
+async def raw_run(dsn: str, agents: int) -> tuple[int, float, list[float]]:
+    pool = await asyncpg.create_pool(dsn, min_size=agents, max_size=agents)
+    latencies: list[float] = []
+    user = await pool.fetchval("SELECT id FROM users ORDER BY id LIMIT 1")
+
+    async def agent() -> int:
+        n = 0
+        while True:
+            t = time.perf_counter()
+            async with pool.acquire() as conn:
+                got = await conn.fetchval(RAW_CLAIM, user)
+            latencies.append(time.perf_counter() - t)
+            if got is None:
+                return n
+            n += 1
+
+    start = time.perf_counter()
+    counts = await asyncio.gather(*(agent() for _ in range(agents)))
+    elapsed = time.perf_counter() - start
+    await pool.close()
+    return sum(counts), elapsed, latencies
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--agents", type=int, default=50)
+    ap.add_argument("--tasks", type=int, default=3000)
+    args = ap.parse_args()
+    data = Path(tempfile.mkdtemp(prefix="osiris-bench-"))
+    with running_server(data) as (url, _proc, _):
+        tokens = [cli(data, "token", "create", f"bench-agent-{i}") for i in range(args.agents)]
+        dsn = f"postgresql://postgres@/postgres?host={(data / 'pg').resolve()}"
+        asyncio.run(seed(dsn, args.tasks))
+        api_n, api_s, api_lat = asyncio.run(api_run(url, tokens))
+        asyncio.run(seed(dsn, args.tasks))
+        raw_n, raw_s, raw_lat = asyncio.run(raw_run(dsn, args.agents))
+    api_rate, raw_rate = api_n / api_s, raw_n / raw_s
+    print(f"agents={args.agents} tasks={args.tasks}")
+    print(f"REST API : {api_n} claims in {api_s:.2f}s = {api_rate:8.0f}/s  p50 {pct(api_lat, 50):.1f} ms  p95 {pct(api_lat, 95):.1f} ms")
+    print(f"raw SQL  : {raw_n} claims in {raw_s:.2f}s = {raw_rate:8.0f}/s  p50 {pct(raw_lat, 50):.1f} ms  p95 {pct(raw_lat, 95):.1f} ms")
+    print(f"ratio API/raw = {api_rate / raw_rate:.2f} (goal >= 0.30); API p95 goal < 25 ms")
+
+
+if __name__ == "__main__":
+    main()
