@@ -19,6 +19,7 @@ from typing import Any
 import asyncpg
 from pgqueuer import AsyncpgDriver, DatabaseRetryEntrypointExecutor, Job, Queries, QueueManager
 from pgqueuer.errors import RetryRequested
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from osiris.app import metrics
@@ -54,9 +55,14 @@ def job_handler(name: str) -> Callable[[Handler], Handler]:
 
 
 async def _raw_connection(session: AsyncSession) -> asyncpg.Connection:
+    """The asyncpg connection under the session, with the session's transaction begun on it."""
     conn = await session.connection()
-    raw = await conn.get_raw_connection()
-    return raw.driver_connection  # the asyncpg connection, inside the session's transaction
+    driver = (await conn.get_raw_connection()).driver_connection
+    if not driver.is_in_transaction():
+        # SQLAlchemy's asyncpg adapter sends BEGIN lazily with the first statement: make sure it
+        # has, or our INSERT would autocommit outside the caller's transaction.
+        await session.execute(text("SELECT 1"))
+    return driver
 
 
 async def enqueue(
