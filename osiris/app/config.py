@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 from functools import lru_cache
 from pathlib import Path
+from typing import Annotated, Literal
+from urllib.parse import urlsplit
 
-from pydantic import AliasChoices, Field, SecretStr, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
 class Settings(BaseSettings):
@@ -52,6 +55,96 @@ class Settings(BaseSettings):
     slack_signing_secret: SecretStr | None = None
     email_webhook_secret: SecretStr | None = None
 
+    # --- code host ---------------------------------------------------------------------------
+    # The local git host (the embedded default, see docs/code_host_local.md): a bare repository
+    # per project under data_dir/repos/<name>.git, created on first use. local_repo points the
+    # default project at an existing repository instead. delete_branch_on_merge (below) applies too.
+    local_repo: Path | None = None
+    local_projects: list[str] = []  # created at start-up besides default_repo
+    local_merge_method: Literal["merge", "squash"] = "merge"
+    local_text_path: str = "docs/osiris/task-{id}.md"  # where a text artifact is written
+    git_http_enabled: bool = True  # serve the local repositories read-only at /git/<name>.git
+
+    # --- GitHub ------------------------------------------------------------------------------
+    # A token or a GitHub App (id + private key + installation) switches the code host to GitHub;
+    # see docs/code_host_github.md. The webhook secret is github_webhook_secret above.
+    github_token: SecretStr | None = None
+    github_app_id: str | None = None
+    github_private_key: SecretStr | None = None  # the PEM itself, or a path to the PEM file
+    github_installation_id: int | None = None
+    github_api_url: str = "https://api.github.com"  # GitHub Enterprise, or a fake in tests
+    # OSIRIS repo name -> "owner/name" (JSON); a bare "owner/name" serves every OSIRIS repo.
+    github_repo: Annotated[dict[str, str], NoDecode] = {}
+    github_merge_method: Literal["merge", "squash", "rebase"] = "squash"
+    github_label: str = "osiris"
+    delete_branch_on_merge: bool = True
+    # Who may approve on GitHub: "mapped" = a login mapped to an OSIRIS reviewer/admin only;
+    # "write" = also anyone with write access to the repository (collaborator permission API).
+    github_approvers: Literal["mapped", "write"] = "mapped"
+    github_text_path: str = "docs/osiris/task-{id}.md"  # where a text artifact is written
+    github_timeout_seconds: float = 20.0
+    github_retry_seconds: float = 30.0  # retry delay when GitHub gives no Retry-After of its own
+
+    @field_validator("github_repo", mode="before")
+    @classmethod
+    def _bare_github_repo(cls, value: object) -> object:
+        if isinstance(value, str):
+            text = value.strip()
+            if text.startswith("{"):
+                return json.loads(text)
+            return {"*": text} if text else {}
+        return value
+
+    @property
+    def github_enabled(self) -> bool:
+        return self.github_token is not None or self.github_app_id is not None
+
+    # --- channels (osiris/ingest; see docs/channels.md) ----------------------------------------
+    # Lists are JSON in the environment, e.g. OSIRIS_TWILIO_ALLOWED_NUMBERS='["+15551234567"]';
+    # an empty allowlist lets everyone in.
+    twilio_account_sid: str | None = None
+    twilio_whatsapp_from: str | None = None  # the sender of replies, e.g. "whatsapp:+14155238886"
+    twilio_allowed_numbers: list[str] = []
+    slack_bot_token: SecretStr | None = None  # xoxb-…, for chat.postMessage
+    slack_api_url: str = "https://slack.com/api/"  # other Slack clouds (GovSlack) differ
+    slack_allowed_teams: list[str] = []  # workspace ids, T…
+    email_address: str | None = None  # ours, e.g. osiris@example.com; replies thread on osiris+task-N@
+    email_allowed_domains: list[str] = []  # domains, or whole addresses
+    email_max_bytes: int = 10 * 1024 * 1024
+    smtp_listen_port: int | None = None  # the inbound SMTP listener: off unless a port is set
+    smtp_listen_host: str = "127.0.0.1"
+    smtp_relay_host: str | None = None  # outbound mail; no relay means no email replies
+    smtp_relay_port: int = 587
+    smtp_relay_username: str | None = None
+    smtp_relay_password: SecretStr | None = None
+    smtp_relay_starttls: bool = True
+    channel_rate_per_minute: int = 20  # inbound messages per sender per minute, per process
+    # Words in a request that set its priority; the highest match wins, else "normal".
+    channel_priority_keywords: dict[str, str] = {
+        "urgent": "urgent",
+        "asap": "urgent",
+        "emergency": "urgent",
+        "critical": "urgent",
+        "important": "high",
+        "high priority": "high",
+        "low priority": "low",
+        "whenever": "low",
+    }
+
+    # --- portal --------------------------------------------------------------------------------
+    portal_session_max_age_seconds: int = 12 * 3600  # a signed-in supervisor signs in again after this
+    # A WebSocket client whose socket will not take a message within this long is dropped; it
+    # reconnects and replays from the TaskEvent table, so nobody else waits for it.
+    portal_ws_send_timeout_seconds: float = 5.0
+    # A client further behind than this many events reloads the page instead of replaying them.
+    portal_ws_replay_limit: int = 1000
+
+    # --- MCP -----------------------------------------------------------------------------------
+    # DNS-rebinding protection for /mcp: the Host and Origin values accepted. `name:*` allows any
+    # port. The defaults allow localhost and 127.0.0.1 on any port, and the host of public_url.
+    mcp_allowed_hosts: list[str] = Field(default_factory=lambda data: _local_hosts(data["public_url"]))
+    mcp_allowed_origins: list[str] = Field(default_factory=lambda data: _local_origins(data["public_url"]))
+
     @property
     def embedded(self) -> bool:
         """True when OSIRIS runs its own PostgreSQL under the data dir."""
@@ -74,6 +167,23 @@ class Settings(BaseSettings):
             with os.fdopen(fd, "w") as fh:
                 fh.write(secrets.token_urlsafe(48))
         return path.read_text().strip()
+
+
+def _local_hosts(public_url: str) -> list[str]:
+    public = urlsplit(public_url)
+    hosts = ["localhost", "localhost:*", "127.0.0.1", "127.0.0.1:*", "[::1]", "[::1]:*"]
+    return list(dict.fromkeys([*hosts, public.netloc, f"{public.hostname}:*"]))
+
+
+def _local_origins(public_url: str) -> list[str]:
+    public = urlsplit(public_url)
+    local = [
+        f"{scheme}://{host}{port}"
+        for scheme in ("http", "https")
+        for host in ("localhost", "127.0.0.1", "[::1]")
+        for port in ("", ":*")
+    ]
+    return list(dict.fromkeys([*local, f"{public.scheme}://{public.netloc}"]))
 
 
 @lru_cache

@@ -16,7 +16,9 @@ new file mode 100644
 
 
 async def _claimed_task(client, agent_headers) -> int:
-    r = await client.post("/api/v1/tasks", json={"title": "Say hello", "priority": "high"}, headers=agent_headers)
+    r = await client.post(
+        "/api/v1/tasks", json={"title": "Say hello", "priority": "high"}, headers=agent_headers
+    )
     task_id = r.json()["id"]
     r = await client.post(f"/api/v1/tasks/{task_id}/claim", headers=agent_headers)
     assert r.status_code == 200, r.text
@@ -30,8 +32,12 @@ async def test_no_token_bad_token_and_revoked_token_are_401(client, factory):
     assert r.headers["content-type"] == "application/problem+json"
     assert r.headers["www-authenticate"] == "Bearer"
     assert r.json()["code"] == "unauthenticated"
-    assert (await client.get("/api/v1/tasks", headers={"Authorization": "Bearer osr_nope"})).status_code == 401
-    assert (await client.get("/api/v1/tasks", headers={"Authorization": "Bearer not.a.jwt"})).status_code == 401
+    assert (
+        await client.get("/api/v1/tasks", headers={"Authorization": "Bearer osr_nope"})
+    ).status_code == 401
+    assert (
+        await client.get("/api/v1/tasks", headers={"Authorization": "Bearer not.a.jwt"})
+    ).status_code == 401
     assert (await client.get("/api/v1/tasks", headers=headers)).status_code == 200
 
     _, admin = await factory.member("admin")
@@ -57,12 +63,16 @@ async def test_password_login_gives_a_jwt_that_works_and_agents_cannot_log_in(cl
     await factory.user("reviewer", name="rita", password="correct horse battery")
     r = await client.post("/api/v1/auth/token", data={"username": "rita", "password": "wrong password"})
     assert r.status_code == 401 and r.json()["code"] == "unauthenticated"
-    r = await client.post("/api/v1/auth/token", data={"username": "rita", "password": "correct horse battery"})
+    r = await client.post(
+        "/api/v1/auth/token", data={"username": "rita", "password": "correct horse battery"}
+    )
     assert r.status_code == 200, r.text
     jwt_headers = {"Authorization": f"Bearer {r.json()['access_token']}"}
     assert (await client.get("/api/v1/tasks", headers=jwt_headers)).status_code == 200
     tampered = r.json()["access_token"][:-2] + "xx"
-    assert (await client.get("/api/v1/tasks", headers={"Authorization": f"Bearer {tampered}"})).status_code == 401
+    assert (
+        await client.get("/api/v1/tasks", headers={"Authorization": f"Bearer {tampered}"})
+    ).status_code == 401
 
 
 async def test_login_is_rate_limited(client, factory, runtime):
@@ -79,12 +89,16 @@ async def test_full_loop_with_feedback_and_version_diff(client, factory):
     _, reviewer = await factory.member("reviewer")
     task_id = await _claimed_task(client, agent)
 
-    r = await client.post(f"/api/v1/tasks/{task_id}/artifacts", json={"content": PATCH, "summary": "v1"}, headers=agent)
+    r = await client.post(
+        f"/api/v1/tasks/{task_id}/artifacts", json={"content": PATCH, "summary": "v1"}, headers=agent
+    )
     assert r.status_code == 201, r.text
     assert r.json()["artifact"]["kind"] == "patch"
     assert r.json()["task"]["status"] == "REVIEW"
 
-    r = await client.post(f"/api/v1/tasks/{task_id}/reject", json={"feedback": "print goodbye too"}, headers=reviewer)
+    r = await client.post(
+        f"/api/v1/tasks/{task_id}/reject", json={"feedback": "print goodbye too"}, headers=reviewer
+    )
     assert r.json()["status"] == "IN_PROGRESS"
     msgs = (await client.get(f"/api/v1/tasks/{task_id}/messages", headers=agent)).json()
     assert [(m["body"], m["direction"]) for m in msgs] == [("print goodbye too", "to_agent")]
@@ -127,21 +141,32 @@ async def test_bad_artifacts_are_refused_and_store_nothing(client, factory, runt
         ({"content": {"../etc/passwd": "x"}}, 422, "invalid_artifact"),
         ({"content": {"/abs/path": "x"}}, 422, "invalid_artifact"),
         ({"content": {".git/config": "x"}}, 422, "invalid_artifact"),
-        ({"content": "diff --git a/x b/x\n--- a/x\n+++ b/x\n@@ garbage", "kind": "patch"}, 422, "invalid_artifact"),
+        (
+            {"content": "diff --git a/x b/x\n--- a/x\n+++ b/x\n@@ garbage", "kind": "patch"},
+            422,
+            "invalid_artifact",
+        ),
         ({"content": "   "}, 422, "invalid_artifact"),
         ({"content": "x", "kind": "zip"}, 422, "invalid_input"),
         ({"content": "x" * (runtime.settings.max_artifact_bytes + 1)}, 413, "too_large"),
     ]
     for body, status, code in bad:
         r = await client.post(f"/api/v1/tasks/{task_id}/artifacts", json=body, headers=agent)
-        assert (r.status_code, r.json()["code"]) == (status, code), (body if len(str(body)) < 200 else code, r.text)
+        assert (r.status_code, r.json()["code"]) == (status, code), (
+            body if len(str(body)) < 200 else code,
+            r.text,
+        )
     r = await client.post(
         f"/api/v1/tasks/{task_id}/artifacts",
         content=b"x" * (3 * runtime.settings.max_artifact_bytes),
         headers={**agent, "content-type": "application/json"},
     )
     assert r.status_code == 413
-    r = await client.post(f"/api/v1/tasks/{task_id}/artifacts", content=b"{not json", headers={**agent, "content-type": "application/json"})
+    r = await client.post(
+        f"/api/v1/tasks/{task_id}/artifacts",
+        content=b"{not json",
+        headers={**agent, "content-type": "application/json"},
+    )
     assert r.status_code == 422
     async with runtime.sessions() as s:
         assert await s.scalar(select(func.count()).select_from(Artifact)) == 0
@@ -172,7 +197,11 @@ async def test_idempotent_rest_submit_returns_the_first_result(client, factory):
 async def test_listing_filters_and_cursor_pagination(client, factory):
     _, agent = await factory.member("agent")
     for i in range(7):
-        body = {"title": f"task {i}", "priority": "urgent" if i % 3 == 0 else "low", "repo": "web" if i % 2 else "api"}
+        body = {
+            "title": f"task {i}",
+            "priority": "urgent" if i % 3 == 0 else "low",
+            "repo": "web" if i % 2 else "api",
+        }
         await client.post("/api/v1/tasks", json=body, headers=agent)
     seen, cursor = [], None
     while True:
@@ -204,7 +233,9 @@ async def test_admin_endpoints_need_an_admin(client, factory):
     bot = {"Authorization": f"Bearer {r.json()['token']}"}
     assert (await client.get("/api/v1/tasks", headers=bot)).status_code == 200
     assert all("token" not in t for t in (await client.get("/api/v1/tokens", headers=admin)).json())
-    assert (await client.post("/api/v1/users", json={"username": "bot-7", "role": "agent"}, headers=admin)).status_code == 409
+    assert (
+        await client.post("/api/v1/users", json={"username": "bot-7", "role": "agent"}, headers=admin)
+    ).status_code == 409
 
 
 async def test_operations_endpoints(client):

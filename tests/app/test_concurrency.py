@@ -86,7 +86,9 @@ async def test_concurrent_submissions_number_versions_without_gaps(runtime, fact
             await lifecycle.request_changes(s, reviewer, task_id, feedback=f"round {r}", lease_seconds=600)
 
     async with runtime.sessions() as s:
-        stored = (await s.execute(select(Artifact.version).where(Artifact.task_id == task_id))).scalars().all()
+        stored = (
+            (await s.execute(select(Artifact.version).where(Artifact.task_id == task_id))).scalars().all()
+        )
         task = await s.get(Task, task_id)
     assert sorted(stored) == list(range(1, rounds + 1))
     assert task.artifact_count == rounds
@@ -133,8 +135,20 @@ async def test_lease_expiry_returns_the_task_and_heartbeat_keeps_it(runtime, fac
         assert (await s.get(Task, kept)).status == "IN_PROGRESS"
         back = await s.get(Task, lost)
         assert (back.status, back.assignee_id) == ("PENDING", None)
-        ev = (await s.execute(select(TaskEvent).where(TaskEvent.task_id == lost).order_by(TaskEvent.id.desc()))).scalars().first()
-        assert (ev.kind, ev.actor_name, ev.data["previous_holder_id"]) == ("expire", "lease-sweeper", agent_a.user_id)
+        ev = (
+            (
+                await s.execute(
+                    select(TaskEvent).where(TaskEvent.task_id == lost).order_by(TaskEvent.id.desc())
+                )
+            )
+            .scalars()
+            .first()
+        )
+        assert (ev.kind, ev.actor_name, ev.data["previous_holder_id"]) == (
+            "expire",
+            "lease-sweeper",
+            agent_a.user_id,
+        )
 
     # someone else takes it; the late agent's work is refused as not theirs
     async with db.transaction(runtime.sessions) as s:
@@ -164,5 +178,7 @@ async def test_sweeper_on_two_connections_returns_each_task_once(runtime, factor
     a, b = await asyncio.gather(sweep(), sweep())
     assert sorted(a + b) == sorted(ids)
     async with runtime.sessions() as s:
-        expiries = (await s.execute(select(TaskEvent.task_id).where(TaskEvent.kind == "expire"))).scalars().all()
+        expiries = (
+            (await s.execute(select(TaskEvent.task_id).where(TaskEvent.kind == "expire"))).scalars().all()
+        )
     assert sorted(expiries) == sorted(ids)

@@ -37,7 +37,11 @@ def _wait_ready(url: str, proc: subprocess.Popen, limit: float = 90) -> float:
 
 def _env(data_dir: Path, port: int) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "OSIRIS_DATABASE_URL")}
-    return env | {"OSIRIS_DATA_DIR": str(data_dir), "OSIRIS_PORT": str(port), "OSIRIS_ADMIN_PASSWORD": "smoke-test-pw"}
+    return env | {
+        "OSIRIS_DATA_DIR": str(data_dir),
+        "OSIRIS_PORT": str(port),
+        "OSIRIS_ADMIN_PASSWORD": "smoke-test-pw",
+    }
 
 
 def _stop(proc: subprocess.Popen) -> None:
@@ -54,15 +58,23 @@ def test_make_run_serves_the_embedded_default_and_keeps_data(tmp_path):
     data = tmp_path / "data"
     url = f"http://127.0.0.1:{port}"
     proc = subprocess.Popen(
-        ["make", "-s", "run"], cwd=ROOT, env=_env(data, port), start_new_session=True,
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        ["make", "-s", "run"],
+        cwd=ROOT,
+        env=_env(data, port),
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
     )
     try:
         _wait_ready(url, proc)
         # the CLI works while the server runs on the same data dir; the token is alone on stdout
         out = subprocess.run(
             [sys.executable, "-m", "osiris.app.cli", "token", "create", "smoke-bot"],
-            env=_env(data, port), capture_output=True, text=True, timeout=120, check=True,
+            env=_env(data, port),
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=True,
         )
         token = out.stdout.strip()
         assert token.startswith("osr_") and "\n" not in token
@@ -79,8 +91,12 @@ def test_make_run_serves_the_embedded_default_and_keeps_data(tmp_path):
     assert not (data / "pg" / "postmaster.pid").exists()
 
     proc = subprocess.Popen(
-        ["make", "-s", "run"], cwd=ROOT, env=_env(data, port), start_new_session=True,
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        ["make", "-s", "run"],
+        cwd=ROOT,
+        env=_env(data, port),
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     try:
         _wait_ready(url, proc)

@@ -36,7 +36,9 @@ async def scratch_url(database_url):
 
 
 async def _tables(url: str) -> set[str]:
-    conn = await asyncpg.connect(make_url(url).set(drivername="postgresql").render_as_string(hide_password=False))
+    conn = await asyncpg.connect(
+        make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+    )
     rows = await conn.fetch("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")
     await conn.close()
     return {r["tablename"] for r in rows}
@@ -72,7 +74,9 @@ async def test_two_replicas_migrating_at_once_both_succeed(scratch_url):
     # fails on "relation already exists".
     code = "import sys; from osiris.app.db import upgrade_sync; upgrade_sync(sys.argv[1])"
     procs = [
-        await asyncio.create_subprocess_exec(sys.executable, "-c", code, scratch_url, stderr=asyncio.subprocess.PIPE)
+        await asyncio.create_subprocess_exec(
+            sys.executable, "-c", code, scratch_url, stderr=asyncio.subprocess.PIPE
+        )
         for _ in range(2)
     ]
     results = [await asyncio.wait_for(p.communicate(), 60) for p in procs]
@@ -85,14 +89,18 @@ async def test_embedded_server_starts_migrates_and_keeps_data(tmp_path):
     first = db.EmbeddedPostgres(tmp_path)
     url = first.start()
     await db.upgrade(url)
-    conn = await asyncpg.connect(make_url(url).set(drivername="postgresql").render_as_string(hide_password=False))
+    conn = await asyncpg.connect(
+        make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+    )
     await conn.execute("INSERT INTO organizations (slug, name) VALUES ('kept', 'kept')")
     await conn.close()
     first.stop()
 
     second = db.EmbeddedPostgres(tmp_path)
     url = second.start()
-    conn = await asyncpg.connect(make_url(url).set(drivername="postgresql").render_as_string(hide_password=False))
+    conn = await asyncpg.connect(
+        make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+    )
     assert await conn.fetchval("SELECT count(*) FROM organizations WHERE slug = 'kept'") == 1
     await conn.close()
     second.stop()

@@ -1,10 +1,14 @@
 async def test_task_roundtrip_through_the_api(client, factory):
     _, agent = await factory.member("agent")
     _, reviewer = await factory.member("reviewer")
-    r = await client.post("/api/v1/tasks", json={"title": "Add a README", "description": "please"}, headers=agent)
+    r = await client.post(
+        "/api/v1/tasks", json={"title": "Add a README", "description": "please"}, headers=agent
+    )
     assert r.status_code == 201, r.text
     task_id = r.json()["id"]
-    assert (await client.post(f"/api/v1/tasks/{task_id}/claim", headers=agent)).json()["status"] == "IN_PROGRESS"
+    assert (await client.post(f"/api/v1/tasks/{task_id}/claim", headers=agent)).json()[
+        "status"
+    ] == "IN_PROGRESS"
     r = await client.post(
         f"/api/v1/tasks/{task_id}/artifacts", json={"content": {"README.md": "# hi\n"}}, headers=agent
     )

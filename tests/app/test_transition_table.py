@@ -139,7 +139,9 @@ async def test_transition(runtime, factory, state, action, who):
     await _drive(runtime, task.id, state, holder=actors["holder"], reviewer=actors["reviewer"])
 
     async with runtime.sessions() as s:
-        events_before = await s.scalar(select(func.count()).select_from(TaskEvent).where(TaskEvent.task_id == task.id))
+        events_before = await s.scalar(
+            select(func.count()).select_from(TaskEvent).where(TaskEvent.task_id == task.id)
+        )
 
     want_state, want_error = oracle(state, action, who)
     error = None
@@ -151,8 +153,10 @@ async def test_transition(runtime, factory, state, action, who):
     async with runtime.sessions() as s:
         stored = await s.get(Task, task.id)
         events = (
-            await s.execute(select(TaskEvent).where(TaskEvent.task_id == task.id).order_by(TaskEvent.id))
-        ).scalars().all()
+            (await s.execute(select(TaskEvent).where(TaskEvent.task_id == task.id).order_by(TaskEvent.id)))
+            .scalars()
+            .all()
+        )
 
     assert error == want_error
     if want_error is None:

@@ -1,0 +1,16 @@
+"""Plugs the portal into create_app(): pages, admin, WebSockets and the static files."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+from starlette.staticfiles import StaticFiles
+
+from osiris.app.config import Settings
+from osiris.portal import admin, board, live, login, task_page
+from osiris.portal.rendering import HERE
+
+
+def install(app: FastAPI, settings: Settings) -> None:
+    for router in (login.router, board.router, task_page.router, admin.router, live.router):
+        app.include_router(router)
+    app.mount("/static/portal", StaticFiles(directory=HERE / "static"), name="portal-static")

@@ -1,0 +1,61 @@
+"""Portal fixtures: signed-in HTTP clients over the ASGI app, and a real uvicorn server for sockets
+and the browser (started in a thread of its own, with its own event loop and app instance)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+
+import httpx
+import pytest
+from portal_helpers import PASSWORD, LiveServer, sign_in
+
+from osiris.app.config import Settings
+from osiris.app.models import Role, User
+
+
+@pytest.fixture
+async def person(factory):
+    """Make a human who can sign in: `await person("reviewer")`."""
+
+    async def make(role: Role | str = Role.REVIEWER, *, org=None) -> User:
+        return await factory.user(role, org=org, password=PASSWORD)
+
+    return make
+
+
+@pytest.fixture
+async def browser_client(app) -> AsyncIterator[httpx.AsyncClient]:
+    """A client that keeps cookies, as a browser does (the `client` fixture is for the REST API)."""
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as c:
+        yield c
+
+
+@pytest.fixture
+async def signed_in(browser_client, person):
+    """A browser client signed in as a new user of the given role."""
+
+    async def make(role: Role | str = Role.REVIEWER, *, org=None) -> tuple[httpx.AsyncClient, User]:
+        user = await person(role, org=org)
+        r = await sign_in(browser_client, user.username)
+        assert r.status_code == 303, r.text
+        return browser_client, user
+
+    return make
+
+
+# --- a real server ----------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def live_server(settings: Settings, database_url: str) -> Iterator[LiveServer]:
+    server = LiveServer(settings)
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def live(live_server: LiveServer) -> LiveServer:
+    live_server.forget_cached_events()
+    return live_server

@@ -1,0 +1,143 @@
+"""The portal in a real browser (Debian's chromium driven by Playwright): sign in, watch a task
+arrive, review it, request changes, see the resubmission live, approve it.
+
+CI installs chromium with apt; the browser build Playwright would download is never used.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import httpx
+import pytest
+
+CHROMIUM = "/usr/bin/chromium"
+SHOTS = Path(os.environ.get("OSIRIS_SCREENSHOT_DIR", "/tmp"))
+ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+
+pytestmark = [
+    pytest.mark.asyncio,
+    pytest.mark.skipif(
+        not Path(CHROMIUM).exists(), reason="needs Debian's chromium: apt-get install -y chromium"
+    ),
+]
+
+
+def patch(body: str) -> str:
+    lines = body.splitlines()
+    added = "".join(f"+{line}\n" for line in lines)
+    return f"--- /dev/null\n+++ b/hello.py\n@@ -0,0 +1,{len(lines)} @@\n{added}"
+
+
+@pytest.fixture
+async def browser():
+    from playwright.async_api import async_playwright
+
+    async with async_playwright() as pw:
+        instance = await pw.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        try:
+            yield instance
+        finally:
+            await instance.close()
+
+
+async def test_review_a_task_live_in_the_browser(browser, live, factory, person):
+    from playwright.async_api import expect
+
+    reviewer = await person("reviewer")
+    agent = await factory.user("agent")
+    api = httpx.AsyncClient(
+        base_url=live.url, headers={"Authorization": f"Bearer {await factory.token(agent)}"}
+    )
+    context = await browser.new_context(viewport={"width": 1400, "height": 900})
+    board = await context.new_page()
+    errors: list[str] = []
+    board.on("pageerror", lambda exc: errors.append(str(exc)))
+    board.on("console", lambda msg: errors.append(msg.text) if msg.type == "error" else None)
+
+    # Sign in; the board's live connection comes up.
+    await board.goto(f"{live.url}/")
+    await expect(board).to_have_url(f"{live.url}/login?next=%2F")
+    await board.get_by_label("User name").fill(reviewer.username)
+    await board.get_by_label("Password").fill("correct horse battery")
+    await board.get_by_role("button", name="Sign in").click()
+    await expect(board.get_by_role("heading", name="Board", exact=True)).to_be_visible()
+    await expect(board.locator("#live-status")).to_have_attribute("data-state", "live")
+    await board.evaluate("window.__stillTheSamePage = true")
+
+    async with api:
+        # A task created through the API appears without a reload.
+        task = (
+            await api.post("/api/v1/tasks", json={"title": "Greet the user", "description": "Say hi."})
+        ).json()
+        card = board.locator(f'#col-PENDING .card[data-task-id="{task["id"]}"]')
+        await expect(card).to_be_visible()
+        await expect(board.locator("#col-PENDING .count")).to_have_text("1")
+
+        # The agent submits: the card moves to Review, with a badge and a beep.
+        assert (await api.post(f"/api/v1/tasks/{task['id']}/claim")).status_code == 200
+        r = await api.post(
+            f"/api/v1/tasks/{task['id']}/artifacts",
+            json={"content": patch("def greet():\n    return 'hi'\n"), "summary": "First try"},
+        )
+        assert r.status_code == 201, r.text
+        await expect(board.locator(f'#col-REVIEW .card[data-task-id="{task["id"]}"]')).to_be_visible()
+        await expect(board.locator("#review-badge")).to_have_text("1 new in review")
+        await expect(board.locator("body")).to_have_attribute("data-beeps", "1")
+        assert await board.evaluate("window.__stillTheSamePage") is True
+        await board.screenshot(path=str(SHOTS / "portal-board.png"), full_page=True)
+
+        # Open it in a second tab and read the diff.
+        page = await context.new_page()
+        page.on("pageerror", lambda exc: errors.append(str(exc)))
+        await page.goto(f"{live.url}/tasks/{task['id']}")
+        await expect(page.locator("#task-status")).to_have_text("REVIEW")
+        await expect(page.locator("figure.code .hl")).to_contain_text("return 'hi'")
+        await expect(page.locator("figure.code .hl .gi").first).to_be_visible()  # highlighted additions
+        await expect(page.locator("#live-status")).to_have_attribute("data-state", "live")
+
+        # Request changes with feedback; the agent reads it.
+        await page.get_by_label("What should change?").fill("Greet by name, please.")
+        await page.get_by_role("button", name="Request changes").click()
+        await expect(page.locator("#task-status")).to_have_text("IN PROGRESS")
+        await expect(page.locator("#thread")).to_contain_text("Greet by name, please.")
+        messages = (await api.get(f"/api/v1/tasks/{task['id']}/messages")).json()
+        assert [(m["body"], m["meta"]["kind"]) for m in messages] == [("Greet by name, please.", "feedback")]
+
+        # The agent resubmits: the open page updates by itself.
+        await page.evaluate("window.__stillTheSamePage = true")
+        r = await api.post(
+            f"/api/v1/tasks/{task['id']}/artifacts",
+            json={"content": patch("def greet(name):\n    return f'hi {name}'\n"), "summary": "By name"},
+        )
+        assert r.status_code == 201, r.text
+        await expect(page.locator("#task-status")).to_have_text("REVIEW")
+        await expect(page.locator(".versions a")).to_have_count(2)
+        await expect(page.locator("figure.diff")).to_contain_text("v1 → v2")
+        await expect(page.locator("#timeline")).to_contain_text("submit")
+        await expect(page.get_by_role("button", name="Approve and merge")).to_be_visible()
+        assert await page.evaluate("window.__stillTheSamePage") is True
+        await page.screenshot(path=str(SHOTS / "portal-task.png"), full_page=True)
+
+        # Approve: DONE here, and the card moves to Done on the board tab.
+        await page.get_by_role("button", name="Approve and merge").click()
+        await expect(page.locator("#task-status")).to_have_text("DONE")
+        await expect(board.locator(f'#col-DONE .card[data-task-id="{task["id"]}"]')).to_be_visible()
+        assert (await api.get(f"/api/v1/tasks/{task['id']}")).json()["status"] == "DONE"
+
+        # On a phone the columns stack and nothing overflows sideways.
+        await board.set_viewport_size({"width": 390, "height": 844})
+        assert await board.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
+        await board.screenshot(path=str(SHOTS / "portal-board-mobile.png"), full_page=True)
+
+    await context.close()
+    assert errors == [], errors  # no script errors, no CSP violations
