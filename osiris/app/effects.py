@@ -10,22 +10,17 @@ from __future__ import annotations
 import logging
 from typing import Any, Protocol
 
+from sqlalchemy import select
+
 from osiris.app import jobs, lifecycle
 from osiris.app.actors import system_actor
-from osiris.app.artifacts import ValidArtifact
-from osiris.app.models import Artifact, Message, Task
+from osiris.app.errors import OsirisError, PatchDoesNotApply
+from osiris.app.models import Artifact, Message, Task, TaskStatus
+from osiris.github_bridge.port import PUBLISHED_FIELDS, CodeHost, MergeConflict
+
+__all__ = ["CodeHost", "Notifier"]  # CodeHost is defined in the bridge's port module
 
 log = logging.getLogger(__name__)
-
-
-class CodeHost(Protocol):
-    """The code-host port: implemented by the local git host and by GitHub."""
-
-    async def check(self, task: Task, artifact: ValidArtifact) -> None: ...
-    async def publish(self, task: Task, artifact: Artifact) -> dict[str, Any]: ...
-    async def merge(self, task: Task) -> dict[str, Any]: ...
-    async def close(self, task: Task) -> dict[str, Any]: ...
-    async def comment(self, task: Task, message: Message) -> dict[str, Any]: ...
 
 
 class Notifier(Protocol):
@@ -46,6 +41,22 @@ async def _load(ctx: jobs.JobContext, model: type, row_id: int) -> Any:
         return await session.get(model, row_id)
 
 
+async def _store_published(ctx: jobs.JobContext, artifact_id: int, result: dict[str, Any]) -> None:
+    """Write where the version landed on its row and tell live clients, in one transaction."""
+    async with ctx.sessions() as session, session.begin():
+        artifact = await session.get(Artifact, artifact_id, with_for_update=True)
+        task = await session.get(Task, artifact.task_id) if artifact is not None else None
+        if artifact is None or task is None:
+            return
+        for field in PUBLISHED_FIELDS:
+            if result.get(field) is not None:
+                setattr(artifact, field, result[field])
+        data = {"version": artifact.version, "artifact_id": artifact.id, **result}
+        await lifecycle.record_event(
+            session, task, system_actor(task.org_id, "worker"), "published", data=data
+        )
+
+
 @jobs.job_handler(jobs.PUBLISH_ARTIFACT)
 async def publish_artifact(payload: dict[str, Any], ctx: jobs.JobContext) -> None:
     host: CodeHost | None = ctx.services.get("code_host")
@@ -56,8 +67,28 @@ async def publish_artifact(payload: dict[str, Any], ctx: jobs.JobContext) -> Non
     if host is None:
         await _record(ctx, task.id, "publish_skipped", {"version": artifact.version, "why": "no code host"})
         return
-    result = await host.publish(task, artifact)
-    await _record(ctx, task.id, "published", {"version": artifact.version, **result})
+    try:
+        result = await host.publish(task, artifact)
+    except PatchDoesNotApply as exc:
+        # The branch moved since the submit-time check; retrying cannot help, so say why and stop.
+        await _record(ctx, task.id, "publish_failed", {"version": artifact.version, "detail": exc.detail})
+        return
+    await _store_published(ctx, artifact.id, result)
+
+
+async def _latest_artifact(ctx: jobs.JobContext, task_id: int) -> Artifact | None:
+    async with ctx.sessions() as session:
+        stmt = select(Artifact).where(Artifact.task_id == task_id).order_by(Artifact.version.desc()).limit(1)
+        return (await session.execute(stmt)).scalar_one_or_none()
+
+
+def _merge_feedback(task: Task, exc: OsirisError) -> str:
+    files = getattr(exc, "files", [])
+    lines = [f"OSIRIS could not merge the approved version into {task.base_branch}: {exc.detail}"]
+    if files:
+        lines += ["", "Conflicting files:", *(f"- {path}" for path in files)]
+    lines += ["", f"Submit a new version that resolves this against {task.base_branch}."]
+    return "\n".join(lines)
 
 
 @jobs.job_handler(jobs.MERGE_TASK)
@@ -66,12 +97,35 @@ async def merge_task(payload: dict[str, Any], ctx: jobs.JobContext) -> None:
     task = await _load(ctx, Task, payload["task_id"])
     if task is None:
         return
-    if host is None or task.artifact_count == 0:
+    artifact = await _latest_artifact(ctx, task.id)
+    if host is None or artifact is None:
         await _record(
             ctx, task.id, "merge_skipped", {"why": "no code host" if host is None else "no artifact"}
         )
         return
-    await _record(ctx, task.id, "merged", await host.merge(task))
+    if task.status != TaskStatus.DONE.value:  # e.g. a merge that already failed and sent it back
+        await _record(ctx, task.id, "merge_skipped", {"why": f"task is {task.status}"})
+        return
+    try:
+        head_sha = artifact.commit_sha
+        if head_sha is None:
+            # Its publish job has not run yet (or is retrying); publishing is idempotent, so do it here.
+            published = await host.publish(task, artifact)
+            await _store_published(ctx, artifact.id, published)
+            head_sha = published.get("commit_sha")
+        result = await host.merge(task, head_sha=head_sha)
+    except (MergeConflict, PatchDoesNotApply) as exc:
+        async with ctx.sessions() as session, session.begin():
+            await lifecycle.merge_failed(
+                session,
+                system_actor(task.org_id, "code-host"),
+                task.id,
+                feedback=_merge_feedback(task, exc),
+                lease_seconds=ctx.settings.lease_seconds,
+                meta={"code": exc.code, "files": getattr(exc, "files", []), "head_sha": artifact.commit_sha},
+            )
+        return
+    await _record(ctx, task.id, "merged", result)
 
 
 @jobs.job_handler(jobs.CLOSE_TASK)

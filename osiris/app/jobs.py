@@ -158,6 +158,7 @@ async def drain(dsn: str, ctx: JobContext, *, limit_seconds: float = 30.0) -> No
         worker = Worker(dsn, ctx)
         for name, handler in HANDLERS.items():
             qm.entrypoint(name)(worker._wrap(name, handler))
-        await asyncio.wait_for(qm.run(mode=QueueExecutionMode.drain, batch_size=5), limit_seconds)
+        run = qm.run(mode=QueueExecutionMode.drain, batch_size=5, dequeue_timeout=timedelta(seconds=0.5))
+        await asyncio.wait_for(run, limit_seconds)
     finally:
         await conn.close()

@@ -1,0 +1,47 @@
+"""Plugs the code-host bridge into the app: its routes, and the code host the jobs will use."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+
+from fastapi import FastAPI
+
+from osiris.app.config import Settings
+from osiris.app.runtime import Runtime
+from osiris.github_bridge import change_requests, git_http, webhooks
+from osiris.github_bridge.local_git import LocalGitHost
+
+
+def github_configured(settings: Settings) -> bool:
+    return bool(settings.github_token or settings.github_app_id)
+
+
+@contextlib.asynccontextmanager
+async def _close_code_host(app: FastAPI, runtime: Runtime) -> AsyncIterator[None]:
+    try:
+        yield
+    finally:
+        host = runtime.services.get("code_host")
+        if hasattr(host, "aclose"):
+            await host.aclose()  # the GitHub host's HTTP client
+
+
+def install(app: FastAPI, settings: Settings) -> None:
+    app.include_router(change_requests.router)
+    # The webhook route is always there: unconfigured, it refuses every delivery (no secret).
+    app.include_router(webhooks.router)  # importing it also registers the github_event job
+    if settings.git_http_enabled:
+        app.include_router(git_http.router)
+    app.state.startup_hooks.append(_close_code_host)
+
+
+async def services(runtime: Runtime) -> None:
+    if github_configured(runtime.settings):
+        from osiris.github_bridge.github_host import install_github_host
+
+        install_github_host(runtime)
+        return
+    host = LocalGitHost(runtime.settings)
+    await host.start()  # creates the configured bare repositories on first start
+    runtime.services["code_host"] = host

@@ -1,0 +1,577 @@
+"""GitHub as the code host: each artifact version a commit on `osiris/task-<id>`, one draft PR per task.
+
+Commits are built with the Git Data API from the touched files only (a tree with `base_tree`), so a
+publish costs the same on a ten-file repository as on a huge one. Every step is safe to repeat: a
+commit is a pure function of (parent, tree, message, fixed dates), so a retried job recreates the
+same object; refs are created or fast-forwarded; a PR is looked up before one is created; a comment
+is posted once per key (an intent is recorded first, and a retry looks for the comment's marker).
+Transient failures surface as `jobs.Retry` (from the client), so the queue runs the job again later.
+"""
+
+from __future__ import annotations
+
+import base64
+import re
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC
+from typing import Any
+
+from gidgethub import BadRequest, GraphQLException
+from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from osiris.app import lifecycle
+from osiris.app.actors import system_actor
+from osiris.app.artifacts import ValidArtifact
+from osiris.app.config import Settings
+from osiris.app.errors import InvalidInput, PatchDoesNotApply, Unavailable
+from osiris.app.jobs import Retry
+from osiris.app.models import Artifact, ArtifactKind, Message, Task, TaskEvent
+from osiris.github_bridge import github_patch
+from osiris.github_bridge.github_client import GitHub, GitHubUnavailable, repo_path
+from osiris.github_bridge.port import MergeConflict, branch_name
+
+TRAILER = "Osiris-Artifact"
+_TRAILER_RE = re.compile(rf"^{TRAILER}: (\d+)\s*$", re.MULTILINE)
+INTENT_EVENT = "github_intent"
+READY_MUTATION = """
+mutation($id: ID!) {
+  markPullRequestReadyForReview(input: {pullRequestId: $id}) { pullRequest { isDraft } }
+}
+"""
+
+
+def marker(key: str) -> str:
+    """An invisible tag in every comment OSIRIS writes: finds it again, and skips its webhook echo."""
+    return f"<!-- osiris:{key} -->"
+
+
+def is_ours(body: str | None) -> bool:
+    return bool(body) and "<!-- osiris:" in body  # type: ignore[operator]
+
+
+def trailer_artifact(message: str | None) -> int | None:
+    found = _TRAILER_RE.findall(message or "")
+    return int(found[-1]) if found else None
+
+
+@dataclass(frozen=True, slots=True)
+class Head:
+    sha: str
+    tree: str
+    message: str = ""
+
+
+def _status(exc: BadRequest) -> int:
+    return int(exc.status_code)
+
+
+class GitHubHost:
+    """The code-host port on GitHub (see osiris/github_bridge/port.py)."""
+
+    name = "github"
+
+    def __init__(
+        self, settings: Settings, sessions: async_sessionmaker[AsyncSession], *, gh: GitHub | None = None
+    ) -> None:
+        self.settings = settings
+        self.sessions = sessions
+        self.gh = gh or GitHub(settings)
+        self._contents: OrderedDict[tuple[str, str, str], str | None] = OrderedDict()
+
+    async def aclose(self) -> None:
+        await self.gh.aclose()
+
+    # --- where things are -----------------------------------------------------------------------
+
+    def repo_for(self, task: Task) -> str:
+        mapping = self.settings.github_repo
+        full = mapping.get(task.repo) or mapping.get("*")
+        if not full or full.count("/") != 1:
+            raise InvalidInput(
+                f"repository {task.repo!r} is not mapped to a GitHub repository (OSIRIS_GITHUB_REPO)"
+            )
+        return full
+
+    def osiris_repos(self, full_name: str) -> set[str] | None:
+        """The OSIRIS repo names served by a GitHub repository; None means any ("*")."""
+        names = {k for k, v in self.settings.github_repo.items() if v.lower() == full_name.lower()}
+        if "*" in names:
+            return None
+        return names
+
+    async def _branch_head(self, repo: str, branch: str) -> Head | None:
+        try:
+            found = await self.gh.get(repo_path(repo, "branches", branch))
+        except BadRequest as exc:
+            if _status(exc) == 404:
+                return None
+            raise
+        commit = found["commit"]
+        return Head(commit["sha"], commit["commit"]["tree"]["sha"], commit["commit"]["message"])
+
+    async def _read(self, repo: str, ref: str, paths: Sequence[str]) -> dict[str, str | None]:
+        """The touched files at `ref` (None when absent); immutable refs (shas) are cached."""
+        out: dict[str, str | None] = {}
+        for path in paths:
+            key = (repo, ref, path)
+            if key in self._contents:
+                out[path] = self._contents[key]
+                continue
+            try:
+                item = await self.gh.get(repo_path(repo, "contents", path), ref=ref)
+            except BadRequest as exc:
+                if _status(exc) != 404:
+                    raise
+                item = None
+            out[path] = _decode(path, item) if item is not None else None
+            if re.fullmatch(r"[0-9a-f]{40}", ref):
+                self._contents[key] = out[path]
+                while len(self._contents) > 256:
+                    self._contents.popitem(last=False)
+        return out
+
+    # --- check ----------------------------------------------------------------------------------
+
+    async def check(self, task: Task, artifact: ValidArtifact) -> None:
+        if artifact.kind is not ArtifactKind.PATCH:
+            return  # files and text always apply
+        repo = self.repo_for(task)
+        try:
+            async with self.sessions() as session:
+                history = await _history(session, task.id)
+            parent = next((a.commit_sha for a in reversed(history) if a.commit_sha), None)
+            if parent is None:
+                head = await self._branch_head(repo, task.base_branch)
+                if head is None:
+                    raise InvalidInput(f"base branch {task.base_branch!r} does not exist on {repo}")
+                parent = head.sha
+            originals = await self._read(repo, parent, github_patch.sources(artifact.content))
+        except GitHubUnavailable as exc:
+            raise Unavailable(f"GitHub is unavailable: {exc}") from None
+        github_patch.apply_patch(artifact.content, originals)
+
+    # --- publish --------------------------------------------------------------------------------
+
+    async def publish(self, task: Task, artifact: Artifact) -> dict[str, Any]:
+        repo = self.repo_for(task)
+        branch = branch_name(task.id)
+        calls_before = self.gh.calls
+        async with self.sessions() as session:
+            history = await _history(session, task.id)
+            state = await _published_state(session, task.id)
+        earlier = [a for a in history if a.version < artifact.version]
+        later = [a for a in history if a.version > artifact.version and a.commit_sha]
+        if later:  # a newer version is already on the branch: this one must not land on top of it
+            return {"branch": branch, "created": False, "superseded_by": later[-1].version}
+
+        commit, tree, branch_created = await self._commit(task, artifact, repo, branch, earlier, state)
+        pr, pr_created = await self._pull_request(
+            task, artifact, repo, branch, earlier, state, branch_created
+        )
+        number = pr["number"]
+        versions = [a for a in history if a.version <= artifact.version]
+        body = self._pr_body(task, versions, {artifact.id: commit})
+        if not pr_created:
+            await self.gh.patch(repo_path(repo, "pulls", str(number)), {"body": body})
+        if artifact.version > 1:
+            text = f"OSIRIS: version {artifact.version} pushed as {commit[:12]}."
+            if artifact.summary:
+                text += f"\n\n{artifact.summary}"
+            await self._comment_once(task, repo, number, f"version:{artifact.id}", text)
+        return {
+            "branch": branch,
+            "commit_sha": commit,
+            "pr_number": number,
+            "pr_url": pr.get("html_url"),
+            "pr_node_id": pr.get("node_id"),
+            "tree_sha": tree,
+            "created": branch_created or pr_created,
+            "github_calls": self.gh.calls - calls_before,
+        }
+
+    async def _commit(
+        self,
+        task: Task,
+        artifact: Artifact,
+        repo: str,
+        branch: str,
+        earlier: list[Artifact],
+        state: dict[int, dict[str, Any]],
+    ) -> tuple[str, str, bool]:
+        """Put the version's commit at the branch head: (commit sha, tree sha, branch created?)."""
+        prev = earlier[-1] if earlier else None
+        known = state.get(prev.id, {}) if prev is not None else {}
+        if prev is not None and prev.commit_sha and known.get("tree_sha"):
+            # The previous version's commit and tree are on record: no need to ask GitHub.
+            parent: Head | None = Head(prev.commit_sha, known["tree_sha"])
+            exists = True
+        elif prev is not None:
+            parent = await self._branch_head(repo, branch)
+            exists = parent is not None
+            if parent is not None and trailer_artifact(parent.message) == artifact.id:
+                return parent.sha, parent.tree, False
+        else:
+            parent, exists = None, False
+        if parent is None:
+            parent = await self._branch_head(repo, task.base_branch)
+            if parent is None:
+                raise InvalidInput(f"base branch {task.base_branch!r} does not exist on {repo}")
+
+        sha, tree = await self._make_commit(task, artifact, repo, parent)
+        if not exists:
+            try:
+                await self.gh.post(
+                    repo_path(repo, "git", "refs"), {"ref": f"refs/heads/{branch}", "sha": sha}
+                )
+                return sha, tree, True
+            except BadRequest as exc:
+                if _status(exc) != 422:
+                    raise
+            # The branch is there already: an earlier attempt of ours, or a leftover of the same name.
+            ref = await self.gh.get(repo_path(repo, "git", "ref", f"heads/{branch}"))
+            current = ref["object"]["sha"]
+            if current == sha:
+                return sha, tree, False
+            found = await self.gh.get(repo_path(repo, "git", "commits", current))
+            if trailer_artifact(found.get("message")) == artifact.id:
+                return current, found["tree"]["sha"], False
+            if prev is None:  # a stale branch from before this task had a version: ours by name
+                await self._move_ref(repo, branch, sha, force=True)
+                return sha, tree, False
+            parent = Head(current, found["tree"]["sha"], found.get("message", ""))
+            sha, tree = await self._make_commit(task, artifact, repo, parent)
+        try:
+            await self._move_ref(repo, branch, sha, force=False)
+            return sha, tree, False
+        except BadRequest as exc:
+            if _status(exc) != 422:
+                raise
+        # Not a fast-forward: someone pushed to the branch. Build on what is there now.
+        head = await self._branch_head(repo, branch)
+        if head is None:
+            raise Retry(self.settings.github_retry_seconds, f"branch {branch} vanished while publishing")
+        if trailer_artifact(head.message) == artifact.id:
+            return head.sha, head.tree, False
+        sha, tree = await self._make_commit(task, artifact, repo, head)
+        await self._move_ref(repo, branch, sha, force=False)
+        return sha, tree, False
+
+    async def _move_ref(self, repo: str, branch: str, sha: str, *, force: bool) -> None:
+        await self.gh.patch(repo_path(repo, "git", "refs", f"heads/{branch}"), {"sha": sha, "force": force})
+
+    async def _make_commit(self, task: Task, artifact: Artifact, repo: str, parent: Head) -> tuple[str, str]:
+        entries = []
+        for change in await self._changes(task, artifact, repo, parent.sha):
+            entry: dict[str, Any] = {"path": change.path, "mode": change.mode, "type": "blob"}
+            if change.content is None:
+                entry["sha"] = None  # deletes the path
+            else:
+                entry["content"] = change.content
+            entries.append(entry)
+        tree = await self.gh.post(
+            repo_path(repo, "git", "trees"), {"base_tree": parent.tree, "tree": entries}
+        )
+        # Fixed dates make the commit a pure function of its inputs: a retry recreates the same sha.
+        when = artifact.created_at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        who = {"name": "OSIRIS", "email": "osiris@users.noreply.github.com", "date": when}
+        commit = await self.gh.post(
+            repo_path(repo, "git", "commits"),
+            {
+                "message": self._commit_message(task, artifact),
+                "tree": tree["sha"],
+                "parents": [parent.sha],
+                "author": who,
+                "committer": who,
+            },
+        )
+        return commit["sha"], tree["sha"]
+
+    async def _changes(
+        self, task: Task, artifact: Artifact, repo: str, parent_sha: str
+    ) -> list[github_patch.Change]:
+        if artifact.kind == ArtifactKind.FILES.value:
+            import json
+
+            files: dict[str, str] = json.loads(artifact.content)
+            return [github_patch.Change(path, body) for path, body in sorted(files.items())]
+        if artifact.kind == ArtifactKind.TEXT.value:
+            path = self.settings.github_text_path.format(id=task.id)
+            return [github_patch.Change(path, artifact.content)]
+        originals = await self._read(repo, parent_sha, github_patch.sources(artifact.content))
+        return github_patch.apply_patch(artifact.content, originals)
+
+    @staticmethod
+    def _commit_message(task: Task, artifact: Artifact) -> str:
+        lines = [f"{task.title} (OSIRIS task #{task.id}, version {artifact.version})"]
+        if artifact.summary:
+            lines += ["", artifact.summary.strip()]
+        lines += ["", f"Osiris-Task: {task.id}", f"{TRAILER}: {artifact.id}"]
+        return "\n".join(lines) + "\n"
+
+    async def _pull_request(
+        self,
+        task: Task,
+        artifact: Artifact,
+        repo: str,
+        branch: str,
+        earlier: list[Artifact],
+        state: dict[int, dict[str, Any]],
+        branch_created: bool,
+    ) -> tuple[dict[str, Any], bool]:
+        known = next((a for a in reversed(earlier) if a.pr_number), None)
+        if known is not None:
+            node = state.get(known.id, {}).get("pr_node_id")
+            return {"number": known.pr_number, "html_url": known.pr_url, "node_id": node}, False
+        if not branch_created:  # a branch we did not just create may already have its PR
+            found = await self._find_pr(repo, branch)
+            if found is not None:
+                await self._ensure_label(repo, found)
+                return found, False
+        body = self._pr_body(task, [*earlier, artifact], {})
+        try:
+            pr = await self.gh.post(
+                repo_path(repo, "pulls"),
+                {"title": task.title, "head": branch, "base": task.base_branch, "body": body, "draft": True},
+            )
+        except BadRequest as exc:
+            found = await self._find_pr(repo, branch) if _status(exc) == 422 else None
+            if found is None:
+                raise
+            await self._ensure_label(repo, found)
+            return found, False
+        await self.gh.post(
+            repo_path(repo, "issues", str(pr["number"]), "labels"), {"labels": [self.settings.github_label]}
+        )
+        return pr, True
+
+    async def _find_pr(self, repo: str, branch: str) -> dict[str, Any] | None:
+        owner = repo.split("/")[0]
+        found = await self.gh.get(repo_path(repo, "pulls"), head=f"{owner}:{branch}", state="open")
+        return found[0] if found else None
+
+    async def _ensure_label(self, repo: str, pr: dict[str, Any]) -> None:
+        if any(label.get("name") == self.settings.github_label for label in pr.get("labels", [])):
+            return
+        await self.gh.post(
+            repo_path(repo, "issues", str(pr["number"]), "labels"), {"labels": [self.settings.github_label]}
+        )
+
+    def _pr_body(self, task: Task, versions: Sequence[Artifact], new_commits: dict[int, str]) -> str:
+        url = f"{self.settings.public_url.rstrip('/')}/tasks/{task.id}"
+        latest = versions[-1] if versions else None
+        rows = []
+        for a in versions:
+            sha = new_commits.get(a.id) or a.commit_sha
+            first = (a.summary or "").strip().splitlines()[0] if (a.summary or "").strip() else ""
+            rows.append(
+                f"| {a.version} | {f'`{sha[:12]}`' if sha else '…'} | "
+                f"{a.created_at:%Y-%m-%d %H:%M} UTC | {_cell(first)} |"
+            )
+        parts = [
+            marker(f"task:{task.id}"),
+            f"**[OSIRIS task #{task.id}]({url})**: {task.title}",
+            "",
+            f"- Requester: {task.requester or 'unknown'}",
+            f"- Channel: {task.channel}",
+            "- Opened as a draft by OSIRIS. Approve it here or in the portal to merge; "
+            "request changes to send it back to the agent.",
+            "",
+            f"### Summary (version {latest.version if latest else 1})",
+            (latest.summary or "").strip() if latest and latest.summary else "_The agent gave no summary._",
+            "",
+            "### Versions",
+            "| version | commit | submitted | summary |",
+            "|---|---|---|---|",
+            *rows,
+        ]
+        return "\n".join(parts)
+
+    # --- comments -------------------------------------------------------------------------------
+
+    async def _comment_once(self, task: Task, repo: str, number: int, key: str, text: str) -> int:
+        """Post a comment at most once per key, even when a timed-out POST did reach GitHub."""
+        tag = marker(key)
+        async with self.sessions() as session, session.begin():
+            tried = await session.scalar(
+                select(TaskEvent.id).where(
+                    TaskEvent.task_id == task.id,
+                    TaskEvent.kind == INTENT_EVENT,
+                    TaskEvent.data["key"].astext == key,
+                )
+            )
+            if tried is None:
+                locked = await session.get(Task, task.id)
+                assert locked is not None  # noqa: S101
+                await lifecycle.record_event(
+                    session, locked, system_actor(task.org_id, "github"), INTENT_EVENT, data={"key": key}
+                )
+        if tried is not None:  # an earlier attempt may have posted it before failing
+            comments = await self.gh.get_all(repo_path(repo, "issues", str(number), "comments"), per_page=100)
+            for c in comments:
+                if tag in (c.get("body") or ""):
+                    return int(c["id"])
+        posted = await self.gh.post(
+            repo_path(repo, "issues", str(number), "comments"), {"body": f"{text}\n\n{tag}"}
+        )
+        return int(posted["id"])
+
+    async def comment(self, task: Task, message: Message) -> dict[str, Any]:
+        if message.source.startswith("github"):
+            return {"skipped": "came from GitHub"}
+        repo = self.repo_for(task)
+        async with self.sessions() as session:
+            pr = await _latest_pr(session, task.id)
+        if pr is None:
+            if task.artifact_count > 0:  # its PR is being opened right now: mirror it once it exists
+                raise Retry(self.settings.github_retry_seconds, "the pull request is not open yet")
+            return {"skipped": "no pull request"}
+        who = "the agent" if message.direction == "from_agent" else "OSIRIS"
+        text = f"**{message.author_name}** ({who}, via OSIRIS):\n\n{message.body}"
+        comment_id = await self._comment_once(task, repo, pr.pr_number or 0, f"message:{message.id}", text)
+        async with self.sessions() as session, session.begin():
+            # Remembered so the comment's webhook echo is recognised as ours.
+            await session.execute(
+                update(Message)
+                .where(Message.id == message.id, Message.provider_id.is_(None))
+                .values(provider_id=str(comment_id))
+            )
+        return {"pr_number": pr.pr_number, "comment_id": comment_id}
+
+    # --- merge and close ------------------------------------------------------------------------
+
+    async def merge(self, task: Task, *, head_sha: str | None = None) -> dict[str, Any]:
+        repo = self.repo_for(task)
+        branch = branch_name(task.id)
+        async with self.sessions() as session:
+            pr = await _latest_pr(session, task.id)
+            state = await _published_state(session, task.id)
+        if pr is None or pr.pr_number is None:
+            raise MergeConflict("there is no pull request to merge")
+        number = pr.pr_number
+        sha = head_sha or pr.commit_sha
+        node = next((d["pr_node_id"] for d in reversed(list(state.values())) if d.get("pr_node_id")), None)
+        if node is None:
+            node = (await self.gh.get(repo_path(repo, "pulls", str(number))))["node_id"]
+        try:
+            await self.gh.graphql(READY_MUTATION, id=node)
+        except GraphQLException:
+            current = await self.gh.get(repo_path(repo, "pulls", str(number)))
+            if current.get("merged"):  # merged already (by a person, or by our own timed-out attempt)
+                return await self._merged(repo, branch, number, current.get("merge_commit_sha"), already=True)
+            if current.get("draft"):
+                raise
+        try:
+            done = await self.gh.put(
+                repo_path(repo, "pulls", str(number), "merge"),
+                {
+                    "sha": sha,
+                    "merge_method": self.settings.github_merge_method,
+                    "commit_title": f"{task.title} (#{number})",
+                },
+            )
+        except BadRequest as exc:
+            if _status(exc) not in (405, 409, 422):
+                raise
+            current = await self.gh.get(repo_path(repo, "pulls", str(number)))
+            if current.get("merged"):
+                return await self._merged(repo, branch, number, current.get("merge_commit_sha"), already=True)
+            if _status(exc) == 409 or current["head"]["sha"] != sha:
+                raise MergeConflict(
+                    f"the branch {branch} moved since version {pr.version} was approved ({exc})"
+                ) from None
+            files = await self._conflicting_files(repo, task.base_branch, branch)
+            raise MergeConflict(f"pull request #{number} cannot be merged: {exc}", files=files) from None
+        return await self._merged(repo, branch, number, done.get("sha"), already=False)
+
+    async def _merged(
+        self, repo: str, branch: str, number: int, sha: str | None, *, already: bool
+    ) -> dict[str, Any]:
+        deleted = False
+        if self.settings.delete_branch_on_merge:
+            try:
+                await self.gh.delete(repo_path(repo, "git", "refs", f"heads/{branch}"))
+                deleted = True
+            except BadRequest as exc:
+                if _status(exc) not in (404, 422):  # 422: already gone
+                    raise
+        return {
+            "pr_number": number,
+            "merged": True,
+            "merge_sha": sha,
+            "already": already,
+            "branch_deleted": deleted,
+        }
+
+    async def _conflicting_files(self, repo: str, base: str, branch: str) -> list[str]:
+        """Paths changed both on the branch and on the base since they diverged."""
+        ours = await self.gh.get(repo_path(repo, "compare", f"{base}...{branch}"))
+        theirs = await self.gh.get(repo_path(repo, "compare", f"{branch}...{base}"))
+        changed = {f["filename"] for f in theirs.get("files", [])}
+        return sorted(f["filename"] for f in ours.get("files", []) if f["filename"] in changed)
+
+    async def close(self, task: Task) -> dict[str, Any]:
+        repo = self.repo_for(task)
+        async with self.sessions() as session:
+            pr = await _latest_pr(session, task.id)
+        if pr is None or pr.pr_number is None:
+            return {"skipped": "no pull request"}
+        found = await self.gh.patch(repo_path(repo, "pulls", str(pr.pr_number)), {"state": "closed"})
+        return {"pr_number": pr.pr_number, "state": found.get("state")}
+
+
+# --- small queries -----------------------------------------------------------------------------
+
+
+async def _history(session: AsyncSession, task_id: int) -> list[Artifact]:
+    stmt = select(Artifact).where(Artifact.task_id == task_id).order_by(Artifact.version)
+    return list((await session.execute(stmt)).scalars().all())
+
+
+async def _latest_pr(session: AsyncSession, task_id: int) -> Artifact | None:
+    stmt = (
+        select(Artifact)
+        .where(Artifact.task_id == task_id, Artifact.pr_number.is_not(None))
+        .order_by(Artifact.version.desc())
+        .limit(1)
+    )
+    return (await session.execute(stmt)).scalar_one_or_none()
+
+
+async def _published_state(session: AsyncSession, task_id: int) -> dict[int, dict[str, Any]]:
+    """What earlier publishes recorded (tree sha, PR node id), by artifact id: saves API calls."""
+    stmt = (
+        select(TaskEvent.data)
+        .where(TaskEvent.task_id == task_id, TaskEvent.kind == "published")
+        .order_by(TaskEvent.id)
+    )
+    out: dict[int, dict[str, Any]] = {}
+    for data in (await session.execute(stmt)).scalars():
+        if isinstance(data, dict) and data.get("artifact_id"):
+            out[int(data["artifact_id"])] = data
+    return out
+
+
+def _decode(path: str, item: Any) -> str:
+    if not isinstance(item, dict) or item.get("type") != "file":
+        raise PatchDoesNotApply(f"{path}: is not a regular file")
+    if item.get("encoding") != "base64" or item.get("content") is None:
+        raise PatchDoesNotApply(f"{path}: too large to patch through the GitHub API")
+    raw = base64.b64decode(item["content"])
+    try:
+        return raw.decode()
+    except UnicodeDecodeError:
+        raise PatchDoesNotApply(f"{path}: is not a text file") from None
+
+
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|")[:120]
+
+
+def install_github_host(runtime: Any) -> GitHubHost:
+    """For extension.services(): GitHub is configured, so it is the code host the jobs use."""
+    host = GitHubHost(runtime.settings, runtime.sessions)
+    runtime.services["code_host"] = host
+    return host

@@ -1,0 +1,66 @@
+"""The code-host port: what the lifecycle's jobs and edges need from wherever the code lives.
+
+Implemented by the local git host (`local_git.LocalGitHost`) and by GitHub. Job handlers in
+`osiris.app.effects` call it from `JobContext.services["code_host"]`; the submit path calls `check`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any, Protocol, runtime_checkable
+
+from osiris.app.artifacts import ValidArtifact
+from osiris.app.errors import OsirisError
+from osiris.app.models import Artifact, Message, Task
+
+# The keys of a publish result that are stored on the Artifact row (others only go to the event).
+PUBLISHED_FIELDS = ("branch", "commit_sha", "pr_number", "pr_url")
+
+
+def branch_name(task_id: int) -> str:
+    """Deterministic, so a retried publish finds what an earlier attempt made."""
+    return f"osiris/task-{task_id}"
+
+
+class MergeConflict(OsirisError):
+    """The approved head cannot be merged into its base; `files` names the conflicting paths."""
+
+    code, status, title = "merge_conflict", 409, "The change cannot be merged into its base branch"
+
+    def __init__(self, detail: str, *, files: Iterable[str] = ()) -> None:
+        self.files = list(files)
+        super().__init__(detail, files=self.files)
+
+
+class CodeHost(Protocol):
+    """Publishing, merging and closing one task's change request. Every method is idempotent."""
+
+    async def check(self, task: Task, artifact: ValidArtifact) -> None:
+        """Refuse, before anything is stored, what could never be published.
+
+        Raises `osiris.app.errors.PatchDoesNotApply` carrying git's own message.
+        """
+
+    async def publish(self, task: Task, artifact: Artifact) -> dict[str, Any]:
+        """Make the artifact version a commit on `branch_name(task.id)` and open or update the
+        change request. Returns at least the PUBLISHED_FIELDS; publishing the same version again
+        returns the same commit (with `created: False`)."""
+
+    async def merge(self, task: Task, *, head_sha: str | None = None) -> dict[str, Any]:
+        """Merge the change request into the task's base branch, pinned to `head_sha` (the commit
+        that was approved). Raises MergeConflict, leaving nothing half-done, when it cannot."""
+
+    async def close(self, task: Task) -> dict[str, Any]:
+        """Close the change request unmerged (the branch is kept)."""
+
+    async def comment(self, task: Task, message: Message) -> dict[str, Any]:
+        """Mirror a message written in OSIRIS onto the change request."""
+
+
+@runtime_checkable
+class ChangeRequestSource(Protocol):
+    """A host whose change requests OSIRIS itself shows (`GET /api/v1/tasks/{id}/change-request`)."""
+
+    async def change_request(self, task: Task) -> dict[str, Any]:
+        """number, url, state (draft|open|merged|closed), base, head, base_sha, head_sha, diff,
+        files, mergeable, conflicts. Raises osiris.app.errors.NotFound when there is none yet."""

@@ -1,0 +1,1094 @@
+"""A GitHub fake at the HTTP boundary, backed by real bare git repositories.
+
+Only the endpoints OSIRIS uses (and those a test needs to act as a human reviewer) exist. Every request
+and every response is checked against GitHub's REST OpenAPI description (`openapi_check.Spec`);
+problems are collected in `FakeGitHub.violations`, which each test asserts empty. Webhooks are built
+from GitHub's own example payloads (`webhook-examples.json`), patched with this fake's state, and
+signed with HMAC-SHA256 exactly like GitHub; they queue in `outbox` until a test delivers them.
+
+Faults (`FakeGitHub.fail`) make the next matching requests answer 500, 429 + Retry-After, a secondary
+rate limit (403 + retry-after), a primary one (403 + x-ratelimit-remaining: 0), or time out — either
+before the request reaches the fake or after it took effect (the answer is lost), the nasty case.
+"""
+
+from __future__ import annotations
+
+import base64
+import copy
+import hashlib
+import hmac
+import itertools
+import json
+import os
+import re
+import subprocess
+import time
+import uuid
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qsl, unquote
+
+import httpx
+import jwt
+from openapi_check import SHARED, Spec
+
+EXAMPLES = json.loads((SHARED / "webhook-examples.json").read_text())
+BOT = "osiris-bot"  # the account OSIRIS's token belongs to
+API_VERSION_HEADER = {"x-github-media-type": "github.v3; format=json"}
+
+
+def example(name: str, action: str | None = None) -> dict[str, Any]:
+    for group in EXAMPLES:
+        if group["name"] == name:
+            for ex in group["examples"]:
+                if action is None or ex.get("action") == action:
+                    return copy.deepcopy(ex)
+    raise KeyError(f"no example for {name}/{action}")
+
+
+def sign(secret: str, body: bytes) -> str:
+    return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+
+
+class Git:
+    """A bare repository driven through the git CLI."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def run(
+        self,
+        *args: str,
+        stdin: bytes | None = None,
+        env: dict[str, str] | None = None,
+        ok: tuple[int, ...] = (0,),
+    ) -> str:
+        proc = subprocess.run(
+            ["git", "--git-dir", str(self.path), *args],
+            input=stdin,
+            capture_output=True,
+            env={**os.environ, **(env or {})},
+            check=False,
+        )
+        if proc.returncode not in ok:
+            raise RuntimeError(f"git {' '.join(args)}: {proc.stderr.decode()}")
+        return proc.stdout.decode()
+
+    def code(self, *args: str) -> int:
+        return subprocess.run(
+            ["git", "--git-dir", str(self.path), *args], capture_output=True, check=False
+        ).returncode
+
+    def rev(self, ref: str) -> str | None:
+        out = subprocess.run(
+            ["git", "--git-dir", str(self.path), "rev-parse", "--verify", "--quiet", ref],
+            capture_output=True,
+            check=False,
+        )
+        return out.stdout.decode().strip() or None
+
+    def commit_info(self, sha: str) -> dict[str, Any] | None:
+        if self.code("cat-file", "-e", f"{sha}^{{commit}}") != 0:
+            return None
+        raw = self.run("cat-file", "commit", sha)
+        head, _, message = raw.partition("\n\n")
+        info: dict[str, Any] = {"sha": sha, "message": message, "parents": []}
+        for line in head.splitlines():
+            key, _, rest = line.partition(" ")
+            if key == "tree":
+                info["tree"] = rest
+            elif key == "parent":
+                info["parents"].append(rest)
+            elif key in ("author", "committer"):
+                m = re.match(r"(.*) <(.*)> (\d+) ([+-]\d{4})", rest)
+                assert m
+                when = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(int(m.group(3))))
+                info[key] = {"name": m.group(1), "email": m.group(2), "date": when}
+        return info
+
+    def ls_tree(self, tree: str) -> dict[str, tuple[str, str, str]]:
+        out: dict[str, tuple[str, str, str]] = {}
+        for line in self.run("ls-tree", "-z", tree).split("\0"):
+            if line:
+                meta, name = line.split("\t", 1)
+                mode, kind, sha = meta.split()
+                out[name] = (mode, kind, sha)
+        return out
+
+    def mktree(self, entries: dict[str, tuple[str, str, str]]) -> str:
+        lines = "".join(f"{m} {k} {s}\t{n}\0" for n, (m, k, s) in sorted(entries.items()))
+        return self.run("mktree", "-z", stdin=lines.encode()).strip()
+
+    def blob(self, content: bytes) -> str:
+        return self.run("hash-object", "-w", "--stdin", stdin=content).strip()
+
+
+@dataclass
+class Fault:
+    pattern: str  # regex over "METHOD /path"
+    kind: str  # 500 | 429 | secondary | primary | timeout-before | timeout-after
+    times: int = 1
+
+
+@dataclass
+class PullRequest:
+    repo: str
+    number: int
+    title: str
+    body: str
+    head: str
+    base: str
+    draft: bool
+    user: str
+    id: int
+    state: str = "open"
+    merged: bool = False
+    merged_by: str | None = None
+    merge_commit_sha: str | None = None
+    labels: list[str] = field(default_factory=list)
+
+    @property
+    def node_id(self) -> str:
+        return f"PR_fake{self.id}"
+
+
+class FakeGitHub:
+    def __init__(self, root: Path, *, secret: str, owner: str = "acme", name: str = "widgets") -> None:
+        self.root = root
+        self.secret = secret
+        self.spec = Spec()
+        self.repos: dict[str, Git] = {}
+        self.pulls: dict[tuple[str, int], PullRequest] = {}
+        self.comments: list[dict[str, Any]] = []  # issue comments
+        self.review_comments: list[dict[str, Any]] = []
+        self.reviews: list[dict[str, Any]] = []
+        self.tokens: dict[str, str] = {"osiris-token": BOT}
+        self.permissions: dict[str, str] = {}
+        self.installations: dict[str, str] = {}  # installation id -> app public key (PEM)
+        self.faults: list[Fault] = []
+        self.violations: list[str] = []
+        self.calls: Counter[str] = Counter()  # "METHOD template" -> n
+        self.calls_by: dict[str, Counter[str]] = {}  # login -> its calls, e.g. calls_by[BOT]
+        self.log: list[tuple[str, str, int]] = []
+        self.outbox: list[tuple[dict[str, str], bytes]] = []
+        self._ids = itertools.count(1000)
+        self._numbers: dict[str, itertools.count[int]] = {}
+        self.full_name = f"{owner}/{name}"
+
+    # --- setup ------------------------------------------------------------------------------------
+
+    def create_repo(self, full_name: str, files: dict[str, str], *, branch: str = "main") -> Git:
+        path = self.root / f"{full_name.replace('/', '__')}.git"
+        subprocess.run(["git", "init", "--bare", "-q", "-b", branch, str(path)], check=True)
+        git = Git(path)
+        self.repos[full_name] = git
+        self._numbers[full_name] = itertools.count(1)
+        self.commit_files(full_name, branch, files, "initial commit")
+        return git
+
+    def create_big_repo(self, full_name: str, n_files: int, *, branch: str = "main") -> Git:
+        """A repository of n_files small files in directories of 100, written with fast-import."""
+        path = self.root / f"{full_name.replace('/', '__')}.git"
+        subprocess.run(["git", "init", "--bare", "-q", "-b", branch, str(path)], check=True)
+        git = Git(path)
+        self.repos[full_name] = git
+        self._numbers[full_name] = itertools.count(1)
+        chunks = [
+            f"commit refs/heads/{branch}\ncommitter Fake <fake@example.com> 1700000000 +0000\ndata 7\ninitial\n"
+        ]
+        for i in range(n_files):
+            data = f"file {i}\n".encode()
+            chunks.append(
+                f"M 100644 inline src/d{i // 100:04d}/f{i:05d}.txt\ndata {len(data)}\n{data.decode()}"
+            )
+        chunks.append("M 100644 inline README.md\ndata 7\nhello!\n")
+        subprocess.run(
+            ["git", "--git-dir", str(path), "fast-import", "--quiet"],
+            input="".join(chunks).encode(),
+            check=True,
+        )
+        return git
+
+    def commit_files(self, full_name: str, branch: str, files: dict[str, str], message: str) -> str:
+        """A commit made by a person (not through the API): moves `branch`."""
+        git = self.repos[full_name]
+        parent = git.rev(f"refs/heads/{branch}")
+        base_tree = git.commit_info(parent)["tree"] if parent else None
+        tree = self._build_tree(
+            git,
+            base_tree,
+            [{"path": p, "mode": "100644", "type": "blob", "content": c} for p, c in files.items()],
+        )
+        env = _who_env({"name": "Someone", "email": "someone@example.com", "date": "2024-01-01T00:00:00Z"})
+        args = ["commit-tree", tree, "-m", message] + (["-p", parent] if parent else [])
+        sha = git.run(*args, env=env).strip()
+        git.run("update-ref", f"refs/heads/{branch}", sha)
+        return sha
+
+    def read_file(self, full_name: str, ref: str, path: str) -> str | None:
+        git = self.repos[full_name]
+        if git.code("cat-file", "-e", f"{ref}:{path}") != 0:
+            return None
+        return git.run("cat-file", "-p", f"{ref}:{path}")
+
+    def fail(self, pattern: str, kind: str, times: int = 1) -> None:
+        self.faults.append(Fault(pattern, kind, times))
+
+    def transport(self) -> httpx.AsyncBaseTransport:
+        return _Transport(self)
+
+    def client(self, token: str = "osiris-token") -> httpx.AsyncClient:
+        """A client that acts as whoever owns `token` (tests use it to play the human reviewer)."""
+        return httpx.AsyncClient(
+            transport=self.transport(),
+            base_url="https://api.github.test",
+            headers={"Authorization": f"token {token}", "Accept": "application/vnd.github+json"},
+        )
+
+    async def deliver(self, osiris: httpx.AsyncClient) -> list[httpx.Response]:
+        """POST every queued webhook to OSIRIS, in order."""
+        sent, self.outbox = self.outbox, []
+        return [
+            await osiris.post("/api/v1/webhooks/github", content=body, headers=headers)
+            for headers, body in sent
+        ]
+
+    # --- webhooks ---------------------------------------------------------------------------------
+
+    def _repository(self, full_name: str, payload: dict[str, Any]) -> None:
+        owner, name = full_name.split("/")
+        repo = payload.setdefault("repository", {})
+        repo.update({"full_name": full_name, "name": name})
+        repo.setdefault("owner", {})["login"] = owner
+
+    def _pr_payload(self, pr: PullRequest, into: dict[str, Any]) -> dict[str, Any]:
+        git = self.repos[pr.repo]
+        into.update(
+            {
+                "number": pr.number,
+                "id": pr.id,
+                "node_id": pr.node_id,
+                "title": pr.title,
+                "body": pr.body,
+                "state": pr.state,
+                "draft": pr.draft,
+                "merged": pr.merged,
+                "merge_commit_sha": pr.merge_commit_sha,
+                "html_url": f"https://github.test/{pr.repo}/pull/{pr.number}",
+            }
+        )
+        into["merged_by"] = (
+            {**(into.get("merged_by") or into["user"]), "login": pr.merged_by} if pr.merged_by else None
+        )
+        into["user"] = {**into["user"], "login": pr.user, "type": "Bot"}
+        into["head"] = {
+            **into["head"],
+            "ref": pr.head,
+            "sha": git.rev(f"refs/heads/{pr.head}") or into["head"]["sha"],
+        }
+        into["base"] = {**into["base"], "ref": pr.base, "sha": git.rev(f"refs/heads/{pr.base}")}
+        return into
+
+    def emit(
+        self, name: str, payload: dict[str, Any], *, secret: str | None = None, delivery: str | None = None
+    ) -> str:
+        body = json.dumps(payload).encode()
+        delivery = delivery or str(uuid.uuid4())
+        headers = {
+            "content-type": "application/json",
+            "user-agent": "GitHub-Hookshot/fake",
+            "x-github-event": name,
+            "x-github-delivery": delivery,
+            "x-github-hook-id": "1",
+            "x-hub-signature-256": sign(secret or self.secret, body),
+        }
+        self.outbox.append((headers, body))
+        return delivery
+
+    def emit_pr(self, action: str, pr: PullRequest, sender: str) -> None:
+        payload = example("pull_request", action)
+        self._repository(pr.repo, payload)
+        self._pr_payload(pr, payload["pull_request"])
+        payload["sender"]["login"] = sender
+        self.emit("pull_request", payload)
+
+    def _emit_review(self, pr: PullRequest, review: dict[str, Any]) -> None:
+        payload = example("pull_request_review", "submitted")
+        self._repository(pr.repo, payload)
+        self._pr_payload(pr, payload["pull_request"])
+        payload["review"].update(
+            {k: review[k] for k in ("id", "body", "commit_id", "html_url")}
+            | {
+                "state": review["state"].lower(),
+                "user": {**payload["review"]["user"], "login": review["user"]["login"]},
+            }
+        )
+        payload["sender"]["login"] = review["user"]["login"]
+        self.emit("pull_request_review", payload)
+
+    def _emit_review_comment(self, pr: PullRequest, comment: dict[str, Any]) -> None:
+        payload = example("pull_request_review_comment", "created")
+        self._repository(pr.repo, payload)
+        self._pr_payload(pr, payload["pull_request"])
+        keys = ("id", "body", "path", "line", "diff_hunk", "pull_request_review_id", "commit_id", "html_url")
+        payload["comment"].update({k: comment[k] for k in keys})
+        payload["comment"]["user"] = {**payload["comment"]["user"], "login": comment["user"]["login"]}
+        payload["sender"]["login"] = comment["user"]["login"]
+        self.emit("pull_request_review_comment", payload)
+
+    def _emit_issue_comment(self, pr: PullRequest, comment: dict[str, Any]) -> None:
+        payload = example("issue_comment", "created")
+        self._repository(pr.repo, payload)
+        issue = payload["issue"]
+        issue.update({"number": pr.number, "title": pr.title, "state": pr.state})
+        issue["user"] = {**issue["user"], "login": pr.user}
+        issue["pull_request"] = {
+            "url": f"https://api.github.test/repos/{pr.repo}/pulls/{pr.number}",
+            "html_url": f"https://github.test/{pr.repo}/pull/{pr.number}",
+            "diff_url": f"https://github.test/{pr.repo}/pull/{pr.number}.diff",
+            "patch_url": f"https://github.test/{pr.repo}/pull/{pr.number}.patch",
+        }
+        payload["comment"].update(
+            {"id": comment["id"], "body": comment["body"], "html_url": comment["html_url"]}
+        )
+        payload["comment"]["user"] = {**payload["comment"]["user"], "login": comment["user"]["login"]}
+        payload["sender"]["login"] = comment["user"]["login"]
+        self.emit("issue_comment", payload)
+
+    # --- the HTTP side ----------------------------------------------------------------------------
+
+    async def handle(self, request: httpx.Request) -> httpx.Response:
+        path = unquote(request.url.path)
+        method = request.method
+        key = f"{method} {path}"
+        fault = self._fault(key)
+        if fault in ("timeout-before",):
+            raise httpx.ConnectTimeout("fake: timed out", request=request)
+        if fault in ("500", "429", "secondary", "primary"):
+            self.log.append((method, path, 0))
+            return _fault_response(fault)
+        response = self._dispatch(request, method, path)
+        self.log.append((method, path, response.status_code))
+        if fault == "timeout-after":  # it happened, but the answer never arrives
+            raise httpx.ReadTimeout("fake: read timed out", request=request)
+        return response
+
+    def _fault(self, key: str) -> str | None:
+        for fault in self.faults:
+            if fault.times > 0 and re.search(fault.pattern, key):
+                fault.times -= 1
+                return fault.kind
+        return None
+
+    def _dispatch(self, request: httpx.Request, method: str, path: str) -> httpx.Response:
+        raw = request.content
+        try:
+            body = json.loads(raw) if raw else None
+        except json.JSONDecodeError:
+            return _json(400, {"message": "Problems parsing JSON"})
+        login = self._login(request)
+        if path == "/graphql" and method == "POST":
+            self.calls["POST /graphql"] += 1
+            self.calls_by.setdefault(login or "", Counter())["POST /graphql"] += 1
+            return self._graphql(body or {}, login)
+        found = self.spec.find(method, path)
+        if found is None:
+            self.violations.append(f"{method} {path}: not in GitHub's REST description")
+            return _json(404, {"message": "Not Found"})
+        op, params = found
+        query = dict(
+            parse_qsl(
+                request.url.query.decode() if isinstance(request.url.query, bytes) else request.url.query
+            )
+        )
+        self.calls[op.key] += 1
+        self.calls_by.setdefault(login or "", Counter())[op.key] += 1
+        self.violations += self.spec.check_request(op, query, body)
+        if login is None and not op.template.startswith("/app/"):
+            return _json(401, {"message": "Bad credentials"})
+        handler = getattr(
+            self, "op_" + re.sub(r"\W+", "_", f"{method} {op.template}").strip("_").lower(), None
+        )
+        if handler is None:
+            self.violations.append(f"{op.key}: the fake does not implement it")
+            return _json(404, {"message": "Not Found"})
+        status, answer = handler(params, query, body or {}, login, request)
+        if answer is not None:
+            answer = self.spec.complete(op, status, answer)
+        problems = self.spec.check_response(op, status, answer)
+        self.violations += [f"response: {p}" for p in problems]
+        return _json(status, answer)
+
+    def _login(self, request: httpx.Request) -> str | None:
+        auth = request.headers.get("authorization", "")
+        scheme, _, token = auth.partition(" ")
+        if scheme.lower() in ("token", "bearer") and token in self.tokens:
+            return self.tokens[token]
+        return None
+
+    # --- repositories and git data ---------------------------------------------------------------
+
+    def _git(self, params: dict[str, str]) -> tuple[str, Git]:
+        full = f"{params['owner']}/{params['repo']}"
+        if full not in self.repos:
+            raise _NotFound
+        return full, self.repos[full]
+
+    def op_get_repos_owner_repo_branches_branch(self, p, q, b, login, r):
+        full, git = self._git(p)
+        sha = git.rev(f"refs/heads/{p['branch']}")
+        if sha is None:
+            return 404, {"message": "Branch not found", "documentation_url": "https://docs.github.com/rest"}
+        info = git.commit_info(sha)
+        commit = {
+            "sha": sha,
+            "node_id": f"C_{sha[:12]}",
+            "url": f"https://api.github.test/repos/{full}/commits/{sha}",
+            "commit": {
+                "message": info["message"],
+                "tree": {"sha": info["tree"], "url": "https://api.github.test/tree"},
+                "author": info["author"],
+                "committer": info["committer"],
+            },
+            "parents": [{"sha": s, "url": "https://api.github.test/c"} for s in info["parents"]],
+        }
+        return 200, {"name": p["branch"], "commit": commit, "protected": False}
+
+    def op_get_repos_owner_repo_contents_path(self, p, q, b, login, r):
+        full, git = self._git(p)
+        ref = q.get("ref", "HEAD")
+        spec = f"{ref}:{p['path']}"
+        if git.code("cat-file", "-e", spec) != 0:
+            return 404, {"message": "Not Found", "documentation_url": "https://docs.github.com/rest"}
+        sha = git.rev(spec)
+        if git.run("cat-file", "-t", sha).strip() != "blob":
+            return 200, []
+        data = subprocess.run(
+            ["git", "--git-dir", str(git.path), "cat-file", "blob", sha], capture_output=True, check=True
+        ).stdout
+        return 200, {
+            "type": "file",
+            "encoding": "base64",
+            "size": len(data),
+            "name": p["path"].rsplit("/", 1)[-1],
+            "path": p["path"],
+            "content": base64.encodebytes(data).decode(),
+            "sha": sha,
+        }
+
+    def op_get_repos_owner_repo_git_ref_ref(self, p, q, b, login, r):
+        full, git = self._git(p)
+        sha = git.rev(f"refs/{p['ref']}")
+        if sha is None:
+            return 404, {"message": "Not Found", "documentation_url": "https://docs.github.com/rest"}
+        return 200, _ref(full, f"refs/{p['ref']}", sha)
+
+    def op_post_repos_owner_repo_git_refs(self, p, q, b, login, r):
+        full, git = self._git(p)
+        ref, sha = b["ref"], b["sha"]
+        if git.commit_info(sha) is None:
+            return 422, {
+                "message": "Object does not exist",
+                "documentation_url": "https://docs.github.com/rest",
+            }
+        if git.rev(ref) is not None:
+            return 422, {
+                "message": "Reference already exists",
+                "documentation_url": "https://docs.github.com/rest",
+            }
+        git.run("update-ref", ref, sha, "0" * 40)
+        return 201, _ref(full, ref, sha)
+
+    def op_patch_repos_owner_repo_git_refs_ref(self, p, q, b, login, r):
+        full, git = self._git(p)
+        ref = f"refs/{p['ref']}"
+        old = git.rev(ref)
+        if old is None:
+            return 422, {
+                "message": "Reference does not exist",
+                "documentation_url": "https://docs.github.com/rest",
+            }
+        new = b["sha"]
+        if git.commit_info(new) is None:
+            return 422, {
+                "message": "Object does not exist",
+                "documentation_url": "https://docs.github.com/rest",
+            }
+        if not b.get("force") and old != new and git.code("merge-base", "--is-ancestor", old, new) != 0:
+            return 422, {
+                "message": "Update is not a fast forward",
+                "documentation_url": "https://docs.github.com/rest",
+            }
+        git.run("update-ref", ref, new, old)
+        return 200, _ref(full, ref, new)
+
+    def op_delete_repos_owner_repo_git_refs_ref(self, p, q, b, login, r):
+        full, git = self._git(p)
+        ref = f"refs/{p['ref']}"
+        if git.rev(ref) is None:
+            return 422, None  # GitHub's description documents this 422 without a body
+        git.run("update-ref", "-d", ref)
+        return 204, None
+
+    def op_post_repos_owner_repo_git_trees(self, p, q, b, login, r):
+        full, git = self._git(p)
+        try:
+            sha = self._build_tree(git, b.get("base_tree"), b["tree"])
+        except KeyError as exc:
+            return 422, {
+                "message": f"tree.path {exc} does not exist",
+                "documentation_url": "https://docs.github.com/rest",
+            }
+        entries = [{"path": n, "mode": m, "type": k, "sha": s} for n, (m, k, s) in git.ls_tree(sha).items()]
+        return 201, {
+            "sha": sha,
+            "url": f"https://api.github.test/repos/{full}/git/trees/{sha}",
+            "tree": entries,
+            "truncated": False,
+        }
+
+    def _build_tree(self, git: Git, base: str | None, entries: list[dict[str, Any]]) -> str:
+        """Rewrite only the directories on the touched paths (what GitHub's base_tree does)."""
+        current = git.ls_tree(base) if base else {}
+        nested: dict[str, list[dict[str, Any]]] = {}
+        for e in entries:
+            head, _, rest = e["path"].partition("/")
+            if rest:
+                nested.setdefault(head, []).append({**e, "path": rest})
+            elif "content" in e:
+                current[head] = (e["mode"], "blob", git.blob(e["content"].encode()))
+            elif e.get("sha") is None:
+                current.pop(head, None)
+            else:
+                current[head] = (e["mode"], e["type"], e["sha"])
+        for name, sub in nested.items():
+            existing = current.get(name)
+            tree = self._build_tree(git, existing[2] if existing and existing[1] == "tree" else None, sub)
+            if git.ls_tree(tree):
+                current[name] = ("040000", "tree", tree)
+            else:
+                current.pop(name, None)
+        return git.mktree(current)
+
+    def op_post_repos_owner_repo_git_commits(self, p, q, b, login, r):
+        full, git = self._git(p)
+        args = ["commit-tree", b["tree"]]
+        for parent in b.get("parents", []):
+            args += ["-p", parent]
+        env: dict[str, str] = {}
+        for role, prefix in (("author", "GIT_AUTHOR"), ("committer", "GIT_COMMITTER")):
+            who = (
+                b.get(role)
+                or b.get("author")
+                or {"name": login, "email": f"{login}@users.noreply.github.test"}
+            )
+            env |= {f"{prefix}_NAME": who["name"], f"{prefix}_EMAIL": who["email"]}
+            if who.get("date"):
+                env[f"{prefix}_DATE"] = who["date"]
+        sha = git.run(*args, "-F", "-", stdin=b["message"].encode(), env=env).strip()
+        return 201, _commit(full, git.commit_info(sha))
+
+    def op_get_repos_owner_repo_git_commits_commit_sha(self, p, q, b, login, r):
+        full, git = self._git(p)
+        info = git.commit_info(p["commit_sha"])
+        if info is None:
+            return 404, {"message": "Not Found", "documentation_url": "https://docs.github.com/rest"}
+        return 200, _commit(full, info)
+
+    def op_get_repos_owner_repo_compare_basehead(self, p, q, b, login, r):
+        full, git = self._git(p)
+        base, _, head = p["basehead"].partition("...")
+        bs, hs = (
+            git.rev(f"refs/heads/{base}") or git.rev(base),
+            git.rev(f"refs/heads/{head}") or git.rev(head),
+        )
+        if not bs or not hs:
+            return 404, {"message": "Not Found", "documentation_url": "https://docs.github.com/rest"}
+        mb = git.run("merge-base", bs, hs).strip()
+        files = []
+        for line in git.run("diff", "--name-status", mb, hs).splitlines():
+            status, _, name = line.partition("\t")
+            files.append(
+                {
+                    "sha": hs,
+                    "filename": name,
+                    "status": {"A": "added", "D": "removed"}.get(status[0], "modified"),
+                    "additions": 0,
+                    "deletions": 0,
+                    "changes": 0,
+                    "blob_url": "https://github.test/b",
+                    "raw_url": "https://github.test/r",
+                    "contents_url": "https://api.github.test/c",
+                }
+            )
+        return 200, {
+            "status": "diverged",
+            "merge_base_commit": _rest_commit(full, git.commit_info(mb)),
+            "base_commit": _rest_commit(full, git.commit_info(bs)),
+            "commits": [],
+            "files": files,
+        }
+
+    # --- pull requests ----------------------------------------------------------------------------
+
+    def _pr_json(self, pr: PullRequest) -> dict[str, Any]:
+        git = self.repos[pr.repo]
+        owner = pr.repo.split("/")[0]
+        head_sha = git.rev(f"refs/heads/{pr.head}") or "0" * 40
+        user = _user(pr.user, "Bot")
+        return {
+            "id": pr.id,
+            "node_id": pr.node_id,
+            "number": pr.number,
+            "state": pr.state,
+            "title": pr.title,
+            "body": pr.body,
+            "draft": pr.draft,
+            "merged": pr.merged,
+            "mergeable": None,
+            "merge_commit_sha": pr.merge_commit_sha,
+            "merged_by": _user(pr.merged_by) if pr.merged_by else None,
+            "user": user,
+            "html_url": f"https://github.test/{pr.repo}/pull/{pr.number}",
+            "url": f"https://api.github.test/repos/{pr.repo}/pulls/{pr.number}",
+            "labels": [
+                {
+                    "id": i + 1,
+                    "node_id": f"L{i}",
+                    "url": "https://api.github.test/l",
+                    "name": n,
+                    "color": "ededed",
+                    "default": False,
+                    "description": None,
+                }
+                for i, n in enumerate(pr.labels)
+            ],
+            "head": {
+                "ref": pr.head,
+                "sha": head_sha,
+                "label": f"{owner}:{pr.head}",
+                "user": user,
+                "repo": self._repo_json(pr.repo),
+            },
+            "base": {
+                "ref": pr.base,
+                "sha": git.rev(f"refs/heads/{pr.base}"),
+                "label": f"{owner}:{pr.base}",
+                "user": user,
+                "repo": self._repo_json(pr.repo),
+            },
+        }
+
+    @staticmethod
+    def _repo_json(full: str) -> dict[str, Any]:
+        owner, name = full.split("/")
+        return {"full_name": full, "name": name, "owner": _user(owner, "Organization"), "private": True}
+
+    def _pr(self, p: dict[str, str]) -> PullRequest:
+        full, _ = self._git(p)
+        pr = self.pulls.get((full, int(p["pull_number"] if "pull_number" in p else p["issue_number"])))
+        if pr is None:
+            raise _NotFound
+        return pr
+
+    def op_get_repos_owner_repo_pulls(self, p, q, b, login, r):
+        full, _ = self._git(p)
+        state = q.get("state", "open")
+        head = q.get("head")
+        found = [
+            self._pr_json(pr)
+            for (repo, _), pr in sorted(self.pulls.items())
+            if repo == full
+            and (state == "all" or pr.state == state)
+            and (head is None or f"{full.split('/')[0]}:{pr.head}" == head)
+        ]
+        return 200, found
+
+    def op_post_repos_owner_repo_pulls(self, p, q, b, login, r):
+        full, git = self._git(p)
+        if git.rev(f"refs/heads/{b['head']}") is None:
+            return 422, {
+                "message": "Validation Failed",
+                "errors": [{"resource": "PullRequest", "field": "head", "code": "invalid"}],
+                "documentation_url": "https://docs.github.com/rest",
+            }
+        for pr in self.pulls.values():
+            if pr.repo == full and pr.head == b["head"] and pr.state == "open":
+                return 422, {
+                    "message": "Validation Failed",
+                    "errors": [
+                        {
+                            "resource": "PullRequest",
+                            "code": "custom",
+                            "message": f"A pull request already exists for {full.split('/')[0]}:{b['head']}.",
+                        }
+                    ],
+                    "documentation_url": "https://docs.github.com/rest",
+                }
+        number = next(self._numbers[full])
+        pr = PullRequest(
+            full,
+            number,
+            b["title"],
+            b.get("body") or "",
+            b["head"],
+            b["base"],
+            bool(b.get("draft")),
+            login,
+            next(self._ids),
+        )
+        self.pulls[(full, number)] = pr
+        return 201, self._pr_json(pr)
+
+    def op_get_repos_owner_repo_pulls_pull_number(self, p, q, b, login, r):
+        return 200, self._pr_json(self._pr(p))
+
+    def op_patch_repos_owner_repo_pulls_pull_number(self, p, q, b, login, r):
+        pr = self._pr(p)
+        for key in ("title", "body"):
+            if key in b:
+                setattr(pr, key, b[key])
+        if b.get("state") in ("open", "closed") and b["state"] != pr.state and not pr.merged:
+            pr.state = b["state"]
+            self.emit_pr("closed" if pr.state == "closed" else "reopened", pr, login)
+        return 200, self._pr_json(pr)
+
+    def op_put_repos_owner_repo_pulls_pull_number_merge(self, p, q, b, login, r):
+        pr = self._pr(p)
+        git = self.repos[pr.repo]
+        doc = "https://docs.github.com/rest"
+        if pr.merged or pr.state != "open":
+            return 405, {"message": "Pull Request is not mergeable", "documentation_url": doc}
+        if pr.draft:
+            return 405, {"message": "Pull Request is still a draft", "documentation_url": doc}
+        head = git.rev(f"refs/heads/{pr.head}")
+        if b.get("sha") and b["sha"] != head:
+            return 409, {
+                "message": "Head branch was modified. Review and try the merge again.",
+                "documentation_url": doc,
+            }
+        base = git.rev(f"refs/heads/{pr.base}")
+        merged = subprocess.run(
+            ["git", "--git-dir", str(git.path), "merge-tree", "--write-tree", base, head],
+            capture_output=True,
+            check=False,
+        )
+        if merged.returncode != 0:
+            return 405, {"message": "Pull Request is not mergeable", "documentation_url": doc}
+        tree = merged.stdout.decode().split()[0]
+        method = b.get("merge_method", "merge")
+        parents = ["-p", base] + (["-p", head] if method == "merge" else [])
+        title = b.get("commit_title") or f"Merge pull request #{pr.number}"
+        env = _who_env({"name": login, "email": f"{login}@users.noreply.github.test", "date": None})
+        sha = git.run("commit-tree", tree, *parents, "-m", title, env=env).strip()
+        git.run("update-ref", f"refs/heads/{pr.base}", sha, base)
+        pr.merged, pr.state, pr.merged_by, pr.merge_commit_sha, pr.draft = True, "closed", login, sha, False
+        self.emit_pr("closed", pr, login)
+        return 200, {"sha": sha, "merged": True, "message": "Pull Request successfully merged"}
+
+    def op_get_repos_owner_repo_pulls_pull_number_comments(self, p, q, b, login, r):
+        pr = self._pr(p)
+        mine = [c for c in self.review_comments if c["_pr"] == (pr.repo, pr.number)]
+        return 200, [{k: v for k, v in c.items() if not k.startswith("_")} for c in mine]
+
+    def op_post_repos_owner_repo_pulls_pull_number_reviews(self, p, q, b, login, r):
+        """A person reviews: the review and its inline comments are stored and their webhooks queued."""
+        pr = self._pr(p)
+        git = self.repos[pr.repo]
+        state = {"APPROVE": "APPROVED", "REQUEST_CHANGES": "CHANGES_REQUESTED", "COMMENT": "COMMENTED"}[
+            b.get("event", "COMMENT")
+        ]
+        head = git.rev(f"refs/heads/{pr.head}")
+        review = {
+            "id": next(self._ids),
+            "node_id": "PRR_fake",
+            "user": _user(login),
+            "body": b.get("body") or "",
+            "state": state,
+            "commit_id": b.get("commit_id") or head,
+            "html_url": f"https://github.test/{pr.repo}/pull/{pr.number}#review",
+            "pull_request_url": f"https://api.github.test/repos/{pr.repo}/pulls/{pr.number}",
+            "author_association": "MEMBER",
+            "_links": {
+                "html": {"href": "https://github.test/r"},
+                "pull_request": {"href": "https://github.test/p"},
+            },
+            "submitted_at": "2024-01-01T00:00:00Z",
+        }
+        self.reviews.append(review)
+        new_comments = []
+        for c in b.get("comments", []):
+            comment = self._review_comment(pr, review, c, login, head)
+            self.review_comments.append(comment)
+            new_comments.append(comment)
+        for comment in new_comments:
+            self._emit_review_comment(pr, comment)
+        self._emit_review(pr, review)
+        return 200, review
+
+    def _review_comment(
+        self, pr: PullRequest, review: dict[str, Any], c: dict[str, Any], login: str, head: str
+    ) -> dict[str, Any]:
+        git = self.repos[pr.repo]
+        base = git.rev(f"refs/heads/{pr.base}")
+        diff = git.run("diff", f"{base}...{head}", "--", c["path"])
+        hunk = diff[diff.find("@@") :] if "@@" in diff else ""
+        cid = next(self._ids)
+        return {
+            "_pr": (pr.repo, pr.number),
+            "id": cid,
+            "node_id": f"PRRC_{cid}",
+            "url": f"https://api.github.test/repos/{pr.repo}/pulls/comments/{cid}",
+            "pull_request_review_id": review["id"],
+            "diff_hunk": hunk,
+            "path": c["path"],
+            "line": c.get("line"),
+            "side": "RIGHT",
+            "commit_id": head,
+            "original_commit_id": head,
+            "user": _user(login),
+            "body": c["body"],
+            "created_at": "2024-01-01T00:00:00Z",
+            "updated_at": "2024-01-01T00:00:00Z",
+            "html_url": f"https://github.test/{pr.repo}/pull/{pr.number}#discussion_r{cid}",
+            "pull_request_url": f"https://api.github.test/repos/{pr.repo}/pulls/{pr.number}",
+            "author_association": "MEMBER",
+            "_links": {
+                "self": {"href": "https://github.test/s"},
+                "html": {"href": "https://github.test/h"},
+                "pull_request": {"href": "https://github.test/p"},
+            },
+        }
+
+    # --- issues: labels and comments --------------------------------------------------------------
+
+    def op_post_repos_owner_repo_issues_issue_number_labels(self, p, q, b, login, r):
+        pr = self._pr(p)
+        for name in b.get("labels", []):
+            if name not in pr.labels:
+                pr.labels.append(name)
+        return 200, self._pr_json(pr)["labels"]
+
+    def op_get_repos_owner_repo_issues_issue_number_comments(self, p, q, b, login, r):
+        pr = self._pr(p)
+        return 200, [
+            {k: v for k, v in c.items() if not k.startswith("_")}
+            for c in self.comments
+            if c["_pr"] == (pr.repo, pr.number)
+        ]
+
+    def op_post_repos_owner_repo_issues_issue_number_comments(self, p, q, b, login, r):
+        pr = self._pr(p)
+        cid = next(self._ids)
+        comment = {
+            "_pr": (pr.repo, pr.number),
+            "id": cid,
+            "node_id": f"IC_{cid}",
+            "url": f"https://api.github.test/repos/{pr.repo}/issues/comments/{cid}",
+            "html_url": f"https://github.test/{pr.repo}/pull/{pr.number}#issuecomment-{cid}",
+            "issue_url": f"https://api.github.test/repos/{pr.repo}/issues/{pr.number}",
+            "body": b["body"],
+            "user": _user(login, "Bot" if login == BOT else "User"),
+            "created_at": "2024-01-01T00:00:00Z",
+            "updated_at": "2024-01-01T00:00:00Z",
+            "author_association": "MEMBER",
+        }
+        self.comments.append(comment)
+        self._emit_issue_comment(pr, comment)
+        return 201, {k: v for k, v in comment.items() if not k.startswith("_")}
+
+    def op_get_repos_owner_repo_collaborators_username_permission(self, p, q, b, login, r):
+        self._git(p)
+        permission = self.permissions.get(p["username"], "read")
+        role = {"admin": "admin", "write": "write"}.get(permission, "read")
+        return 200, {"permission": permission, "role_name": role, "user": _user(p["username"])}
+
+    def op_post_app_installations_installation_id_access_tokens(self, p, q, b, login, r):
+        key = self.installations.get(p["installation_id"])
+        auth = r.headers.get("authorization", "")
+        try:
+            jwt.decode(auth.partition(" ")[2], key, algorithms=["RS256"]) if key else None
+        except jwt.PyJWTError:
+            key = None
+        if key is None:
+            return 401, {
+                "message": "A JSON web token could not be decoded",
+                "documentation_url": "https://docs.github.com/rest",
+            }
+        token = f"ghs_{uuid.uuid4().hex}"
+        self.tokens[token] = BOT
+        expires = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + 3600))
+        return 201, {
+            "token": token,
+            "expires_at": expires,
+            "permissions": {},
+            "repository_selection": "selected",
+        }
+
+    # --- GraphQL: just the one mutation -----------------------------------------------------------
+
+    def _graphql(self, body: dict[str, Any], login: str | None) -> httpx.Response:
+        if login is None:
+            return _json(401, {"message": "Bad credentials"})
+        query = body.get("query", "")
+        if "markPullRequestReadyForReview" not in query or not query.lstrip().startswith("mutation"):
+            self.violations.append(f"graphql: unsupported document {query[:80]!r}")
+            return _json(200, {"errors": [{"message": "unsupported by the fake"}]})
+        node = (body.get("variables") or {}).get("id")
+        pr = next((pr for pr in self.pulls.values() if pr.node_id == node), None)
+        if pr is None:
+            return _json(
+                200,
+                {
+                    "data": None,
+                    "errors": [
+                        {
+                            "type": "NOT_FOUND",
+                            "message": f"Could not resolve to a node with the global id of '{node}'",
+                        }
+                    ],
+                },
+            )
+        if pr.state != "open":
+            return _json(200, {"data": None, "errors": [{"message": "Pull request is closed"}]})
+        pr.draft = False
+        return _json(200, {"data": {"markPullRequestReadyForReview": {"pullRequest": {"isDraft": False}}}})
+
+
+class _NotFound(Exception):
+    pass
+
+
+class _Transport(httpx.AsyncBaseTransport):
+    def __init__(self, fake: FakeGitHub) -> None:
+        self.fake = fake
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        await request.aread()
+        try:
+            response = await self.fake.handle(request)
+        except _NotFound:
+            response = _json(
+                404, {"message": "Not Found", "documentation_url": "https://docs.github.com/rest"}
+            )
+        response.request = request
+        return response
+
+
+def _json(status: int, body: Any) -> httpx.Response:
+    headers = {
+        "x-ratelimit-limit": "5000",
+        "x-ratelimit-remaining": "4999",
+        "x-ratelimit-reset": str(int(time.time()) + 3600),
+    }
+    if status == 204 or body is None:
+        return httpx.Response(status, headers=headers)
+    return httpx.Response(status, json=body, headers={**headers, **API_VERSION_HEADER})
+
+
+def _fault_response(kind: str) -> httpx.Response:
+    doc = "https://docs.github.com/rest/overview/rate-limits-for-the-rest-api"
+    if kind == "500":
+        return httpx.Response(500, json={"message": "Server Error"})
+    if kind == "429":
+        return httpx.Response(429, json={"message": "Too many requests"}, headers={"retry-after": "1"})
+    if kind == "secondary":
+        return httpx.Response(
+            403,
+            json={"message": "You have exceeded a secondary rate limit.", "documentation_url": doc},
+            headers={"retry-after": "1"},
+        )
+    reset = str(int(time.time()) + 1)
+    return httpx.Response(
+        403,
+        json={"message": "API rate limit exceeded", "documentation_url": doc},
+        headers={"x-ratelimit-limit": "5000", "x-ratelimit-remaining": "0", "x-ratelimit-reset": reset},
+    )
+
+
+def _user(login: str, kind: str = "User") -> dict[str, Any]:
+    return {
+        "login": login,
+        "id": abs(hash(login)) % 10**6 + 1,
+        "node_id": f"U_{login}",
+        "type": kind,
+        "site_admin": False,
+        "avatar_url": "https://github.test/a",
+        "html_url": f"https://github.test/{login}",
+        "url": f"https://api.github.test/users/{login}",
+    }
+
+
+def _ref(full: str, ref: str, sha: str) -> dict[str, Any]:
+    return {
+        "ref": ref,
+        "node_id": "REF_x",
+        "url": f"https://api.github.test/repos/{full}/git/{ref}",
+        "object": {
+            "type": "commit",
+            "sha": sha,
+            "url": f"https://api.github.test/repos/{full}/git/commits/{sha}",
+        },
+    }
+
+
+def _commit(full: str, info: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "sha": info["sha"],
+        "node_id": f"C_{info['sha'][:12]}",
+        "url": f"https://api.github.test/repos/{full}/git/commits/{info['sha']}",
+        "html_url": f"https://github.test/{full}/commit/{info['sha']}",
+        "author": info["author"],
+        "committer": info["committer"],
+        "message": info["message"],
+        "tree": {
+            "sha": info["tree"],
+            "url": f"https://api.github.test/repos/{full}/git/trees/{info['tree']}",
+        },
+        "parents": [
+            {"sha": s, "url": "https://api.github.test/c", "html_url": "https://github.test/c"}
+            for s in info["parents"]
+        ],
+        "verification": {
+            "verified": False,
+            "reason": "unsigned",
+            "signature": None,
+            "payload": None,
+            "verified_at": None,
+        },
+    }
+
+
+def _rest_commit(full: str, info: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "sha": info["sha"],
+        "node_id": "C_x",
+        "url": "https://api.github.test/c",
+        "html_url": "https://github.test/c",
+        "comments_url": "https://api.github.test/cc",
+        "commit": {
+            "message": info["message"],
+            "tree": {"sha": info["tree"], "url": "https://api.github.test/t"},
+            "author": info["author"],
+            "committer": info["committer"],
+            "url": "https://api.github.test/c",
+            "comment_count": 0,
+        },
+        "parents": [{"sha": s, "url": "https://api.github.test/c"} for s in info["parents"]],
+        "author": None,
+        "committer": None,
+    }
+
+
+def _who_env(who: dict[str, Any]) -> dict[str, str]:
+    env = {
+        "GIT_AUTHOR_NAME": who["name"],
+        "GIT_AUTHOR_EMAIL": who["email"],
+        "GIT_COMMITTER_NAME": who["name"],
+        "GIT_COMMITTER_EMAIL": who["email"],
+    }
+    if who.get("date"):
+        env |= {"GIT_AUTHOR_DATE": who["date"], "GIT_COMMITTER_DATE": who["date"]}
+    return env
