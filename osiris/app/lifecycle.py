@@ -449,6 +449,7 @@ async def reopen_task(
 ) -> Task:
     """A rejected task whose change request a person reopened goes back to REVIEW."""
     task = await repository.get_task(session, actor, task_id, for_update=True)
+    check(Action.REOPEN, task.status, actor, task.assignee_id)  # role and state first
     if task.artifact_count == 0:
         raise IllegalTransition("only a task with a submitted version can be reopened for review")
     await _move(session, task, actor, Action.REOPEN, data={"reason": reason} if reason else None)

@@ -15,6 +15,7 @@ from sqlalchemy import (
     Identity,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Text,
@@ -223,3 +224,85 @@ class Delivery(Base):
     provider: Mapped[str] = mapped_column(String(32))
     delivery_id: Mapped[str] = mapped_column(String(200))
     received_at: Mapped[datetime] = _now()
+
+
+# --- chat channels (osiris/ingest) ---------------------------------------------------------------
+
+# Thread and requester look-ups of the channel intake: "the open task in this thread", "my tasks".
+Index("ix_tasks_channel_thread", Task.org_id, Task.channel, Task.channel_thread)
+Index("ix_tasks_channel_requester", Task.org_id, Task.channel, Task.requester)
+
+
+class ChannelReceipt(Base):
+    """What one inbound chat message did and the answer it got.
+
+    Keyed by its Delivery row, so a redelivered message gets the first answer and no second effect;
+    it also links a requester's identity (channel + address) to the task their message touched.
+    """
+
+    __tablename__ = "channel_receipts"
+    __table_args__ = (Index("ix_channel_receipts_sender", "org_id", "channel", "sender"),)
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    org_id: Mapped[int] = mapped_column(ForeignKey("organizations.id", ondelete="CASCADE"))
+    delivery_id: Mapped[int] = mapped_column(ForeignKey("deliveries.id", ondelete="CASCADE"), unique=True)
+    channel: Mapped[str] = mapped_column(String(32))
+    sender: Mapped[str] = mapped_column(String(300))
+    task_id: Mapped[int | None] = mapped_column(ForeignKey("tasks.id", ondelete="SET NULL"), index=True)
+    outcome: Mapped[str] = mapped_column(String(32))
+    reply: Mapped[str] = mapped_column(Text, server_default="")
+    created_at: Mapped[datetime] = _now()
+
+
+class ChannelAttachment(Base):
+    """A file that came with a chat request: email attachments are kept, WhatsApp media only by URL."""
+
+    __tablename__ = "channel_attachments"
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    org_id: Mapped[int] = mapped_column(ForeignKey("organizations.id", ondelete="CASCADE"))
+    task_id: Mapped[int] = mapped_column(ForeignKey("tasks.id", ondelete="CASCADE"), index=True)
+    message_id: Mapped[int | None] = mapped_column(ForeignKey("messages.id", ondelete="CASCADE"))
+    filename: Mapped[str] = mapped_column(String(300))
+    content_type: Mapped[str] = mapped_column(String(200))
+    size_bytes: Mapped[int] = mapped_column(Integer)
+    content: Mapped[bytes | None] = mapped_column(LargeBinary)
+    url: Mapped[str | None] = mapped_column(String(2000))  # a reference the provider gave; never fetched
+    created_at: Mapped[datetime] = _now()
+
+
+class ChannelNotification(Base):
+    """One outbound chat message per key (task + event): a retried job finds it sent and stops."""
+
+    __tablename__ = "channel_notifications"
+    __table_args__ = (
+        UniqueConstraint("key", name="uq_channel_notifications_key"),
+        CheckConstraint("state IN ('sending', 'sent', 'failed')", name="state"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    task_id: Mapped[int | None] = mapped_column(ForeignKey("tasks.id", ondelete="CASCADE"), index=True)
+    channel: Mapped[str] = mapped_column(String(32))
+    key: Mapped[str] = mapped_column(String(200))
+    state: Mapped[str] = mapped_column(String(16), server_default="sending")
+    provider_id: Mapped[str | None] = mapped_column(String(300))
+    detail: Mapped[dict[str, Any]] = mapped_column(JSONB, server_default="{}")
+    created_at: Mapped[datetime] = _now()
+    sent_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class FeedbackCursor(Base):
+    """How far a user has read the messages addressed to them on one task (MCP `read_feedback`).
+
+    One row per (user, task), so "since the last read" survives reconnects and holds across replicas.
+    """
+
+    __tablename__ = "feedback_cursors"
+
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), primary_key=True)
+    task_id: Mapped[int] = mapped_column(
+        ForeignKey("tasks.id", ondelete="CASCADE"), primary_key=True, index=True
+    )
+    org_id: Mapped[int] = mapped_column(ForeignKey("organizations.id", ondelete="CASCADE"), index=True)
+    last_message_id: Mapped[int] = mapped_column(BigInteger)
+    updated_at: Mapped[datetime] = _now()

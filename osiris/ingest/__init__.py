@@ -1,0 +1,1 @@
+"""Chat channels in (WhatsApp via Twilio, Slack, email) and replies out."""

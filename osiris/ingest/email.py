@@ -1,0 +1,261 @@
+"""Email: raw RFC 5322 in (webhook or SMTP listener), threaded replies out over SMTP.
+
+Threads are recognised by our plus address (`osiris+task-<id>@…`), by our own Message-IDs in
+`In-Reply-To`/`References` (`<osiris.task-<id>-…@…>`), by a `[OSIRIS #<id>]` subject tag, and by the
+original request's Message-ID. Replies carry `In-Reply-To`/`References` and `Auto-Submitted`, and we
+never answer mail that says it was automatic, so two robots cannot talk to each other forever.
+"""
+
+from __future__ import annotations
+
+import email
+import email.policy
+import email.utils
+import hashlib
+import re
+from email.message import EmailMessage
+from html.parser import HTMLParser
+from typing import Any
+
+import aiosmtplib
+
+from osiris.app import jobs
+from osiris.ingest.intake import Attachment, Inbound
+from osiris.ingest.notify import SendFailed, Target
+
+CHANNEL = "email"
+_MSGID = re.compile(r"<[^<>\s]+>")
+_OUR_MSGID = re.compile(r"<osiris\.task-(\d+)-", re.IGNORECASE)
+_PLUS = re.compile(r"\+task-(\d+)@", re.IGNORECASE)
+_TAG = re.compile(r"\[OSIRIS #(\d+)\]", re.IGNORECASE)
+_PREFIX = re.compile(r"^\s*(?:(?:re|fwd?|aw|sv|wg)\s*:\s*|\[OSIRIS #\d+\]\s*)+", re.IGNORECASE)
+_QUOTE_HEAD = re.compile(r"^(on\b.*\bwrote:|-{2,}\s*original message\s*-{2,}|_{5,})$", re.IGNORECASE)
+_AUTOMATIC_SENDERS = ("mailer-daemon", "postmaster", "no-reply", "noreply")
+
+
+class MalformedMessage(ValueError):
+    pass
+
+
+# --- reading -----------------------------------------------------------------------------------
+
+
+class _TextExtractor(HTMLParser):
+    BLOCKS = {"p", "div", "br", "li", "tr", "h1", "h2", "h3", "h4", "h5", "h6", "pre", "blockquote"}
+    SKIP = {"script", "style", "head", "title"}
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.parts: list[str] = []
+        self._skipping = 0
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag in self.SKIP:
+            self._skipping += 1
+        elif tag in self.BLOCKS:
+            self.parts.append("\n")
+        if tag == "li":
+            self.parts.append("- ")
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag in self.SKIP:
+            self._skipping = max(0, self._skipping - 1)
+        elif tag in self.BLOCKS:
+            self.parts.append("\n")
+
+    def handle_data(self, data: str) -> None:
+        if not self._skipping:
+            self.parts.append(data)
+
+
+def html_to_text(markup: str) -> str:
+    parser = _TextExtractor()
+    parser.feed(markup)
+    parser.close()
+    lines = [" ".join(line.split()) for line in "".join(parser.parts).splitlines()]
+    return re.sub(r"\n{3,}", "\n\n", "\n".join(lines)).strip()
+
+
+def strip_quoted(text: str) -> str:
+    """The new words of a reply: stop at "On … wrote:", drop "> " lines."""
+    kept: list[str] = []
+    for line in text.splitlines():
+        if _QUOTE_HEAD.match(line.strip()):
+            break
+        if line.lstrip().startswith(">"):
+            continue
+        kept.append(line)
+    return "\n".join(kept).strip()
+
+
+def clean_subject(subject: str) -> str:
+    return _PREFIX.sub("", subject or "").strip()
+
+
+def _is_automatic(msg: EmailMessage, sender: str, our_address: str | None) -> bool:
+    auto = str(msg.get("Auto-Submitted", "no")).strip().lower()
+    precedence = str(msg.get("Precedence", "")).strip().lower()
+    local = sender.partition("@")[0]
+    return (
+        auto != "no"
+        or precedence in ("bulk", "junk", "list")
+        or any(local.startswith(a) for a in _AUTOMATIC_SENDERS)
+        or (our_address is not None and sender == our_address.lower())
+        or "X-Autoreply" in msg
+    )
+
+
+def _body_text(msg: EmailMessage) -> str:
+    part = msg.get_body(preferencelist=("plain", "html"))
+    if part is None:
+        return ""
+    content = part.get_content()
+    text = content if isinstance(content, str) else content.decode("utf-8", "replace")
+    return html_to_text(text) if part.get_content_type() == "text/html" else text.strip()
+
+
+def _attachments(msg: EmailMessage) -> tuple[Attachment, ...]:
+    found = []
+    for i, part in enumerate(msg.iter_attachments()):
+        payload = part.get_payload(decode=True) or b""
+        found.append(
+            Attachment(
+                filename=part.get_filename() or f"attachment-{i + 1}",
+                content_type=part.get_content_type(),
+                content=payload,
+                size=len(payload),
+            )
+        )
+    return tuple(found)
+
+
+def _thread_task_id(
+    msg: EmailMessage, references: list[str], recipients: tuple[str, ...], our_address: str | None
+) -> int | None:
+    headers = (str(v) for h in ("To", "Cc", "Delivered-To") for v in msg.get_all(h, []))
+    local, _, domain = (our_address or "").lower().partition("@")
+    # Only our own plus address counts; someone else's "ann+task-3@…" in Cc does not.
+    plus = re.compile(rf"{re.escape(local)}\+task-(\d+)@{re.escape(domain)}", re.I) if domain else _PLUS
+    for address in [*recipients, *headers]:
+        if m := plus.search(address):
+            return int(m.group(1))
+    for ref in references:
+        if m := _OUR_MSGID.match(ref):
+            return int(m.group(1))
+    if m := _TAG.search(str(msg.get("Subject", ""))):
+        return int(m.group(1))
+    return None
+
+
+def parse_message(raw: bytes, *, our_address: str | None, recipients: tuple[str, ...] = ()) -> Inbound | None:
+    """Raw RFC 5322 → the normalized message; None for mail a robot sent (never answered)."""
+    msg = email.message_from_bytes(raw, policy=email.policy.default)
+    assert isinstance(msg, EmailMessage)
+    try:
+        from_header = msg["From"]
+        addresses = from_header.addresses if from_header is not None else ()
+    except (ValueError, IndexError, AttributeError) as exc:
+        raise MalformedMessage(f"the From header cannot be read: {type(exc).__name__}") from None
+    if not addresses or "@" not in addresses[0].addr_spec:
+        raise MalformedMessage("the message has no From address")
+    sender = addresses[0].addr_spec.lower()
+    if _is_automatic(msg, sender, our_address):
+        return None
+    message_id = str(msg.get("Message-ID", "")).strip()
+    if not _MSGID.fullmatch(message_id):
+        # Without a Message-ID a redelivery is recognised by its bytes.
+        message_id = f"<{hashlib.sha256(raw).hexdigest()[:40]}@osiris.invalid>"
+    references = _MSGID.findall(f"{msg.get('In-Reply-To', '')} {msg.get('References', '')}")
+    text = _body_text(msg)
+    subject = str(msg.get("Subject", "") or "")
+    return Inbound(
+        channel=CHANNEL,
+        provider="email",
+        delivery_id=message_id,
+        sender=sender,
+        text=text,
+        new_thread=message_id,
+        thread_keys=tuple(references),
+        thread_task_id=_thread_task_id(msg, references, recipients, our_address),
+        allow_keys=(sender, sender.rpartition("@")[2]),
+        subject=clean_subject(subject),
+        followup_text=strip_quoted(text),
+        display_name=addresses[0].display_name or None,
+        attachments=_attachments(msg),
+        meta={"subject": subject[:300], "message_id": message_id},
+    )
+
+
+def reply_target(inbound: Inbound) -> Target:
+    subject = inbound.meta.get("subject") or ""
+    return Target(
+        CHANNEL,
+        inbound.sender,
+        thread=inbound.delivery_id,
+        subject=subject if subject.lower().startswith("re:") else f"Re: {subject}".strip(),
+    )
+
+
+def reply_key(inbound: Inbound) -> str:
+    return f"reply-email-{hashlib.sha256(inbound.delivery_id.encode()).hexdigest()[:32]}"
+
+
+# --- writing -----------------------------------------------------------------------------------
+
+
+def compose(target: Target, text: str, key: str, *, our_address: str) -> EmailMessage:
+    local, _, domain = our_address.partition("@")
+    msg = EmailMessage()
+    msg["From"] = email.utils.formataddr(("OSIRIS", our_address))
+    msg["To"] = target.to
+    msg["Subject"] = target.subject or "OSIRIS"
+    msg["Date"] = email.utils.formatdate(localtime=False)
+    # Deterministic per key: a resent copy has the same id, and mail clients show it once.
+    msg["Message-ID"] = f"<osiris.{key}@{domain}>"
+    msg["Auto-Submitted"] = "auto-replied"  # RFC 3834: no autoresponder should answer this
+    if target.thread:
+        msg["In-Reply-To"] = target.thread
+        msg["References"] = target.thread
+    if target.task_id is not None:
+        msg["Reply-To"] = f"{local}+task-{target.task_id}@{domain}"
+    msg.set_content(text)
+    return msg
+
+
+class EmailSender:
+    def __init__(
+        self,
+        *,
+        our_address: str,
+        host: str,
+        port: int,
+        username: str | None = None,
+        password: str | None = None,
+        starttls: bool = True,
+    ) -> None:
+        self.our_address = our_address
+        self.host, self.port = host, port
+        self.username, self.password = username, password
+        self.starttls = starttls
+
+    async def send(self, target: Target, text: str, key: str) -> dict[str, Any]:
+        msg = compose(target, text, key, our_address=self.our_address)
+        try:
+            await aiosmtplib.send(
+                msg,
+                hostname=self.host,
+                port=self.port,
+                username=self.username,
+                password=self.password,
+                start_tls=self.starttls,
+                timeout=30,
+            )
+        except aiosmtplib.SMTPRecipientsRefused as exc:
+            raise SendFailed("the relay refused the recipient") from exc
+        except aiosmtplib.SMTPResponseException as exc:
+            if 400 <= exc.code < 500:
+                raise jobs.Retry(60.0, f"relay answered {exc.code}") from exc
+            raise SendFailed(f"the relay refused: {exc.code}") from exc
+        except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
+            raise jobs.Retry(30.0, f"relay unreachable: {type(exc).__name__}") from exc
+        return {"provider_id": msg["Message-ID"]}

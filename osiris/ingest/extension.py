@@ -1,0 +1,60 @@
+"""Chat channels as an OSIRIS extension: webhooks and the SMTP listener in, the notifier out."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+from fastapi import FastAPI
+
+from osiris.app.config import Settings
+from osiris.app.ratelimit import RateLimiter
+from osiris.app.runtime import Runtime
+from osiris.ingest import attachments, notify, smtp, webhooks
+from osiris.ingest.email import EmailSender
+from osiris.ingest.notify import ChannelNotifier, Sender
+from osiris.ingest.slack import SlackSender
+from osiris.ingest.twilio import WhatsAppSender
+
+assert notify  # imported for its job handler
+
+
+def install(app: FastAPI, settings: Settings) -> None:
+    app.include_router(webhooks.router)
+    app.include_router(attachments.router)
+    if settings.smtp_listen_port is not None:
+        app.state.startup_hooks.append(smtp.listener)
+
+
+def senders(
+    settings: Settings, *, twilio_transport: httpx.AsyncBaseTransport | None = None
+) -> dict[str, Sender]:
+    """A sender for each channel whose outbound settings are complete; others stay silent."""
+    found: dict[str, Sender] = {}
+    if settings.twilio_account_sid and settings.twilio_auth_token and settings.twilio_whatsapp_from:
+        found["whatsapp"] = WhatsAppSender(
+            account_sid=settings.twilio_account_sid,
+            auth_token=settings.twilio_auth_token.get_secret_value(),
+            from_=settings.twilio_whatsapp_from,
+            transport=twilio_transport,
+        )
+    if settings.slack_bot_token:
+        found["slack"] = SlackSender(
+            token=settings.slack_bot_token.get_secret_value(), base_url=settings.slack_api_url
+        )
+    if settings.email_address and settings.smtp_relay_host:
+        password = settings.smtp_relay_password
+        found["email"] = EmailSender(
+            our_address=settings.email_address,
+            host=settings.smtp_relay_host,
+            port=settings.smtp_relay_port,
+            username=settings.smtp_relay_username,
+            password=password.get_secret_value() if password else None,
+            starttls=settings.smtp_relay_starttls,
+        )
+    return found
+
+
+async def services(runtime: Runtime, **overrides: Any) -> None:
+    runtime.services["channel_limiter"] = RateLimiter(runtime.settings.channel_rate_per_minute)
+    runtime.services["notifier"] = ChannelNotifier(runtime.sessions, senders(runtime.settings, **overrides))

@@ -1,0 +1,45 @@
+"""The edge's side of intake: one transaction around a message, and the answer queued inside it."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import replace
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from osiris.app import db
+from osiris.app.runtime import Runtime
+from osiris.ingest import email as email_channel
+from osiris.ingest import intake
+from osiris.ingest.intake import Inbound, Outcome
+from osiris.ingest.notify import enqueue_reply
+
+After = Callable[[AsyncSession, Outcome], Awaitable[None]]
+
+
+async def accept(runtime: Runtime, inbound: Inbound, *, after: After | None = None) -> Outcome:
+    """Run intake and `after` (which queues replies) in one transaction: both commit, or neither."""
+    policy = intake.Policy.from_settings(runtime.settings)
+    async with db.transaction(runtime.sessions) as session:
+        outcome = await intake.receive(
+            session, inbound, policy=policy, limiter=runtime.services.get("channel_limiter")
+        )
+        if after is not None:
+            await after(session, outcome)
+    return outcome
+
+
+async def accept_email(runtime: Runtime, raw: bytes, *, recipients: tuple[str, ...] = ()) -> Outcome:
+    """The webhook's and the SMTP listener's common path; the answer goes out by mail, as a job."""
+    inbound = email_channel.parse_message(
+        raw, our_address=runtime.settings.email_address, recipients=recipients
+    )
+    if inbound is None:
+        return Outcome("ignored", "")
+
+    async def reply(session: AsyncSession, outcome: Outcome) -> None:
+        if outcome.worth_a_reply:
+            target = replace(email_channel.reply_target(inbound), task_id=outcome.task_id)
+            await enqueue_reply(session, target, outcome.reply, key=email_channel.reply_key(inbound))
+
+    return await accept(runtime, inbound, after=reply)

@@ -1,0 +1,179 @@
+"""An application of its own for the channel tests: secrets set, fakes for Twilio, Slack and SMTP."""
+
+from __future__ import annotations
+
+import secrets
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from asgi_lifespan import LifespanManager
+from slack_sdk.signature import SignatureVerifier
+from sqlalchemy import func, select
+from twilio.request_validator import RequestValidator
+
+from osiris.app import jobs
+from osiris.app.config import Settings
+from osiris.app.main import create_app
+from osiris.app.runtime import Runtime
+from osiris.ingest import extension
+
+from .fakes import FakeSlack, FakeTwilio, SmtpSink
+
+PUBLIC_URL = "https://osiris.example.com"  # what the providers call; the test client is elsewhere
+TWILIO_SID = "AC" + "a" * 32
+TWILIO_TOKEN = "twilio-token-" + secrets.token_hex(8)
+TWILIO_FROM = "whatsapp:+14155238886"
+SLACK_SECRET = "slack-secret-" + secrets.token_hex(8)
+SLACK_TOKEN = "xoxb-test-" + secrets.token_hex(8)
+EMAIL_SECRET = "email-secret-" + secrets.token_hex(8)
+OUR_ADDRESS = "osiris@osiris.example.com"
+RATE = 5
+
+
+@pytest.fixture(scope="session")
+async def fake_slack() -> AsyncIterator[FakeSlack]:
+    fake = FakeSlack(token=SLACK_TOKEN)
+    await fake.start()
+    yield fake
+    await fake.stop()
+
+
+@pytest.fixture(scope="session")
+def smtp_sink() -> Iterator[SmtpSink]:
+    sink = SmtpSink()
+    sink.start()
+    yield sink
+    sink.stop()
+
+
+@pytest.fixture(scope="session")
+def fake_twilio() -> FakeTwilio:
+    return FakeTwilio(TWILIO_SID, TWILIO_TOKEN)
+
+
+@pytest.fixture(scope="session")
+def settings(database_url: str, tmp_root: Path, fake_slack: FakeSlack, smtp_sink: SmtpSink) -> Settings:
+    return Settings(
+        database_url=database_url,
+        data_dir=tmp_root / "ingest-data",
+        secret_key="test-secret-" + secrets.token_hex(16),
+        admin_password="admin-password-for-tests",
+        run_worker=False,
+        sweep_interval_seconds=3600,
+        public_url=PUBLIC_URL,
+        twilio_auth_token=TWILIO_TOKEN,
+        twilio_account_sid=TWILIO_SID,
+        twilio_whatsapp_from=TWILIO_FROM,
+        slack_signing_secret=SLACK_SECRET,
+        slack_bot_token=SLACK_TOKEN,
+        slack_api_url=fake_slack.url,
+        email_webhook_secret=EMAIL_SECRET,
+        email_address=OUR_ADDRESS,
+        smtp_listen_port=0,
+        smtp_relay_host="127.0.0.1",
+        smtp_relay_port=smtp_sink.port,
+        smtp_relay_starttls=False,
+        channel_rate_per_minute=RATE,
+    )
+
+
+@pytest.fixture(scope="session")
+async def app(settings: Settings, fake_twilio: FakeTwilio) -> AsyncIterator:
+    application = create_app(settings, run_background=False)
+    async with LifespanManager(application, startup_timeout=60, shutdown_timeout=30):
+        # The same services as production, with api.twilio.com answered by the fake.
+        await extension.services(
+            application.state.runtime, twilio_transport=httpx.ASGITransport(app=fake_twilio.app)
+        )
+        yield application
+
+
+@pytest.fixture(scope="session")
+def runtime(app) -> Runtime:
+    return app.state.runtime
+
+
+@pytest.fixture(autouse=True)
+def _reset_fakes(request: pytest.FixtureRequest) -> None:
+    if "app" not in request.fixturenames and "client" not in request.fixturenames:
+        return
+    twilio, slack, sink = (request.getfixturevalue(n) for n in ("fake_twilio", "fake_slack", "smtp_sink"))
+    twilio.calls.clear()
+    twilio.fail_with = None
+    slack.posts.clear()
+    slack.fail_with = None
+    slack.unreachable_channels.clear()
+    sink.messages.clear()
+
+
+@pytest.fixture
+async def drain(runtime: Runtime, settings: Settings):
+    async def run() -> None:
+        await jobs.drain(runtime.dsn, jobs.JobContext(runtime.sessions, settings, runtime.services))
+
+    return run
+
+
+@pytest.fixture
+def count(runtime: Runtime):
+    async def rows(model: Any, *where: Any) -> int:
+        async with runtime.sessions() as session:
+            return await session.scalar(select(func.count()).select_from(model).where(*where)) or 0
+
+    return rows
+
+
+# --- signed requests, with the providers' own SDKs ---------------------------------------------
+
+
+class Channels:
+    def __init__(self, client: httpx.AsyncClient) -> None:
+        self.client = client
+
+    async def twilio(
+        self, form: dict[str, str], *, token: str = TWILIO_TOKEN, url: str | None = None
+    ) -> httpx.Response:
+        path = "/api/v1/webhooks/twilio"
+        signature = RequestValidator(token).compute_signature(url or PUBLIC_URL + path, form)
+        return await self.client.post(path, data=form, headers={"X-Twilio-Signature": signature})
+
+    async def slack(
+        self, path: str, body: bytes, content_type: str, *, secret: str = SLACK_SECRET, age: int = 0
+    ) -> httpx.Response:
+        timestamp = str(int(time.time()) - age)
+        signature = SignatureVerifier(secret).generate_signature(timestamp=timestamp, body=body)
+        headers = {
+            "Content-Type": content_type,
+            "X-Slack-Request-Timestamp": timestamp,
+            "X-Slack-Signature": signature or "",
+        }
+        return await self.client.post(path, content=body, headers=headers)
+
+    async def slack_event(self, payload: dict[str, Any], **kw: Any) -> httpx.Response:
+        import json
+
+        return await self.slack(
+            "/api/v1/webhooks/slack/events", json.dumps(payload).encode(), "application/json", **kw
+        )
+
+    async def slack_command(self, form: dict[str, str], **kw: Any) -> httpx.Response:
+        body = httpx.QueryParams(form).__str__().encode()
+        return await self.slack(
+            "/api/v1/webhooks/slack/commands", body, "application/x-www-form-urlencoded", **kw
+        )
+
+    async def email(self, raw: bytes, *, secret: str = EMAIL_SECRET) -> httpx.Response:
+        return await self.client.post(
+            "/api/v1/webhooks/email",
+            content=raw,
+            headers={"Content-Type": "message/rfc822", "X-Osiris-Email-Secret": secret},
+        )
+
+
+@pytest.fixture
+def channels(client: httpx.AsyncClient) -> Channels:
+    return Channels(client)
