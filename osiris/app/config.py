@@ -18,42 +18,45 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="OSIRIS_", env_file=".env", extra="ignore")
 
     # --- storage -------------------------------------------------------------------------------
+    # PostgreSQL to use; unset = the embedded default (its own server under data_dir/pg)
     database_url: str | None = Field(
         default=None, validation_alias=AliasChoices("DATABASE_URL", "OSIRIS_DATABASE_URL")
     )
-    data_dir: Path = Path("./.osiris")
-    db_pool_size: int = 10
-    db_max_overflow: int = 20
+    data_dir: Path = Path("./.osiris")  # embedded PostgreSQL, local repositories, generated key
+    db_pool_size: int = 10  # connections kept open per process
+    db_max_overflow: int = 20  # extra connections allowed under load
 
     # --- serving -------------------------------------------------------------------------------
-    host: str = "127.0.0.1"
+    host: str = "127.0.0.1"  # address `osiris serve` listens on
     port: int = 8000
+    # The address providers and browsers use (links, Twilio signatures, cookie Secure flag)
     public_url: str = "http://127.0.0.1:8000"
-    cors_origins: list[str] = []
+    cors_origins: list[str] = []  # origins allowed to call the API from a browser; none by default
     log_level: str = "INFO"
-    log_json: bool = False
+    log_json: bool = False  # one JSON object per log line
     run_worker: bool = True  # `serve` runs a job worker in-process unless turned off
 
     # --- auth ----------------------------------------------------------------------------------
     # Signs session cookies and JWTs. Required with DATABASE_URL; the embedded default generates
     # one under the data dir on first start so no two installations share a key.
     secret_key: SecretStr | None = None
+    # Password of the first admin ("admin") on an empty database; unset = generated and printed once
     admin_password: SecretStr | None = None
-    jwt_ttl_seconds: int = 3600
-    login_rate_per_minute: int = 10
+    jwt_ttl_seconds: int = 3600  # lifetime of a token from /api/v1/auth/token
+    login_rate_per_minute: int = 10  # password attempts per client and user name
 
     # --- lifecycle -----------------------------------------------------------------------------
-    lease_seconds: int = 600
-    sweep_interval_seconds: float = 15.0
-    max_artifact_bytes: int = 5 * 1024 * 1024
-    default_repo: str = "default"
-    default_base_branch: str = "main"
+    lease_seconds: int = 600  # a claim expires this long after the holder's last call
+    sweep_interval_seconds: float = 15.0  # how often expired claims are returned to PENDING
+    max_artifact_bytes: int = 5 * 1024 * 1024  # larger submissions get 413 too_large
+    default_repo: str = "default"  # the repository a task is for when none is named
+    default_base_branch: str = "main"  # the branch work is based on and merged into
 
     # --- integrations (used by the code host and channel modules) ------------------------------
-    github_webhook_secret: SecretStr | None = None
-    twilio_auth_token: SecretStr | None = None
-    slack_signing_secret: SecretStr | None = None
-    email_webhook_secret: SecretStr | None = None
+    github_webhook_secret: SecretStr | None = None  # verifies X-Hub-Signature-256
+    twilio_auth_token: SecretStr | None = None  # verifies X-Twilio-Signature; sends replies
+    slack_signing_secret: SecretStr | None = None  # verifies X-Slack-Signature
+    email_webhook_secret: SecretStr | None = None  # shared secret of POST /api/v1/webhooks/email
 
     # --- code host ---------------------------------------------------------------------------
     # The local git host (the embedded default, see docs/code_host_local.md): a bare repository
