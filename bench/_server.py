@@ -23,11 +23,18 @@ def free_port() -> int:
 @contextmanager
 def running_server(data_dir: Path, *, env: dict[str, str] | None = None):
     port = free_port()
-    full_env = os.environ | {"OSIRIS_DATA_DIR": str(data_dir), "OSIRIS_PORT": str(port), "OSIRIS_LOG_LEVEL": "WARNING"}
+    full_env = os.environ | {
+        "OSIRIS_DATA_DIR": str(data_dir),
+        "OSIRIS_PORT": str(port),
+        "OSIRIS_LOG_LEVEL": "WARNING",
+    }
     full_env |= env or {}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "osiris.app.cli", "serve"], env=full_env, start_new_session=True,
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        [sys.executable, "-m", "osiris.app.cli", "serve"],
+        env=full_env,
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     url = f"http://127.0.0.1:{port}"
     start = time.monotonic()
@@ -54,8 +61,14 @@ def running_server(data_dir: Path, *, env: dict[str, str] | None = None):
 
 def cli(data_dir: Path, *args: str, env: dict[str, str] | None = None) -> str:
     full_env = os.environ | {"OSIRIS_DATA_DIR": str(data_dir)} | (env or {})
-    out = subprocess.run([sys.executable, "-m", "osiris.app.cli", *args], env=full_env, capture_output=True,
-                         text=True, check=True, timeout=120)
+    out = subprocess.run(
+        [sys.executable, "-m", "osiris.app.cli", *args],
+        env=full_env,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=120,
+    )
     return out.stdout.strip()
 
 

@@ -103,8 +103,12 @@ def main() -> None:
         raw_n, raw_s, raw_lat = asyncio.run(raw_run(dsn, args.agents))
     api_rate, raw_rate = api_n / api_s, raw_n / raw_s
     print(f"agents={args.agents} tasks={args.tasks}")
-    print(f"REST API : {api_n} claims in {api_s:.2f}s = {api_rate:8.0f}/s  p50 {pct(api_lat, 50):.1f} ms  p95 {pct(api_lat, 95):.1f} ms")
-    print(f"raw SQL  : {raw_n} claims in {raw_s:.2f}s = {raw_rate:8.0f}/s  p50 {pct(raw_lat, 50):.1f} ms  p95 {pct(raw_lat, 95):.1f} ms")
+    print(
+        f"REST API : {api_n} claims in {api_s:.2f}s = {api_rate:8.0f}/s  p50 {pct(api_lat, 50):.1f} ms  p95 {pct(api_lat, 95):.1f} ms"
+    )
+    print(
+        f"raw SQL  : {raw_n} claims in {raw_s:.2f}s = {raw_rate:8.0f}/s  p50 {pct(raw_lat, 50):.1f} ms  p95 {pct(raw_lat, 95):.1f} ms"
+    )
     print(f"ratio API/raw = {api_rate / raw_rate:.2f} (goal >= 0.30); API p95 goal < 25 ms")
 
 

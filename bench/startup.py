@@ -1,6 +1,6 @@
 """Start-up: second start of the embedded default to /readyz 200 (goal < 5 s) and idle RSS.
 
-    .venv/bin/python bench/startup.py
+.venv/bin/python bench/startup.py
 """
 
 from __future__ import annotations
