@@ -23,6 +23,7 @@ def free_port() -> int:
 @contextmanager
 def running_server(data_dir: Path, *, env: dict[str, str] | None = None):
     port = free_port()
+    data_dir.mkdir(parents=True, exist_ok=True)
     full_env = os.environ | {
         "OSIRIS_DATA_DIR": str(data_dir),
         "OSIRIS_PORT": str(port),
@@ -34,7 +35,7 @@ def running_server(data_dir: Path, *, env: dict[str, str] | None = None):
         env=full_env,
         start_new_session=True,
         stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        stderr=(data_dir / "server.log").open("ab"),  # kept for when a run goes wrong
     )
     url = f"http://127.0.0.1:{port}"
     start = time.monotonic()

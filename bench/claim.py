@@ -15,12 +15,14 @@ import tempfile
 import time
 from pathlib import Path
 
+import aiohttp
 import asyncpg
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _server import cli, running_server  # noqa: E402
+from _server import running_server  # noqa: E402
 
+ADMIN_PASSWORD = "bench-admin-password"
 RAW_CLAIM = """
 UPDATE tasks SET status = 'IN_PROGRESS', assignee_id = $1, lease_expires_at = now() + interval '10 minutes'
 WHERE id = (SELECT id FROM tasks WHERE status = 'PENDING' ORDER BY priority DESC, id
@@ -44,20 +46,36 @@ async def seed(dsn: str, n: int) -> None:
     await conn.close()
 
 
+async def make_agents(url: str, n: int) -> list[str]:
+    """n agent users and tokens through the admin API (one CLI call each would take minutes)."""
+    async with httpx.AsyncClient(base_url=url, timeout=30) as client:
+        r = await client.post("/api/v1/auth/token", data={"username": "admin", "password": ADMIN_PASSWORD})
+        admin = {"Authorization": f"Bearer {r.raise_for_status().json()['access_token']}"}
+        tokens = []
+        for i in range(n):
+            name = f"bench-agent-{i}"
+            await client.post("/api/v1/users", json={"username": name, "role": "agent"}, headers=admin)
+            r = await client.post("/api/v1/tokens", json={"name": "bench", "username": name}, headers=admin)
+            tokens.append(r.raise_for_status().json()["token"])
+        return tokens
+
+
 async def api_run(url: str, tokens: list[str]) -> tuple[int, float, list[float]]:
+    """Agents claiming through the REST API; aiohttp keeps the client's own cost small."""
     latencies: list[float] = []
-    limits = httpx.Limits(max_connections=len(tokens))
-    async with httpx.AsyncClient(base_url=url, limits=limits, timeout=30) as client:
+    connector = aiohttp.TCPConnector(limit=len(tokens))
+    async with aiohttp.ClientSession(url, connector=connector) as client:
 
         async def agent(token: str) -> int:
             n, headers = 0, {"Authorization": f"Bearer {token}"}
             while True:
                 t = time.perf_counter()
-                r = await client.post("/api/v1/tasks/claim-next", headers=headers)
-                latencies.append(time.perf_counter() - t)
-                if r.status_code == 204:
-                    return n
-                r.raise_for_status()
+                async with client.post("/api/v1/tasks/claim-next", headers=headers) as r:
+                    await r.read()
+                    latencies.append(time.perf_counter() - t)
+                    if r.status == 204:
+                        return n
+                    r.raise_for_status()
                 n += 1
 
         start = time.perf_counter()
@@ -94,8 +112,8 @@ def main() -> None:
     ap.add_argument("--tasks", type=int, default=3000)
     args = ap.parse_args()
     data = Path(tempfile.mkdtemp(prefix="osiris-bench-"))
-    with running_server(data) as (url, _proc, _):
-        tokens = [cli(data, "token", "create", f"bench-agent-{i}") for i in range(args.agents)]
+    with running_server(data, env={"OSIRIS_ADMIN_PASSWORD": ADMIN_PASSWORD}) as (url, _proc, _):
+        tokens = asyncio.run(make_agents(url, args.agents))
         dsn = f"postgresql://postgres@/postgres?host={(data / 'pg').resolve()}"
         asyncio.run(seed(dsn, args.tasks))
         api_n, api_s, api_lat = asyncio.run(api_run(url, tokens))

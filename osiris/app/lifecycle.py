@@ -8,13 +8,15 @@ TaskEvent and its side-effect jobs in the caller's transaction, and publishes th
 from __future__ import annotations
 
 import enum
+import json
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import BigInteger, Text, cast, func, insert, literal, select, update
+from sqlalchemy import BigInteger, column, func, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.sql.selectable import TextualSelect
 
 from osiris.app import jobs, metrics, repository
 from osiris.app.actors import Actor
@@ -27,7 +29,7 @@ from osiris.app.errors import (
     NotYourTask,
     TaskNotFound,
 )
-from osiris.app.models import OPEN_STATUSES, Artifact, Message, Role, Task, TaskEvent, TaskStatus
+from osiris.app.models import OPEN_STATUSES, Artifact, Message, Role, Task, TaskStatus
 
 EVENTS_CHANNEL = "osiris_events"
 S = TaskStatus
@@ -92,6 +94,30 @@ def check(action: Action, status: str, actor: Actor, holder_id: int | None) -> T
     return rule.target
 
 
+# Statements on the hot paths are built once: composing them per call costs more than running them.
+_INSERT_EVENT = """
+    INSERT INTO task_events (org_id, task_id, kind, actor_id, actor_name, from_status, to_status, data)
+    {values}
+    RETURNING id, task_id, org_id, kind, to_status
+"""
+_ANNOUNCE = """
+    pg_notify('osiris_events', json_build_object(
+        'id', ev.id, 'task_id', ev.task_id, 'org_id', ev.org_id, 'kind', ev.kind, 'status', {status}
+    )::text)
+"""
+# Composed at import time from constants only (no input reaches the SQL text): hence the noqa.
+_RECORD_EVENT = text(
+    "WITH ev AS ("  # noqa: S608
+    + _INSERT_EVENT.format(
+        values="VALUES (:org_id, :task_id, :kind, :actor_id, :actor_name, :from_status, :to_status, "
+        "CAST(:data AS jsonb))"
+    )
+    + ") SELECT ev.id, "
+    + _ANNOUNCE.format(status="CAST(:status AS text)")
+    + " FROM ev"
+)
+
+
 async def record_event(
     session: AsyncSession,
     task: Task,
@@ -107,30 +133,18 @@ async def record_event(
     One statement inserts the row and calls pg_notify, which PostgreSQL delivers to every
     listening replica only when the transaction commits (and never if it rolls back).
     """
-    ev = (
-        insert(TaskEvent)
-        .values(
-            org_id=task.org_id,
-            task_id=task.id,
-            kind=kind,
-            actor_id=actor.user_id,
-            actor_name=actor.name,
-            from_status=from_status,
-            to_status=to_status,
-            data=data or {},
-        )
-        .returning(TaskEvent.id)
-        .cte("ev")
-    )
-    note = func.json_build_object(
-        literal("id"), ev.c.id,
-        literal("task_id"), literal(task.id, BigInteger),
-        literal("org_id"), literal(task.org_id, BigInteger),
-        literal("kind"), literal(kind),
-        literal("status"), literal(task.status),
-    )  # fmt: skip
-    stmt = select(ev.c.id, func.pg_notify(literal(EVENTS_CHANNEL), cast(note, Text)))
-    return (await session.execute(stmt)).scalar_one()
+    params = {
+        "org_id": task.org_id,
+        "task_id": task.id,
+        "kind": kind,
+        "actor_id": actor.user_id,
+        "actor_name": actor.name,
+        "from_status": from_status,
+        "to_status": to_status,
+        "data": json.dumps(data or {}),
+        "status": task.status,
+    }
+    return (await session.execute(_RECORD_EVENT, params)).scalar_one()
 
 
 async def _move(
@@ -216,27 +230,55 @@ async def create_task(
 # --- the agent's side --------------------------------------------------------------------------
 
 
-async def _claim(session: AsyncSession, actor: Actor, which: Any, *, lease_seconds: int) -> Task | None:
-    """One conditional UPDATE decides a race: whoever's statement matches PENDING first wins."""
-    stmt = (
-        update(Task)
-        .where(Task.id == which, Task.org_id == actor.org_id, Task.status == TaskStatus.PENDING.value)
-        .values(
-            status=TaskStatus.IN_PROGRESS.value,
-            assignee_id=actor.user_id,
-            lease_expires_at=_lease(lease_seconds),
-            updated_at=_now(),
+def _claim_statement(which: str) -> TextualSelect:
+    """Claim, log and announce in one round trip; `which` picks the row (an id or the queue head)."""
+    sql = (
+        "WITH claimed AS ("  # noqa: S608 - module constants only, never input
+        "  UPDATE tasks SET status = 'IN_PROGRESS', assignee_id = :actor_id,"
+        "         lease_expires_at = :lease, updated_at = :now"
+        f"  WHERE id = ({which}) AND org_id = :org_id AND status = 'PENDING'"
+        "  RETURNING *"
+        "), ev AS ("
+        + _INSERT_EVENT.format(
+            values="SELECT org_id, id, 'claim', :actor_id, :actor_name, 'PENDING', status, '{}'::jsonb "
+            "FROM claimed"
         )
-        .returning(Task)
-        .execution_options(synchronize_session=False, populate_existing=True)
+        + ") SELECT claimed.*, ev.id AS event_id, "
+        + _ANNOUNCE.format(status="ev.to_status")
+        + " AS announced FROM claimed JOIN ev ON ev.task_id = claimed.id"
     )
-    task = (await session.execute(stmt)).scalar_one_or_none()
-    if task is None:
+    extra = (column("event_id", BigInteger), column("announced"))
+    return text(sql).columns(*Task.__table__.c, *extra)
+
+
+_CLAIM_BY_ID = _claim_statement(":task_id")
+_CLAIM_NEXT = _claim_statement(
+    "SELECT id FROM tasks WHERE org_id = :org_id AND status = 'PENDING'"
+    " AND (CAST(:repo AS text) IS NULL OR repo = CAST(:repo AS text))"
+    " ORDER BY priority DESC, id LIMIT 1 FOR UPDATE SKIP LOCKED"
+)
+
+
+async def _claim(session: AsyncSession, actor: Actor, statement: TextualSelect, **params: Any) -> Task | None:
+    """A conditional UPDATE decides a race: whoever's statement matches PENDING first wins."""
+    now = _now()
+    params |= {
+        "actor_id": actor.user_id,
+        "actor_name": actor.name,
+        "org_id": actor.org_id,
+        "now": now,
+        "lease": now + timedelta(seconds=params.pop("lease_seconds")),
+    }
+    stmt = (
+        select(Task, statement.selected_columns.event_id)
+        .from_statement(statement)
+        .execution_options(populate_existing=True)
+    )
+    row = (await session.execute(stmt, params)).first()
+    if row is None:
         return None
+    task, event_id = row
     metrics.TRANSITIONS.labels(Action.CLAIM.value, task.status).inc()
-    event_id = await record_event(
-        session, task, actor, Action.CLAIM.value, from_status=TaskStatus.PENDING, to_status=task.status
-    )
     if task.channel != "api":
         await jobs.enqueue(session, jobs.NOTIFY_REQUESTER, {"task_id": task.id, "event_id": event_id})
     return task
@@ -244,7 +286,7 @@ async def _claim(session: AsyncSession, actor: Actor, which: Any, *, lease_secon
 
 async def claim_task(session: AsyncSession, actor: Actor, task_id: int, *, lease_seconds: int) -> Task:
     check(Action.CLAIM, TaskStatus.PENDING, actor, None)  # the role check, before any SQL
-    task = await _claim(session, actor, task_id, lease_seconds=lease_seconds)
+    task = await _claim(session, actor, _CLAIM_BY_ID, task_id=task_id, lease_seconds=lease_seconds)
     if task is None:
         current = await repository.get_task(session, actor, task_id)  # TaskNotFound if absent
         raise NotClaimable(f"task {task_id} is {current.status}, not PENDING")
@@ -256,16 +298,7 @@ async def claim_next(
 ) -> Task | None:
     """Take the best pending task; concurrent callers skip the rows others are taking."""
     check(Action.CLAIM, TaskStatus.PENDING, actor, None)
-    pick = (
-        select(Task.id)
-        .where(Task.org_id == actor.org_id, Task.status == TaskStatus.PENDING.value)
-        .order_by(Task.priority.desc(), Task.id)
-        .limit(1)
-        .with_for_update(skip_locked=True)
-    )
-    if repo is not None:
-        pick = pick.where(Task.repo == repo)
-    return await _claim(session, actor, pick.scalar_subquery(), lease_seconds=lease_seconds)
+    return await _claim(session, actor, _CLAIM_NEXT, repo=repo, lease_seconds=lease_seconds)
 
 
 async def heartbeat(session: AsyncSession, actor: Actor, task_id: int, *, lease_seconds: int) -> Task:
