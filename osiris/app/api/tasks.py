@@ -109,8 +109,16 @@ async def pending_tasks(
     session: SessionDep,
     repo: str | None = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 20,
+    min_priority: PriorityName | None = None,
 ) -> list[TaskRead]:
-    return [task_read(t) for t in await repository.pending_tasks(session, actor, limit=limit, repo=repo)]
+    tasks = await repository.pending_tasks(
+        session,
+        actor,
+        limit=limit,
+        repo=repo,
+        min_priority=PRIORITIES[min_priority] if min_priority else None,
+    )
+    return [task_read(t) for t in tasks]
 
 
 @router.post("/claim-next", response_model=TaskRead, responses={204: {"description": "nothing pending"}})

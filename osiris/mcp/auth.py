@@ -1,0 +1,78 @@
+"""Bearer tokens on /mcp through the SDK's resource-server auth, and DNS-rebinding protection.
+
+The SDK's middleware answers a missing or bad token with 401, `WWW-Authenticate: Bearer …` and the
+address of the protected-resource metadata (RFC 9728). OSIRIS issues its own tokens (`osr_…` API
+tokens, or JWTs from /api/v1/auth/token), so the verifier resolves them exactly as REST does.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from mcp.server.auth.provider import AccessToken
+from mcp.server.auth.settings import AuthSettings
+from mcp.server.transport_security import TransportSecuritySettings
+
+from osiris.app import db
+from osiris.app.auth import actor_from_token
+from osiris.app.config import Settings
+from osiris.app.errors import Unauthenticated
+from osiris.app.runtime import Runtime
+
+MCP_PATH = "/mcp"
+
+
+class OsirisTokenVerifier:
+    """Implements the SDK's `TokenVerifier`: an OSIRIS token becomes an access token carrying the actor."""
+
+    def __init__(self, runtime: Callable[[], Runtime]) -> None:
+        self._runtime = runtime  # available once the app's lifespan has started
+
+    async def verify_token(self, token: str) -> AccessToken | None:
+        runtime = self._runtime()
+        try:
+            async with db.transaction(runtime.sessions) as session:
+                actor = await actor_from_token(
+                    session,
+                    token,
+                    signing_key=runtime.settings.signing_key(),
+                    # The REST API's cache: revocations evict it on every replica through NOTIFY.
+                    cache=runtime.services.get("token_cache"),
+                )
+        except Unauthenticated:
+            return None
+        assert actor.user_id is not None and actor.role is not None  # noqa: S101 - a token names a user
+        return AccessToken(
+            token=token,
+            # The session manager binds a session to (client_id, issuer, subject): one user, one owner.
+            client_id=f"osiris-user-{actor.user_id}",
+            subject=str(actor.user_id),
+            scopes=[actor.role.value],
+            claims={
+                "org_id": actor.org_id,
+                "user_id": actor.user_id,
+                "name": actor.name,
+                "role": actor.role.value,
+            },
+        )
+
+
+def auth_settings(settings: Settings) -> AuthSettings:
+    base = settings.public_url.rstrip("/")
+    # Validated from strings so the settings keep a path-less issuer exactly as configured (no "/").
+    return AuthSettings.model_validate(
+        {
+            "issuer_url": base,
+            "resource_server_url": base + MCP_PATH,
+            # Our verifier checks the token itself; OSIRIS tokens carry no RFC 8707 audience.
+            "validate_token_resource": False,
+        }
+    )
+
+
+def transport_security(settings: Settings) -> TransportSecuritySettings:
+    return TransportSecuritySettings(
+        enable_dns_rebinding_protection=True,
+        allowed_hosts=settings.mcp_allowed_hosts,
+        allowed_origins=settings.mcp_allowed_origins,
+    )

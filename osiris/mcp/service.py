@@ -1,0 +1,166 @@
+"""The agent's operations, over the lifecycle service and the repository, in the caller's transaction.
+
+The MCP tools (and the REST routes the stdio bridge needs) call these; none of them sets a status:
+moves go through `lifecycle`, submissions through `submissions.submit`. A call by the holder of an
+IN_PROGRESS task renews its lease, so an agent that is working never loses its claim.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from osiris.app import lifecycle, repository, submissions
+from osiris.app.actors import Actor
+from osiris.app.api.tasks import task_read
+from osiris.app.models import Task, TaskStatus
+from osiris.app.runtime import Runtime
+from osiris.app.schemas import PRIORITIES, ArtifactRead, MessageRead, PriorityName
+from osiris.mcp import feedback
+from osiris.mcp.schemas import (
+    FEEDBACK_PAGE,
+    ClaimedTask,
+    FeedbackBatch,
+    FeedbackItem,
+    MyTasks,
+    PendingTask,
+    PendingTasks,
+    PostedMessage,
+    ReleasedTask,
+    SubmissionResult,
+    TaskContext,
+    WhoAmI,
+    claimed,
+    submission_result,
+    task_context,
+)
+
+
+def whoami(actor: Actor) -> WhoAmI:
+    assert actor.user_id is not None and actor.role is not None  # noqa: S101 - tokens always name a user
+    return WhoAmI(user_id=actor.user_id, org_id=actor.org_id, name=actor.name, role=actor.role.value)
+
+
+def _holds(actor: Actor, task: Task) -> bool:
+    return actor.is_agent and task.status == TaskStatus.IN_PROGRESS and task.assignee_id == actor.user_id
+
+
+async def _renew(session: AsyncSession, runtime: Runtime, actor: Actor, task: Task) -> Task:
+    if not _holds(actor, task):
+        return task
+    return await lifecycle.heartbeat(session, actor, task.id, lease_seconds=runtime.settings.lease_seconds)
+
+
+async def _context(session: AsyncSession, actor: Actor, task: Task) -> TaskContext:
+    artifacts = (  # most claims are of fresh tasks: skip the query there is nothing for
+        [ArtifactRead.model_validate(a) for a in await repository.artifacts_of(session, task)]
+        if task.artifact_count
+        else []
+    )
+    messages = [MessageRead.model_validate(m) for m in await repository.messages_of(session, task)]
+    pr_url = next((a.pr_url for a in reversed(artifacts) if a.pr_url), None)
+    return task_context(
+        task_read(task, pr_url=pr_url), you=actor.user_id, messages=messages, artifacts=artifacts
+    )
+
+
+async def read_pending_tasks(
+    session: AsyncSession,
+    actor: Actor,
+    *,
+    limit: int,
+    repo: str | None = None,
+    priority: PriorityName | None = None,
+) -> PendingTasks:
+    tasks = await repository.pending_tasks(
+        session, actor, limit=limit, repo=repo, min_priority=PRIORITIES[priority] if priority else None
+    )
+    return PendingTasks(tasks=[PendingTask.from_row(t) for t in tasks])
+
+
+async def claim_task(session: AsyncSession, runtime: Runtime, actor: Actor, task_id: int) -> ClaimedTask:
+    task = await lifecycle.claim_task(session, actor, task_id, lease_seconds=runtime.settings.lease_seconds)
+    context = await _context(session, actor, task)
+    if context.feedback:  # the claim hands over all earlier feedback: read_feedback continues after it
+        await feedback.advance(session, actor, task, context.feedback[-1].id)
+    return claimed(context)
+
+
+async def submit_artifact(
+    session: AsyncSession,
+    runtime: Runtime,
+    actor: Actor,
+    task_id: int,
+    *,
+    content: str | dict[str, str],
+    kind: str = "auto",
+    summary: str | None = None,
+    idempotency_key: str | None = None,
+) -> SubmissionResult:
+    sub = await submissions.submit(
+        session,
+        runtime,
+        actor,
+        task_id,
+        content=content,
+        kind=kind,
+        summary=summary,
+        idempotency_key=idempotency_key,
+    )
+    task = await repository.get_task(session, actor, task_id)
+    return submission_result(
+        ArtifactRead.model_validate(sub.artifact), status=task.status, created=sub.created, job_id=sub.job_id
+    )
+
+
+async def read_feedback(
+    session: AsyncSession,
+    runtime: Runtime,
+    actor: Actor,
+    task_id: int,
+    *,
+    since: int | None = None,
+    limit: int = FEEDBACK_PAGE,
+) -> FeedbackBatch:
+    task = await _renew(session, runtime, actor, await repository.get_task(session, actor, task_id))
+    after = since if since is not None else await feedback.cursor_of(session, actor, task)
+    rows = await feedback.messages_to_agent(session, task, after_id=after, limit=limit)
+    items = [FeedbackItem.from_message(MessageRead.model_validate(m)) for m in rows]
+    if items:
+        await feedback.advance(session, actor, task, items[-1].id)
+    cursor = items[-1].id if items else after
+    return FeedbackBatch(task_id=task.id, task_status=task.status, items=items, cursor=cursor)
+
+
+async def get_task(session: AsyncSession, runtime: Runtime, actor: Actor, task_id: int) -> TaskContext:
+    task = await _renew(session, runtime, actor, await repository.get_task(session, actor, task_id))
+    return await _context(session, actor, task)
+
+
+async def list_my_tasks(session: AsyncSession, runtime: Runtime, actor: Actor) -> MyTasks:
+    mine: list[Task] = []
+    for status in (TaskStatus.IN_PROGRESS, TaskStatus.REVIEW):
+        tasks = await repository.list_tasks(
+            session, actor, status=status.value, assignee_id=actor.user_id, limit=200
+        )
+        mine.extend([await _renew(session, runtime, actor, t) for t in tasks])
+    mine.sort(key=lambda t: t.id)
+    return MyTasks(tasks=[task_read(t) for t in mine])
+
+
+async def post_message(
+    session: AsyncSession, runtime: Runtime, actor: Actor, task_id: int, *, body: str
+) -> PostedMessage:
+    message = await lifecycle.post_message(session, actor, task_id, body=body, source="mcp")
+    await _renew(session, runtime, actor, await repository.get_task(session, actor, task_id))
+    return PostedMessage(message=MessageRead.model_validate(message))
+
+
+async def release_task(
+    session: AsyncSession, actor: Actor, task_id: int, *, reason: str = ""
+) -> ReleasedTask:
+    return ReleasedTask(task=task_read(await lifecycle.release_task(session, actor, task_id, reason=reason)))
+
+
+async def check_readable(session: AsyncSession, actor: Actor, task_id: int) -> None:
+    """Raise TaskNotFound unless the actor's organization owns the task."""
+    await repository.get_task(session, actor, task_id)
