@@ -1,6 +1,6 @@
 """Write .env.example from the Settings class: every setting, its default, and the comment above it.
 
-    .venv/bin/python scripts/gen_env_example.py > .env.example
+.venv/bin/python scripts/gen_env_example.py > .env.example
 """
 
 from __future__ import annotations

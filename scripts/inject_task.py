@@ -42,7 +42,9 @@ async def inject(title: str, description: str, requester: str) -> intake.Outcome
         subject=title,
     )
     async with start_runtime(settings) as runtime, db.transaction(runtime.sessions) as session:
-        return await intake.receive(session, inbound, policy=intake.Policy.from_settings(settings), limiter=None)
+        return await intake.receive(
+            session, inbound, policy=intake.Policy.from_settings(settings), limiter=None
+        )
 
 
 def main() -> int:

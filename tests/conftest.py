@@ -126,8 +126,13 @@ class Factory:
             return org
 
     async def user(
-        self, role: Role | str = Role.AGENT, *, org: Organization | None = None, name: str | None = None,
-        password: str | None = None, github_login: str | None = None,
+        self,
+        role: Role | str = Role.AGENT,
+        *,
+        org: Organization | None = None,
+        name: str | None = None,
+        password: str | None = None,
+        github_login: str | None = None,
     ) -> User:
         org = org or await self.org()
         role = Role(role)
@@ -145,7 +150,9 @@ class Factory:
         async with db.transaction(self.runtime.sessions) as session:
             return (await accounts.create_token(session, user=user, name="test")).secret
 
-    async def member(self, role: Role | str = Role.AGENT, *, org: Organization | None = None) -> tuple[User, dict]:
+    async def member(
+        self, role: Role | str = Role.AGENT, *, org: Organization | None = None
+    ) -> tuple[User, dict]:
         """A user and the Authorization header that acts as them."""
         user = await self.user(role, org=org)
         return user, {"Authorization": f"Bearer {await self.token(user)}"}

@@ -18,19 +18,30 @@ def _run(database_url: str, *args: str, stdin: str = "") -> subprocess.Completed
     env = os.environ | {"DATABASE_URL": database_url, "OSIRIS_SECRET_KEY": "test-secret-for-the-script"}
     return subprocess.run(
         [sys.executable, str(ROOT / "scripts" / "inject_task.py"), *args],
-        env=env, input=stdin, capture_output=True, text=True, timeout=120,
+        env=env,
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
 
 
 async def test_flags_create_a_task_with_priority_from_keywords(database_url, runtime, factory):
     await factory.org()
-    out = _run(database_url, "--title", "Fix login", "--description", "urgent: 500 on /login", "--requester", "ops")
+    out = _run(
+        database_url, "--title", "Fix login", "--description", "urgent: 500 on /login", "--requester", "ops"
+    )
     assert out.returncode == 0, out.stderr
     task_id = int(out.stdout.strip())
     async with runtime.sessions() as s:
         task = await s.get(Task, task_id)
         kinds = (await s.execute(select(TaskEvent.kind).where(TaskEvent.task_id == task_id))).scalars().all()
-    assert (task.title, task.status, task.channel, task.requester) == ("Fix login", "PENDING", "script", "ops")
+    assert (task.title, task.status, task.channel, task.requester) == (
+        "Fix login",
+        "PENDING",
+        "script",
+        "ops",
+    )
     assert task.priority == 3  # "urgent"
     assert kinds == ["created"]
 
