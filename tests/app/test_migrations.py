@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import secrets
 import sys
 
@@ -84,7 +83,6 @@ async def test_two_replicas_migrating_at_once_both_succeed(scratch_url):
     assert "tasks" in await _tables(scratch_url)
 
 
-@pytest.mark.skipif(not os.environ.get("OSIRIS_TEST_DATABASE_URL"), reason="uses the embedded server already")
 async def test_embedded_server_starts_migrates_and_keeps_data(tmp_path):
     first = db.EmbeddedPostgres(tmp_path)
     url = first.start()
