@@ -7,7 +7,8 @@ from collections.abc import AsyncIterator, Iterator
 
 import httpx
 import pytest
-from portal_helpers import PASSWORD, LiveServer, sign_in
+from portal_helpers import PASSWORD, sign_in
+from servers import LiveServer
 
 from osiris.app.config import Settings
 from osiris.app.models import Role, User
@@ -49,7 +50,11 @@ async def signed_in(browser_client, person):
 
 @pytest.fixture(scope="session")
 def live_server(settings: Settings, database_url: str) -> Iterator[LiveServer]:
-    server = LiveServer(settings)
+    # A short send timeout keeps the slow-client test quick (the default is a few seconds); no pings,
+    # so a client that stops reading is dropped by the send timeout alone.
+    server = LiveServer(
+        settings, portal_ws_send_timeout_seconds=2.0, uvicorn_options={"ws_ping_interval": None}
+    )
     server.start()
     yield server
     server.stop()
@@ -57,5 +62,6 @@ def live_server(settings: Settings, database_url: str) -> Iterator[LiveServer]:
 
 @pytest.fixture
 def live(live_server: LiveServer) -> LiveServer:
-    live_server.forget_cached_events()
+    # Tests truncate tables and restart ids; a real database never reuses an event id.
+    live_server.runtime.services.pop("portal_events", None)
     return live_server

@@ -1,18 +1,11 @@
-"""Helpers shared by the portal tests: signing in, reading CSRF tokens, a live server."""
+"""Helpers shared by the portal tests: signing in, reading CSRF tokens, WebSocket clients."""
 
 from __future__ import annotations
 
 import asyncio
 import re
-import socket
-import threading
-import time
 
 import httpx
-import uvicorn
-
-from osiris.app.config import Settings
-from osiris.app.main import create_app
 
 PASSWORD = "correct horse battery"
 CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
@@ -35,44 +28,6 @@ async def form_token(client: httpx.AsyncClient, path: str = "/") -> str:
     page = await client.get(path)
     assert page.status_code == 200, page.text
     return csrf_of(page.text)
-
-
-class LiveServer:
-    """uvicorn serving a fresh create_app() on a free port, in a thread with its own event loop."""
-
-    def __init__(self, settings: Settings) -> None:
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.sock.bind(("127.0.0.1", 0))
-        self.port = self.sock.getsockname()[1]
-        self.url = f"http://127.0.0.1:{self.port}"
-        # A short send timeout keeps the slow-client test quick; the default is a few seconds.
-        self.settings = settings.model_copy(
-            update={"public_url": self.url, "portal_ws_send_timeout_seconds": 2.0}
-        )
-        self.app = create_app(self.settings, run_background=False)
-        config = uvicorn.Config(self.app, log_level="warning", lifespan="on", ws_ping_interval=None)
-        self.server = uvicorn.Server(config)
-        self.thread = threading.Thread(target=self._run, name=f"uvicorn-{self.port}", daemon=True)
-
-    def _run(self) -> None:
-        asyncio.run(self.server.serve(sockets=[self.sock]))
-
-    def start(self) -> None:
-        self.thread.start()
-        deadline = time.monotonic() + 60
-        while not self.server.started:
-            if not self.thread.is_alive() or time.monotonic() > deadline:
-                raise RuntimeError("the test server did not start")
-            time.sleep(0.05)
-
-    def stop(self) -> None:
-        self.server.should_exit = True
-        self.thread.join(30)
-
-    def forget_cached_events(self) -> None:
-        # Tests truncate tables and restart ids; a real database never reuses an event id.
-        self.app.state.runtime.services.pop("portal_events", None)
 
 
 # --- WebSocket clients -----------------------------------------------------------------------------

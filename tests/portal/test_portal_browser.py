@@ -1,5 +1,6 @@
 """The portal in a real browser (Debian's chromium driven by Playwright): sign in, watch a task
-arrive, review it, request changes, see the resubmission live, approve it.
+arrive, review it, request changes (the agent reads them with MCP `read_feedback`), see the
+resubmission live, approve it, and find it merged by the local git host.
 
 CI installs chromium with apt; the browser build Playwright would download is never used.
 """
@@ -7,10 +8,14 @@ CI installs chromium with apt; the browser build Playwright would download is ne
 from __future__ import annotations
 
 import os
+import secrets
 from pathlib import Path
 
 import httpx
 import pytest
+from servers import LiveServer, mcp_over_http
+
+from osiris.app import jobs
 
 CHROMIUM = "/usr/bin/chromium"
 SHOTS = Path(os.environ.get("OSIRIS_SCREENSHOT_DIR", "/tmp"))
@@ -32,10 +37,30 @@ pytestmark = [
 ]
 
 
-def patch(body: str) -> str:
-    lines = body.splitlines()
-    added = "".join(f"+{line}\n" for line in lines)
-    return f"--- /dev/null\n+++ b/hello.py\n@@ -0,0 +1,{len(lines)} @@\n{added}"
+FIRST = "def greet():\n    return 'hi'\n"
+SECOND = "def greet(name):\n    return f'hi {name}'\n"
+
+
+def patch(old: str, new: str) -> str:
+    """A unified diff of hello.py from `old` (empty: a new file) to `new`, both two lines long."""
+    removed = "".join(f"-{line}\n" for line in old.splitlines())
+    added = "".join(f"+{line}\n" for line in new.splitlines())
+    if not old:
+        return f"--- /dev/null\n+++ b/hello.py\n@@ -0,0 +1,2 @@\n{added}"
+    return f"--- a/hello.py\n+++ b/hello.py\n@@ -1,2 +1,2 @@\n{removed}{added}"
+
+
+def structured(result) -> dict:
+    assert not result.is_error, result.content
+    return result.structured_content
+
+
+async def run_jobs(live: LiveServer) -> None:
+    """What the worker would do next (publish, merge), on the live server's own loop and runtime."""
+    runtime = live.runtime
+    await live.run(
+        jobs.drain(runtime.dsn, jobs.JobContext(runtime.sessions, runtime.settings, runtime.services))
+    )
 
 
 @pytest.fixture
@@ -54,10 +79,9 @@ async def test_review_a_task_live_in_the_browser(browser, live, factory, person)
     from playwright.async_api import expect
 
     reviewer = await person("reviewer")
-    agent = await factory.user("agent")
-    api = httpx.AsyncClient(
-        base_url=live.url, headers={"Authorization": f"Bearer {await factory.token(agent)}"}
-    )
+    agent_token = await factory.token(await factory.user("agent"))
+    api = httpx.AsyncClient(base_url=live.url, headers={"Authorization": f"Bearer {agent_token}"})
+    repo = f"portal-{secrets.token_hex(4)}"  # task ids restart with every test; branch names would not
     context = await browser.new_context(viewport={"width": 1400, "height": 900})
     board = await context.new_page()
     errors: list[str] = []
@@ -74,22 +98,23 @@ async def test_review_a_task_live_in_the_browser(browser, live, factory, person)
     await expect(board.locator("#live-status")).to_have_attribute("data-state", "live")
     await board.evaluate("window.__stillTheSamePage = true")
 
-    async with api:
+    async with api, mcp_over_http(live.url, agent_token) as agent:
         # A task created through the API appears without a reload.
-        task = (
-            await api.post("/api/v1/tasks", json={"title": "Greet the user", "description": "Say hi."})
-        ).json()
+        body = {"title": "Greet the user", "description": "Say hi.", "repo": repo}
+        task = (await api.post("/api/v1/tasks", json=body)).json()
         card = board.locator(f'#col-PENDING .card[data-task-id="{task["id"]}"]')
         await expect(card).to_be_visible()
         await expect(board.locator("#col-PENDING .count")).to_have_text("1")
 
-        # The agent submits: the card moves to Review, with a badge and a beep.
-        assert (await api.post(f"/api/v1/tasks/{task['id']}/claim")).status_code == 200
-        r = await api.post(
-            f"/api/v1/tasks/{task['id']}/artifacts",
-            json={"content": patch("def greet():\n    return 'hi'\n"), "summary": "First try"},
-        )
-        assert r.status_code == 201, r.text
+        # The agent claims and submits over MCP: the card moves to Review, with a badge and a beep.
+        structured(await agent.call_tool("claim_task", {"task_id": task["id"]}))
+        first = {
+            "task_id": task["id"],
+            "content": patch("", FIRST),
+            "summary": "First try",
+        }
+        structured(await agent.call_tool("submit_artifact", first))
+        await run_jobs(live)  # published as a local change request
         await expect(board.locator(f'#col-REVIEW .card[data-task-id="{task["id"]}"]')).to_be_visible()
         await expect(board.locator("#review-badge")).to_have_text("1 new in review")
         await expect(board.locator("body")).to_have_attribute("data-beeps", "1")
@@ -110,16 +135,18 @@ async def test_review_a_task_live_in_the_browser(browser, live, factory, person)
         await page.get_by_role("button", name="Request changes").click()
         await expect(page.locator("#task-status")).to_have_text("IN PROGRESS")
         await expect(page.locator("#thread")).to_contain_text("Greet by name, please.")
-        messages = (await api.get(f"/api/v1/tasks/{task['id']}/messages")).json()
-        assert [(m["body"], m["meta"]["kind"]) for m in messages] == [("Greet by name, please.", "feedback")]
+        feedback = structured(await agent.call_tool("read_feedback", {"task_id": task["id"]}))
+        assert [(i["body"], i["kind"]) for i in feedback["items"]] == [("Greet by name, please.", "feedback")]
 
         # The agent resubmits: the open page updates by itself.
         await page.evaluate("window.__stillTheSamePage = true")
-        r = await api.post(
-            f"/api/v1/tasks/{task['id']}/artifacts",
-            json={"content": patch("def greet(name):\n    return f'hi {name}'\n"), "summary": "By name"},
-        )
-        assert r.status_code == 201, r.text
+        second = {
+            "task_id": task["id"],
+            "content": patch(FIRST, SECOND),
+            "summary": "By name",
+        }
+        structured(await agent.call_tool("submit_artifact", second))
+        await run_jobs(live)
         await expect(page.locator("#task-status")).to_have_text("REVIEW")
         await expect(page.locator(".versions a")).to_have_count(2)
         await expect(page.locator("figure.diff")).to_contain_text("v1 → v2")
@@ -133,6 +160,16 @@ async def test_review_a_task_live_in_the_browser(browser, live, factory, person)
         await expect(page.locator("#task-status")).to_have_text("DONE")
         await expect(board.locator(f'#col-DONE .card[data-task-id="{task["id"]}"]')).to_be_visible()
         assert (await api.get(f"/api/v1/tasks/{task['id']}")).json()["status"] == "DONE"
+
+        # The merge job runs: the local git host merged the branch into the base.
+        await run_jobs(live)
+        cr = (await api.get(f"/api/v1/tasks/{task['id']}/change-request")).json()
+        assert cr["state"] == "merged" and cr["base"] == "main", cr
+        assert "+    return f'hi {name}'" in cr["diff"]
+        events = (await api.get(f"/api/v1/tasks/{task['id']}/events")).json()
+        kinds = [e["kind"] for e in events]
+        assert "merged" in kinds and "merge_failed" not in kinds, kinds
+        await expect(page.locator("#timeline")).to_contain_text("merged")
 
         # On a phone the columns stack and nothing overflows sideways.
         await board.set_viewport_size({"width": 390, "height": 844})

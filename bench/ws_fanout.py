@@ -1,0 +1,311 @@
+"""Live-update fan-out: commit-to-receipt latency of one task's events to 1,000 WebSocket clients.
+
+Starts two `osiris serve` processes on two loopback ports sharing one scratch database, connects
+--clients WebSocket clients to `/ws/tasks/{id}` (half to each server, bearer token), then makes
+--changes state changes to that task (an agent claims and releases it through REST, alternating
+between the servers), one at a time. For every client and event it takes the time from the event's
+`created_at` to its receipt. `created_at` is the writing transaction's start (PostgreSQL's `now()`),
+a little before its commit, so these numbers are upper bounds on commit-to-receipt. Prints p50/p99,
+the floor measured in the same run (a raw asyncpg NOTIFY → LISTEN round trip on the same database)
+and the ratios. A benchmark: it prints, it never asserts.
+
+    OSIRIS_BENCH_DATABASE_URL=postgresql://postgres@127.0.0.1:5432/postgres .venv/bin/python bench/ws_fanout.py
+
+The scratch database is created on that server (else OSIRIS_TEST_DATABASE_URL's) and dropped at the
+end; without either, an embedded PostgreSQL runs in a temporary folder. Loopback only; the run stops
+measuring at --deadline seconds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import resource
+import secrets
+import tempfile
+import time
+from collections.abc import Iterator
+from datetime import datetime
+from pathlib import Path
+
+import asyncpg
+import httpx
+from _server import running_server
+from sqlalchemy.engine import make_url
+from websockets.asyncio.client import ClientConnection, connect
+
+ADMIN_PASSWORD = "bench-admin-password"
+
+
+def pct(samples: list[float], q: float) -> float:
+    ordered = sorted(samples)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))] * 1000
+
+
+def cpu_seconds(pid: int) -> float:
+    """User plus system CPU time of a process so far (Linux)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def raise_open_file_limit(needed: int) -> None:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and soft < needed:
+        # The servers inherit the raised limit: they hold the other end of every socket.
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(needed, hard), hard))
+
+
+# --- the database --------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def scratch_database(tmp: Path) -> Iterator[str]:
+    server = os.environ.get("OSIRIS_BENCH_DATABASE_URL") or os.environ.get("OSIRIS_TEST_DATABASE_URL")
+    if not server:
+        from osiris.app.db import EmbeddedPostgres
+
+        embedded = EmbeddedPostgres(tmp)
+        try:
+            yield make_url(embedded.start()).set(drivername="postgresql").render_as_string(False)
+        finally:
+            embedded.stop()
+        return
+    base = make_url(server).set(drivername="postgresql")
+    name = f"osiris_wsbench_{os.getpid()}_{secrets.token_hex(3)}"
+    admin = base.render_as_string(hide_password=False)
+    asyncio.run(_sql(admin, f'CREATE DATABASE "{name}"'))
+    try:
+        yield base.set(database=name).render_as_string(hide_password=False)
+    finally:
+        asyncio.run(_sql(admin, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+async def _sql(dsn: str, statement: str) -> None:
+    conn = await asyncpg.connect(dsn)
+    try:
+        await conn.execute(statement)
+    finally:
+        await conn.close()
+
+
+# --- the floor: NOTIFY → LISTEN on the same database ---------------------------------------------
+
+
+async def notify_floor(dsn: str, rounds: int) -> list[float]:
+    listener, sender = await asyncpg.connect(dsn), await asyncpg.connect(dsn)
+    samples: list[float] = []
+    heard: asyncio.Queue[float] = asyncio.Queue()
+    listener_cb = lambda *args: heard.put_nowait(time.time() - float(args[3]))  # noqa: E731
+    try:
+        await listener.add_listener("osiris_bench_floor", listener_cb)
+        for _ in range(rounds):
+            await sender.execute("SELECT pg_notify('osiris_bench_floor', $1)", repr(time.time()))
+            samples.append(await asyncio.wait_for(heard.get(), 5))
+    finally:
+        await listener.close()
+        await sender.close()
+    return samples
+
+
+# --- the clients ---------------------------------------------------------------------------------
+
+
+class Clients:
+    """Every socket's raw messages with the time each arrived; parsing waits until the end."""
+
+    def __init__(self, total: int) -> None:
+        self.total = total
+        self.received: list[tuple[float, str]] = []
+        self.counts: dict[int, int] = {}
+        self.all_got: dict[int, asyncio.Event] = {}
+        self.sockets: list[ClientConnection] = []
+        self.readers: list[asyncio.Task[None]] = []
+
+    def expect(self, event_id: int) -> asyncio.Event:
+        return self.all_got.setdefault(event_id, asyncio.Event())
+
+    async def open(self, url: str, token: str, n: int, sem: asyncio.Semaphore) -> None:
+        async def one() -> None:
+            async with sem:
+                ws = await connect(
+                    url, additional_headers={"Authorization": f"Bearer {token}"}, open_timeout=30
+                )
+                while json.loads(await ws.recv())["type"] != "ready":
+                    pass
+            self.sockets.append(ws)
+            self.readers.append(asyncio.create_task(self._read(ws)))
+
+        await asyncio.gather(*(one() for _ in range(n)))
+
+    async def _read(self, ws: ClientConnection) -> None:
+        with contextlib.suppress(Exception):
+            async for raw in ws:
+                self.received.append((time.time(), raw))
+                if not raw.startswith('{"type":"event","id":'):
+                    continue
+                # The id sits at a fixed place in the server's compact JSON; full parsing waits.
+                event_id = int(raw.split('"id":', 1)[1].split(",", 1)[0])
+                self.counts[event_id] = count = self.counts.get(event_id, 0) + 1
+                if count == self.total:
+                    self.expect(event_id).set()
+
+    async def close(self) -> None:
+        for task in self.readers:
+            task.cancel()
+        await asyncio.gather(*(ws.close() for ws in self.sockets), return_exceptions=True)
+
+
+# --- the run -------------------------------------------------------------------------------------
+
+
+async def admin_headers(http: httpx.AsyncClient) -> dict[str, str]:
+    r = await http.post("/api/v1/auth/token", data={"username": "admin", "password": ADMIN_PASSWORD})
+    r.raise_for_status()
+    return {"Authorization": f"Bearer {r.json()['access_token']}"}
+
+
+async def agent_headers(http: httpx.AsyncClient, admin: dict[str, str]) -> dict[str, str]:
+    r = await http.post("/api/v1/users", json={"username": "bench-agent", "role": "agent"}, headers=admin)
+    r.raise_for_status()
+    r = await http.post("/api/v1/tokens", json={"name": "bench", "username": "bench-agent"}, headers=admin)
+    r.raise_for_status()
+    return {"Authorization": f"Bearer {r.json()['token']}"}
+
+
+async def measure(
+    urls: list[str], pids: list[int], dsn: str, args: argparse.Namespace, deadline: float
+) -> None:
+    apis = [httpx.AsyncClient(base_url=u, timeout=30) for u in urls]
+    clients = Clients(args.clients)
+    try:
+        admin = await admin_headers(apis[0])
+        agent = await agent_headers(apis[0], admin)
+        task = (await apis[0].post("/api/v1/tasks", json={"title": "Watched"}, headers=admin)).json()
+
+        token = admin["Authorization"].removeprefix("Bearer ")
+        start = time.monotonic()
+        sem = asyncio.Semaphore(50)
+        per_server = [args.clients // len(urls) + (i < args.clients % len(urls)) for i in range(len(urls))]
+        await asyncio.gather(
+            *(
+                clients.open(u.replace("http://", "ws://") + f"/ws/tasks/{task['id']}", token, n, sem)
+                for u, n in zip(urls, per_server, strict=True)
+            )
+        )
+        print(
+            f"{len(clients.sockets)} clients connected ({'/'.join(map(str, per_server))}) "
+            f"in {time.monotonic() - start:.1f} s",
+            flush=True,
+        )
+
+        floor_before = await notify_floor(dsn, args.floor_rounds)
+        idle_start = [cpu_seconds(pid) for pid in pids]
+        await asyncio.sleep(2)
+        idle = [(cpu_seconds(pid) - a) / 2 for pid, a in zip(pids, idle_start, strict=True)]
+        made = 0
+        cpu_start = [time.process_time(), *map(cpu_seconds, pids)]
+        for i in range(args.changes):
+            if time.monotonic() > deadline:
+                print(f"(stopped at the {args.deadline:.0f} s deadline after {made} changes)")
+                break
+            api = apis[i % len(apis)]  # alternate: each server's events must cross to the other
+            action = "claim" if i % 2 == 0 else "release"
+            r = await api.post(f"/api/v1/tasks/{task['id']}/{action}", headers=agent)
+            r.raise_for_status()
+            made += 1
+            events = (await api.get(f"/api/v1/tasks/{task['id']}/events", headers=admin)).json()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(clients.expect(events[-1]["id"]).wait(), 5)
+            await asyncio.sleep(args.gap)
+        cpu = [b - a for a, b in zip(cpu_start, [time.process_time(), *map(cpu_seconds, pids)], strict=True)]
+        floor_after = await notify_floor(dsn, args.floor_rounds)
+    finally:
+        await clients.close()
+        for api in apis:
+            await api.aclose()
+
+    latencies: list[float] = []
+    created: dict[int, float] = {}
+    per_event: dict[int, list[float]] = {}
+    for t, raw in clients.received:
+        msg = json.loads(raw)
+        if msg.get("type") != "event" or msg["kind"] not in ("claim", "release"):
+            continue
+        at = created.setdefault(msg["id"], datetime.fromisoformat(msg["created_at"]).timestamp())
+        latencies.append(t - at)
+        per_event.setdefault(msg["id"], []).append(t - at)
+    first = [min(v) for v in per_event.values()]
+    spread = [max(v) - min(v) for v in per_event.values()]
+    missing = made * args.clients - len(latencies)
+    floor = floor_before + floor_after
+    p50, p99, f50, f99 = pct(latencies, 0.5), pct(latencies, 0.99), pct(floor, 0.5), pct(floor, 0.99)
+
+    print(f"\nOSIRIS live fan-out, {len(urls)} servers, one database; times in ms")
+    print(f"{'':<44}{'n':>8}{'p50':>9}{'p99':>9}{'max':>9}")
+    print(
+        f"{'commit → receipt (created_at → client)':<44}{len(latencies):>8}{p50:>9.1f}{p99:>9.1f}"
+        f"{max(latencies) * 1000:>9.1f}"
+    )
+    print(
+        f"{'  the first client of each event':<44}{len(first):>8}{pct(first, 0.5):>9.1f}"
+        f"{pct(first, 0.99):>9.1f}{max(first) * 1000:>9.1f}"
+    )
+    print(
+        f"{'  first to last client of each event':<44}{len(spread):>8}{pct(spread, 0.5):>9.1f}"
+        f"{pct(spread, 0.99):>9.1f}{max(spread) * 1000:>9.1f}"
+    )
+    print(
+        f"{'floor: asyncpg NOTIFY → LISTEN':<44}{len(floor):>8}{f50:>9.2f}{f99:>9.2f}{max(floor) * 1000:>9.2f}"
+    )
+    print(f"ratio to the floor: p50 {p50 / f50:.1f}x, p99 {p99 / f99:.1f}x")
+    per_change = [f"{c / max(made, 1) * 1000:.0f}" for c in cpu]
+    print(
+        f"CPU ms per change: clients {per_change[0]}, servers {' + '.join(per_change[1:])} ({os.cpu_count()} cores)"
+    )
+    print(f"CPU ms per second with no changes: servers {' + '.join(f'{c * 1000:.0f}' for c in idle)}")
+    print(
+        f"{made} changes x {args.clients} clients; {missing} deliveries missing; "
+        f"p99 target 50 ms: {'met' if p99 < 50 else 'NOT met'}"
+    )
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--clients", type=int, default=1000, help="WebSocket clients, split across the servers")
+    p.add_argument("--servers", type=int, default=2, help="`osiris serve` processes sharing the database")
+    p.add_argument("--changes", type=int, default=100, help="state changes to the watched task")
+    p.add_argument("--gap", type=float, default=0.05, help="pause between changes, seconds")
+    p.add_argument("--floor-rounds", type=int, default=100, help="NOTIFY round trips before and after")
+    p.add_argument("--deadline", type=float, default=150.0, help="stop measuring after this many seconds")
+    args = p.parse_args()
+    deadline = time.monotonic() + args.deadline
+    raise_open_file_limit(2 * args.clients + 1024)
+
+    with tempfile.TemporaryDirectory(prefix="osiris-wsbench-") as tmpdir, contextlib.ExitStack() as stack:
+        tmp = Path(tmpdir)
+        dsn = stack.enter_context(scratch_database(tmp))
+        env = {
+            "DATABASE_URL": dsn,
+            "OSIRIS_SECRET_KEY": secrets.token_urlsafe(32),
+            "OSIRIS_ADMIN_PASSWORD": ADMIN_PASSWORD,
+            "OSIRIS_RUN_WORKER": "false",  # measure the live path, not the jobs the changes queue
+            "OSIRIS_HOST": "127.0.0.1",
+        }
+        urls, pids = [], []
+        for i in range(args.servers):
+            try:
+                url, proc, _ = stack.enter_context(running_server(tmp / f"server-{i}", env=env))
+            except Exception:
+                log = tmp / f"server-{i}" / "server.log"
+                print(f"server {i} did not start:\n" + log.read_text()[-3000:] if log.exists() else "")
+                raise
+            urls.append(url)
+            pids.append(proc.pid)
+        asyncio.run(measure(urls, pids, dsn, args, deadline))
+
+
+if __name__ == "__main__":
+    main()
