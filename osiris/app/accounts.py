@@ -5,6 +5,7 @@ from __future__ import annotations
 import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -93,7 +94,14 @@ async def list_tokens(session: AsyncSession, actor: Actor) -> Sequence[ApiToken]
     return (await session.execute(stmt)).scalars().all()
 
 
-async def revoke_token(session: AsyncSession, actor: Actor, token_id: int) -> ApiToken:
+async def revoke_token(
+    session: AsyncSession, actor: Actor, token_id: int, *, cache: Any | None = None
+) -> ApiToken:
+    """Revoke a token of the actor's organization.
+
+    `cache` (this process's TokenCache) is evicted at once, so the caller's next request already
+    fails; other replicas evict when the NOTIFY below arrives after commit.
+    """
     token = await session.scalar(
         select(ApiToken).where(ApiToken.id == token_id, ApiToken.org_id == actor.org_id)
     )
@@ -106,6 +114,8 @@ async def revoke_token(session: AsyncSession, actor: Actor, token_id: int) -> Ap
     )
     # every replica drops its cached copy of this token when we commit
     await session.execute(select(func.pg_notify(security.TOKENS_CHANNEL, token.token_hash)))
+    if cache is not None:
+        cache.evict(token.token_hash)
     await session.refresh(token)
     return token
 

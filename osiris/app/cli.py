@@ -1,4 +1,4 @@
-"""The `osiris` command: serve, worker, migrate, mcp, user create, token create."""
+"""The `osiris` command: serve, worker, migrate, mcp, user create, token create, telegram set-webhook."""
 
 from __future__ import annotations
 
@@ -88,7 +88,7 @@ def _read_password(args: argparse.Namespace) -> str | None:
 
 
 def cmd_user_create(args: argparse.Namespace) -> int:
-    from osiris.app import accounts, db
+    from osiris.app import accounts, db, routing
     from osiris.app.main import start_runtime
     from osiris.app.models import Role
 
@@ -103,6 +103,8 @@ def cmd_user_create(args: argparse.Namespace) -> int:
                 password=_read_password(args),
                 github_login=args.github_login,
             )
+            if args.skill:
+                user.skills = routing.normalize_skills(args.skill)
             print(f"created {user.role} {user.username} (id {user.id})", file=sys.stderr)
 
     return _run_reporting_errors(run)
@@ -124,6 +126,21 @@ def cmd_token_create(args: argparse.Namespace) -> int:
         print(secret)  # alone on stdout, so `TOKEN=$(osiris token create bot)` works
 
     return _run_reporting_errors(run)
+
+
+def cmd_telegram_set_webhook(args: argparse.Namespace) -> int:
+    from osiris.ingest import telegram
+
+    try:
+        url = asyncio.run(telegram.register_webhook(_settings(args)))
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except Exception as exc:  # noqa: BLE001 - the Bot API's refusal, shown without the token
+        print(f"error: the Bot API refused: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
+    print(f"telegram webhook set to {url}", file=sys.stderr)
+    return 0
 
 
 def _run_reporting_errors(run) -> int:  # type: ignore[no-untyped-def]
@@ -165,6 +182,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--password-stdin", action="store_true", help="read the password from the first line of stdin"
     )
     uc.add_argument("--github-login")
+    uc.add_argument("--skill", action="append", default=[], help="a skill for routing (repeatable)")
     uc.set_defaults(fn=cmd_user_create)
 
     token = sub.add_parser("token", help="manage API tokens").add_subparsers(
@@ -174,6 +192,14 @@ def build_parser() -> argparse.ArgumentParser:
     tc.add_argument("name", help="the user the token acts as")
     tc.add_argument("--token-name", help="a label for the token")
     tc.set_defaults(fn=cmd_token_create)
+
+    telegram = sub.add_parser("telegram", help="the Telegram bot").add_subparsers(
+        dest="telegram_command", required=True
+    )
+    telegram.add_parser(
+        "set-webhook",
+        help="register OSIRIS_PUBLIC_URL/api/v1/webhooks/telegram and its secret with the Bot API",
+    ).set_defaults(fn=cmd_telegram_set_webhook)
     return p
 
 

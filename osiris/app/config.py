@@ -134,6 +134,21 @@ class Settings(BaseSettings):
         "whenever": "low",
     }
 
+    # --- GitHub issues and Telegram -------------------------------------------------------------
+    # An issue in a served repository carrying this label becomes a task (docs/code_host_github.md)
+    github_issue_label: str = "osiris"
+    # OSIRIS's own GitHub login (e.g. "my-app[bot]"): its comments are never imported as messages
+    github_bot_login: str | None = None
+    # A requester never approves their own request (a GitHub review by the issue's author is not counted)
+    separation_of_duties: bool = True
+    telegram_bot_token: SecretStr | None = None  # from @BotFather; sends replies and sets the webhook
+    # Telegram sends it in X-Telegram-Bot-Api-Secret-Token; without it the webhook answers 403
+    telegram_webhook_secret: SecretStr | None = None
+    telegram_api_url: str = "https://api.telegram.org"  # the Bot API server (a local one, or a fake in tests)
+    # The bot's user name without "@": "@name …" in a group is a request
+    telegram_bot_username: str | None = None
+    telegram_allowed_chats: list[str] = []  # chat ids allowed to send requests; empty: everyone
+
     # --- portal --------------------------------------------------------------------------------
     portal_session_max_age_seconds: int = 12 * 3600  # a signed-in supervisor signs in again after this
     # A WebSocket client whose socket will not take a message within this long is dropped; it
@@ -141,6 +156,27 @@ class Settings(BaseSettings):
     portal_ws_send_timeout_seconds: float = 5.0
     # A client further behind than this many events reloads the page instead of replaying them.
     portal_ws_replay_limit: int = 1000
+
+    # --- checks and routing --------------------------------------------------------------------
+    # Pre-review checks (docs/architecture.md "Checks"): per repository, commands run in a temporary
+    # worktree of each published version before reviewers are asked. JSON, e.g.
+    # OSIRIS_CHECKS='{"default": ["python -m pytest -q"]}'; a `.osiris.yml` on the base branch
+    # (`checks:` list, `mode:`) is used for a repository not named here.
+    checks: dict[str, list[str]] = {}
+    checks_mode: dict[str, Literal["block", "inform"]] = {}  # per repository; unset = checks_default_mode
+    checks_default_mode: Literal["block", "inform"] = "block"  # block: a failure goes back to the agent
+    checks_read_repo_config: bool = True  # look for .osiris.yml on the base branch
+    checks_timeout_seconds: float = 600.0  # per command; then its whole process group is killed
+    checks_output_bytes: int = 64 * 1024  # per command, kept from the end of its output
+    checks_path: str = "/usr/local/bin:/usr/bin:/bin"  # PATH of a check (nothing else is inherited)
+    # On GitHub, the repository's own CI (check runs, check suites, statuses on the PR head) counts
+    # as a check: recorded, and a failure returns the task in block mode.
+    checks_github_ci: bool = True
+    # Routing: words in a channel request that label the task with a skill (word -> skill).
+    routing_skill_keywords: dict[str, str] = {}
+    # Aging: a pending task gains one priority step per interval waited, at most max_boost steps.
+    routing_aging_seconds: int = Field(default=3600, gt=0)
+    routing_aging_max_boost: int = Field(default=2, ge=0)
 
     # --- MCP -----------------------------------------------------------------------------------
     # DNS-rebinding protection for /mcp: the Host and Origin values accepted. `name:*` allows any

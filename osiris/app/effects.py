@@ -8,19 +8,29 @@ setup) the job records that there was nothing to do, so the log still says what 
 from __future__ import annotations
 
 import logging
+import os
+import signal
 from typing import Any, Protocol
 
 from sqlalchemy import select
 
-from osiris.app import jobs, lifecycle
+from osiris.app import checks, jobs, lifecycle
 from osiris.app.actors import system_actor
 from osiris.app.errors import OsirisError, PatchDoesNotApply
 from osiris.app.models import Artifact, Message, Task, TaskStatus
-from osiris.github_bridge.port import PUBLISHED_FIELDS, CodeHost, MergeConflict
+from osiris.github_bridge.port import PUBLISHED_FIELDS, CheckoutSource, CodeHost, MergeConflict
 
 __all__ = ["CodeHost", "Notifier"]  # CodeHost is defined in the bridge's port module
 
 log = logging.getLogger(__name__)
+
+
+def fault_point(name: str) -> None:
+    """Die here, as `kill -9` would, when OSIRIS_FAULT_INJECT names this point (the reliability suite
+    proves a crash at each step of a publication loses and duplicates nothing). Off unless set."""
+    if os.environ.get("OSIRIS_FAULT_INJECT") == name:
+        log.warning("fault injected at %s: killing the process", name)
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 class Notifier(Protocol):
@@ -41,8 +51,11 @@ async def _load(ctx: jobs.JobContext, model: type, row_id: int) -> Any:
         return await session.get(model, row_id)
 
 
-async def _store_published(ctx: jobs.JobContext, artifact_id: int, result: dict[str, Any]) -> None:
-    """Write where the version landed on its row and tell live clients, in one transaction."""
+async def _store_published(
+    ctx: jobs.JobContext, artifact_id: int, result: dict[str, Any], *, then_review: bool = False
+) -> None:
+    """Write where the version landed on its row and tell live clients, in one transaction; with
+    `then_review`, also start the pre-review checks (or, without any, ask reviewers)."""
     async with ctx.sessions() as session, session.begin():
         artifact = await session.get(Artifact, artifact_id, with_for_update=True)
         task = await session.get(Task, artifact.task_id) if artifact is not None else None
@@ -55,11 +68,15 @@ async def _store_published(ctx: jobs.JobContext, artifact_id: int, result: dict[
         await lifecycle.record_event(
             session, task, system_actor(task.org_id, "worker"), "published", data=data
         )
+        if then_review and artifact.commit_sha is not None and task.artifact_count == artifact.version:
+            host = ctx.services.get("code_host")
+            await checks.after_publish(session, task, artifact, enabled=isinstance(host, CheckoutSource))
 
 
 @jobs.job_handler(jobs.PUBLISH_ARTIFACT)
 async def publish_artifact(payload: dict[str, Any], ctx: jobs.JobContext) -> None:
     host: CodeHost | None = ctx.services.get("code_host")
+    fault_point("after_artifact_commit")
     artifact = await _load(ctx, Artifact, payload["artifact_id"])
     if artifact is None:
         return
@@ -73,7 +90,9 @@ async def publish_artifact(payload: dict[str, Any], ctx: jobs.JobContext) -> Non
         # The branch moved since the submit-time check; retrying cannot help, so say why and stop.
         await _record(ctx, task.id, "publish_failed", {"version": artifact.version, "detail": exc.detail})
         return
-    await _store_published(ctx, artifact.id, result)
+    fault_point("after_branch_push")
+    await _store_published(ctx, artifact.id, result, then_review=True)
+    fault_point("after_change_request")
 
 
 async def _latest_artifact(ctx: jobs.JobContext, task_id: int) -> Artifact | None:

@@ -110,6 +110,7 @@ class Worker:
         self.max_attempts = max_attempts
         self._qm: QueueManager | None = None
         self._conn: asyncpg.Connection | None = None
+        self._stopping = False
 
     def _wrap(self, name: str, handler: Handler) -> Callable[[Job], Awaitable[None]]:
         async def run(job: Job) -> None:
@@ -127,7 +128,20 @@ class Worker:
 
         return run
 
-    async def run(self) -> None:
+    async def run(self, *, reconnect_seconds: float = 1.0) -> None:
+        """Work until stop(). The worker's connection dies with the database (a restart, a failover):
+        connect again after a pause rather than leave the queue unworked until the process restarts."""
+        while not self._stopping:
+            try:
+                await self._work()
+            except Exception as exc:
+                if self._stopping:
+                    return
+                log.warning("job worker lost the database (%s); reconnecting", type(exc).__name__)
+            if not self._stopping:
+                await asyncio.sleep(reconnect_seconds)
+
+    async def _work(self) -> None:
         self._conn = await asyncpg.connect(self.dsn)
         qm = QueueManager(Queries(AsyncpgDriver(self._conn)))
         for name, handler in HANDLERS.items():
@@ -144,6 +158,7 @@ class Worker:
             await self._conn.close()
 
     def stop(self) -> None:
+        self._stopping = True
         if self._qm is not None:
             self._qm.shutdown.set()
 

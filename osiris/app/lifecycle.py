@@ -18,7 +18,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.selectable import TextualSelect
 
-from osiris.app import jobs, metrics, repository
+from osiris.app import jobs, metrics, repository, routing
 from osiris.app.actors import Actor
 from osiris.app.artifacts import ValidArtifact
 from osiris.app.errors import (
@@ -47,6 +47,7 @@ class Action(enum.StrEnum):
     CANCEL = "cancel"
     MERGE_FAILED = "merge_failed"
     REOPEN = "reopen"
+    CHECKS_FAILED = "checks_failed"
 
 
 @dataclass(frozen=True)
@@ -76,6 +77,9 @@ RULES: dict[Action, Rule] = {
     Action.MERGE_FAILED: Rule(frozenset({S.DONE}), S.IN_PROGRESS, frozenset({SYSTEM})),
     # A rejected change request reopened by a person (e.g. the PR reopened on GitHub) is back in review.
     Action.REOPEN: Rule(frozenset({S.REJECTED}), S.REVIEW, frozenset({Role.REVIEWER, Role.ADMIN})),
+    # A submitted version failed its repository's blocking pre-review checks: only the system says so,
+    # and the task goes back to its agent before any reviewer is asked. It never approves anything.
+    Action.CHECKS_FAILED: Rule(frozenset({S.REVIEW}), S.IN_PROGRESS, frozenset({SYSTEM})),
 }
 
 
@@ -204,10 +208,12 @@ async def create_task(
     requester: str | None = None,
     channel: str = "api",
     channel_thread: str | None = None,
+    skills: list[str] | None = None,
 ) -> Task:
     if not title.strip():
         raise InvalidInput("title must not be empty")
     task = Task(
+        skills=routing.normalize_skills(skills or []),
         org_id=actor.org_id,
         title=title.strip(),
         description=description,
@@ -236,7 +242,7 @@ def _claim_statement(which: str) -> TextualSelect:
         "WITH claimed AS ("  # noqa: S608 - module constants only, never input
         "  UPDATE tasks SET status = 'IN_PROGRESS', assignee_id = :actor_id,"
         "         lease_expires_at = :lease, updated_at = :now"
-        f"  WHERE id = ({which}) AND org_id = :org_id AND status = 'PENDING'"
+        f"  WHERE id = ({which}) AND org_id = :org_id AND status = 'PENDING' AND {routing.CLAIMABLE_SQL}"
         "  RETURNING *"
         "), ev AS ("
         + _INSERT_EVENT.format(
@@ -253,9 +259,10 @@ def _claim_statement(which: str) -> TextualSelect:
 
 _CLAIM_BY_ID = _claim_statement(":task_id")
 _CLAIM_NEXT = _claim_statement(
-    "SELECT id FROM tasks WHERE org_id = :org_id AND status = 'PENDING'"
+    "SELECT id FROM tasks WHERE org_id = :org_id AND status = 'PENDING'"  # noqa: S608 - constants only
     " AND (CAST(:repo AS text) IS NULL OR repo = CAST(:repo AS text))"
-    " ORDER BY priority DESC, id LIMIT 1 FOR UPDATE SKIP LOCKED"
+    f" AND {routing.CLAIMABLE_SQL}"
+    f" ORDER BY {routing.EFFECTIVE_PRIORITY_SQL} DESC, id LIMIT 1 FOR UPDATE SKIP LOCKED"
 )
 
 
@@ -289,16 +296,35 @@ async def claim_task(session: AsyncSession, actor: Actor, task_id: int, *, lease
     task = await _claim(session, actor, _CLAIM_BY_ID, task_id=task_id, lease_seconds=lease_seconds)
     if task is None:
         current = await repository.get_task(session, actor, task_id)  # TaskNotFound if absent
-        raise NotClaimable(f"task {task_id} is {current.status}, not PENDING")
+        if current.status != TaskStatus.PENDING.value:
+            raise NotClaimable(f"task {task_id} is {current.status}, not PENDING")
+        if current.reserved_for_id is not None and current.reserved_for_id != actor.user_id:
+            raise NotClaimable(f"task {task_id} is reserved for another agent")
+        raise NotClaimable(f"task {task_id} needs skills {', '.join(current.skills)}; you lack some of them")
     return task
 
 
 async def claim_next(
-    session: AsyncSession, actor: Actor, *, lease_seconds: int, repo: str | None = None
+    session: AsyncSession,
+    actor: Actor,
+    *,
+    lease_seconds: int,
+    repo: str | None = None,
+    aging_seconds: int = 3600,
+    aging_max_boost: int = 2,
 ) -> Task | None:
-    """Take the best pending task; concurrent callers skip the rows others are taking."""
+    """Take the best pending task this agent may take; concurrent callers skip the rows others are
+    taking. Best is `routing.EFFECTIVE_PRIORITY_SQL` (priority lifted by age), then oldest."""
     check(Action.CLAIM, TaskStatus.PENDING, actor, None)
-    return await _claim(session, actor, _CLAIM_NEXT, repo=repo, lease_seconds=lease_seconds)
+    return await _claim(
+        session,
+        actor,
+        _CLAIM_NEXT,
+        repo=repo,
+        lease_seconds=lease_seconds,
+        aging_seconds=aging_seconds,
+        aging_max_boost=aging_max_boost,
+    )
 
 
 async def heartbeat(session: AsyncSession, actor: Actor, task_id: int, *, lease_seconds: int) -> Task:
@@ -471,9 +497,41 @@ async def merge_failed(
     meta: dict[str, Any] | None = None,
 ) -> Task:
     """An approved task could not be merged: back to its holder, with the reason as feedback."""
+    return await _back_to_holder(
+        session, actor, task_id, Action.MERGE_FAILED, feedback, "code_host", lease_seconds, meta
+    )
+
+
+async def checks_failed(
+    session: AsyncSession,
+    actor: Actor,
+    task_id: int,
+    *,
+    feedback: str,
+    lease_seconds: int,
+    meta: dict[str, Any] | None = None,
+) -> Task:
+    """A version failed its blocking pre-review checks: back to its holder with the failing output,
+    before any reviewer was asked (no review_requested event is written for it)."""
+    return await _back_to_holder(
+        session, actor, task_id, Action.CHECKS_FAILED, feedback, "checks", lease_seconds, meta
+    )
+
+
+async def _back_to_holder(
+    session: AsyncSession,
+    actor: Actor,
+    task_id: int,
+    action: Action,
+    feedback: str,
+    source: str,
+    lease_seconds: int,
+    meta: dict[str, Any] | None,
+) -> Task:
+    """A system move that returns work to the agent who holds it, with a fresh lease and feedback."""
     task = await repository.get_task(session, actor, task_id, for_update=True)
-    await _move(session, task, actor, Action.MERGE_FAILED, data=meta, lease_expires_at=_lease(lease_seconds))
-    await add_message(session, task, actor, body=feedback, source="code_host", meta=meta, kind="feedback")
+    await _move(session, task, actor, action, data=meta, lease_expires_at=_lease(lease_seconds))
+    await add_message(session, task, actor, body=feedback, source=source, meta=meta, kind="feedback")
     return task
 
 

@@ -9,7 +9,10 @@ from asgi_correlation_id import CorrelationIdFilter
 
 
 def configure(level: str = "INFO", *, json: bool = False) -> None:
-    renderer = structlog.processors.JSONRenderer() if json else structlog.dev.ConsoleRenderer(colors=False)
+    # Plain tracebacks: rich's default renders every frame's local variables, which takes seconds
+    # on the event loop (a stall under a database outage) and would print any secret held in a local.
+    console = structlog.dev.ConsoleRenderer(colors=False, exception_formatter=structlog.dev.plain_traceback)
+    renderer = structlog.processors.JSONRenderer() if json else console
     formatter = structlog.stdlib.ProcessorFormatter(
         processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
         foreign_pre_chain=[

@@ -18,6 +18,7 @@ from sqlalchemy.engine import make_url
 from osiris import __version__
 from osiris.app import accounts, db, effects, jobs, lifecycle, metrics, problems
 from osiris.app.api import admin, auth, health, tasks
+from osiris.app.api import routing as routing_api
 from osiris.app.auth import TokenCache
 from osiris.app.config import Settings, get_settings
 from osiris.app.ratelimit import RateLimiter
@@ -143,7 +144,7 @@ def create_app(settings: Settings | None = None, *, run_background: bool = True)
     app.state.settings = settings
     app.state.startup_hooks = []  # async context managers (app, runtime) run inside the lifespan
     problems.install(app)
-    for router in (health.router, auth.router, tasks.router, admin.router):
+    for router in (health.router, auth.router, tasks.router, admin.router, routing_api.router):
         app.include_router(router)
     for ext in _extensions():
         ext.install(app, settings)

@@ -22,7 +22,7 @@ from sqlalchemy import (
     UniqueConstraint,
     func,
 )
-from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 NAMING = {
@@ -93,6 +93,8 @@ class User(Base):
     password_hash: Mapped[str | None] = mapped_column(String(200))
     is_active: Mapped[bool] = mapped_column(Boolean, server_default="true")
     created_at: Mapped[datetime] = _now()
+    # Routing: what this agent can do; it may claim a task whose skills are all among these.
+    skills: Mapped[list[str]] = mapped_column(ARRAY(String(64)), server_default="{}")
 
     @property
     def is_human(self) -> bool:
@@ -145,6 +147,10 @@ class Task(Base):
     artifact_count: Mapped[int] = mapped_column(Integer, server_default="0")
     created_at: Mapped[datetime] = _now()
     updated_at: Mapped[datetime] = _now()
+    # Routing: an agent needs all of these skills to claim it (none: open to all); a reservation
+    # names the only agent who may claim it.
+    skills: Mapped[list[str]] = mapped_column(ARRAY(String(64)), server_default="{}")
+    reserved_for_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
 
 
 class Artifact(Base):
@@ -306,3 +312,33 @@ class FeedbackCursor(Base):
     org_id: Mapped[int] = mapped_column(ForeignKey("organizations.id", ondelete="CASCADE"), index=True)
     last_message_id: Mapped[int] = mapped_column(BigInteger)
     updated_at: Mapped[datetime] = _now()
+
+
+# --- checks and routing ------------------------------------------------------------------------
+
+
+class CheckRun(Base):
+    """The pre-review checks of one artifact version: its commands' outcomes, and what they decided."""
+
+    __tablename__ = "check_runs"
+    __table_args__ = (
+        UniqueConstraint("artifact_id", name="uq_check_runs_artifact_id"),
+        CheckConstraint("status IN ('running', 'passed', 'failed', 'error')", name="status"),
+        CheckConstraint("mode IN ('block', 'inform')", name="mode"),
+        Index("ix_check_runs_task_id_version", "task_id", "version"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    org_id: Mapped[int] = mapped_column(ForeignKey("organizations.id", ondelete="CASCADE"), index=True)
+    task_id: Mapped[int] = mapped_column(ForeignKey("tasks.id", ondelete="CASCADE"))
+    artifact_id: Mapped[int] = mapped_column(ForeignKey("artifacts.id", ondelete="CASCADE"))
+    version: Mapped[int] = mapped_column(Integer)
+    commit_sha: Mapped[str] = mapped_column(String(64))
+    mode: Mapped[str] = mapped_column(String(8))
+    status: Mapped[str] = mapped_column(String(16), server_default="running")
+    # [{name, command, exit_code, timed_out, duration_ms, output, output_truncated}, ...]
+    results: Mapped[list[dict[str, Any]]] = mapped_column(JSONB, server_default="[]")
+    source: Mapped[str] = mapped_column(String(16))  # "settings", ".osiris.yml" or "github"
+    duration_ms: Mapped[int | None] = mapped_column(Integer)
+    created_at: Mapped[datetime] = _now()
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import logging
 
+from asyncpg import DataError as PgDataError
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import DataError, DBAPIError, InterfaceError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -23,7 +24,43 @@ def problem(status: int, code: str, title: str, detail: str, **extra: object) ->
     return JSONResponse(body, status_code=status, media_type=PROBLEM, headers=headers)
 
 
+# What every error body looks like, for the OpenAPI description (RFC 9457 plus our stable `code`).
+PROBLEM_SCHEMA = {
+    "type": "object",
+    "required": ["title", "status", "detail", "code"],
+    "properties": {
+        "type": {"type": "string"},
+        "title": {"type": "string"},
+        "status": {"type": "integer"},
+        "detail": {"type": "string"},
+        "code": {"type": "string"},
+    },
+}
+
+
+def _document_problems(app: FastAPI) -> None:
+    """FastAPI documents 422 as its own JSON shape; ours is a problem document: say so."""
+    generate = app.openapi
+
+    def openapi() -> dict:
+        if app.openapi_schema:
+            return app.openapi_schema
+        schema = generate()
+        for operations in schema.get("paths", {}).values():
+            for operation in operations.values():
+                if "422" in operation.get("responses", {}):
+                    operation["responses"]["422"] = {
+                        "description": "Invalid input",
+                        "content": {PROBLEM: {"schema": PROBLEM_SCHEMA}},
+                    }
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
 def install(app: FastAPI) -> None:
+    _document_problems(app)
+
     @app.exception_handler(OsirisError)
     async def _domain(_: Request, exc: OsirisError) -> JSONResponse:
         return problem(exc.status, exc.code, exc.title, exc.detail, **exc.extra)
@@ -37,7 +74,7 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
-        code = {404: "not_found", 405: "method_not_allowed", 401: "unauthenticated"}.get(
+        code = {404: "not_found", 405: "method_not_allowed", 401: "unauthenticated", 413: "too_large"}.get(
             exc.status_code, "http_error"
         )
         return problem(exc.status_code, code, str(exc.detail), str(exc.detail))
@@ -53,10 +90,14 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(DBAPIError)
     async def _db_error(_: Request, exc: DBAPIError) -> JSONResponse:
-        if exc.connection_invalidated:
+        # 08: connection exceptions; 57: the server is shutting down or starting up.
+        if exc.connection_invalidated or str(getattr(exc.orig, "sqlstate", ""))[:2] in ("08", "57"):
             return problem(
                 503, "unavailable", "Service unavailable", "the database connection was lost; retry"
             )
+        if isinstance(exc, DataError) or isinstance(exc.orig.__cause__, PgDataError):
+            # A value PostgreSQL cannot hold (an id past bigint, a NUL in text) is the caller's error.
+            return problem(422, "invalid_input", "Invalid input", "a value is out of range or malformed")
         log.exception("database error")
         return problem(500, "internal", "Internal error", "an unexpected database error occurred")
 
@@ -84,7 +125,7 @@ class BodySizeLimit:
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
                 if seen > self.max_bytes:
-                    raise _BodyTooLarge
+                    raise _BodyTooLarge()
             return message
 
         try:
@@ -93,8 +134,11 @@ class BodySizeLimit:
             await _too_large(scope, receive, send, self.max_bytes)
 
 
-class _BodyTooLarge(Exception):
-    pass
+class _BodyTooLarge(StarletteHTTPException):
+    """An HTTP error, so that code reading the body (FastAPI's parsers, webhooks) answers 413 with it."""
+
+    def __init__(self) -> None:
+        super().__init__(413, "request body too large")
 
 
 async def _too_large(scope: Scope, receive: Receive, send: Send, limit: int) -> None:

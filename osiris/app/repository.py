@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from sqlalchemy import Select, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from osiris.app import routing
 from osiris.app.actors import Actor
 from osiris.app.errors import TaskNotFound
 from osiris.app.models import Artifact, Message, Task, TaskEvent
@@ -59,14 +60,20 @@ async def pending_tasks(
     limit: int = 20,
     repo: str | None = None,
     min_priority: int | None = None,
+    aging_seconds: int = 3600,
+    aging_max_boost: int = 2,
 ) -> Sequence[Task]:
-    """The queue an agent sees: highest priority first, then oldest."""
+    """The queue an agent sees: only what it may claim (routing), highest effective priority
+    (priority lifted by age) first, then oldest. People see every pending task."""
     stmt = readable_tasks(actor).where(Task.status == "PENDING")
+    if actor.is_agent:
+        stmt = stmt.where(routing.claimable_by(actor))
     if repo is not None:
         stmt = stmt.where(Task.repo == repo)
     if min_priority is not None:
         stmt = stmt.where(Task.priority >= min_priority)
-    stmt = stmt.order_by(Task.priority.desc(), Task.id).limit(limit)
+    effective = routing.effective_priority(aging_seconds=aging_seconds, aging_max_boost=aging_max_boost)
+    stmt = stmt.order_by(effective.desc(), Task.id).limit(limit)
     return (await session.execute(stmt)).scalars().all()
 
 

@@ -23,6 +23,7 @@ class TaskCreate(BaseModel):
     priority: PriorityName = "normal"
     repo: str | None = Field(default=None, max_length=200, pattern=r"^[A-Za-z0-9][A-Za-z0-9._/-]*$")
     requester: str | None = Field(default=None, max_length=300)
+    skills: list[str] = Field(default_factory=list, max_length=32)  # an agent needs all of them
 
 
 class TaskRead(_Out):
@@ -42,6 +43,8 @@ class TaskRead(_Out):
     pr_url: str | None = None
     created_at: datetime
     updated_at: datetime
+    skills: list[str] = []
+    reserved_for_id: int | None = None
 
 
 class ArtifactCreate(BaseModel):
@@ -141,6 +144,7 @@ class UserCreate(BaseModel):
     role: Literal["admin", "reviewer", "agent"]
     password: str | None = Field(default=None, min_length=8, max_length=200)
     github_login: str | None = Field(default=None, max_length=100)
+    skills: list[str] = Field(default_factory=list, max_length=32)  # routing: what an agent can do
 
 
 class UserRead(_Out):
@@ -150,6 +154,7 @@ class UserRead(_Out):
     github_login: str | None
     is_active: bool
     created_at: datetime
+    skills: list[str] = []
 
 
 class ApiTokenCreate(BaseModel):
@@ -177,3 +182,38 @@ class Problem(BaseModel):
     status: int
     detail: str
     code: str
+
+
+# --- checks and routing ------------------------------------------------------------------------
+
+
+class SkillsUpdate(BaseModel):
+    skills: list[str] = Field(max_length=32)
+
+
+class ReservationUpdate(BaseModel):
+    agent_id: int | None  # the only agent who may claim the task; null lifts the reservation
+
+
+class CheckResultRead(BaseModel):
+    name: str
+    command: str
+    exit_code: int | None
+    timed_out: bool
+    duration_ms: int
+    output: str
+    output_truncated: bool
+    passed: bool
+
+
+class CheckRunRead(_Out):
+    id: int
+    version: int
+    commit_sha: str
+    mode: str
+    status: str  # running | passed | failed | error
+    source: str
+    results: list[CheckResultRead]
+    duration_ms: int | None
+    created_at: datetime
+    finished_at: datetime | None

@@ -7,9 +7,10 @@ from typing import Literal
 from fastapi import APIRouter
 from pydantic import BaseModel
 
-from osiris.app import repository
+from osiris.app import checks, repository
 from osiris.app.auth import ActorDep, RuntimeDep, SessionDep
 from osiris.app.errors import NotFound
+from osiris.app.schemas import CheckRunRead
 from osiris.github_bridge.port import ChangeRequestSource
 
 router = APIRouter(prefix="/api/v1/tasks", tags=["code host"])
@@ -40,6 +41,7 @@ class ChangeRequestRead(BaseModel):
     commits: list[CommitSummary]
     mergeable: bool | None  # None once merged or closed
     conflicts: list[str]
+    checks: CheckRunRead | None = None  # the pre-review checks of the head version (a status)
 
 
 @router.get("/{task_id}/change-request", response_model=ChangeRequestRead)
@@ -50,4 +52,9 @@ async def get_change_request(
     host = runtime.services.get("code_host")
     if not isinstance(host, ChangeRequestSource):
         raise NotFound("this code host keeps its change requests itself; follow the task's pr_url")
-    return ChangeRequestRead.model_validate(await host.change_request(task))
+    view = ChangeRequestRead.model_validate(await host.change_request(task))
+    head_run = next(
+        (r for r in await checks.latest_runs(session, task) if r.commit_sha == view.head_sha), None
+    )
+    view.checks = CheckRunRead.model_validate(head_run) if head_run is not None else None
+    return view

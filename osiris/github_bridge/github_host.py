@@ -374,6 +374,7 @@ class GitHubHost:
             marker(f"task:{task.id}"),
             f"**[OSIRIS task #{task.id}]({url})**: {task.title}",
             "",
+            *self._closes(task),
             f"- Requester: {task.requester or 'unknown'}",
             f"- Channel: {task.channel}",
             "- Opened as a draft by OSIRIS. Approve it here or in the portal to merge; "
@@ -388,6 +389,13 @@ class GitHubHost:
             *rows,
         ]
         return "\n".join(parts)
+
+    def _closes(self, task: Task) -> list[str]:
+        """A task asked for in an issue of this very repository: merging the PR closes the issue."""
+        repo, _, number = (task.channel_thread or "").rpartition("#")
+        if task.channel != "github" or not number.isdigit() or repo.lower() != self.repo_for(task).lower():
+            return []
+        return [f"Closes #{number}", ""]
 
     # --- comments -------------------------------------------------------------------------------
 

@@ -14,9 +14,13 @@ one task cannot both win, and every operation is safe to re-run after a crash.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import re
+import shutil
 import sys
+import tempfile
+from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -278,6 +282,29 @@ class LocalGitHost:
             "mergeable": mergeable,
             "conflicts": conflicts,
         }
+
+    # --- pre-review checks (port.CheckoutSource) -----------------------------------------------
+
+    def base_file(self, task: Task, path: str) -> str | None:
+        """A file on the task's base branch (e.g. `.osiris.yml`), or None when it is not there."""
+        if self.git_dir(task.repo) is None:
+            return None
+        g = self._open(task.repo, task.base_branch, create=False)
+        status, out, _ = g.run_raw("show", f"refs/heads/{task.base_branch}:{path}")
+        return out.decode("utf-8", "replace") if status == 0 else None
+
+    @contextlib.contextmanager
+    def worktree(self, task: Task, sha: str) -> Iterator[Path]:
+        """A detached, temporary work tree of one commit; removed (with git's record of it) after."""
+        g = self._open(task.repo, task.base_branch, create=False)
+        path = Path(tempfile.mkdtemp(prefix=f"osiris-check-{task.id}-")) / "src"
+        g.run("worktree", "add", "--detach", "--quiet", str(path), sha)
+        try:
+            yield path
+        finally:
+            g.run_raw("worktree", "remove", "--force", str(path))
+            shutil.rmtree(path.parent, ignore_errors=True)
+            g.run_raw("worktree", "prune")
 
 
 class _Refs:

@@ -7,6 +7,8 @@ Implemented by the local git host (`local_git.LocalGitHost`) and by GitHub. Job 
 from __future__ import annotations
 
 from collections.abc import Iterable
+from contextlib import AbstractContextManager
+from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 from osiris.app.artifacts import ValidArtifact
@@ -64,3 +66,15 @@ class ChangeRequestSource(Protocol):
     async def change_request(self, task: Task) -> dict[str, Any]:
         """number, url, state (draft|open|merged|closed), base, head, base_sha, head_sha, diff,
         files, mergeable, conflicts. Raises osiris.app.errors.NotFound when there is none yet."""
+
+
+@runtime_checkable
+class CheckoutSource(Protocol):
+    """A host that can give the pre-review checks a work tree of a published commit (blocking calls;
+    run them in a thread)."""
+
+    def base_file(self, task: Task, path: str) -> str | None:
+        """A file's text on the task's base branch, or None."""
+
+    def worktree(self, task: Task, sha: str) -> AbstractContextManager[Path]:
+        """A temporary detached work tree of `sha`, removed when the context ends."""

@@ -26,13 +26,20 @@ from osiris.app.auth import RuntimeDep, actor_for
 from osiris.app.config import Settings
 from osiris.app.errors import IllegalTransition, InvalidInput, OsirisError, Unauthenticated
 from osiris.app.models import Artifact, Delivery, Message, Role, Task, TaskStatus, User
+from osiris.github_bridge import ci_webhooks
 from osiris.github_bridge.github_host import GitHubHost, is_ours
+from osiris.ingest import github_issues  # issues as requests: a chat channel riding on this route
 
 log = logging.getLogger(__name__)
 
 PROVIDER = "github"
 GITHUB_EVENT = "github_event"
-HANDLED = frozenset({"pull_request", "pull_request_review", "pull_request_review_comment", "issue_comment"})
+HANDLED = (
+    frozenset(
+        {"pull_request", "pull_request_review", "pull_request_review_comment", "issue_comment", "issues"}
+    )
+    | ci_webhooks.EVENTS
+)  # the repository's own CI: pre-review checks on GitHub
 _BRANCH = re.compile(r"^osiris/task-(\d+)$")
 _COMMAND = re.compile(r"^/(approve|reject|retry)\b[ \t]*(.*)$", re.IGNORECASE | re.DOTALL)
 
@@ -192,7 +199,8 @@ async def reviewer(
         return None, "OSIRIS's own account does not review its work"
     user = await mapped_user(deps, task, login)
     requester = (task.requester or "").lower().lstrip("@")
-    if requester and (requester in {low, f"github:{low}"} or (user and user.username.lower() == requester)):
+    own = requester in {low, f"github:{low}"} or (user is not None and user.username.lower() == requester)
+    if deps.settings.separation_of_duties and requester and own:
         return None, "the requester does not approve their own request"
     if task.assignee_id is not None:
         agent = await deps.session.get(User, task.assignee_id)
@@ -496,7 +504,9 @@ async def on_reopened(event: sansio.Event, gh: Any, deps: Deps) -> None:
     )
 
 
-ROUTER = routing.Router(reviews, review_comments, issue_comments, pull_requests)
+ROUTER = routing.Router(
+    reviews, review_comments, issue_comments, pull_requests, github_issues.ROUTER, ci_webhooks.ci_results
+)
 
 
 async def dispatch(event: sansio.Event, gh: Any, deps: Deps) -> None:

@@ -12,8 +12,10 @@ from osiris.app.ratelimit import RateLimiter
 from osiris.app.runtime import Runtime
 from osiris.ingest import attachments, notify, smtp, webhooks
 from osiris.ingest.email import EmailSender
+from osiris.ingest.github_issues import GitHubIssueSender
 from osiris.ingest.notify import ChannelNotifier, Sender
 from osiris.ingest.slack import SlackSender
+from osiris.ingest.telegram import TelegramSender
 from osiris.ingest.twilio import WhatsAppSender
 
 assert notify  # imported for its job handler
@@ -52,9 +54,17 @@ def senders(
             password=password.get_secret_value() if password else None,
             starttls=settings.smtp_relay_starttls,
         )
+    if settings.telegram_bot_token:
+        found["telegram"] = TelegramSender(
+            token=settings.telegram_bot_token.get_secret_value(), api_url=settings.telegram_api_url
+        )
     return found
 
 
 async def services(runtime: Runtime, **overrides: Any) -> None:
     runtime.services["channel_limiter"] = RateLimiter(runtime.settings.channel_rate_per_minute)
-    runtime.services["notifier"] = ChannelNotifier(runtime.sessions, senders(runtime.settings, **overrides))
+    found = senders(runtime.settings, **overrides)
+    # Issue comments go through the code host's GitHub client, found when sending (GitHub may not be
+    # the code host; then no task ever has the "github" channel).
+    found["github"] = GitHubIssueSender(runtime.services)
+    runtime.services["notifier"] = ChannelNotifier(runtime.sessions, found)

@@ -12,9 +12,22 @@ from osiris.app.runtime import Runtime
 from osiris.ingest import email as email_channel
 from osiris.ingest import intake
 from osiris.ingest.intake import Inbound, Outcome
-from osiris.ingest.notify import enqueue_reply
+from osiris.ingest.notify import Target, enqueue_reply
 
 After = Callable[[AsyncSession, Outcome], Awaitable[None]]
+
+
+def reply_in_thread(inbound: Inbound) -> After:
+    """Queue the answer into the message's own thread (`<channel or chat>:<message ts or id>`)."""
+    to, _, thread = inbound.new_thread.partition(":")
+
+    async def reply(session: AsyncSession, outcome: Outcome) -> None:
+        if outcome.worth_a_reply:
+            target = Target(inbound.channel, to, thread or None, task_id=outcome.task_id)
+            key = f"reply-{inbound.channel}-{inbound.delivery_id}"
+            await enqueue_reply(session, target, outcome.reply, key=key)
+
+    return reply
 
 
 async def accept(runtime: Runtime, inbound: Inbound, *, after: After | None = None) -> Outcome:

@@ -18,7 +18,7 @@ from sqlalchemy import case, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from osiris.app import accounts, lifecycle
+from osiris.app import accounts, lifecycle, routing
 from osiris.app.actors import requester_actor
 from osiris.app.errors import IllegalTransition, RateLimited
 from osiris.app.models import (
@@ -101,6 +101,7 @@ class Policy:
     base_branch: str
     keywords: Mapping[str, int]
     allowlists: Mapping[str, frozenset[str]]  # channel → allowed keys; empty or absent: everyone
+    skill_keywords: Mapping[str, str] = field(default_factory=dict)  # word → skill (routing)
 
     @classmethod
     def from_settings(cls, settings: Any) -> Policy:
@@ -112,7 +113,9 @@ class Policy:
                 "whatsapp": frozenset(_number(n) for n in settings.twilio_allowed_numbers),
                 "slack": frozenset(settings.slack_allowed_teams),
                 "email": frozenset(d.lower() for d in settings.email_allowed_domains),
+                "telegram": frozenset(str(c) for c in settings.telegram_allowed_chats),
             },
+            skill_keywords=dict(settings.routing_skill_keywords),
         )
 
     def allows(self, inbound: Inbound) -> bool:
@@ -402,6 +405,7 @@ async def _create(session: AsyncSession, org_id: int, inbound: Inbound, text: st
         requester=inbound.sender,
         channel=inbound.channel,
         channel_thread=inbound.new_thread[:300],
+        skills=routing.skills_from_text(dict(policy.skill_keywords), f"{inbound.subject or ''}\n{text}"),
     )
     await _store_attachments(session, task, inbound, message_id=None)
     return Outcome("created", f"Task #{task.id} created: {task.title}", task.id)

@@ -14,7 +14,7 @@ import email.utils
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import asdict, dataclass
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
 from sqlalchemy import func, select, update
@@ -79,6 +79,11 @@ def target_for(task: Task) -> Target:
             subject=f"[OSIRIS #{task.id}] {task.title}",
             task_id=task.id,
         )
+    if task.channel == "telegram":  # thread: "<chat id>:<the request's message id>"
+        chat, _, message_id = (task.channel_thread or "").partition(":")
+        return Target("telegram", chat, message_id or None, task_id=task.id)
+    if task.channel == "github":  # thread: "owner/repo#<issue number>"
+        return Target("github", task.channel_thread or "", task_id=task.id)
     return Target(task.channel, task.requester or "", task_id=task.id)
 
 
@@ -220,6 +225,8 @@ async def _status_words(session: AsyncSession, task: Task, event: TaskEvent) -> 
     if event.kind in ("release", "expire"):
         return f"{name} is back in the queue, waiting for an agent."
     if event.kind == "submit":
+        if url is None:
+            await _wait_for_link(session, task, event)
         return f"{name} is ready for review." + (f" {url}" if url else "")
     if event.kind == "request_changes":
         return f"{name}: the reviewer asked for changes; the agent is on it."
@@ -230,6 +237,27 @@ async def _status_words(session: AsyncSession, task: Task, event: TaskEvent) -> 
         return f"{name} was closed without changes." + (f" Reason: {reason}" if reason else "")
     status = event.to_status or task.status
     return f"{name} is {STATUS_WORDS.get(status, status)}."
+
+
+PUBLISH_OUTCOMES = ("published", "publish_failed", "publish_skipped")
+LINK_WAIT = timedelta(minutes=10)
+
+
+async def _wait_for_link(session: AsyncSession, task: Task, event: TaskEvent) -> None:
+    """An issue's "ready for review" names its PR: wait (a while) for the publish job to open it.
+
+    The submit's notification and the publish are separate jobs; on GitHub the answer on the issue
+    is worth little without the link. A publish that failed, or one that takes too long, stops the wait.
+    """
+    if task.channel != "github" or event.created_at < datetime.now(UTC) - LINK_WAIT:
+        return
+    outcome = await session.scalar(
+        select(TaskEvent.id)
+        .where(TaskEvent.task_id == task.id, TaskEvent.id > event.id, TaskEvent.kind.in_(PUBLISH_OUTCOMES))
+        .limit(1)
+    )
+    if outcome is None:
+        raise jobs.Retry(3.0, "waiting for the pull request before telling the issue")
 
 
 # --- replies to inbound messages, as jobs ------------------------------------------------------

@@ -15,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from osiris.app.problems import problem
 from osiris.app.runtime import Runtime
 from osiris.ingest import email as email_channel
-from osiris.ingest import flows, slack, twilio
+from osiris.ingest import flows, slack, telegram, twilio
 from osiris.ingest.intake import HELP, Outcome
 from osiris.ingest.notify import Target, enqueue_reply
 
@@ -98,15 +98,8 @@ async def slack_events(request: Request) -> Response:
     inbound = slack.parse_event(payload) if payload.get("type") == "event_callback" else None
     if inbound is None:
         return JSONResponse({"ok": True})
-    channel, _, ts = inbound.new_thread.partition(":")
-
-    async def reply(session: AsyncSession, outcome: Outcome) -> None:
-        if outcome.worth_a_reply:
-            target = Target("slack", channel, ts, task_id=outcome.task_id)
-            await enqueue_reply(session, target, outcome.reply, key=f"reply-slack-{inbound.delivery_id}")
-
     # Slack wants its 200 within three seconds: the answer goes out as a job after commit.
-    await flows.accept(_runtime(request), inbound, after=reply)
+    await flows.accept(_runtime(request), inbound, after=flows.reply_in_thread(inbound))
     return JSONResponse({"ok": True})
 
 
@@ -181,3 +174,43 @@ async def email_webhook(request: Request) -> Response:
             "duplicate": outcome.duplicate,
         }
     )
+
+
+# --- Telegram ----------------------------------------------------------------------------------
+
+
+@router.post("/telegram", response_model=None)
+async def telegram_webhook(request: Request) -> Response:
+    runtime = _runtime(request)
+    settings = runtime.settings
+    if settings.telegram_webhook_secret is None:
+        return _not_configured("Telegram")
+    given = request.headers.get("X-Telegram-Bot-Api-Secret-Token")
+    if not telegram.secret_ok(settings.telegram_webhook_secret.get_secret_value(), given):
+        return _bad_signature("X-Telegram-Bot-Api-Secret-Token does not match")
+    try:
+        payload = json.loads(await request.body())
+    except ValueError:
+        return _malformed("the body is not JSON")
+    if not isinstance(payload, dict) or not isinstance(payload.get("update_id"), int):
+        return _malformed("expected a Telegram Update with an update_id")
+    token = settings.telegram_bot_token
+    replied = telegram.replied_message(payload)
+    replied_task = None
+    if replied is not None:
+        async with runtime.sessions() as session:
+            replied_task = await telegram.task_of_our_message(session, replied)
+    try:
+        inbound = telegram.parse_update(
+            payload,
+            our_id=telegram.bot_id(token.get_secret_value()) if token else None,
+            username=settings.telegram_bot_username,
+            replied_task=replied_task,
+        )
+    except (KeyError, TypeError, ValueError):
+        return _malformed("the update is not shaped like the Bot API's")
+    if inbound is None:
+        return JSONResponse({"ok": True})
+    # Telegram retries until it gets a 2xx: answer at once; the reply goes out as a job after commit.
+    await flows.accept(runtime, inbound, after=flows.reply_in_thread(inbound))
+    return JSONResponse({"ok": True})

@@ -87,7 +87,15 @@ class DatabaseGateway:
         self, *, limit: int, repo: str | None, priority: PriorityName | None
     ) -> PendingTasks:
         return await self._run(
-            lambda s, _r, a: service.read_pending_tasks(s, a, limit=limit, repo=repo, priority=priority)
+            lambda s, r, a: service.read_pending_tasks(
+                s,
+                a,
+                limit=limit,
+                repo=repo,
+                priority=priority,
+                aging_seconds=r.settings.routing_aging_seconds,
+                aging_max_boost=r.settings.routing_aging_max_boost,
+            )
         )
 
     async def claim_task(self, task_id: int) -> ClaimedTask:

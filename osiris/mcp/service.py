@@ -70,9 +70,17 @@ async def read_pending_tasks(
     limit: int,
     repo: str | None = None,
     priority: PriorityName | None = None,
+    aging_seconds: int = 3600,
+    aging_max_boost: int = 2,
 ) -> PendingTasks:
     tasks = await repository.pending_tasks(
-        session, actor, limit=limit, repo=repo, min_priority=PRIORITIES[priority] if priority else None
+        session,
+        actor,
+        limit=limit,
+        repo=repo,
+        min_priority=PRIORITIES[priority] if priority else None,
+        aging_seconds=aging_seconds,
+        aging_max_boost=aging_max_boost,
     )
     return PendingTasks(tasks=[PendingTask.from_row(t) for t in tasks])
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hmac
 from dataclasses import dataclass
 from typing import Annotated
 from urllib.parse import urlsplit
@@ -71,7 +72,9 @@ async def user_of_session(conn: HTTPConnection, session: PortalSession) -> User 
         user = await db_session.get(User, session.user_id)
     if user is None or not user.is_active or not user.is_human:
         return None
-    if session.key != password_fingerprint(user.password_hash):
+    if not hmac.compare_digest(
+        (session.key or "").encode(), password_fingerprint(user.password_hash).encode()
+    ):
         return None
     return user
 

@@ -101,7 +101,8 @@ async def create_token(request: Request, viewer: AdminDep, form: FormDep) -> Res
 @router.post("/tokens/{token_id}/revoke")
 async def revoke_token(request: Request, token_id: int, viewer: AdminDep, form: FormDep) -> Response:
     async with db.transaction(runtime_of(request).sessions) as session:
-        token = await accounts.revoke_token(session, viewer.actor, token_id)
+        cache = runtime_of(request).services.get("token_cache")
+        token = await accounts.revoke_token(session, viewer.actor, token_id, cache=cache)
     viewer.session.flash("ok", f"Token {token.name} ({token.display_prefix}…) revoked.")
     return redirect("/admin/tokens")
 

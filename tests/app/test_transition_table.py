@@ -21,6 +21,7 @@ from osiris.app.models import Task, TaskEvent
 STATES = ["PENDING", "IN_PROGRESS", "REVIEW", "DONE", "REJECTED"]
 ACTIONS = [
     "claim", "release", "expire", "submit", "request_changes", "approve", "cancel", "merge_failed", "reopen",
+    "checks_failed",
 ]  # fmt: skip
 ACTORS = ["admin", "reviewer", "holder", "other_agent", "system", "requester"]
 OPEN = {"PENDING", "IN_PROGRESS", "REVIEW"}
@@ -73,6 +74,10 @@ def oracle(state: str, action: str, who: str) -> tuple[str | None, str | None]:
         if who not in HUMANS:
             return None, "forbidden"
         return ("REVIEW", None) if state == "REJECTED" else (None, "illegal_transition")
+    if action == "checks_failed":  # blocking pre-review checks failed: the system sends it back
+        if who != "system":
+            return None, "forbidden"
+        return ("IN_PROGRESS", None) if state == "REVIEW" else (None, "illegal_transition")
     raise AssertionError(action)
 
 
@@ -123,13 +128,17 @@ async def _attempt(runtime, task_id: int, action: str, actor, holder) -> None:
             await lifecycle.merge_failed(s, actor, task_id, feedback="conflict in a.txt", lease_seconds=lease)
         elif action == "reopen":
             await lifecycle.reopen_task(s, actor, task_id)
+        elif action == "checks_failed":
+            await lifecycle.checks_failed(
+                s, actor, task_id, feedback="$ make test -> exit 1", lease_seconds=lease
+            )
 
 
 CASES = list(itertools.product(STATES, ACTIONS, ACTORS))
 
 
 async def test_the_table_covers_every_rule():
-    assert len(CASES) == len(STATES) * len(ACTIONS) * len(ACTORS) == 270
+    assert len(CASES) == len(STATES) * len(ACTIONS) * len(ACTORS) == 300
     assert {a.value for a in lifecycle.Action} == set(ACTIONS)  # a new action must join the table
 
 

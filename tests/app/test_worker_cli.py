@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import subprocess
 import sys
@@ -26,7 +27,8 @@ async def test_worker_process_publishes_a_submission(database_url, runtime, fact
         "OSIRIS_SECRET_KEY": "worker-test-secret",
         "OSIRIS_DATA_DIR": str(tmp_path / "worker-data"),
     }
-    out = subprocess.run(
+    out = await asyncio.to_thread(
+        subprocess.run,
         [sys.executable, "-m", "osiris.app.cli", "worker", "--drain"],
         env=env,
         capture_output=True,
@@ -43,7 +45,8 @@ async def test_worker_process_publishes_a_submission(database_url, runtime, fact
     assert "published" in kinds
     # the commit is real, in the worker's local git host
     repo = tmp_path / "worker-data" / "repos" / "default.git"
-    show = subprocess.run(
+    show = await asyncio.to_thread(
+        subprocess.run,
         ["git", "--git-dir", str(repo), "show", f"{artifact.commit_sha}:hello.txt"],
         capture_output=True,
         text=True,

@@ -154,6 +154,23 @@ class PullRequest:
         return f"PR_fake{self.id}"
 
 
+@dataclass
+class Issue:
+    """A plain issue (not a PR); it shares its repository's numbers with pull requests, as on GitHub."""
+
+    repo: str
+    number: int
+    title: str
+    body: str
+    user: str
+    id: int
+    state: str = "open"
+    labels: list[str] = field(default_factory=list)
+
+
+_CLOSING = re.compile(r"\b(?:close[sd]?|fix(?:e[sd])?|resolve[sd]?)\s+#(\d+)\b", re.IGNORECASE)
+
+
 class FakeGitHub:
     def __init__(self, root: Path, *, secret: str, owner: str = "acme", name: str = "widgets") -> None:
         self.root = root
@@ -161,6 +178,7 @@ class FakeGitHub:
         self.spec = Spec()
         self.repos: dict[str, Git] = {}
         self.pulls: dict[tuple[str, int], PullRequest] = {}
+        self.issues: dict[tuple[str, int], Issue] = {}
         self.comments: list[dict[str, Any]] = []  # issue comments
         self.review_comments: list[dict[str, Any]] = []
         self.reviews: list[dict[str, Any]] = []
@@ -786,6 +804,7 @@ class FakeGitHub:
         git.run("update-ref", f"refs/heads/{pr.base}", sha, base)
         pr.merged, pr.state, pr.merged_by, pr.merge_commit_sha, pr.draft = True, "closed", login, sha, False
         self.emit_pr("closed", pr, login)
+        self._close_referenced_issues(pr, login)
         return 200, {"sha": sha, "merged": True, "message": "Pull Request successfully merged"}
 
     def op_get_repos_owner_repo_pulls_pull_number_comments(self, p, q, b, login, r):
@@ -865,6 +884,8 @@ class FakeGitHub:
     # --- issues: labels and comments --------------------------------------------------------------
 
     def op_post_repos_owner_repo_issues_issue_number_labels(self, p, q, b, login, r):
+        if (issue := self._issue(p)) is not None:
+            return self._add_issue_labels(issue, b.get("labels", []), login)
         pr = self._pr(p)
         for name in b.get("labels", []):
             if name not in pr.labels:
@@ -872,6 +893,12 @@ class FakeGitHub:
         return 200, self._pr_json(pr)["labels"]
 
     def op_get_repos_owner_repo_issues_issue_number_comments(self, p, q, b, login, r):
+        if (issue := self._issue(p)) is not None:
+            return 200, [
+                {k: v for k, v in c.items() if not k.startswith("_")}
+                for c in self.comments
+                if c["_pr"] == (issue.repo, issue.number)
+            ]
         pr = self._pr(p)
         return 200, [
             {k: v for k, v in c.items() if not k.startswith("_")}
@@ -880,6 +907,8 @@ class FakeGitHub:
         ]
 
     def op_post_repos_owner_repo_issues_issue_number_comments(self, p, q, b, login, r):
+        if (issue := self._issue(p)) is not None:
+            return self._comment_on_issue(issue, b, login)
         pr = self._pr(p)
         cid = next(self._ids)
         comment = {
@@ -898,6 +927,149 @@ class FakeGitHub:
         self.comments.append(comment)
         self._emit_issue_comment(pr, comment)
         return 201, {k: v for k, v in comment.items() if not k.startswith("_")}
+
+    # --- plain issues (GitHub issues as requests) ------------------------------------------------
+
+    def _issue(self, p: dict[str, str]) -> Issue | None:
+        full, _ = self._git(p)
+        return self.issues.get((full, int(p["issue_number"])))
+
+    def _issue_json(self, issue: Issue) -> dict[str, Any]:
+        base = f"https://api.github.test/repos/{issue.repo}/issues/{issue.number}"
+        return {
+            "id": issue.id,
+            "node_id": f"I_{issue.id}",
+            "url": base,
+            "repository_url": f"https://api.github.test/repos/{issue.repo}",
+            "labels_url": f"{base}/labels{{/name}}",
+            "comments_url": f"{base}/comments",
+            "events_url": f"{base}/events",
+            "html_url": f"https://github.test/{issue.repo}/issues/{issue.number}",
+            "number": issue.number,
+            "state": issue.state,
+            "title": issue.title,
+            "body": issue.body,
+            "user": _user(issue.user),
+            "labels": [self._label_json(i, n) for i, n in enumerate(issue.labels)],
+            "assignee": None,
+            "milestone": None,
+            "locked": False,
+            "comments": sum(1 for c in self.comments if c["_pr"] == (issue.repo, issue.number)),
+            "created_at": "2024-01-01T00:00:00Z",
+            "updated_at": "2024-01-01T00:00:00Z",
+            "closed_at": "2024-01-01T00:00:00Z" if issue.state == "closed" else None,
+            "author_association": "CONTRIBUTOR",
+        }
+
+    @staticmethod
+    def _label_json(i: int, name: str) -> dict[str, Any]:
+        return {
+            "id": i + 1,
+            "node_id": f"L{i}",
+            "url": "https://api.github.test/l",
+            "name": name,
+            "color": "ededed",
+            "default": False,
+            "description": None,
+        }
+
+    def emit_issue(self, action: str, issue: Issue, sender: str, *, label: str | None = None) -> str:
+        """An `issues` webhook from GitHub's own example for the action, patched with the issue."""
+        try:
+            payload = example("issues", action)
+        except KeyError:  # the examples have no `closed`: GitHub sends the same shape as `reopened`
+            payload = example("issues", "reopened")
+            payload["action"] = action
+        self._repository(issue.repo, payload)
+        payload["issue"] = {**payload["issue"], **self._issue_json(issue)}
+        payload["issue"].pop("pull_request", None)
+        payload["sender"]["login"] = sender
+        if label is not None:
+            payload["label"] = self._label_json(0, label)
+        else:
+            payload.pop("label", None)
+        return self.emit("issues", payload)
+
+    def op_post_repos_owner_repo_issues(self, p, q, b, login, r):
+        full, _ = self._git(p)
+        issue = Issue(
+            full, next(self._numbers[full]), b["title"], b.get("body") or "", login, next(self._ids)
+        )
+        issue.labels = [n if isinstance(n, str) else n["name"] for n in b.get("labels", [])]
+        self.issues[(full, issue.number)] = issue
+        self.emit_issue("opened", issue, login)
+        for name in issue.labels:  # GitHub sends `labeled` for labels given at creation, too
+            self.emit_issue("labeled", issue, login, label=name)
+        return 201, self._issue_json(issue)
+
+    def op_get_repos_owner_repo_issues_issue_number(self, p, q, b, login, r):
+        issue = self._issue(p)
+        if issue is None:
+            raise _NotFound
+        return 200, self._issue_json(issue)
+
+    def op_patch_repos_owner_repo_issues_issue_number(self, p, q, b, login, r):
+        issue = self._issue(p)
+        if issue is None:
+            raise _NotFound
+        for key in ("title", "body"):
+            if key in b:
+                setattr(issue, key, b[key])
+        if b.get("state") in ("open", "closed") and b["state"] != issue.state:
+            issue.state = b["state"]
+            self.emit_issue("closed" if issue.state == "closed" else "reopened", issue, login)
+        return 200, self._issue_json(issue)
+
+    def _add_issue_labels(self, issue: Issue, names: list[Any], login: str) -> tuple[int, Any]:
+        for name in names:
+            name = name if isinstance(name, str) else name["name"]
+            if name not in issue.labels:
+                issue.labels.append(name)
+                self.emit_issue("labeled", issue, login, label=name)
+        return 200, [self._label_json(i, n) for i, n in enumerate(issue.labels)]
+
+    def op_delete_repos_owner_repo_issues_issue_number_labels(self, p, q, b, login, r):
+        issue = self._issue(p)
+        if issue is None:
+            raise _NotFound
+        removed, issue.labels = issue.labels, []
+        for name in removed:
+            self.emit_issue("unlabeled", issue, login, label=name)
+        return 204, None
+
+    def _comment_on_issue(self, issue: Issue, b: dict[str, Any], login: str) -> tuple[int, Any]:
+        cid = next(self._ids)
+        comment = {
+            "_pr": (issue.repo, issue.number),
+            "id": cid,
+            "node_id": f"IC_{cid}",
+            "url": f"https://api.github.test/repos/{issue.repo}/issues/comments/{cid}",
+            "html_url": f"https://github.test/{issue.repo}/issues/{issue.number}#issuecomment-{cid}",
+            "issue_url": f"https://api.github.test/repos/{issue.repo}/issues/{issue.number}",
+            "body": b["body"],
+            "user": _user(login, "Bot" if login == BOT else "User"),
+            "created_at": "2024-01-01T00:00:00Z",
+            "updated_at": "2024-01-01T00:00:00Z",
+            "author_association": "MEMBER",
+        }
+        self.comments.append(comment)
+        payload = example("issue_comment", "created")
+        self._repository(issue.repo, payload)
+        payload["issue"] = {**payload["issue"], **self._issue_json(issue)}
+        payload["issue"].pop("pull_request", None)
+        payload["comment"].update({"id": cid, "body": b["body"], "html_url": comment["html_url"]})
+        payload["comment"]["user"] = {**payload["comment"]["user"], "login": login}
+        payload["sender"]["login"] = login
+        self.emit("issue_comment", payload)
+        return 201, {k: v for k, v in comment.items() if not k.startswith("_")}
+
+    def _close_referenced_issues(self, pr: PullRequest, login: str) -> None:
+        """What GitHub does on merge into the default branch: `Closes #N` in the body closes issue N."""
+        for number in _CLOSING.findall(pr.body or ""):
+            issue = self.issues.get((pr.repo, int(number)))
+            if issue is not None and issue.state == "open":
+                issue.state = "closed"
+                self.emit_issue("closed", issue, login)
 
     def op_get_repos_owner_repo_collaborators_username_permission(self, p, q, b, login, r):
         self._git(p)

@@ -21,7 +21,7 @@ from osiris.app.main import create_app
 from osiris.app.runtime import Runtime
 from osiris.ingest import extension
 
-from .fakes import FakeSlack, FakeTwilio, SmtpSink
+from .fakes import FakeSlack, FakeTelegram, FakeTwilio, SmtpSink
 
 PUBLIC_URL = "https://osiris.example.com"  # what the providers call; the test client is elsewhere
 TWILIO_SID = "AC" + "a" * 32
@@ -32,11 +32,23 @@ SLACK_TOKEN = "xoxb-test-" + secrets.token_hex(8)
 EMAIL_SECRET = "email-secret-" + secrets.token_hex(8)
 OUR_ADDRESS = "osiris@osiris.example.com"
 RATE = 5
+TELEGRAM_BOT_ID = 7000001
+TELEGRAM_TOKEN = f"{TELEGRAM_BOT_ID}:AA" + secrets.token_hex(16)
+TELEGRAM_SECRET = "tg-secret-" + secrets.token_hex(8)
+TELEGRAM_USERNAME = "osiris_bot"
 
 
 @pytest.fixture(scope="session")
 async def fake_slack() -> AsyncIterator[FakeSlack]:
     fake = FakeSlack(token=SLACK_TOKEN)
+    await fake.start()
+    yield fake
+    await fake.stop()
+
+
+@pytest.fixture(scope="session")
+async def fake_telegram() -> AsyncIterator[FakeTelegram]:
+    fake = FakeTelegram(token=TELEGRAM_TOKEN, bot_id=TELEGRAM_BOT_ID)
     await fake.start()
     yield fake
     await fake.stop()
@@ -56,7 +68,9 @@ def fake_twilio() -> FakeTwilio:
 
 
 @pytest.fixture(scope="session")
-def settings(database_url: str, tmp_root: Path, fake_slack: FakeSlack, smtp_sink: SmtpSink) -> Settings:
+def settings(
+    database_url: str, tmp_root: Path, fake_slack: FakeSlack, smtp_sink: SmtpSink, fake_telegram: FakeTelegram
+) -> Settings:
     return Settings(
         database_url=database_url,
         data_dir=tmp_root / "ingest-data",
@@ -78,6 +92,10 @@ def settings(database_url: str, tmp_root: Path, fake_slack: FakeSlack, smtp_sink
         smtp_relay_port=smtp_sink.port,
         smtp_relay_starttls=False,
         channel_rate_per_minute=RATE,
+        telegram_bot_token=TELEGRAM_TOKEN,
+        telegram_webhook_secret=TELEGRAM_SECRET,
+        telegram_bot_username=TELEGRAM_USERNAME,
+        telegram_api_url=fake_telegram.url,
     )
 
 
@@ -108,6 +126,9 @@ def _reset_fakes(request: pytest.FixtureRequest) -> None:
     slack.fail_with = None
     slack.unreachable_channels.clear()
     sink.messages.clear()
+    telegram = request.getfixturevalue("fake_telegram")
+    telegram.calls.clear()
+    telegram.fail_with = None
 
 
 @pytest.fixture
@@ -165,6 +186,12 @@ class Channels:
         return await self.slack(
             "/api/v1/webhooks/slack/commands", body, "application/x-www-form-urlencoded", **kw
         )
+
+    async def telegram(
+        self, update: dict[str, Any], *, secret: str | None = TELEGRAM_SECRET
+    ) -> httpx.Response:
+        headers = {"X-Telegram-Bot-Api-Secret-Token": secret} if secret is not None else {}
+        return await self.client.post("/api/v1/webhooks/telegram", json=update, headers=headers)
 
     async def email(self, raw: bytes, *, secret: str = EMAIL_SECRET) -> httpx.Response:
         return await self.client.post(

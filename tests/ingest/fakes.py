@@ -38,6 +38,23 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+async def serve(app: FastAPI, port: int) -> tuple[uvicorn.Server, asyncio.Task]:
+    """Run a fake on a loopback port (for SDKs that bring their own HTTP client, e.g. aiohttp)."""
+    server = uvicorn.Server(
+        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off")
+    )
+    task = asyncio.create_task(server.serve())
+    while not server.started:  # noqa: ASYNC110 - uvicorn offers no event to wait on
+        await asyncio.sleep(0.02)
+    return server, task
+
+
+async def shutdown(server: uvicorn.Server | None, task: asyncio.Task | None) -> None:
+    if server is not None and task is not None:
+        server.should_exit = True
+        await task
+
+
 @dataclass
 class FakeTwilio:
     """api.twilio.com's Messages endpoint, reached through an httpx ASGI transport."""
@@ -118,18 +135,10 @@ class FakeSlack:
             return JSONResponse(response)
 
     async def start(self) -> None:
-        config = uvicorn.Config(
-            self.app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="off"
-        )
-        self._server = uvicorn.Server(config)
-        self._task = asyncio.create_task(self._server.serve())
-        while not self._server.started:  # noqa: ASYNC110 - uvicorn offers no event to wait on
-            await asyncio.sleep(0.02)
+        self._server, self._task = await serve(self.app, self.port)
 
     async def stop(self) -> None:
-        if self._server is not None and self._task is not None:
-            self._server.should_exit = True
-            await self._task
+        await shutdown(self._server, self._task)
 
 
 class _Sink:
@@ -163,3 +172,97 @@ class SmtpSink:
 
     def stop(self) -> None:
         self.controller.stop()
+
+
+@dataclass
+class FakeTelegram:
+    """api.telegram.org's Bot API methods OSIRIS calls, on a loopback port (`/bot<token>/<method>`).
+
+    Parameters arrive the way python-telegram-bot sends them (a form whose complex values are
+    JSON); answers are the Bot API's `{"ok": true, "result": …}` envelopes.
+    """
+
+    token: str
+    bot_id: int
+    port: int = field(default_factory=free_port)
+    calls: list[dict[str, Any]] = field(default_factory=list)  # every call, method and parameters
+    fail_with: tuple[int, dict[str, Any]] | None = None
+    app: FastAPI = field(init=False)
+    _server: uvicorn.Server | None = None
+    _task: asyncio.Task | None = None
+    _next_id: int = 5000
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def sent(self) -> list[dict[str, Any]]:
+        return [c["params"] for c in self.calls if c["method"] == "sendMessage"]
+
+    def __post_init__(self) -> None:
+        self.app = FastAPI()
+
+        @self.app.post("/bot{token}/{method}")
+        async def call(token: str, method: str, request: Request) -> JSONResponse:
+            if token != self.token:
+                return JSONResponse({"ok": False, "error_code": 401, "description": "Unauthorized"}, 401)
+            if request.headers.get("content-type", "").startswith("application/json"):
+                params = await request.json()
+            else:
+                params = {}
+                for k, v in (await request.form()).items():
+                    try:
+                        params[k] = json.loads(str(v))
+                    except ValueError:
+                        params[k] = v
+            if self.fail_with is not None:
+                status, body = self.fail_with
+                return JSONResponse(body, status)
+            self.calls.append({"method": method, "params": params})
+            if method == "setWebhook":
+                if not params.get("url", "").startswith("https://"):
+                    return JSONResponse(
+                        {
+                            "ok": False,
+                            "error_code": 400,
+                            "description": "Bad Request: bad webhook: HTTPS url",
+                        },
+                        400,
+                    )
+                return JSONResponse({"ok": True, "result": True, "description": "Webhook was set"})
+            if method == "sendMessage":
+                if not params.get("chat_id") or not params.get("text"):
+                    return JSONResponse(
+                        {"ok": False, "error_code": 400, "description": "Bad Request: message text is empty"},
+                        400,
+                    )
+                self._next_id += 1
+                chat_id = int(params["chat_id"])
+                result: dict[str, Any] = {
+                    "message_id": self._next_id,
+                    "date": 1700000000,
+                    "chat": {"id": chat_id, "type": "private" if chat_id > 0 else "supergroup"},
+                    "from": {
+                        "id": self.bot_id,
+                        "is_bot": True,
+                        "first_name": "OSIRIS",
+                        "username": "osiris_bot",
+                    },
+                    "text": params["text"],
+                }
+                reply = params.get("reply_parameters")
+                if isinstance(reply, dict):
+                    result["reply_to_message"] = {
+                        "message_id": reply["message_id"],
+                        "date": 1700000000,
+                        "chat": result["chat"],
+                    }
+                return JSONResponse({"ok": True, "result": result})
+            return JSONResponse({"ok": False, "error_code": 404, "description": "Not Found"}, 404)
+
+    async def start(self) -> None:
+        self._server, self._task = await serve(self.app, self.port)
+
+    async def stop(self) -> None:
+        await shutdown(self._server, self._task)

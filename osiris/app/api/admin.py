@@ -4,11 +4,18 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from osiris.app import accounts
-from osiris.app.auth import AdminDep, SessionDep
+from osiris.app import accounts, routing
+from osiris.app.auth import AdminDep, RuntimeDep, SessionDep
 from osiris.app.errors import NotFound
 from osiris.app.models import Role
-from osiris.app.schemas import ApiTokenCreate, ApiTokenCreated, ApiTokenRead, UserCreate, UserRead
+from osiris.app.schemas import (
+    ApiTokenCreate,
+    ApiTokenCreated,
+    ApiTokenRead,
+    SkillsUpdate,
+    UserCreate,
+    UserRead,
+)
 
 router = APIRouter(prefix="/api/v1", tags=["admin"])
 
@@ -28,7 +35,14 @@ async def create_user(body: UserCreate, actor: AdminDep, session: SessionDep) ->
         password=body.password,
         github_login=body.github_login,
     )
+    if body.skills:
+        user = await routing.set_user_skills(session, actor, user.id, skills=body.skills)
     return UserRead.model_validate(user)
+
+
+@router.put("/users/{user_id}/skills", response_model=UserRead)
+async def set_user_skills(user_id: int, body: SkillsUpdate, actor: AdminDep, session: SessionDep) -> UserRead:
+    return UserRead.model_validate(await routing.set_user_skills(session, actor, user_id, skills=body.skills))
 
 
 @router.get("/tokens", response_model=list[ApiTokenRead])
@@ -46,5 +60,8 @@ async def create_token(body: ApiTokenCreate, actor: AdminDep, session: SessionDe
 
 
 @router.delete("/tokens/{token_id}", response_model=ApiTokenRead)
-async def revoke_token(token_id: int, actor: AdminDep, session: SessionDep) -> ApiTokenRead:
-    return ApiTokenRead.model_validate(await accounts.revoke_token(session, actor, token_id))
+async def revoke_token(
+    token_id: int, actor: AdminDep, session: SessionDep, runtime: RuntimeDep
+) -> ApiTokenRead:
+    cache = runtime.services.get("token_cache")
+    return ApiTokenRead.model_validate(await accounts.revoke_token(session, actor, token_id, cache=cache))

@@ -73,6 +73,7 @@ async def create_task(
         repo=body.repo or s.default_repo,
         base_branch=s.default_base_branch,
         requester=body.requester,
+        skills=body.skills,
     )
     return task_read(task)
 
@@ -107,6 +108,7 @@ async def list_tasks(
 async def pending_tasks(
     actor: ActorDep,
     session: SessionDep,
+    runtime: RuntimeDep,
     repo: str | None = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 20,
     min_priority: PriorityName | None = None,
@@ -117,6 +119,8 @@ async def pending_tasks(
         limit=limit,
         repo=repo,
         min_priority=PRIORITIES[min_priority] if min_priority else None,
+        aging_seconds=runtime.settings.routing_aging_seconds,
+        aging_max_boost=runtime.settings.routing_aging_max_boost,
     )
     return [task_read(t) for t in tasks]
 
@@ -125,7 +129,15 @@ async def pending_tasks(
 async def claim_next(
     actor: ActorDep, session: SessionDep, runtime: RuntimeDep, repo: str | None = None
 ) -> TaskRead | Response:
-    task = await lifecycle.claim_next(session, actor, lease_seconds=runtime.settings.lease_seconds, repo=repo)
+    s = runtime.settings
+    task = await lifecycle.claim_next(
+        session,
+        actor,
+        lease_seconds=s.lease_seconds,
+        repo=repo,
+        aging_seconds=s.routing_aging_seconds,
+        aging_max_boost=s.routing_aging_max_boost,
+    )
     return task_read(task) if task else Response(status_code=204)
 
 

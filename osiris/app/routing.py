@@ -1,0 +1,125 @@
+"""Routing: which agent may take which pending task, and in what order they are offered.
+
+A task's skills must all be among the agent's (a task with none is open to all); a task reserved
+for one agent can be claimed by that agent only. Both rules are SQL conditions, used by the pending
+queue here and inside the single-statement claims in `lifecycle`, so the database decides races.
+
+Order: effective priority, then age. A pending task gains one priority step for every
+`routing_aging_seconds` it has waited, at most `routing_aging_max_boost` steps:
+
+    effective = priority + least(floor(age / aging_seconds), max_boost)
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from typing import Any
+
+from sqlalchemy import ColumnElement, and_, func, or_, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from osiris.app.actors import Actor
+from osiris.app.errors import Forbidden, InvalidInput, NotFound
+from osiris.app.models import HUMAN_ROLES, Role, Task, User
+
+_SKILL = re.compile(r"^[a-z0-9][a-z0-9._+#-]{0,63}$")
+MAX_SKILLS = 32
+
+# The same rules as SQL text, for the prebuilt claim statements (binds: :actor_id, :aging_*).
+CLAIMABLE_SQL = (
+    "skills <@ (SELECT u.skills FROM users u WHERE u.id = :actor_id)"
+    " AND (reserved_for_id IS NULL OR reserved_for_id = :actor_id)"
+)
+EFFECTIVE_PRIORITY_SQL = (
+    "priority + LEAST(floor(extract(epoch FROM now() - created_at) / CAST(:aging_seconds AS integer)),"
+    " CAST(:aging_max_boost AS integer))"
+)
+
+
+def normalize_skills(skills: Iterable[str]) -> list[str]:
+    """Lower-case, unique, sorted; refuse what is not a plain label."""
+    out = sorted({s.strip().lower() for s in skills if s.strip()})
+    bad = [s for s in out if not _SKILL.match(s)]
+    if bad:
+        raise InvalidInput(f"invalid skill(s): {', '.join(bad)}; use letters, digits and . _ + # -")
+    if len(out) > MAX_SKILLS:
+        raise InvalidInput(f"at most {MAX_SKILLS} skills")
+    return out
+
+
+def skills_from_text(keywords: dict[str, str], text: str) -> list[str]:
+    """The skills a channel request asks for by its words (settings: routing_skill_keywords)."""
+    lowered = text.lower()
+    words = set(re.findall(r"[a-z0-9.+#-]+", lowered))
+    # One word must match a whole word ("go" is not in "good"); a phrase matches as a substring.
+    hits = (
+        skill
+        for word, skill in keywords.items()
+        if (word.lower() in words if " " not in word else word.lower() in lowered)
+    )
+    return normalize_skills(hits)
+
+
+def claimable_by(actor: Actor) -> ColumnElement[bool]:
+    """The routing condition for one agent, as a SQLAlchemy expression."""
+    mine = select(User.skills).where(User.id == actor.user_id).scalar_subquery()
+    return and_(
+        Task.skills.contained_by(mine),
+        or_(Task.reserved_for_id.is_(None), Task.reserved_for_id == actor.user_id),
+    )
+
+
+def effective_priority(*, aging_seconds: int, aging_max_boost: int) -> ColumnElement[Any]:
+    age = func.extract("epoch", func.now() - Task.created_at)
+    return Task.priority + func.least(func.floor(age / aging_seconds), aging_max_boost)
+
+
+def _require_supervisor(actor: Actor) -> None:
+    if actor.role not in HUMAN_ROLES:
+        raise Forbidden("only a reviewer or an admin routes tasks")
+
+
+async def set_task_skills(
+    session: AsyncSession, actor: Actor, task_id: int, *, skills: Iterable[str]
+) -> Task:
+    from osiris.app import repository
+    from osiris.app.lifecycle import record_event
+
+    _require_supervisor(actor)
+    task = await repository.get_task(session, actor, task_id, for_update=True)
+    before, task.skills = list(task.skills or []), normalize_skills(skills)
+    await session.flush()
+    await record_event(session, task, actor, "skills_set", data={"from": before, "to": task.skills})
+    return task
+
+
+async def reserve_task(session: AsyncSession, actor: Actor, task_id: int, *, agent_id: int | None) -> Task:
+    """Reserve a task for one agent of the organization (None lifts the reservation)."""
+    from osiris.app import repository
+    from osiris.app.lifecycle import record_event
+
+    _require_supervisor(actor)
+    task = await repository.get_task(session, actor, task_id, for_update=True)
+    if agent_id is not None:
+        agent = await session.get(User, agent_id)
+        if agent is None or agent.org_id != actor.org_id or agent.role != Role.AGENT.value:
+            raise InvalidInput(f"user {agent_id} is not an agent of this organization")
+    # On a task already taken this applies when it comes back to the queue (release, lease expiry).
+    task.reserved_for_id = agent_id
+    await session.flush()
+    await record_event(session, task, actor, "reserved", data={"agent_id": agent_id})
+    return task
+
+
+async def set_user_skills(
+    session: AsyncSession, actor: Actor, user_id: int, *, skills: Iterable[str]
+) -> User:
+    if actor.role is not Role.ADMIN:
+        raise Forbidden("only an admin sets a user's skills")
+    user = await session.get(User, user_id, with_for_update=True)
+    if user is None or user.org_id != actor.org_id:
+        raise NotFound(f"user {user_id} not found")
+    user.skills = normalize_skills(skills)
+    await session.flush()
+    return user

@@ -1,0 +1,113 @@
+"""The repository's own CI on GitHub counts as a pre-review check.
+
+`check_run`, `check_suite` and `status` events for the head commit of a task's current version are
+recorded as `ci_result` events; in `block` mode (settings `checks_mode`, per repository) a failure
+sends a task in REVIEW back to its agent (`lifecycle.checks_failed`) with the failing check's name
+and link. Results for older commits are recorded and change nothing.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from gidgethub import routing, sansio
+from sqlalchemy import select
+
+from osiris.app import lifecycle
+from osiris.app.actors import system_actor
+from osiris.app.models import Artifact, Task, TaskStatus
+
+EVENTS = frozenset({"check_run", "check_suite", "status"})
+FAILED = frozenset({"failure", "timed_out", "error", "action_required", "startup_failure"})
+
+ci_results = routing.Router()
+
+
+async def _current_task(deps: Any, full_name: str | None, sha: str | None) -> tuple[Task, Artifact] | None:
+    """The task whose latest version is `sha`, in a repository this host serves."""
+    if not sha or not full_name:
+        return None
+    names = deps.host.osiris_repos(full_name)
+    stmt = (
+        select(Task, Artifact)
+        .join(Artifact, Artifact.task_id == Task.id)
+        .where(Artifact.commit_sha == sha, Artifact.version == Task.artifact_count)
+        .order_by(Task.id.desc())
+        .with_for_update(of=Task)
+    )
+    for task, artifact in (await deps.session.execute(stmt)).all():
+        if names is None or task.repo in names:
+            return task, artifact
+    return None
+
+
+async def _record(
+    deps: Any, data: dict[str, Any], *, sha: str | None, name: str, result: str, url: str | None
+) -> None:
+    if not deps.settings.checks_github_ci:
+        return
+    found = await _current_task(deps, (data.get("repository") or {}).get("full_name"), sha)
+    if found is None:
+        return
+    task, artifact = found
+    actor = system_actor(task.org_id, "github-ci")
+    failed = result in FAILED
+    info = {"name": name, "result": result, "url": url, "sha": sha, "version": artifact.version}
+    await lifecycle.record_event(deps.session, task, actor, "ci_result", data=info)
+    mode = deps.settings.checks_mode.get(task.repo, deps.settings.checks_default_mode)
+    if failed and mode == "block" and task.status == TaskStatus.REVIEW.value:
+        link = f" — {url}" if url else ""
+        feedback = (
+            f"The repository's CI failed on version {artifact.version} ({sha[:12] if sha else ''}):\n"
+            f"- {name}: {result}{link}\n\nFix it and submit a new version."
+        )
+        await lifecycle.checks_failed(
+            deps.session,
+            actor,
+            task.id,
+            feedback=feedback,
+            lease_seconds=deps.settings.lease_seconds,
+            meta={"failing": [name], "links": [url] if url else [], "sha": sha, "version": artifact.version},
+        )
+
+
+@ci_results.register("check_run", action="completed")
+async def on_check_run(event: sansio.Event, gh: Any, deps: Any) -> None:
+    run = event.data.get("check_run") or {}
+    await _record(
+        deps,
+        event.data,
+        sha=run.get("head_sha"),
+        name=str(run.get("name") or "check run"),
+        result=str(run.get("conclusion") or "unknown"),
+        url=run.get("html_url") or run.get("details_url"),
+    )
+
+
+@ci_results.register("check_suite", action="completed")
+async def on_check_suite(event: sansio.Event, gh: Any, deps: Any) -> None:
+    suite = event.data.get("check_suite") or {}
+    app = suite.get("app") or {}
+    await _record(
+        deps,
+        event.data,
+        sha=suite.get("head_sha"),
+        name=f"check suite {app.get('name') or app.get('slug') or suite.get('id')}",
+        result=str(suite.get("conclusion") or "unknown"),
+        url=suite.get("url"),
+    )
+
+
+@ci_results.register("status")
+async def on_status(event: sansio.Event, gh: Any, deps: Any) -> None:
+    state = str(event.data.get("state") or "unknown")
+    if state == "pending":
+        return
+    await _record(
+        deps,
+        event.data,
+        sha=event.data.get("sha"),
+        name=str(event.data.get("context") or "status"),
+        result=state,
+        url=event.data.get("target_url"),
+    )

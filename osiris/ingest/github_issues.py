@@ -1,0 +1,235 @@
+"""GitHub issues as a way in: a labelled issue is a request, its comments follow-ups, our answers comments.
+
+The bridge's webhook route (signature, delivery dedupe, the `github_event` job) carries the events;
+these routers turn them into the intake's `Inbound` and call the one intake service, like any chat
+channel. The thread key is `owner/repo#<number>`; the requester is `github:<login>`. OSIRIS marks its
+own comments (a hidden marker) and remembers their ids (`channel_notifications.provider_id`), so
+their webhook echo is never imported back.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from gidgethub import BadRequest, routing, sansio
+from sqlalchemy import case, func, select
+
+from osiris.app import lifecycle
+from osiris.app.actors import requester_actor
+from osiris.app.errors import IllegalTransition
+from osiris.app.models import OPEN_STATUSES, ChannelNotification, Task, TaskStatus
+from osiris.github_bridge.github_client import repo_path
+from osiris.github_bridge.github_host import GitHubHost, is_ours, marker
+from osiris.ingest import intake
+from osiris.ingest.intake import Inbound, Outcome
+from osiris.ingest.notify import SendFailed, Target, enqueue_reply
+
+if TYPE_CHECKING:  # the bridge imports this module for its router: no import back at run time
+    from osiris.github_bridge.webhooks import Deps
+
+CHANNEL = "github"
+OPEN = [s.value for s in OPEN_STATUSES]
+
+issue_requests = routing.Router()  # issues: opened / labeled / reopened → a task; unlabeled / closed → cancel
+issue_threads = routing.Router()  # issue_comment on a plain issue → a message (or a command)
+
+
+def thread_key(full_name: str, number: int) -> str:
+    return f"{full_name}#{number}"
+
+
+def parse_thread(key: str) -> tuple[str, int]:
+    repo, _, number = key.rpartition("#")
+    if repo.count("/") != 1 or not number.isdigit():
+        raise SendFailed(f"not an issue thread: {key!r}")
+    return repo, int(number)
+
+
+def is_osiris(settings: Any, login: str) -> bool:
+    """OSIRIS's own account: the configured bot login, or any GitHub App bot."""
+    low = login.lower()
+    own = (settings.github_bot_login or "").lower()
+    return low.endswith("[bot]") or (bool(own) and low == own)
+
+
+def _labelled(issue: Mapping[str, Any], label: str) -> bool:
+    return any((item or {}).get("name", "").lower() == label.lower() for item in issue.get("labels") or [])
+
+
+def _names_our_label(data: Mapping[str, Any], label: str) -> bool:
+    """A `labeled` / `unlabeled` event about our label (not another one)."""
+    return str((data.get("label") or {}).get("name", "")).lower() == label.lower()
+
+
+def _repo_name(deps: Deps, full_name: str) -> str:
+    """The OSIRIS repository served by this GitHub repository (the default one when several)."""
+    default = deps.settings.default_repo
+    names = deps.host.osiris_repos(full_name)
+    if not names or default in names:
+        return default
+    return sorted(names)[0]
+
+
+async def _issue_tasks(deps: Deps, thread: str) -> tuple[Task | None, int]:
+    """The issue's current task (open first, else the newest) and how many it has had."""
+    where = (Task.channel == CHANNEL, Task.channel_thread == thread)
+    count = await deps.session.scalar(select(func.count()).select_from(Task).where(*where)) or 0
+    task = await deps.session.scalar(
+        select(Task)
+        .where(*where)
+        .order_by(case((Task.status.in_(OPEN), 0), else_=1), Task.id.desc())
+        .limit(1)
+    )
+    return task, count
+
+
+async def _answer(deps: Deps, thread: str, outcome: Outcome, key: str) -> None:
+    if outcome.worth_a_reply:
+        target = Target(CHANNEL, thread, task_id=outcome.task_id)
+        await enqueue_reply(deps.session, target, outcome.reply, key=key)
+
+
+async def _receive(deps: Deps, inbound: Inbound, full_name: str) -> Outcome:
+    policy = dataclasses.replace(intake.Policy.from_settings(deps.settings), repo=_repo_name(deps, full_name))
+    # No per-sender rate limit here: GitHub accounts and labels are already gated by the repository.
+    return await intake.receive(deps.session, inbound, policy=policy, limiter=None)
+
+
+# --- issues ------------------------------------------------------------------------------------
+
+
+@issue_requests.register("issues", action="opened")
+@issue_requests.register("issues", action="labeled")
+@issue_requests.register("issues", action="reopened")
+async def on_issue_request(event: sansio.Event, gh: Any, deps: Deps) -> None:
+    data = event.data
+    issue, full_name = data["issue"], data["repository"]["full_name"]
+    label = deps.settings.github_issue_label
+    if issue.get("pull_request") or issue.get("state", "open") != "open" or not _labelled(issue, label):
+        return
+    if data["action"] == "labeled" and not _names_our_label(data, label):
+        return  # another label on an issue we already know about
+    thread = thread_key(full_name, issue["number"])
+    current, earlier = await _issue_tasks(deps, thread)
+    if current is not None and current.status in OPEN:
+        return  # opened with the label, then the `labeled` event: one task
+    login = issue["user"]["login"]
+    inbound = Inbound(
+        channel=CHANNEL,
+        provider="github-issue",
+        # The n-th task of this issue: `opened` and `labeled` for the same issue, even handled at
+        # once by two workers, meet on this one key and create one task.
+        delivery_id=f"{thread}/task-{earlier + 1}",
+        sender=f"github:{login}",
+        text=(issue.get("body") or "").strip(),
+        subject=issue.get("title") or f"Issue #{issue['number']}",
+        followup_text="",  # an issue body is a request, never a command
+        new_thread=thread,
+        display_name=login,
+        meta={"issue_url": issue.get("html_url"), "github_login": login},
+    )
+    outcome = await _receive(deps, inbound, full_name)
+    await _answer(deps, thread, outcome, key=f"reply-github-{inbound.delivery_id}")
+
+
+@issue_requests.register("issues", action="unlabeled")
+@issue_requests.register("issues", action="closed")
+async def on_issue_withdrawn(event: sansio.Event, gh: Any, deps: Deps) -> None:
+    """Before work starts, taking the label off or closing the issue withdraws the request."""
+    data = event.data
+    issue, full_name = data["issue"], data["repository"]["full_name"]
+    label = deps.settings.github_issue_label
+    if data["action"] == "unlabeled" and not _names_our_label(data, label):
+        return
+    thread = thread_key(full_name, issue["number"])
+    task, _ = await _issue_tasks(deps, thread)
+    if task is None or task.status != TaskStatus.PENDING.value:
+        return  # work has started (or finished): the PR and its review decide from here
+    who = (data.get("sender") or {}).get("login", "someone")
+    why = "the label was removed" if data["action"] == "unlabeled" else "the issue was closed"
+    try:
+        await lifecycle.cancel_task(
+            deps.session,
+            requester_actor(task.org_id, task.requester or f"github:{who}"),
+            task.id,
+            reason=f"{why} on GitHub by @{who}",
+        )
+    except IllegalTransition:
+        return
+    await _answer(
+        deps,
+        thread,
+        Outcome("cancelled", f"Task #{task.id} cancelled: {why} before work started.", task.id),
+        key=f"github-withdrawn-{task.id}",
+    )
+
+
+# --- comments on issues ------------------------------------------------------------------------
+
+
+async def posted_by_us(deps: Deps, comment_id: int) -> bool:
+    found = await deps.session.scalar(
+        select(ChannelNotification.id).where(
+            ChannelNotification.channel == CHANNEL, ChannelNotification.provider_id == str(comment_id)
+        )
+    )
+    return found is not None
+
+
+@issue_threads.register("issue_comment", action="created")
+async def on_issue_thread_comment(event: sansio.Event, gh: Any, deps: Deps) -> None:
+    data = event.data
+    issue, comment, full_name = data["issue"], data["comment"], data["repository"]["full_name"]
+    if issue.get("pull_request"):
+        return  # a PR conversation: the code host bridge's
+    login = comment["user"]["login"]
+    body = comment.get("body") or ""
+    if is_ours(body) or is_osiris(deps.settings, login) or await posted_by_us(deps, comment["id"]):
+        return
+    thread = thread_key(full_name, issue["number"])
+    inbound = Inbound(
+        channel=CHANNEL,
+        provider="github-comment",
+        delivery_id=f"{full_name}/comment/{comment['id']}",
+        sender=f"github:{login}",
+        text=body.strip(),
+        new_thread=thread,
+        thread_keys=(thread,),
+        may_create=False,  # a comment follows up on the issue's task; the label asks for work
+        display_name=login,
+        meta={"comment_id": comment["id"], "url": comment.get("html_url"), "github_login": login},
+    )
+    outcome = await _receive(deps, inbound, full_name)
+    await _answer(deps, thread, outcome, key=f"reply-github-comment-{comment['id']}")
+
+
+ROUTER = routing.Router(issue_requests, issue_threads)
+
+
+# --- answers on the issue ----------------------------------------------------------------------
+
+
+class GitHubIssueSender:
+    """Posts OSIRIS's answers as issue comments with the code host's GitHub client.
+
+    The client is looked up when sending: the GitHub host is the process's code host, set up by the
+    bridge's extension (and replaced by a fake in tests).
+    """
+
+    def __init__(self, services: Mapping[str, Any]) -> None:
+        self.services = services
+
+    async def send(self, target: Target, text: str, key: str) -> dict[str, Any]:
+        host = self.services.get("code_host")
+        if not isinstance(host, GitHubHost):
+            raise SendFailed("GitHub is not the code host here")
+        repo, number = parse_thread(target.to)
+        try:
+            posted = await host.gh.post(
+                repo_path(repo, "issues", str(number), "comments"), {"body": f"{text}\n\n{marker(key)}"}
+            )
+        except BadRequest as exc:  # 403 locked, 404 gone, 410 issues off, 422 refused: for good
+            raise SendFailed(f"github refused the comment: {exc.status_code}") from exc
+        return {"provider_id": str(posted["id"]), "comment_id": posted["id"], "url": posted.get("html_url")}

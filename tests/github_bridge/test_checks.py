@@ -1,0 +1,214 @@
+"""Pre-review checks on the local git host: real repositories, real processes, real database."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+import test_local_git
+from test_local_git import drain
+
+from osiris.app import checks, jobs
+
+host, repo_name = test_local_git.host, test_local_git.repo_name  # the fixtures
+VENV_BIN = str(Path(sys.executable).parent)
+TEST_FILE = "from calc import add\n\n\ndef test_add():\n    assert add(2, 2) == 4\n"
+
+
+@pytest.fixture
+def checked(runtime, monkeypatch, repo_name):
+    """The test's repository runs `python -m pytest -q` (from the venv) in block mode."""
+    s = runtime.settings
+    monkeypatch.setitem(s.checks, repo_name, ["python -m pytest -q -p no:cacheprovider"])
+    monkeypatch.setitem(s.checks_mode, repo_name, "block")
+    monkeypatch.setattr(s, "checks_path", f"{VENV_BIN}:/usr/bin:/bin")
+    return s
+
+
+CONFIG = "checks:\n  - test -f calc.py\n  - grep -q 'a + b' calc.py\nmode: block\n"
+
+
+def _git_out(repo: Path, *args: str) -> str:
+    return subprocess.run(
+        ["git", "--git-dir", str(repo), *args], capture_output=True, text=True, check=True
+    ).stdout
+
+
+def _commit_to_main(repo: Path, path: str, content: str) -> None:
+    with tempfile.TemporaryDirectory() as work:
+
+        def run(*cmd: str) -> None:
+            subprocess.run(cmd, cwd=work, check=True, capture_output=True)
+
+        run("git", "clone", "-q", str(repo), ".")
+        Path(work, path).write_text(content)
+        run("git", "add", path)
+        run("git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "checks")
+        run("git", "push", "-q", "origin", "HEAD:main")
+
+
+async def new_claimed_task(client, headers, repo: str) -> int:
+    r = await client.post("/api/v1/tasks", json={"title": "add()", "repo": repo}, headers=headers)
+    assert r.status_code == 201, r.text
+    task_id = r.json()["id"]
+    assert (await client.post(f"/api/v1/tasks/{task_id}/claim", headers=headers)).status_code == 200
+    return task_id
+
+
+async def submit(client, headers, task_id: int, body: str) -> None:
+    files = {"calc.py": body, "test_calc.py": TEST_FILE}
+    r = await client.post(
+        f"/api/v1/tasks/{task_id}/artifacts", json={"content": files, "kind": "files"}, headers=headers
+    )
+    assert r.status_code == 201, r.text
+
+
+async def events(client, headers, task_id: int) -> list[dict]:
+    return (await client.get(f"/api/v1/tasks/{task_id}/events", headers=headers)).json()
+
+
+async def queued(runtime, entrypoint: str) -> int:
+    async with runtime.sessions() as s:
+        return (await jobs.queue_depth(s)).get(entrypoint, 0)
+
+
+async def test_a_failing_version_goes_back_to_the_agent_and_the_fix_reaches_review(
+    client, factory, runtime, host, repo_name, checked
+):
+    _, agent = await factory.member("agent")
+    _, reviewer = await factory.member("reviewer")
+    task_id = await new_claimed_task(client, agent, repo_name)
+
+    await submit(client, agent, task_id, "def add(a, b):\n    return a - b\n")
+    await drain(runtime)
+
+    task = (await client.get(f"/api/v1/tasks/{task_id}", headers=agent)).json()
+    assert task["status"] == "IN_PROGRESS"  # back to the agent, who still holds it
+    assert task["assignee_id"] is not None
+    feedback = [m for m in task["messages"] if m["source"] == "checks"]
+    assert len(feedback) == 1 and feedback[0]["direction"] == "to_agent"
+    assert "python -m pytest -q" in feedback[0]["body"] and "assert 0 == 4" in feedback[0]["body"]
+    log = await events(client, reviewer, task_id)
+    kinds = [e["kind"] for e in log]
+    assert "review_requested" not in kinds  # no reviewer was asked
+    assert kinds[-3:] == ["checks_completed", "checks_failed", "message"]
+    failed = next(e for e in log if e["kind"] == "checks_failed")
+    assert (failed["from_status"], failed["to_status"]) == ("REVIEW", "IN_PROGRESS")
+    assert failed["actor_name"] == "checks"
+    assert await queued(runtime, "notify_requester") == 0
+    runs = (await client.get(f"/api/v1/tasks/{task_id}/checks", headers=reviewer)).json()
+    assert [(r["version"], r["status"], r["mode"]) for r in runs] == [(1, "failed", "block")]
+    assert runs[0]["results"][0]["exit_code"] == 1 and not runs[0]["results"][0]["passed"]
+
+    await submit(client, agent, task_id, "def add(a, b):\n    return a + b\n")
+    await drain(runtime)
+
+    task = (await client.get(f"/api/v1/tasks/{task_id}", headers=agent)).json()
+    assert task["status"] == "REVIEW"
+    runs = (await client.get(f"/api/v1/tasks/{task_id}/checks", headers=reviewer)).json()
+    assert [(r["version"], r["status"]) for r in runs] == [(2, "passed"), (1, "failed")]
+    assert "1 passed" in runs[0]["results"][0]["output"]
+    requested = [e for e in await events(client, reviewer, task_id) if e["kind"] == "review_requested"]
+    assert [(e["data"]["version"], e["data"]["checks"]) for e in requested] == [(2, "passed")]
+    cr = (await client.get(f"/api/v1/tasks/{task_id}/change-request", headers=reviewer)).json()
+    assert cr["checks"]["status"] == "passed" and cr["checks"]["commit_sha"] == cr["head_sha"]
+    # The temporary work trees are gone, and git forgot them.
+    out = await asyncio.to_thread(_git_out, host.repo_path(repo_name), "worktree", "list")
+    assert out.count("\n") == 1  # only the bare repository itself
+
+
+async def test_inform_mode_shows_the_failure_to_reviewers_and_no_secret_reaches_the_check(
+    client, factory, runtime, host, repo_name, monkeypatch
+):
+    monkeypatch.setenv("OSIRIS_SECRET_KEY", "do-not-leak-" + secrets.token_hex(8))
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "nor-this")
+    monkeypatch.setitem(runtime.settings.checks, repo_name, ["env", "exit 3"])
+    monkeypatch.setitem(runtime.settings.checks_mode, repo_name, "inform")
+    _, agent = await factory.member("agent")
+    _, reviewer = await factory.member("reviewer")
+    task_id = await new_claimed_task(client, agent, repo_name)
+    await submit(client, agent, task_id, "def add(a, b):\n    return a + b\n")
+    await drain(runtime)
+
+    assert (await client.get(f"/api/v1/tasks/{task_id}", headers=agent)).json()["status"] == "REVIEW"
+    run = (await client.get(f"/api/v1/tasks/{task_id}/checks", headers=reviewer)).json()[0]
+    assert run["status"] == "failed" and run["mode"] == "inform"
+    env_out, failing = run["results"]
+    assert env_out["passed"] and failing["exit_code"] == 3
+    names = {line.split("=", 1)[0] for line in env_out["output"].splitlines() if "=" in line}
+    assert "OSIRIS_SECRET_KEY" not in env_out["output"] and "AWS_SECRET_ACCESS_KEY" not in names
+    assert names <= {"PATH", "HOME", "TMPDIR", "LANG", "PWD", "SHLVL", "_"}, names  # sh adds the last three
+    requested = [e for e in await events(client, reviewer, task_id) if e["kind"] == "review_requested"]
+    assert [e["data"]["checks"] for e in requested] == ["failed"]
+
+
+async def test_repo_config_from_the_base_branch(client, factory, runtime, host, repo_name):
+    _, agent = await factory.member("agent")
+    _, reviewer = await factory.member("reviewer")
+    task_id = await new_claimed_task(client, agent, repo_name)  # creates nothing yet
+    repo = host.repo_path(repo_name)
+    await asyncio.to_thread(host._open, repo_name, "main", create=True)
+    await asyncio.to_thread(_commit_to_main, repo, ".osiris.yml", CONFIG)
+
+    await submit(client, agent, task_id, "def add(a, b):\n    return a * b\n")
+    await drain(runtime)
+    runs = (await client.get(f"/api/v1/tasks/{task_id}/checks", headers=reviewer)).json()
+    assert [(r["source"], r["status"]) for r in runs] == [(".osiris.yml", "failed")]
+    assert [r["passed"] for r in runs[0]["results"]] == [True, False]
+    assert (await client.get(f"/api/v1/tasks/{task_id}", headers=agent)).json()["status"] == "IN_PROGRESS"
+
+
+def test_repo_config_is_validated():
+    assert checks.parse_repo_config("checks: [ruff check .]\n", default_mode="block").mode == "block"
+    for bad in ("checks: ruff", "checks: [1]", "mode: later", "- a\n- b", "checks: [a]\nextra: 1", "{"):
+        with pytest.raises(checks.ConfigError):
+            checks.parse_repo_config(bad, default_mode="block")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    return state not in ("Z", "X")
+
+
+async def test_timeout_kills_the_whole_process_group(tmp_path):
+    env = checks.check_env(tmp_path, "/usr/bin:/bin")
+    started = time.monotonic()
+    result = await checks.run_command(
+        "sleep 300 & echo $! > child.pid; echo started; wait",
+        cwd=tmp_path,
+        env=env,
+        time_limit=1.0,
+        max_output=1000,
+    )
+    assert time.monotonic() - started < 10
+    assert result.timed_out and result.exit_code is None and not result.passed
+    assert "started" in result.output and "killed after 1s" in result.output
+    child = int((tmp_path / "child.pid").read_text())
+    for _ in range(50):
+        if not _alive(child):
+            break
+        await asyncio.sleep(0.05)
+    assert not _alive(child), "the check's child survived its timeout"
+
+
+async def test_output_is_capped_keeping_the_end(tmp_path):
+    result = await checks.run_command(
+        "seq 1 100000; echo THE-END; exit 1",
+        cwd=tmp_path,
+        env=checks.check_env(tmp_path, "/usr/bin:/bin"),
+        time_limit=30,
+        max_output=2048,
+    )
+    assert result.exit_code == 1 and result.output_truncated
+    assert len(result.output.encode()) <= 2048 and result.output.rstrip().endswith("THE-END")
+    assert os.environ.get("OSIRIS_SECRET_KEY") is None or "OSIRIS" not in result.output
