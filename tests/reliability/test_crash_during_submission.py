@@ -69,6 +69,8 @@ def test_kill_9_at_each_step_of_a_submission_then_restart(server_env, record_pro
             assert [v["version"] for v in versions] == [1]
             r = httpx.get(f"{url}/api/v1/tasks/{task}/change-request", headers=agent, timeout=10)
             assert r.status_code == 200, r.text
+            events = httpx.get(f"{url}/api/v1/tasks/{task}/events", headers=agent, timeout=10).json()
+            assert [e["kind"] for e in events].count("published") == 1  # a re-run adds no second one
     branches = git(data, "for-each-ref", "--format=%(refname:short)", "refs/heads/osiris/").split()
     assert sorted(branches) == sorted(f"osiris/task-{t}" for t in first)
     for task in first:
