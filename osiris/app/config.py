@@ -178,6 +178,14 @@ class Settings(BaseSettings):
     routing_aging_seconds: int = Field(default=3600, gt=0)
     routing_aging_max_boost: int = Field(default=2, ge=0)
 
+    # --- outbound webhooks ---------------------------------------------------------------------
+    # Task events POSTed to the URLs organizations' admins subscribe (docs/architecture.md).
+    webhooks_timeout_seconds: float = 10.0  # per delivery attempt: to connect, and per read or write
+    webhooks_max_attempts: int = Field(default=8, ge=1)  # per delivery; then it is left failed in the log
+    webhooks_retry_base_seconds: float = 10.0  # backoff: base * 2^(attempt-1) without a Retry-After
+    webhooks_retry_max_seconds: float = 3600.0  # cap on the backoff and on a receiver's Retry-After
+    webhooks_response_excerpt_bytes: int = 1024  # of each response body, kept in the delivery log
+
     # --- MCP -----------------------------------------------------------------------------------
     # DNS-rebinding protection for /mcp: the Host and Origin values accepted. `name:*` allows any
     # port. The defaults allow localhost and 127.0.0.1 on any port, and the host of public_url.

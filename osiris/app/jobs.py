@@ -31,6 +31,7 @@ MERGE_TASK = "merge_task"
 CLOSE_TASK = "close_task"
 DELIVER_MESSAGE = "deliver_message"
 NOTIFY_REQUESTER = "notify_requester"
+DELIVER_WEBHOOK = "deliver_webhook"  # osiris/app/outbound_webhooks.py
 
 
 @dataclass

@@ -14,11 +14,12 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import BigInteger, column, func, select, text, update
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.selectable import TextualSelect
 
-from osiris.app import jobs, metrics, repository, routing
+from osiris.app import jobs, metrics, outbound_webhooks, repository, routing
 from osiris.app.actors import Actor
 from osiris.app.artifacts import ValidArtifact
 from osiris.app.errors import (
@@ -118,6 +119,8 @@ _RECORD_EVENT = text(
     )
     + ") SELECT ev.id, "
     + _ANNOUNCE.format(status="CAST(:status AS text)")
+    + ", "
+    + outbound_webhooks.MATCHING_SUBSCRIPTIONS_SQL
     + " FROM ev"
 )
 
@@ -148,7 +151,10 @@ async def record_event(
         "data": json.dumps(data or {}),
         "status": task.status,
     }
-    return (await session.execute(_RECORD_EVENT, params)).scalar_one()
+    event_id, _, webhooks = (await session.execute(_RECORD_EVENT, params)).one()
+    if webhooks:  # the org subscribed to this kind: deliver it if (and only if) we commit
+        await outbound_webhooks.enqueue_deliveries(session, event_id=event_id, subscription_ids=webhooks)
+    return event_id
 
 
 async def _move(
@@ -251,9 +257,11 @@ def _claim_statement(which: str) -> TextualSelect:
         )
         + ") SELECT claimed.*, ev.id AS event_id, "
         + _ANNOUNCE.format(status="ev.to_status")
-        + " AS announced FROM claimed JOIN ev ON ev.task_id = claimed.id"
+        + " AS announced, "
+        + outbound_webhooks.MATCHING_SUBSCRIPTIONS_SQL
+        + " AS webhook_ids FROM claimed JOIN ev ON ev.task_id = claimed.id"
     )
-    extra = (column("event_id", BigInteger), column("announced"))
+    extra = (column("event_id", BigInteger), column("announced"), column("webhook_ids", ARRAY(BigInteger)))
     return text(sql).columns(*Task.__table__.c, *extra)
 
 
@@ -277,14 +285,16 @@ async def _claim(session: AsyncSession, actor: Actor, statement: TextualSelect, 
         "lease": now + timedelta(seconds=params.pop("lease_seconds")),
     }
     stmt = (
-        select(Task, statement.selected_columns.event_id)
+        select(Task, statement.selected_columns.event_id, statement.selected_columns.webhook_ids)
         .from_statement(statement)
         .execution_options(populate_existing=True)
     )
     row = (await session.execute(stmt, params)).first()
     if row is None:
         return None
-    task, event_id = row
+    task, event_id, webhooks = row
+    if webhooks:
+        await outbound_webhooks.enqueue_deliveries(session, event_id=event_id, subscription_ids=webhooks)
     metrics.TRANSITIONS.labels(Action.CLAIM.value, task.status).inc()
     if task.channel != "api":
         await jobs.enqueue(session, jobs.NOTIFY_REQUESTER, {"task_id": task.id, "event_id": event_id})

@@ -19,6 +19,7 @@ from osiris import __version__
 from osiris.app import accounts, db, effects, jobs, lifecycle, metrics, problems
 from osiris.app.api import admin, auth, health, tasks
 from osiris.app.api import routing as routing_api
+from osiris.app.api import webhooks as webhooks_api
 from osiris.app.auth import TokenCache
 from osiris.app.config import Settings, get_settings
 from osiris.app.ratelimit import RateLimiter
@@ -146,6 +147,7 @@ def create_app(settings: Settings | None = None, *, run_background: bool = True)
     problems.install(app)
     for router in (health.router, auth.router, tasks.router, admin.router, routing_api.router):
         app.include_router(router)
+    app.include_router(webhooks_api.router)
     for ext in _extensions():
         ext.install(app, settings)
 

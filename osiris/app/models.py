@@ -11,6 +11,7 @@ from sqlalchemy import (
     Boolean,
     CheckConstraint,
     DateTime,
+    Float,
     ForeignKey,
     Identity,
     Index,
@@ -342,3 +343,52 @@ class CheckRun(Base):
     duration_ms: Mapped[int | None] = mapped_column(Integer)
     created_at: Mapped[datetime] = _now()
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+# --- outbound webhooks -------------------------------------------------------------------------
+
+
+class WebhookSubscription(Base):
+    """Where an organization wants its task events POSTed, signed with `secret`.
+
+    The secret is kept as given because signing needs it (unlike API tokens, which only need a
+    hash); it is returned once, when created, and never logged.
+    """
+
+    __tablename__ = "webhook_subscriptions"
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    org_id: Mapped[int] = mapped_column(ForeignKey("organizations.id", ondelete="CASCADE"), index=True)
+    url: Mapped[str] = mapped_column(String(2000))
+    secret: Mapped[str] = mapped_column(String(200))
+    # TaskEvent kinds, or "*" for every kind
+    event_types: Mapped[list[str]] = mapped_column(ARRAY(String(40)))
+    description: Mapped[str] = mapped_column(String(200), server_default="")
+    created_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
+    created_at: Mapped[datetime] = _now()
+
+
+class WebhookDelivery(Base):
+    """One attempt to deliver one event to one subscription: the delivery log."""
+
+    __tablename__ = "webhook_deliveries"
+    __table_args__ = (
+        Index("ix_webhook_deliveries_org_id_id", "org_id", "id"),
+        Index("ix_webhook_deliveries_run", "subscription_id", "event_id", "run"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    org_id: Mapped[int] = mapped_column(ForeignKey("organizations.id", ondelete="CASCADE"))
+    subscription_id: Mapped[int] = mapped_column(ForeignKey("webhook_subscriptions.id", ondelete="CASCADE"))
+    event_id: Mapped[int] = mapped_column(ForeignKey("task_events.id", ondelete="CASCADE"))
+    event_type: Mapped[str] = mapped_column(String(40))
+    run: Mapped[str] = mapped_column(String(32))  # one delivery and its retries; a redelivery is a new run
+    attempt: Mapped[int] = mapped_column(Integer)  # 1.. within the run
+    url: Mapped[str] = mapped_column(String(2000))
+    status_code: Mapped[int | None] = mapped_column(Integer)
+    ok: Mapped[bool] = mapped_column(Boolean)
+    error: Mapped[str | None] = mapped_column(String(500))
+    duration_ms: Mapped[int] = mapped_column(Integer)
+    response_excerpt: Mapped[str] = mapped_column(Text, server_default="")
+    retry_after_seconds: Mapped[float | None] = mapped_column(Float)  # when another attempt follows
+    created_at: Mapped[datetime] = _now()

@@ -217,3 +217,44 @@ class CheckRunRead(_Out):
     duration_ms: int | None
     created_at: datetime
     finished_at: datetime | None
+
+
+# --- outbound webhooks -------------------------------------------------------------------------
+
+
+class WebhookSubscriptionCreate(BaseModel):
+    url: str = Field(min_length=1, max_length=2000, description="http(s); redirects are never followed")
+    event_types: list[str] = Field(min_length=1, max_length=50, description='TaskEvent kinds, or ["*"]')
+    secret: str | None = Field(
+        default=None, min_length=16, max_length=200, description="omit to have one generated"
+    )
+    description: str = Field(default="", max_length=200)
+
+
+class WebhookSubscriptionRead(_Out):
+    id: int
+    url: str
+    event_types: list[str]
+    description: str
+    created_at: datetime
+
+
+class WebhookSubscriptionCreated(WebhookSubscriptionRead):
+    secret: str = Field(description="shown once; signs every delivery (OSIRIS-Signature)")
+
+
+class WebhookDeliveryRead(_Out):
+    id: int
+    subscription_id: int
+    event_id: int
+    event_type: str
+    run: str
+    attempt: int
+    url: str
+    status_code: int | None
+    ok: bool
+    error: str | None
+    duration_ms: int
+    response_excerpt: str
+    retry_after_seconds: float | None
+    created_at: datetime

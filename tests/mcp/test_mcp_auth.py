@@ -8,9 +8,8 @@ import os
 
 import httpx
 import pytest
-from conftest import osiris_command
 from mcp.shared.exceptions import MCPError
-from mcp_helpers import error_code, new_task, ok, token_of
+from mcp_helpers import error_code, new_task, ok, osiris_command, token_of
 
 from osiris.app import accounts, db
 
