@@ -1,0 +1,947 @@
+"""The authorization matrix: every route × every role × own vs another organization → expected outcome.
+
+The cases are generated from the app's route table (REST, portal pages, WebSockets, raw routes) and
+from the MCP server's own tool list, so an endpoint or tool without a rule in RULES / MCP_RULES fails
+the test ("no rule for POST /api/v1/foo"). Each case is a real request against one live server with
+real ids: a fresh task per (route, role) in the caller's organization, and a task, user, token … of
+another organization ("other"), whose names carry LEAK so that no answer may ever mention them.
+
+Outcome classes: allowed (2xx/3xx, or a 4xx that is not about who is asking: 409, 422, a 404 for a
+missing sub-resource), unauthenticated (401, or 303 → /login?next= on a portal page), forbidden (403),
+hidden (404 for another organization's resource, or task_not_found), refused (a webhook without its
+signature: 401/403 and nothing stored; a WebSocket handshake turned down).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import secrets
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+import pytest
+from fastapi.routing import APIRoute, APIWebSocketRoute, iter_route_contexts
+from mcp.shared.exceptions import MCPError
+from servers import mcp_over_http
+from sqlalchemy import func, select, text
+from starlette.routing import Mount, Route
+from websockets.asyncio.client import connect as ws_connect
+from websockets.exceptions import InvalidStatus
+
+from osiris.app import accounts, db, lifecycle, models, security
+from osiris.app.actors import Actor
+from osiris.app.artifacts import validate_artifact
+from osiris.app.auth import actor_for
+from osiris.app.models import ChannelAttachment, Role, Task, User
+
+ROLES = ("anonymous", "agent", "reviewer", "admin")
+PASSWORD = "correct horse battery"
+CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
+LEAK = "zzotherorg"  # in every name of the other organization: no answer to us may contain it
+MCP_REQUEST = {"jsonrpc": "2.0", "id": 1, "method": "tools/list"}  # raw, before any MCP session
+
+# --- the rules -----------------------------------------------------------------------------------
+# Who may: a set of roles. "agent" on a portal page means an agent's bearer token: agents cannot sign
+# in to the portal, so they are sent to /login like anyone signed out.
+PUBLIC = frozenset(ROLES)
+ANY = frozenset({"agent", "reviewer", "admin"})  # any token (agents on a task they hold: "agent-holder")
+AGENT = frozenset({"agent"})  # the lifecycle's agent-only moves (claim, submit, heartbeat)
+HOLDER_OR_ADMIN = frozenset({"agent", "admin"})  # release: the holding agent, or an admin
+SUPERVISOR = frozenset({"reviewer", "admin"})
+ADMIN = frozenset({"admin"})
+WEBHOOK = frozenset({"webhook-signature"})  # no role's token is a signature: unsigned → 401/403
+
+
+@dataclass(frozen=True)
+class Rule:
+    roles: frozenset[str]
+    scoped: bool = False  # another organization's resource is hidden (404 / task_not_found / refused)
+    holder: bool = False  # agent-holder: an agent only on a task it holds (another agent: not_your_task)
+    note: str = ""
+
+
+# (method, path) → rule; "*" for a raw route that takes any method.
+RULES: dict[tuple[str, str], Rule] = {
+    # operations and documentation
+    ("GET", "/healthz"): Rule(PUBLIC),
+    ("GET", "/readyz"): Rule(PUBLIC),
+    ("GET", "/metrics"): Rule(PUBLIC, note="process counters only, no organization data"),
+    ("GET", "/openapi.json"): Rule(PUBLIC),
+    ("GET", "/docs"): Rule(PUBLIC),
+    ("GET", "/docs/oauth2-redirect"): Rule(PUBLIC),
+    ("GET", "/redoc"): Rule(PUBLIC),
+    ("GET", "/static/portal"): Rule(PUBLIC),
+    # MCP: the transport needs a token; each tool's rule is in MCP_RULES
+    ("*", "/mcp"): Rule(ANY),
+    ("*", "/.well-known/oauth-protected-resource/mcp"): Rule(PUBLIC),
+    # auth
+    ("POST", "/api/v1/auth/token"): Rule(PUBLIC, note="password form; agents have no password"),
+    ("GET", "/api/v1/agent/me"): Rule(ANY),
+    # tasks
+    ("POST", "/api/v1/tasks"): Rule(ANY, note="agents may file tasks too"),
+    ("GET", "/api/v1/tasks"): Rule(ANY, note="lists only the caller's organization"),
+    ("GET", "/api/v1/tasks/pending"): Rule(ANY),
+    ("POST", "/api/v1/tasks/claim-next"): Rule(AGENT),
+    ("GET", "/api/v1/tasks/{task_id}"): Rule(ANY, scoped=True),
+    ("POST", "/api/v1/tasks/{task_id}/claim"): Rule(AGENT, scoped=True),
+    ("POST", "/api/v1/tasks/{task_id}/heartbeat"): Rule(AGENT, scoped=True, holder=True),
+    ("POST", "/api/v1/tasks/{task_id}/release"): Rule(HOLDER_OR_ADMIN, scoped=True, holder=True),
+    ("POST", "/api/v1/tasks/{task_id}/artifacts"): Rule(AGENT, scoped=True, holder=True),
+    ("GET", "/api/v1/tasks/{task_id}/artifacts"): Rule(ANY, scoped=True),
+    ("GET", "/api/v1/tasks/{task_id}/artifacts/diff"): Rule(ANY, scoped=True),
+    ("GET", "/api/v1/tasks/{task_id}/artifacts/{version}"): Rule(ANY, scoped=True),
+    ("GET", "/api/v1/tasks/{task_id}/messages"): Rule(ANY, scoped=True),
+    ("POST", "/api/v1/tasks/{task_id}/messages"): Rule(ANY, scoped=True, holder=True),
+    ("GET", "/api/v1/tasks/{task_id}/events"): Rule(ANY, scoped=True),
+    ("POST", "/api/v1/tasks/{task_id}/approve"): Rule(SUPERVISOR, scoped=True),
+    ("POST", "/api/v1/tasks/{task_id}/reject"): Rule(SUPERVISOR, scoped=True),
+    ("POST", "/api/v1/tasks/{task_id}/cancel"): Rule(SUPERVISOR, scoped=True),
+    ("PUT", "/api/v1/tasks/{task_id}/skills"): Rule(SUPERVISOR, scoped=True),
+    ("PUT", "/api/v1/tasks/{task_id}/assignee"): Rule(SUPERVISOR, scoped=True),
+    ("GET", "/api/v1/tasks/{task_id}/checks"): Rule(ANY, scoped=True),
+    ("GET", "/api/v1/tasks/{task_id}/change-request"): Rule(ANY, scoped=True),
+    ("POST", "/api/v1/tasks/{task_id}/feedback/read"): Rule(ANY, scoped=True),
+    ("GET", "/api/v1/tasks/{task_id}/attachments"): Rule(ANY, scoped=True),
+    ("GET", "/api/v1/tasks/{task_id}/attachments/{attachment_id}"): Rule(ANY, scoped=True),
+    # administration
+    ("GET", "/api/v1/users"): Rule(ADMIN),
+    ("POST", "/api/v1/users"): Rule(ADMIN),
+    ("PUT", "/api/v1/users/{user_id}/skills"): Rule(ADMIN, scoped=True),
+    ("GET", "/api/v1/tokens"): Rule(ADMIN),
+    ("POST", "/api/v1/tokens"): Rule(ADMIN, scoped=True, note="the user is named in the body"),
+    ("DELETE", "/api/v1/tokens/{token_id}"): Rule(ADMIN, scoped=True),
+    # inbound webhooks: the provider's signature or shared secret, never a user's token
+    ("POST", "/api/v1/webhooks/github"): Rule(WEBHOOK),
+    ("POST", "/api/v1/webhooks/twilio"): Rule(WEBHOOK),
+    ("POST", "/api/v1/webhooks/slack/events"): Rule(WEBHOOK),
+    ("POST", "/api/v1/webhooks/slack/commands"): Rule(WEBHOOK),
+    ("POST", "/api/v1/webhooks/email"): Rule(WEBHOOK),
+    ("POST", "/api/v1/webhooks/telegram"): Rule(WEBHOOK),
+    # git smart HTTP: any token; the repositories belong to the deployment, not to an organization
+    ("GET", "/git/{path:path}"): Rule(ANY, note="not org-scoped: repositories are per deployment"),
+    ("POST", "/git/{path:path}"): Rule(ANY, note="not org-scoped: repositories are per deployment"),
+    # portal pages
+    ("GET", "/login"): Rule(PUBLIC),
+    ("POST", "/login"): Rule(PUBLIC),
+    ("POST", "/logout"): Rule(PUBLIC),
+    ("GET", "/portal/highlight.css"): Rule(PUBLIC),
+    ("GET", "/"): Rule(SUPERVISOR, note="the board lists only the viewer's organization"),
+    ("GET", "/tasks/{task_id}"): Rule(SUPERVISOR, scoped=True),
+    ("POST", "/tasks/{task_id}/messages"): Rule(SUPERVISOR, scoped=True),
+    ("POST", "/tasks/{task_id}/approve"): Rule(SUPERVISOR, scoped=True),
+    ("POST", "/tasks/{task_id}/request-changes"): Rule(SUPERVISOR, scoped=True),
+    ("POST", "/tasks/{task_id}/cancel"): Rule(SUPERVISOR, scoped=True),
+    ("GET", "/admin"): Rule(ADMIN),
+    ("GET", "/admin/users"): Rule(ADMIN),
+    ("POST", "/admin/users"): Rule(ADMIN),
+    ("POST", "/admin/users/{user_id}/github"): Rule(ADMIN, scoped=True),
+    ("GET", "/admin/tokens"): Rule(ADMIN),
+    ("POST", "/admin/tokens"): Rule(ADMIN, scoped=True, note="the user is named in the form"),
+    ("POST", "/admin/tokens/{token_id}/revoke"): Rule(ADMIN, scoped=True),
+    ("GET", "/admin/audit"): Rule(ADMIN),
+    # WebSockets: a portal session cookie, or any bearer token (agents included: live.py accepts
+    # every token; the stream only ever carries the caller's organization)
+    ("WS", "/ws/board"): Rule(ANY, note="agents' bearer tokens are accepted"),
+    ("WS", "/ws/tasks/{task_id}"): Rule(ANY, scoped=True, note="agents' bearer tokens are accepted"),
+}
+# Families of routes by prefix, for endpoints that are being added: outbound webhook subscriptions
+# and their delivery log are an admin's business, in their own organization only.
+PATTERN_RULES: list[tuple[re.Pattern[str], Rule]] = [
+    (re.compile(r"^\w+ /api/v1/webhooks/(subscriptions|deliveries)(/|$)"), Rule(ADMIN, scoped=True)),
+    (re.compile(r"^\w+ /admin/webhooks(/|$)"), Rule(ADMIN, scoped=True)),
+]
+
+# MCP tools (from the server's list_tools): what osiris/mcp/service.py and the lifecycle allow.
+MCP_RULES: dict[str, Rule] = {
+    "read_pending_tasks": Rule(ANY, note="people see the whole queue; agents what routing allows"),
+    "list_my_tasks": Rule(ANY),
+    "get_task": Rule(ANY, scoped=True),
+    "read_feedback": Rule(ANY, scoped=True, note="a person's token reads with its own cursor"),
+    "post_message": Rule(ANY, scoped=True, holder=True),
+    "claim_task": Rule(AGENT, scoped=True, note="a person's token cannot act as an agent"),
+    "submit_artifact": Rule(AGENT, scoped=True, holder=True, note="people are refused"),
+    "release_task": Rule(HOLDER_OR_ADMIN, scoped=True, holder=True, note="or an admin"),
+    # resource templates (from list_resource_templates), read with resources/read
+    "osiris://tasks/{task_id}": Rule(ANY, scoped=True),
+}
+
+
+def rule_for(method: str, path: str) -> Rule | None:
+    found = RULES.get((method, path)) or RULES.get(("*", path))
+    if found is not None:
+        return found
+    return next((r for pattern, r in PATTERN_RULES if pattern.match(f"{method} {path}")), None)
+
+
+def expected(rule: Rule, kind: str, role: str, org: str) -> set[str]:
+    if rule.roles == WEBHOOK:
+        return {"refused"}
+    if role == "bystander":  # an agent of ours on a task another agent holds
+        return {"forbidden"} if rule.holder else expected(rule, kind, "agent", org)
+    if role in rule.roles:
+        return {"hidden"} if org == "other" else {"allowed"}
+    if role == "anonymous" or (kind == "portal" and role == "agent"):
+        return {"unauthenticated"}
+    # Refused for the role; another organization's resource may be looked up first (404): both
+    # answers reveal nothing.
+    return {"forbidden"} if org != "other" else {"forbidden", "hidden"}
+
+
+# --- the route table -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    kind: str  # rest | portal | ws
+    method: str
+    path: str
+    rule: Rule
+
+    @property
+    def label(self) -> str:
+        return f"{self.method} {self.path}"
+
+
+def endpoints(app) -> tuple[list[Endpoint], list[str]]:
+    """Every route of the app with its rule, and the routes that have none."""
+    from osiris.portal.rendering import PortalRoute
+
+    found, missing = [], []
+    for ctx in iter_route_contexts(app.routes):
+        route, path = ctx.original_route, ctx.path
+        if isinstance(route, APIWebSocketRoute):
+            kind, methods = "ws", ["WS"]
+        elif isinstance(route, PortalRoute):
+            kind, methods = "portal", sorted(set(ctx.methods or ()) - {"HEAD"})
+        elif isinstance(route, APIRoute | Route):
+            kind, methods = "rest", sorted(set(ctx.methods or ()) - {"HEAD"}) or ["*"]
+        elif isinstance(route, Mount):
+            kind, methods = "rest", ["GET"]
+        else:
+            missing.append(f"no rule for {type(route).__name__} {path}")
+            continue
+        for method in methods:
+            rule = rule_for(method, path)
+            if rule is None:
+                missing.append(f"no rule for {method} {path}")
+            else:
+                found.append(Endpoint(kind, method, path, rule))
+    return found, missing
+
+
+def csrf_of(html: str) -> str:
+    match = CSRF.search(html)
+    assert match, "the page has no CSRF field"
+    return match.group(1)
+
+
+# --- the world: two organizations, a fresh task per case ------------------------------------------
+
+
+@dataclass
+class Credentials:
+    bearer: dict[str, str] = field(default_factory=dict)  # role → token
+    cookie: dict[str, tuple[str, str]] = field(default_factory=dict)  # role → (session cookie, csrf)
+
+
+@dataclass
+class World:
+    own_id: int
+    other_id: int
+    actors: dict[str, Actor]  # ours: agent, reviewer, admin; worker and bystander are two more agents
+    other: dict[str, Any]  # the other organization's task, user, names
+    creds: Credentials
+    base_url: str
+    settings: Any
+
+
+async def _make_task(
+    session,
+    org_id: int,
+    *,
+    title: str,
+    holder: Actor,
+    to_review: bool,
+    max_bytes: int,
+) -> Task:
+    creator = Actor(org_id=org_id, user_id=None, name="matrix", role=None)
+    task = await lifecycle.create_task(
+        session, creator, title=title, description="d", repo="default", base_branch="main"
+    )
+    if not to_review:
+        return task
+    await lifecycle.claim_task(session, holder, task.id, lease_seconds=600)
+    artifact = validate_artifact("notes for review", "text", max_bytes=max_bytes)
+    await lifecycle.submit_artifact(session, holder, task.id, artifact=artifact)
+    session.add(
+        ChannelAttachment(
+            org_id=org_id,
+            task_id=task.id,
+            filename="a.txt",
+            content_type="text/plain",
+            size_bytes=3,
+            content=b"abc",
+        )
+    )
+    await session.flush()
+    return task
+
+
+async def build_world(factory, live) -> World:
+    own, other = await factory.org(), await factory.org("other")
+    users = {}
+    for role in ("agent", "reviewer", "admin", "worker", "bystander"):
+        users[role] = await factory.user(
+            role if role in ("agent", "reviewer", "admin") else "agent",
+            org=own,
+            password=PASSWORD if role in ("reviewer", "admin") else None,
+        )
+    other_users = {
+        role: await factory.user(
+            role,
+            org=other,
+            name=f"{LEAK}-{role}-{secrets.token_hex(3)}",
+            password=None if role == "agent" else PASSWORD,
+        )
+        for role in ("agent", "admin")
+    }
+    actors = {role: actor_for(u) for role, u in users.items()}
+    max_bytes = live.settings.max_artifact_bytes
+    async with db.transaction(factory.runtime.sessions) as session:
+        other_actor = actor_for(other_users["agent"])
+        other_task = await _make_task(
+            session,
+            other.id,
+            title=f"{LEAK} secret task",
+            holder=other_actor,
+            to_review=True,
+            max_bytes=max_bytes,
+        )
+        await _make_task(
+            session,
+            other.id,
+            title=f"{LEAK} pending",
+            holder=other_actor,
+            to_review=False,
+            max_bytes=max_bytes,
+        )
+    creds = Credentials()
+    creds.bearer["agent"] = await factory.token(users["agent"])
+    creds.bearer["bystander"] = await factory.token(users["bystander"])
+    creds.bearer["admin"] = await factory.token(users["admin"])
+    creds.bearer["reviewer"] = security.issue_jwt(  # people's REST tokens are JWTs from /auth/token
+        user_id=users["reviewer"].id,
+        org_id=own.id,
+        role="reviewer",
+        key=live.settings.signing_key(),
+        ttl_seconds=600,
+    )
+    async with httpx.AsyncClient(base_url=live.url, timeout=30) as c:
+        for role in ("anonymous", "reviewer", "admin"):
+            c.cookies.clear()
+            page = await c.get("/login")
+            if role != "anonymous":
+                r = await c.post(
+                    "/login",
+                    data={
+                        "username": users[role].username,
+                        "password": PASSWORD,
+                        "csrf_token": csrf_of(page.text),
+                    },
+                )
+                assert r.status_code == 303, r.text
+                page = await c.get("/")
+            creds.cookie[role] = (c.cookies["osiris_session"], csrf_of(page.text))
+        # agents cannot sign in to the portal
+        c.cookies.clear()
+        page = await c.get("/login")
+        r = await c.post(
+            "/login",
+            data={
+                "username": users["agent"].username,
+                "password": PASSWORD,
+                "csrf_token": csrf_of(page.text),
+            },
+        )
+        assert r.status_code == 401, r.text
+    return World(
+        own_id=own.id,
+        other_id=other.id,
+        actors=actors,
+        creds=creds,
+        base_url=live.url,
+        settings=live.settings,
+        other={
+            "task": other_task.id,
+            "user": other_users["agent"],
+        },
+    )
+
+
+@dataclass
+class Case:
+    endpoint: Endpoint
+    role: str
+    org: str  # own | other | "-" (nothing of an organization's in the request)
+    params: dict[str, str] = field(default_factory=dict)
+    task_id: int | None = None
+
+    @property
+    def label(self) -> str:
+        return f"{self.endpoint.label} as {self.role} ({self.org})"
+
+
+async def fresh_task(session, world: World, role: str, *, pending: bool, max_bytes: int) -> Task:
+    """A task of our organization in the state the role would act on: PENDING to claim; held by the
+    calling agent (v1 reviewed, changes requested); or in REVIEW with v1 (for people)."""
+    if pending:
+        return await _make_task(
+            session,
+            world.own_id,
+            title="matrix pending",
+            holder=world.actors["worker"],
+            to_review=False,
+            max_bytes=max_bytes,
+        )
+    holder = world.actors["agent" if role in ("agent", "bystander") else "worker"]
+    task = await _make_task(
+        session,
+        world.own_id,
+        title="matrix task",
+        holder=holder,
+        to_review=True,
+        max_bytes=max_bytes,
+    )
+    if role in ("agent", "bystander"):
+        await lifecycle.request_changes(
+            session, world.actors["reviewer"], task.id, feedback="more", lease_seconds=600
+        )
+    return task
+
+
+async def _token_id(session, user_id: int) -> str:
+    user = await session.get(User, user_id)
+    return str((await accounts.create_token(session, user=user, name="matrix")).token.id)
+
+
+async def _subscription_id(session, world: World, org_id: int) -> int:
+    host = "hooks" if org_id == world.own_id else LEAK
+    sub = models.WebhookSubscription(
+        org_id=org_id, url=f"https://{host}.example.test/osiris", secret="s" * 32, event_types=["*"]
+    )
+    session.add(sub)
+    await session.flush()
+    return sub.id
+
+
+async def fill_params(session, world: World, case: Case, names: list[str], max_bytes: int) -> None:
+    own = case.org != "other"
+    org_id = world.own_id if own else world.other_id
+    for name in names:
+        if name == "task_id":
+            if own:
+                pending = case.endpoint.path.endswith("/claim") or case.endpoint.method == "MCP:claim_task"
+                task = await fresh_task(session, world, case.role, pending=pending, max_bytes=max_bytes)
+                case.task_id = task.id
+            else:
+                case.task_id = world.other["task"]
+            case.params[name] = str(case.task_id)
+        elif name == "version":
+            case.params[name] = "1"
+        elif name == "attachment_id":
+            task_id = int(case.params["task_id"])
+            query = select(ChannelAttachment.id).where(ChannelAttachment.task_id == task_id)
+            case.params[name] = str(await session.scalar(query))
+        elif name == "user_id":
+            case.params[name] = str(world.actors["worker"].user_id if own else world.other["user"].id)
+        elif name == "token_id":
+            user_id = world.actors["worker"].user_id if own else world.other["user"].id
+            case.params[name] = await _token_id(session, user_id)
+        elif name == "path":
+            case.params[name] = (
+                "default.git/info/refs" if case.endpoint.method == "GET" else "default.git/git-upload-pack"
+            )
+        elif name == "subscription_id":
+            case.params[name] = str(await _subscription_id(session, world, org_id))
+        elif name == "delivery_id":
+            sub = await _subscription_id(session, world, org_id)
+            event = await session.scalar(
+                select(func.max(models.TaskEvent.id)).where(models.TaskEvent.org_id == org_id)
+            )
+            delivery = models.WebhookDelivery(
+                org_id=org_id,
+                subscription_id=sub,
+                event_id=event,
+                event_type="created",
+                run="r1",
+                attempt=1,
+                url="https://hooks.example.test/osiris",
+                ok=False,
+                duration_ms=1,
+            )
+            session.add(delivery)
+            await session.flush()
+            case.params[name] = str(delivery.id)
+        else:
+            raise AssertionError(f"no way to fill {{{name}}} of {case.endpoint.label}: add it to fill_params")
+
+
+# --- requests ------------------------------------------------------------------------------------
+
+
+def _uniq(prefix: str) -> str:
+    return f"{prefix}-{secrets.token_hex(4)}"
+
+
+def _form(world: World, case: Case, **fields: Any) -> dict[str, Any]:
+    csrf = world.creds.cookie.get(case.role, world.creds.cookie["anonymous"])[1]
+    return {"data": {"csrf_token": csrf, **fields}}
+
+
+# Request bodies and queries the OpenAPI minimum would not make meaningful.
+Sample = Callable[[World, Case], dict[str, Any]]
+SAMPLES: dict[tuple[str, str], Sample] = {
+    ("POST", "/api/v1/auth/token"): lambda w, c: {
+        "data": {"username": c.params["_login"], "password": PASSWORD}
+    },
+    ("POST", "/api/v1/tasks"): lambda w, c: {"json": {"title": "matrix filed"}},
+    ("POST", "/api/v1/tasks/{task_id}/artifacts"): lambda w, c: {
+        "json": {"content": "notes v2", "kind": "text"}
+    },
+    ("GET", "/api/v1/tasks/{task_id}/artifacts/diff"): lambda w, c: {"params": {"from": 1, "to": 1}},
+    ("POST", "/api/v1/tasks/{task_id}/messages"): lambda w, c: {"json": {"body": "a question"}},
+    ("POST", "/api/v1/tasks/{task_id}/reject"): lambda w, c: {"json": {"feedback": "change it"}},
+    ("PUT", "/api/v1/tasks/{task_id}/skills"): lambda w, c: {"json": {"skills": []}},
+    ("PUT", "/api/v1/tasks/{task_id}/assignee"): lambda w, c: {"json": {"agent_id": None}},
+    ("POST", "/api/v1/users"): lambda w, c: {"json": {"username": _uniq("made"), "role": "agent"}},
+    ("PUT", "/api/v1/users/{user_id}/skills"): lambda w, c: {"json": {"skills": ["python"]}},
+    ("POST", "/api/v1/tokens"): lambda w, c: {
+        "json": {
+            "name": "t",
+            "username": (w.other["user"].username if c.org == "other" else w.actors["worker"].name),
+        }
+    },
+    ("POST", "/login"): lambda w, c: _form(w, c, username=c.params["_login"], password=PASSWORD),
+    ("POST", "/logout"): lambda w, c: _form(w, c),
+    ("POST", "/tasks/{task_id}/messages"): lambda w, c: _form(w, c, body="a question"),
+    ("POST", "/tasks/{task_id}/approve"): lambda w, c: _form(w, c),
+    ("POST", "/tasks/{task_id}/request-changes"): lambda w, c: _form(w, c, feedback="change it"),
+    ("POST", "/tasks/{task_id}/cancel"): lambda w, c: _form(w, c),
+    ("POST", "/admin/users"): lambda w, c: _form(
+        w, c, username=_uniq("made"), role="reviewer", password=PASSWORD
+    ),
+    ("POST", "/admin/users/{user_id}/github"): lambda w, c: _form(w, c, github_login=_uniq("gh")),
+    ("POST", "/admin/tokens"): lambda w, c: _form(
+        w, c, name="t", user_id=str(w.other["user"].id if c.org == "other" else w.actors["worker"].user_id)
+    ),
+    ("POST", "/admin/tokens/{token_id}/revoke"): lambda w, c: _form(w, c),
+    ("POST", "/api/v1/webhooks/subscriptions"): lambda w, c: {
+        "json": {"url": "https://hooks.example.test/osiris", "event_types": ["*"]}
+    },
+    ("POST", "/admin/webhooks"): lambda w, c: _form(
+        w, c, url="https://hooks.example.test/osiris", event_types="*"
+    ),
+    ("GET", "/git/{path:path}"): lambda w, c: {"params": {"service": "git-upload-pack"}},
+    ("POST", "/git/{path:path}"): lambda w, c: {
+        "content": b"0000",
+        "headers": {"Content-Type": "application/x-git-upload-pack-request"},
+    },
+    ("GET", "/static/portal"): lambda w, c: {"url": "/static/portal/portal.css"},
+    ("*", "/mcp"): lambda w, c: {
+        "method": "POST",
+        "json": MCP_REQUEST,
+        "headers": {"Accept": "application/json, text/event-stream"},
+    },
+    ("*", "/.well-known/oauth-protected-resource/mcp"): lambda w, c: {"method": "GET"},
+    # webhooks: what would file a task if it were signed
+    ("POST", "/api/v1/webhooks/github"): lambda w, c: {
+        "json": {
+            "action": "opened",
+            "issue": {"number": 1, "title": "fix", "body": "please", "user": {"login": "x"}},
+            "repository": {"full_name": "acme/app"},
+            "sender": {"login": "x"},
+        },
+        "headers": {"X-GitHub-Event": "issues", "X-GitHub-Delivery": _uniq("d")},
+    },
+    ("POST", "/api/v1/webhooks/twilio"): lambda w, c: {
+        "data": {
+            "From": "whatsapp:+15550001",
+            "To": "whatsapp:+15550002",
+            "Body": "please fix it",
+            "MessageSid": _uniq("SM"),
+            "AccountSid": "AC" + "0" * 32,
+        }
+    },
+    ("POST", "/api/v1/webhooks/slack/events"): lambda w, c: {
+        "json": {
+            "type": "event_callback",
+            "team_id": "T1",
+            "event_id": _uniq("Ev"),
+            "event": {
+                "type": "app_mention",
+                "user": "U1",
+                "text": "please fix it",
+                "channel": "C1",
+                "ts": "1.2",
+            },
+        }
+    },
+    ("POST", "/api/v1/webhooks/slack/commands"): lambda w, c: {
+        "data": {
+            "command": "/osiris",
+            "text": "please fix it",
+            "user_id": "U1",
+            "channel_id": "C1",
+            "team_id": "T1",
+        }
+    },
+    ("POST", "/api/v1/webhooks/email"): lambda w, c: {
+        "content": (
+            b"From: a@example.com\r\nTo: osiris@example.com\r\nSubject: fix\r\nMessage-ID: <"
+            + _uniq("m").encode()
+            + b"@x>\r\n\r\nplease fix it\r\n"
+        ),
+        "headers": {"Content-Type": "message/rfc822"},
+    },
+    ("POST", "/api/v1/webhooks/telegram"): lambda w, c: {
+        "json": {
+            "update_id": 1,
+            "message": {"message_id": 1, "chat": {"id": 1, "type": "private"}, "text": "fix it"},
+        }
+    },
+}
+
+
+def _minimal(schema: dict, components: dict) -> Any:
+    """The smallest value an OpenAPI schema accepts (for routes without a sample)."""
+    if "$ref" in schema:
+        return _minimal(components[schema["$ref"].rsplit("/", 1)[1]], components)
+    for key in ("anyOf", "oneOf", "allOf"):
+        if key in schema:
+            options = [s for s in schema[key] if s.get("type") != "null"] or schema[key]
+            return _minimal(options[0], components)
+    if "default" in schema:
+        return schema["default"]
+    if "enum" in schema:
+        return schema["enum"][0]
+    kind = schema.get("type")
+    if kind == "object":
+        props = schema.get("properties", {})
+        return {k: _minimal(props[k], components) for k in schema.get("required", []) if k in props}
+    if kind == "array":
+        return [_minimal(schema.get("items", {}), components) for _ in range(schema.get("minItems", 0))]
+    if kind in ("integer", "number"):
+        return max(1, schema.get("minimum", 1))
+    if kind == "boolean":
+        return False
+    if schema.get("format") == "uri" or "url" in schema.get("title", "").lower():
+        return "https://hooks.example.test/osiris"
+    return "x" * max(1, schema.get("minLength", 1))
+
+
+def openapi_body(openapi: dict, case: Case) -> dict[str, Any]:
+    op = openapi.get("paths", {}).get(case.endpoint.path, {}).get(case.endpoint.method.lower())
+    content = ((op or {}).get("requestBody") or {}).get("content", {})
+    components = openapi.get("components", {}).get("schemas", {})
+    if "application/json" in content:
+        return {"json": _minimal(content["application/json"]["schema"], components)}
+    if content:
+        schema = next(iter(content.values()))["schema"]
+        return {"data": _minimal(schema, components)}
+    return {}
+
+
+def headers_for(world: World, case: Case) -> dict[str, str]:
+    role, kind = case.role, case.endpoint.kind
+    if role == "anonymous":
+        cookie = world.creds.cookie["anonymous"][0]
+        return {"Cookie": f"osiris_session={cookie}"} if kind == "portal" else {}
+    bearer = {"Authorization": f"Bearer {world.creds.bearer[role]}"}
+    if kind == "portal":  # people with their session; an agent with its token beside a signed-out session
+        cookie = world.creds.cookie.get(role, world.creds.cookie["anonymous"])[0]
+        return {"Cookie": f"osiris_session={cookie}", **({} if role in world.creds.cookie else bearer)}
+    return bearer
+
+
+def classify_http(case: Case, response: httpx.Response) -> str:
+    status = response.status_code
+    if case.endpoint.rule.roles == WEBHOOK:
+        return "refused" if status in (401, 403) else f"status {status}"
+    if status >= 500:
+        return f"status {status}"
+    location = response.headers.get("location", "")
+    if status == 401 or (status in (302, 303, 307) and location.startswith("/login?next=")):
+        return "unauthenticated"
+    if status == 403:
+        return "forbidden"
+    if status == 404:
+        code = response.json().get("code") if "json" in response.headers.get("content-type", "") else None
+        if case.org == "other" or code == "task_not_found" or case.endpoint.kind == "portal":
+            return "hidden"
+        return "allowed"  # a missing part of our own task: no such version, nothing published yet
+    return "allowed"
+
+
+async def run_http(world: World, cases: list[Case], openapi: dict) -> list[tuple[Case, str, httpx.Response]]:
+    limit = asyncio.Semaphore(8)
+
+    async def one(client: httpx.AsyncClient, case: Case) -> tuple[Case, str, httpx.Response]:
+        ep = case.endpoint
+        sample = SAMPLES.get((ep.method, ep.path)) or SAMPLES.get(("*", ep.path))
+        if sample is None and ep.kind == "portal" and ep.method == "POST":
+            sample = _form  # a form with only its CSRF token
+        spec = sample(world, case) if sample else openapi_body(openapi, case)
+        headers = {**headers_for(world, case), **spec.pop("headers", {})}
+        path = spec.pop("url", None) or ep.path.replace("{path:path}", "{path}").format(**case.params)
+        method = spec.pop("method", ep.method)
+        request = httpx.Request(method, world.base_url + path, headers=headers, **spec)
+        async with limit:
+            response = await client.send(request)  # not client.request: no cookie jar between cases
+        return case, classify_http(case, response), response
+
+    async with httpx.AsyncClient(timeout=30) as client:
+        return await asyncio.gather(*(one(client, c) for c in cases))
+
+
+def mismatches(results: list[tuple[Case, str, Any]], kind_of: Callable[[Case], str]) -> list[str]:
+    bad = []
+    for case, outcome, detail in results:
+        if os.environ.get("OSIRIS_MATRIX_PRINT"):  # the whole matrix, for reading it
+            print(f"{case.label}: {outcome} ({getattr(detail, 'status_code', detail)})")
+        want = expected(case.endpoint.rule, kind_of(case), case.role, case.org)
+        if case.endpoint.kind == "ws":
+            want = {"allowed"} if want == {"allowed"} else {"refused"}
+        if outcome not in want:
+            shown = (
+                f"{detail.status_code} {detail.text[:160]!r}"
+                if isinstance(detail, httpx.Response)
+                else str(detail)[:200]
+            )
+            bad.append(f"{case.label}: expected {'/'.join(sorted(want))}, got {outcome} — {shown}")
+    return bad
+
+
+def leaks(results: list[tuple[Case, str, Any]]) -> list[str]:
+    """No answer to anyone of our organization mentions anything of the other organization."""
+    out = []
+    for case, _outcome, detail in results:
+        body = detail.text if isinstance(detail, httpx.Response) else str(detail)
+        if LEAK in body.lower() and case.org != "other":
+            out.append(f"{case.label} shows the other organization's data")
+    return out
+
+
+async def plan(factory, world: World, eps: list[Endpoint], *, kinds: set[str]) -> list[Case]:
+    cases: list[Case] = []
+    max_bytes = world.settings.max_artifact_bytes
+    async with db.transaction(factory.runtime.sessions) as session:
+        for ep in eps:
+            if ep.kind not in kinds:
+                continue
+            names = re.findall(r"{(\w+)(?::\w+)?}", ep.path)
+            sample_knows_org = (ep.method, ep.path) in {("POST", "/api/v1/tokens"), ("POST", "/admin/tokens")}
+            orgs = ("own", "other") if ep.rule.scoped and (names or sample_knows_org) else ("-",)
+            for role in ROLES + (("bystander",) if ep.rule.holder else ()):
+                for org in orgs if role != "bystander" else ("own",):
+                    case = Case(ep, role, org)
+                    await fill_params(session, world, case, names, max_bytes)
+                    if ep.path in ("/login", "/api/v1/auth/token") and ep.method == "POST":
+                        # a fresh person per attempt: the login rate limit counts per user name
+                        user = User(
+                            org_id=world.own_id,
+                            username=_uniq("login"),
+                            role=Role.REVIEWER.value,
+                            password_hash=security.hash_password(PASSWORD),
+                        )
+                        session.add(user)
+                        await session.flush()
+                        case.params["_login"] = user.username
+                    cases.append(case)
+    return cases
+
+
+async def stored_rows(factory) -> dict[str, int]:
+    tables = ("tasks", "messages", "task_events", "deliveries", "channel_attachments", "pgqueuer")
+    async with factory.runtime.sessions() as session:
+        return {t: await session.scalar(text(f"SELECT count(*) FROM {t}")) for t in tables}  # noqa: S608
+
+
+# --- the tests -----------------------------------------------------------------------------------
+
+
+def test_every_route_and_rule_match(live_app):
+    """A new endpoint without a rule fails here; so does a rule whose route is gone."""
+    found, missing = endpoints(live_app.app)
+    assert not missing, "\n".join(missing)
+    routed = {(e.method, e.path) for e in found} | {("*", e.path) for e in found}
+    stale = [f"{m} {p}" for m, p in RULES if (m, p) not in routed]
+    assert not stale, f"rules for routes that no longer exist: {stale}"
+
+
+@pytest.fixture
+async def world(factory, live_app) -> World:
+    return await build_world(factory, live_app)
+
+
+async def test_rest_and_portal_matrix(world, factory, live_app, record_property):
+    eps, missing = endpoints(live_app.app)
+    assert not missing, "\n".join(missing)
+    openapi = (await asyncio.to_thread(httpx.get, live_app.url + "/openapi.json")).json()
+
+    webhooks = [e for e in eps if e.rule.roles == WEBHOOK]
+    others = [e for e in eps if e.rule.roles != WEBHOOK and e.kind in ("rest", "portal")]
+    hook_cases = await plan(factory, world, webhooks, kinds={"rest"})
+    before = await stored_rows(factory)
+    hook_results = await run_http(world, hook_cases, openapi)
+    after = await stored_rows(factory)
+    assert before == after, f"an unsigned webhook stored something: {before} → {after}"
+
+    cases = await plan(factory, world, others, kinds={"rest", "portal"})
+    results = await run_http(world, cases, openapi)
+    all_results = hook_results + results
+    record_property("cases", len(all_results))
+    bad = mismatches(all_results, lambda c: c.endpoint.kind) + leaks(all_results)
+    assert not bad, f"{len(bad)} of {len(all_results)} cases differ from the rules:\n" + "\n".join(bad)
+
+
+# --- MCP tools -------------------------------------------------------------------------------------
+
+
+async def test_mcp_tool_matrix(world, factory, live_app, record_property):
+    async with mcp_over_http(live_app.url, world.creds.bearer["agent"]) as client:
+        tools = [t.name for t in (await client.list_tools()).tools]
+        tools += [t.uri_template for t in (await client.list_resource_templates()).resource_templates]
+    missing = [f"no rule for MCP tool or resource {name}" for name in tools if name not in MCP_RULES]
+    assert not missing, "\n".join(missing)
+    stale = sorted(set(MCP_RULES) - set(tools))
+    assert not stale, f"rules for tools that no longer exist: {stale}"
+
+    eps = [Endpoint("mcp", f"MCP:{name}", name, MCP_RULES[name]) for name in tools]
+    cases: list[Case] = []
+    async with db.transaction(factory.runtime.sessions) as session:
+        for ep in eps:
+            for role in ("agent", "reviewer", "admin") + (("bystander",) if ep.rule.holder else ()):
+                orgs = ("own", "other") if ep.rule.scoped else ("-",)
+                for org in orgs if role != "bystander" else ("own",):
+                    case = Case(ep, role, org)
+                    if ep.rule.scoped:
+                        await fill_params(
+                            session, world, case, ["task_id"], world.settings.max_artifact_bytes
+                        )
+                    cases.append(case)
+
+    args: dict[str, Callable[[Case], dict[str, Any]]] = {
+        "submit_artifact": lambda c: {"task_id": c.task_id, "content": "notes v2", "kind": "text"},
+        "post_message": lambda c: {"task_id": c.task_id, "body": "a question"},
+    }
+
+    async def as_role(role: str) -> list[tuple[Case, str, str]]:
+        out = []
+        async with mcp_over_http(live_app.url, world.creds.bearer[role]) as client:
+            for case in (c for c in cases if c.role == role):
+                name = case.endpoint.path
+                arguments = (
+                    args[name](case)
+                    if name in args
+                    else ({"task_id": case.task_id} if case.task_id is not None else {})
+                )
+                if name.startswith("osiris://"):
+                    try:
+                        read = await client.read_resource(name.format(task_id=case.task_id))
+                        code, result = None, read
+                    except MCPError as exc:
+                        code, result = str(exc).split(":", 1)[0].strip(), None
+                    text_out = str(result)
+                else:
+                    result = await client.call_tool(name, arguments)
+                    code = (
+                        (result.structured_content or {}).get("error", {}).get("code")
+                        if result.is_error
+                        else None
+                    )
+                    text_out = " ".join(getattr(c, "text", "") for c in result.content)
+                outcome = {
+                    "unauthenticated": "unauthenticated",
+                    "forbidden": "forbidden",
+                    "not_your_task": "forbidden",
+                    "task_not_found": "hidden",
+                }.get(code or "", "allowed")
+                if code in ("unavailable", "error"):
+                    outcome = f"error {code}"
+                out.append((case, outcome, f"{code or 'ok'}: {text_out}"))
+        return out
+
+    results = [
+        r
+        for batch in await asyncio.gather(*(as_role(r) for r in ("agent", "reviewer", "admin", "bystander")))
+        for r in batch
+    ]
+    # Without a token, the transport refuses before any tool runs.
+    async with httpx.AsyncClient(timeout=30) as c:
+        r = await c.post(
+            live_app.url + "/mcp",
+            json=MCP_REQUEST,
+            headers={"Accept": "application/json, text/event-stream"},
+        )
+    assert r.status_code == 401, r.text
+    record_property("cases", len(results) + 1)
+    bad = mismatches(results, lambda c: "mcp") + leaks(results)
+    assert not bad, f"{len(bad)} of {len(results)} MCP cases differ from the rules:\n" + "\n".join(bad)
+
+
+# --- WebSockets ------------------------------------------------------------------------------------
+
+
+async def test_websocket_matrix(world, factory, live_app, record_property):
+    eps, _ = endpoints(live_app.app)
+    cases = await plan(factory, world, [e for e in eps if e.kind == "ws"], kinds={"ws"})
+    assert len(cases) >= 12
+    other_tasks = {world.other["task"]}
+
+    async def one(case: Case) -> tuple[Case, str, str]:
+        headers = headers_for(world, case)
+        if case.role in ("reviewer", "admin"):  # people come with the portal's cookie
+            headers = {"Cookie": f"osiris_session={world.creds.cookie[case.role][0]}"}
+        url = (
+            world.base_url.replace("http://", "ws://") + case.endpoint.path.format(**case.params) + "?after=0"
+        )
+        try:
+            async with ws_connect(url, additional_headers=headers, open_timeout=10) as ws:
+                seen = []
+                while (msg := json.loads(await asyncio.wait_for(ws.recv(), 10)))["type"] != "ready":
+                    seen.append(msg)
+        except InvalidStatus as exc:
+            return case, "refused", f"HTTP {exc.response.status_code}"
+        foreign = [m for m in seen if m.get("task_id") in other_tasks]
+        return (
+            case,
+            "allowed" if not foreign else "leaked",
+            f"{len(seen)} events replayed, foreign {foreign[:2]}",
+        )
+
+    results = await asyncio.gather(*(one(c) for c in cases))
+    record_property("cases", len(results))
+    bad = mismatches(list(results), lambda c: "ws")
+    assert not bad, "\n".join(bad)
+
+    # Live, not replayed: the board streams our organization's new events and never the other's.
+    live_app.runtime.services.pop("portal_events", None)  # ids restart with every test's tables
+    url = world.base_url.replace("http://", "ws://") + "/ws/board"
+    headers = {"Authorization": f"Bearer {world.creds.bearer['agent']}"}
+    async with ws_connect(url, additional_headers=headers, open_timeout=10) as ws:
+        assert json.loads(await asyncio.wait_for(ws.recv(), 10))["type"] == "ready"
+        async with db.transaction(factory.runtime.sessions) as session:
+            theirs = await session.get(Task, world.other["task"])
+            await lifecycle.record_event(session, theirs, world.actors["admin"], "matrix_probe")
+        async with db.transaction(factory.runtime.sessions) as session:
+            ours = (await session.scalars(select(Task).where(Task.org_id == world.own_id).limit(1))).one()
+            await lifecycle.record_event(session, ours, world.actors["admin"], "matrix_probe")
+        streamed = []
+        while not streamed or streamed[-1].get("task_id") != ours.id:
+            streamed.append(json.loads(await asyncio.wait_for(ws.recv(), 10)))
+    assert all(m.get("task_id") != theirs.id for m in streamed), streamed
