@@ -27,8 +27,10 @@ lint: install
 	$(BIN)/ruff check osiris tests bench scripts
 	$(BIN)/ruff format --check osiris tests bench scripts
 
+# Every bench in bench/ at reduced sizes (about 10 min), then docs/benchmarks.md from their --json output.
+# Set OSIRIS_BENCH_DATABASE_URL (e.g. postgresql://postgres@127.0.0.1:5432/postgres) for a scratch-database server.
 bench: install
-	$(BIN)/python bench/claim.py
+	$(BIN)/python bench/report.py
 
 clean:
 	rm -rf $(VENV) .osiris .pytest_cache

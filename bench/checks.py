@@ -78,6 +78,7 @@ def main() -> None:
     )
     parser.add_argument("--runs", type=int, default=20)
     parser.add_argument("--command", default="sleep 0.1")
+    parser.add_argument("--json", type=Path, help="also write the key numbers here (bench/report.py)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="osiris-bench-checks-") as tmp:
         env = {
@@ -98,6 +99,19 @@ def main() -> None:
         f"OSIRIS overhead: p50 {statistics.median(overhead):.0f} ms, p95 {p95:.0f} ms, "
         f"max {overhead[-1]:.0f} ms (goal p95 < 300 ms)"
     )
+    if args.json:
+        summary = {
+            "name": f"pre-review check overhead ({args.command!r})",
+            "baseline_label": "the command's own time, median",
+            "baseline": round(statistics.median(own)),
+            "osiris_label": "OSIRIS overhead, p95",
+            "osiris": round(p95),
+            "ratio": round(p95 / statistics.median(own), 2),
+            "unit": "ms",
+            "goal": "overhead p95 < 300 ms",
+            "notes": f"{len(results)} versions; overhead p50 {statistics.median(overhead):.0f} ms",
+        }
+        args.json.write_text(json.dumps(summary, indent=2) + "\n")
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import statistics
 import sys
 import tempfile
@@ -110,6 +111,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--agents", type=int, default=50)
     ap.add_argument("--tasks", type=int, default=3000)
+    ap.add_argument("--json", type=Path, help="also write the key numbers here (bench/report.py)")
     args = ap.parse_args()
     data = Path(tempfile.mkdtemp(prefix="osiris-bench-"))
     with running_server(data, env={"OSIRIS_ADMIN_PASSWORD": ADMIN_PASSWORD}) as (url, _proc, _):
@@ -128,6 +130,19 @@ def main() -> None:
         f"raw SQL  : {raw_n} claims in {raw_s:.2f}s = {raw_rate:8.0f}/s  p50 {pct(raw_lat, 50):.1f} ms  p95 {pct(raw_lat, 95):.1f} ms"
     )
     print(f"ratio API/raw = {api_rate / raw_rate:.2f} (goal >= 0.30); API p95 goal < 25 ms")
+    if args.json:
+        summary = {
+            "name": f"claims/s, {args.agents} agents, REST API vs raw SQL",
+            "baseline_label": "raw asyncpg SKIP LOCKED",
+            "baseline": round(raw_rate),
+            "osiris_label": "REST claim-next",
+            "osiris": round(api_rate),
+            "ratio": round(api_rate / raw_rate, 2),
+            "unit": "claims/s",
+            "goal": "ratio >= 0.30, API p95 < 25 ms",
+            "notes": f"API p95 {pct(api_lat, 95):.1f} ms; {args.tasks} tasks",
+        }
+        args.json.write_text(json.dumps(summary, indent=2) + "\n")
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ The GitHub part (the same measurement against the GitHub fake) belongs in `githu
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import subprocess
 import sys
@@ -87,7 +88,7 @@ def p95(values: list[float]) -> float:
     return statistics.quantiles(values, n=20)[18] * 1000
 
 
-def local_part(samples: int, n_files: int) -> None:
+def local_part(samples: int, n_files: int) -> dict:
     with tempfile.TemporaryDirectory(prefix="osiris-bench-") as tmp:
         data = Path(tmp)
         t = time.perf_counter()
@@ -118,14 +119,28 @@ def local_part(samples: int, n_files: int) -> None:
         )
         verdict = "ok" if large / small <= 1.5 else "ABOVE GOAL"
         print(f"  ratio large/small p95: {large / small:.2f}  (goal ≤ 1.5: {verdict})")
+        return {
+            "name": "local git host: submit → change request visible, p95",
+            "baseline_label": f"{sizes['bench-small']} files",
+            "baseline": round(small, 1),
+            "osiris_label": f"{sizes['bench-large']} files",
+            "osiris": round(large, 1),
+            "ratio": round(large / small, 2),
+            "unit": "ms",
+            "goal": "ratio <= 1.5",
+            "notes": f"{samples} samples each; medians {med['bench-small']:.0f} / {med['bench-large']:.0f} ms",
+        }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--samples", type=int, default=40)
     parser.add_argument("--files", type=int, default=50_000)
+    parser.add_argument("--json", type=Path, help="also write the key numbers here (bench/report.py)")
     args = parser.parse_args()
-    local_part(args.samples, args.files)
+    summary = local_part(args.samples, args.files)
+    if args.json:
+        args.json.write_text(json.dumps(summary, indent=2) + "\n")
 
 
 if __name__ == "__main__":

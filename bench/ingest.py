@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import secrets
 import signal
@@ -106,6 +107,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--requests", type=int, default=600)
     parser.add_argument("--concurrency", type=int, default=20)
+    parser.add_argument("--json", type=Path, help="also write the key numbers here (bench/report.py)")
     args = parser.parse_args()
     env = {
         "OSIRIS_TWILIO_AUTH_TOKEN": TOKEN,
@@ -124,6 +126,19 @@ def main() -> None:
     print(f"signed Twilio webhooks, task created and committed: {osiris_rate:8.1f} req/s")
     print(f"bare FastAPI endpoint parsing the same form       : {bare_rate:8.1f} req/s")
     print(f"ratio: {osiris_rate / bare_rate:.2f} (goal >= 0.3)")
+    if args.json:
+        summary = {
+            "name": "signed Twilio webhooks accepted/s",
+            "baseline_label": "bare FastAPI form endpoint",
+            "baseline": round(bare_rate, 1),
+            "osiris_label": "task created and committed",
+            "osiris": round(osiris_rate, 1),
+            "ratio": round(osiris_rate / bare_rate, 2),
+            "unit": "req/s",
+            "goal": "ratio >= 0.3",
+            "notes": f"{args.requests} requests, concurrency {args.concurrency}",
+        }
+        args.json.write_text(json.dumps(summary, indent=2) + "\n")
 
 
 if __name__ == "__main__":

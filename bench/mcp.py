@@ -25,6 +25,7 @@ sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
 import argparse
 import asyncio
 import contextlib
+import json
 import os
 import secrets
 import socket
@@ -44,6 +45,7 @@ from mcp_types import CLIENT_CAPABILITIES_META_KEY, PROTOCOL_VERSION_META_KEY
 from sqlalchemy.engine import make_url
 
 ADMIN_PASSWORD = "bench-admin-password"
+ROWS: list[dict] = []  # every printed row, for --json
 
 
 @dataclass
@@ -326,6 +328,9 @@ async def measure_round(
 
 def row(name: str, sessions: int, rest: Timings, mcp: Timings) -> str:
     r50, r95, m50, m95 = rest.p50, rest.pct(0.95), mcp.p50, mcp.pct(0.95)
+    ROWS.append(
+        {"op": name.strip(), "sessions": sessions, "rest_p50": r50, "mcp_p50": m50, "p95_ratio": m95 / r95}
+    )
     return (
         f"{name:<22}{sessions:>8}{len(mcp.samples):>6}{r50:>10.1f}{r95:>10.1f}{m50:>10.1f}{m95:>10.1f}"
         f"{m50 / r50:>9.2f}x{m95 / r95:>9.2f}x"
@@ -376,7 +381,27 @@ def main() -> None:
     p.add_argument("--claims", type=int, default=200, help="claims per round")
     p.add_argument("--backlog", type=int, default=100, help="pending tasks in the queue while reading")
     p.add_argument("--deadline", type=float, default=240.0, help="stop measuring after this many seconds")
-    asyncio.run(run(p.parse_args()))
+    p.add_argument("--json", type=Path, help="also write the key numbers here (bench/report.py)")
+    args = p.parse_args()
+    asyncio.run(run(args))
+    if args.json:
+        most = max(r["sessions"] for r in ROWS)
+        main_row = next(r for r in ROWS if r["op"] == "claim_task" and r["sessions"] == most)
+        summary = {
+            "name": f"MCP vs REST latency, claim_task p50 at {most} agents",
+            "baseline_label": "REST",
+            "baseline": round(main_row["rest_p50"], 1),
+            "osiris_label": "MCP (official client)",
+            "osiris": round(main_row["mcp_p50"], 1),
+            "ratio": round(main_row["mcp_p50"] / main_row["rest_p50"], 2),
+            "unit": "ms",
+            "goal": "MCP <= 2x REST",
+            "notes": "; ".join(
+                f"{r['op']} @{r['sessions']}: p50 {r['mcp_p50'] / r['rest_p50']:.2f}x, p95 {r['p95_ratio']:.2f}x"
+                for r in ROWS
+            ),
+        }
+        args.json.write_text(json.dumps(summary, indent=2) + "\n")
 
 
 if __name__ == "__main__":

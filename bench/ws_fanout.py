@@ -38,6 +38,7 @@ from sqlalchemy.engine import make_url
 from websockets.asyncio.client import ClientConnection, connect
 
 ADMIN_PASSWORD = "bench-admin-password"
+SUMMARY: dict = {}  # the key numbers, for --json
 
 
 def pct(samples: list[float], q: float) -> float:
@@ -261,6 +262,7 @@ async def measure(
         f"{'floor: asyncpg NOTIFY → LISTEN':<44}{len(floor):>8}{f50:>9.2f}{f99:>9.2f}{max(floor) * 1000:>9.2f}"
     )
     print(f"ratio to the floor: p50 {p50 / f50:.1f}x, p99 {p99 / f99:.1f}x")
+    SUMMARY.update(p50=p50, p99=p99, f50=f50, f99=f99, missing=missing, made=made, servers=len(urls))
     per_change = [f"{c / max(made, 1) * 1000:.0f}" for c in cpu]
     print(
         f"CPU ms per change: clients {per_change[0]}, servers {' + '.join(per_change[1:])} ({os.cpu_count()} cores)"
@@ -280,6 +282,7 @@ def main() -> None:
     p.add_argument("--gap", type=float, default=0.05, help="pause between changes, seconds")
     p.add_argument("--floor-rounds", type=int, default=100, help="NOTIFY round trips before and after")
     p.add_argument("--deadline", type=float, default=150.0, help="stop measuring after this many seconds")
+    p.add_argument("--json", type=Path, help="also write the key numbers here (bench/report.py)")
     args = p.parse_args()
     deadline = time.monotonic() + args.deadline
     raise_open_file_limit(2 * args.clients + 1024)
@@ -305,6 +308,21 @@ def main() -> None:
             urls.append(url)
             pids.append(proc.pid)
         asyncio.run(measure(urls, pids, dsn, args, deadline))
+    if args.json:
+        s = SUMMARY
+        summary = {
+            "name": f"live fan-out to {args.clients} WebSockets on {s['servers']} servers, p50",
+            "baseline_label": "raw NOTIFY → LISTEN",
+            "baseline": round(s["f50"], 2),
+            "osiris_label": "commit → client receipt",
+            "osiris": round(s["p50"], 1),
+            "ratio": round(s["p50"] / s["f50"], 1),
+            "unit": "ms",
+            "goal": "p99 < 50 ms",
+            "notes": f"p99 {s['p99']:.1f} ms (floor {s['f99']:.2f}); {s['made']} changes; "
+            f"{s['missing']} deliveries missing",
+        }
+        args.json.write_text(json.dumps(summary, indent=2) + "\n")
 
 
 if __name__ == "__main__":

@@ -25,6 +25,7 @@ class Settings(BaseSettings):
     data_dir: Path = Path("./.osiris")  # embedded PostgreSQL, local repositories, generated key
     db_pool_size: int = 10  # connections kept open per process
     db_max_overflow: int = 20  # extra connections allowed under load
+    db_pool_timeout_seconds: float = 30.0  # wait this long for a free connection, then answer 503
 
     # --- serving -------------------------------------------------------------------------------
     host: str = "127.0.0.1"  # address `osiris serve` listens on

@@ -64,6 +64,7 @@ def make_engine(url: str, settings: Settings) -> AsyncEngine:
         url,
         pool_size=settings.db_pool_size,
         max_overflow=settings.db_max_overflow,
+        pool_timeout=settings.db_pool_timeout_seconds,
         # No pre-ping: it costs a round trip on every checkout (a quarter of a claim). A connection
         # lost with a database restart fails one request with 503 and is replaced by the pool.
         pool_pre_ping=False,

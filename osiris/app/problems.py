@@ -9,6 +9,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import DataError, DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -87,6 +88,16 @@ def install(app: FastAPI) -> None:
         return problem(
             503, "unavailable", "Service unavailable", "the database is not reachable; retry shortly"
         )
+
+    # Every pooled connection busy for the pool's whole timeout: overload, not a bug (bench/load.py).
+    @app.exception_handler(PoolTimeout)
+    async def _pool_exhausted(_: Request, exc: Exception) -> JSONResponse:
+        log.warning("database connection pool exhausted")
+        response = problem(
+            503, "unavailable", "Service unavailable", "the server is overloaded; retry shortly"
+        )
+        response.headers["Retry-After"] = "1"
+        return response
 
     @app.exception_handler(DBAPIError)
     async def _db_error(_: Request, exc: DBAPIError) -> JSONResponse:

@@ -16,6 +16,7 @@ from mcp.server.mcpserver import MCPServer
 from mcp_types import CallToolResult, TextContent, ToolAnnotations
 from pydantic import Field
 from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from osiris.app.errors import OsirisError, Unavailable
 from osiris.app.schemas import PriorityName
@@ -88,7 +89,7 @@ def _reporting_errors(fn: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]
             return await fn(*args, **kwargs)
         except OsirisError as exc:
             result: Any = error_result(exc)
-        except (OperationalError, InterfaceError):
+        except (OperationalError, InterfaceError, PoolTimeout):
             result = error_result(Unavailable("the database is not reachable; retry shortly"))
         return result  # a CallToolResult passes through the SDK unchanged
 
