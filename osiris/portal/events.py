@@ -10,8 +10,9 @@ import asyncio
 import json
 from collections import OrderedDict
 from collections.abc import Iterable, Sequence
+from datetime import timedelta
 
-from sqlalchemy import select
+from sqlalchemy import and_, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from osiris.app.actors import Actor
@@ -24,11 +25,20 @@ def encode(event: TaskEvent) -> str:
     return json.dumps({"type": "event", **body}, separators=(",", ":"))
 
 
+# Ids are taken at INSERT but events reach clients in COMMIT order, so a lower id can commit after
+# a higher one the client already has. A resuming client is therefore also sent the events created
+# shortly before its last one (transactions here last well under this); it skips ids it has seen.
+RESUME_OVERLAP = timedelta(seconds=10)
+
+
 async def replay(
     session: AsyncSession, actor: Actor, *, after: int, task_id: int | None, limit: int
 ) -> Sequence[TaskEvent]:
-    """What a client missed: the organization's (or one task's) events after `after`, by id."""
-    stmt = select(TaskEvent).where(TaskEvent.org_id == actor.org_id, TaskEvent.id > after)
+    """What a client missed: the organization's (or one task's) events after `after`, by id, plus
+    the ones below `after` that may have committed after it (see RESUME_OVERLAP)."""
+    last_seen = select(TaskEvent.created_at).where(TaskEvent.id == after).scalar_subquery()
+    late = and_(TaskEvent.id < after, TaskEvent.created_at >= last_seen - RESUME_OVERLAP)
+    stmt = select(TaskEvent).where(TaskEvent.org_id == actor.org_id, or_(TaskEvent.id > after, late))
     if task_id is not None:
         stmt = stmt.where(TaskEvent.task_id == task_id)
     return (await session.execute(stmt.order_by(TaskEvent.id).limit(limit))).scalars().all()

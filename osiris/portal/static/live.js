@@ -21,6 +21,9 @@ if (root) connect(root);
 
 function connect(root) {
   let lastId = Number(root.dataset.lastEventId || 0);
+  // The server also resends events from just before `after` (a lower id can commit later); the page
+  // as rendered already shows those up to here, so they refresh quietly instead of signalling.
+  const renderedUpTo = lastId;
   const seen = new Set();
   let delay = 500;
   let timer = null;
@@ -56,7 +59,7 @@ function connect(root) {
     seen.add(event.id);
     lastId = Math.max(lastId, event.id);
     root.dataset.lastEventId = String(lastId);
-    if (event.to_status === "REVIEW") signalReview(event);
+    if (event.to_status === "REVIEW" && event.id > renderedUpTo) signalReview(event);
     if (!timer) timer = setTimeout(() => ((timer = null), refreshSoon()), 120);
   };
 
