@@ -300,11 +300,18 @@ class Watcher:
                     ws_url, additional_headers={"Authorization": f"Bearer {self.token}"}, max_size=None
                 ) as ws:
                     self.connects += 1
+                    on_this_connection: set[int] = set()
                     async for raw in ws:
                         msg = json.loads(raw)
                         if msg.get("type") == "ready":
                             ready.set()
                         elif msg.get("type") == "event":
+                            if msg["id"] in on_this_connection:
+                                self.ids[msg["id"]] += 1  # sent twice on one connection: a real duplicate
+                                continue
+                            on_this_connection.add(msg["id"])
+                            if msg["id"] in self.ids:
+                                continue  # the resume overlap resends recent events; the page skips them too
                             if msg["id"] < last:
                                 self.out_of_order += 1
                             self.ids[msg["id"]] += 1
