@@ -44,6 +44,17 @@ def _env(data_dir: Path, port: int) -> dict[str, str]:
     }
 
 
+def _make_run(data: Path, port: int, *, stderr: int) -> subprocess.Popen:
+    return subprocess.Popen(
+        ["make", "-s", "run"],
+        cwd=ROOT,
+        env=_env(data, port),
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=stderr,
+    )
+
+
 def _stop(proc: subprocess.Popen) -> None:
     os.killpg(proc.pid, signal.SIGTERM)
     try:
@@ -57,14 +68,7 @@ def test_make_run_serves_the_embedded_default_and_keeps_data(tmp_path):
     port = _free_port()
     data = tmp_path / "data"
     url = f"http://127.0.0.1:{port}"
-    proc = subprocess.Popen(
-        ["make", "-s", "run"],
-        cwd=ROOT,
-        env=_env(data, port),
-        start_new_session=True,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
+    proc = _make_run(data, port, stderr=subprocess.PIPE)
     try:
         _wait_ready(url, proc)
         # the CLI works while the server runs on the same data dir; the token is alone on stdout
@@ -90,14 +94,7 @@ def test_make_run_serves_the_embedded_default_and_keeps_data(tmp_path):
     # the embedded PostgreSQL was stopped with the server, not left running
     assert not (data / "pg" / "postmaster.pid").exists()
 
-    proc = subprocess.Popen(
-        ["make", "-s", "run"],
-        cwd=ROOT,
-        env=_env(data, port),
-        start_new_session=True,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    proc = _make_run(data, port, stderr=subprocess.DEVNULL)
     try:
         _wait_ready(url, proc)
         tasks = httpx.get(url + "/api/v1/tasks", headers=headers).json()["items"]
