@@ -93,6 +93,8 @@ class User(Base):
     github_login: Mapped[str | None] = mapped_column(String(100))
     password_hash: Mapped[str | None] = mapped_column(String(200))
     is_active: Mapped[bool] = mapped_column(Boolean, server_default="true")
+    # The operator: manages organizations and may act as an admin of any of them.
+    is_superuser: Mapped[bool] = mapped_column(Boolean, server_default="false")
     created_at: Mapped[datetime] = _now()
     # Routing: what this agent can do; it may claim a task whose skills are all among these.
     skills: Mapped[list[str]] = mapped_column(ARRAY(String(64)), server_default="{}")
@@ -100,6 +102,37 @@ class User(Base):
     @property
     def is_human(self) -> bool:
         return self.role in HUMAN_ROLES
+
+
+class Repository(Base):
+    """A repository OSIRIS publishes to, owned by one organization.
+
+    `name` is what tasks name (`repo`) and what `/git/<name>.git` serves; it is unique across the
+    deployment because the local git host keeps one bare repository per name.
+    """
+
+    __tablename__ = "repositories"
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    org_id: Mapped[int] = mapped_column(ForeignKey("organizations.id", ondelete="CASCADE"), index=True)
+    name: Mapped[str] = mapped_column(String(100), unique=True)
+    github_repo: Mapped[str | None] = mapped_column(String(200))  # "owner/name" on GitHub, if any
+    created_at: Mapped[datetime] = _now()
+
+
+class ChannelAccount(Base):
+    """Which organization a channel account belongs to: a Twilio number, a Slack team id, an email
+    domain, a GitHub installation id or repository, a Telegram bot. Inbound webhooks are routed by it.
+    """
+
+    __tablename__ = "channel_accounts"
+    __table_args__ = (UniqueConstraint("channel", "account", name="uq_channel_accounts_channel_account"),)
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    org_id: Mapped[int] = mapped_column(ForeignKey("organizations.id", ondelete="CASCADE"), index=True)
+    channel: Mapped[str] = mapped_column(String(32))
+    account: Mapped[str] = mapped_column(String(200))
+    created_at: Mapped[datetime] = _now()
 
 
 class ApiToken(Base):
@@ -324,7 +357,7 @@ class CheckRun(Base):
     __tablename__ = "check_runs"
     __table_args__ = (
         UniqueConstraint("artifact_id", name="uq_check_runs_artifact_id"),
-        CheckConstraint("status IN ('running', 'passed', 'failed', 'error')", name="status"),
+        CheckConstraint("status IN ('queued', 'running', 'passed', 'failed', 'error')", name="status"),
         CheckConstraint("mode IN ('block', 'inform')", name="mode"),
         Index("ix_check_runs_task_id_version", "task_id", "version"),
     )
@@ -364,6 +397,13 @@ class WebhookSubscription(Base):
     # TaskEvent kinds, or "*" for every kind
     event_types: Mapped[list[str]] = mapped_column(ARRAY(String(40)))
     description: Mapped[str] = mapped_column(String(200), server_default="")
+    # Rotation: for a while after a new secret, deliveries are signed with both (two v1= values).
+    previous_secret: Mapped[str | None] = mapped_column(String(200))
+    previous_secret_expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # Auto-disable: a subscription that keeps failing stops receiving until an admin re-enables it.
+    consecutive_failures: Mapped[int] = mapped_column(Integer, server_default="0")
+    disabled_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    disabled_reason: Mapped[str | None] = mapped_column(String(200))
     created_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
     created_at: Mapped[datetime] = _now()
 
