@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import asyncio
 
+from alembic import context
 from sqlalchemy import text
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import create_async_engine
 from sqlalchemy.pool import NullPool
 
-from alembic import context
 from osiris.app.db import MIGRATION_LOCK_KEY
 from osiris.app.models import Base
 from osiris.migrations_support import include_object

@@ -8,12 +8,12 @@ import sys
 
 import asyncpg
 import pytest
+from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from alembic import command
 from osiris.app import db
 from osiris.app.models import Base
 from osiris.migrations_support import include_object
