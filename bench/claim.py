@@ -1,7 +1,8 @@
 """Claim throughput: N agents claiming through the REST API vs a raw asyncpg SKIP LOCKED loop.
 
 Both run against the same embedded PostgreSQL in one run, so the ratio is what matters:
-    .venv/bin/python bench/claim.py [--agents 50] [--tasks 3000]
+    .venv/bin/python bench/claim.py [--agents 50] [--tasks 3000] [--workers 2]
+--workers runs `osiris serve --workers N` (N server processes on the one database).
 Goal: API ≥ 30 % of raw SQL, claim p95 < 25 ms at 50 agents (2-core machine). Loopback only.
 """
 
@@ -111,10 +112,12 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--agents", type=int, default=50)
     ap.add_argument("--tasks", type=int, default=3000)
+    ap.add_argument("--workers", type=int, default=1, help="osiris serve --workers N")
     ap.add_argument("--json", type=Path, help="also write the key numbers here (bench/report.py)")
     args = ap.parse_args()
     data = Path(tempfile.mkdtemp(prefix="osiris-bench-"))
-    with running_server(data, env={"OSIRIS_ADMIN_PASSWORD": ADMIN_PASSWORD}) as (url, _proc, _):
+    env = {"OSIRIS_ADMIN_PASSWORD": ADMIN_PASSWORD, "OSIRIS_WORKERS": str(args.workers)}
+    with running_server(data, env=env) as (url, _proc, _):
         tokens = asyncio.run(make_agents(url, args.agents))
         dsn = f"postgresql://postgres@/postgres?host={(data / 'pg').resolve()}"
         asyncio.run(seed(dsn, args.tasks))
@@ -122,7 +125,7 @@ def main() -> None:
         asyncio.run(seed(dsn, args.tasks))
         raw_n, raw_s, raw_lat = asyncio.run(raw_run(dsn, args.agents))
     api_rate, raw_rate = api_n / api_s, raw_n / raw_s
-    print(f"agents={args.agents} tasks={args.tasks}")
+    print(f"agents={args.agents} tasks={args.tasks} server processes={args.workers}")
     print(
         f"REST API : {api_n} claims in {api_s:.2f}s = {api_rate:8.0f}/s  p50 {pct(api_lat, 50):.1f} ms  p95 {pct(api_lat, 95):.1f} ms"
     )
@@ -132,7 +135,7 @@ def main() -> None:
     print(f"ratio API/raw = {api_rate / raw_rate:.2f} (goal >= 0.30); API p95 goal < 25 ms")
     if args.json:
         summary = {
-            "name": f"claims/s, {args.agents} agents, REST API vs raw SQL",
+            "name": f"claims/s, {args.agents} agents, REST API ({args.workers} process) vs raw SQL",
             "baseline_label": "raw asyncpg SKIP LOCKED",
             "baseline": round(raw_rate),
             "osiris_label": "REST claim-next",

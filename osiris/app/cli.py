@@ -25,16 +25,42 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     settings = _settings(args)
     logs.configure(settings.log_level, json=settings.log_json)
-    app = create_app(settings)
-    uvicorn.run(
-        app,
-        host=args.host or settings.host,
-        port=args.port or settings.port,
-        log_config=None,
-        proxy_headers=True,
-        timeout_graceful_shutdown=10,
-    )
+    workers = args.workers or settings.workers
+    options: dict = {
+        "host": args.host or settings.host,
+        "port": args.port or settings.port,
+        "log_config": None,
+        "proxy_headers": True,
+        "timeout_graceful_shutdown": 10,
+    }
+    if workers > 1:
+        from osiris.app.db import EmbeddedPostgres
+
+        # The embedded server is created here, once: workers starting together would each run
+        # initdb on the same folder. They share this postmaster; it stops after the last of them.
+        embedded = EmbeddedPostgres(settings.data_dir) if settings.embedded else None
+        if embedded is not None:
+            embedded.start()
+        try:
+            # uvicorn's supervisor starts each worker from an import string; the settings reach
+            # them through the environment (--data-dir is already there, see _settings).
+            uvicorn.run("osiris.app.cli:app_from_environment", factory=True, workers=workers, **options)
+        finally:
+            if embedded is not None:
+                embedded.stop()
+    else:
+        uvicorn.run(create_app(settings), **options)
     return 0
+
+
+def app_from_environment():  # type: ignore[no-untyped-def]
+    """The app of one `osiris serve --workers N` process."""
+    from osiris.app import logs
+    from osiris.app.main import create_app
+
+    settings = Settings()
+    logs.configure(settings.log_level, json=settings.log_json)
+    return create_app(settings)
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
@@ -163,6 +189,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host")
     serve.add_argument("--port", type=int)
     serve.add_argument("--data-dir", type=Path)
+    serve.add_argument("--workers", type=int, help="server processes (default OSIRIS_WORKERS or 1)")
     serve.set_defaults(fn=cmd_serve)
 
     worker = sub.add_parser("worker", help="run side-effect jobs and the lease sweeper")

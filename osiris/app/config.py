@@ -30,6 +30,9 @@ class Settings(BaseSettings):
     # --- serving -------------------------------------------------------------------------------
     host: str = "127.0.0.1"  # address `osiris serve` listens on
     port: int = 8000
+    # Server processes for `osiris serve` (uvicorn workers); each also runs a job worker and the
+    # lease sweeper, which are safe to run side by side. One is enough below ~200 requests/s.
+    workers: int = Field(default=1, ge=1, le=64)
     # The address providers and browsers use (links, Twilio signatures, cookie Secure flag)
     public_url: str = "http://127.0.0.1:8000"
     cors_origins: list[str] = []  # origins allowed to call the API from a browser; none by default
@@ -186,6 +189,27 @@ class Settings(BaseSettings):
     webhooks_retry_base_seconds: float = 10.0  # backoff: base * 2^(attempt-1) without a Retry-After
     webhooks_retry_max_seconds: float = 3600.0  # cap on the backoff and on a receiver's Retry-After
     webhooks_response_excerpt_bytes: int = 1024  # of each response body, kept in the delivery log
+    # Destinations whose host resolves to a loopback, private, link-local (169.254.169.254 too),
+    # multicast, reserved or unspecified address are refused, when subscribed and before each
+    # attempt, unless listed here: host names (exact) or IP networks, e.g. ["hooks.lan", "10.8.0.0/16"].
+    webhooks_allowed_hosts: list[str] = []
+    # Also allow private networks (10/8, 172.16/12, 192.168/16, 100.64/10, fc00::/7); loopback and
+    # link-local addresses still have to be listed in webhooks_allowed_hosts.
+    webhooks_allow_private: bool = False
+    # After rotate-secret, deliveries are signed with the new and the previous secret for this long.
+    webhooks_secret_grace_seconds: int = Field(default=86400, ge=0)
+    # A subscription is disabled after this many failed deliveries in a row (retries exhausted).
+    webhooks_disable_after_failures: int = Field(default=15, ge=1)
+
+    # --- organizations -------------------------------------------------------------------------
+    # A task naming a repository no organization has registered registers it to the task's
+    # organization (true), or is refused with 422 unknown_repository (false). Another
+    # organization's repository is always refused.
+    repositories_auto_register: bool = True
+    # A channel message to an account (Twilio number, Slack team, email domain, GitHub
+    # installation or repository, Telegram bot) no organization has mapped: "default" files it in
+    # the default organization, "refuse" drops it (the provider gets its usual 200, nothing is stored).
+    channel_unmapped: Literal["default", "refuse"] = "default"
 
     # --- MCP -----------------------------------------------------------------------------------
     # DNS-rebinding protection for /mcp: the Host and Origin values accepted. `name:*` allows any

@@ -13,6 +13,7 @@ from contextlib import asynccontextmanager
 from asgi_correlation_id import CorrelationIdMiddleware
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
+from sqlalchemy import text
 from sqlalchemy.engine import make_url
 
 from osiris import __version__
@@ -88,9 +89,14 @@ async def start_runtime(settings: Settings, *, migrate: bool = True) -> AsyncIte
             embedded.stop()
 
 
+BOOTSTRAP_LOCK_KEY = 0x05151516
+
+
 async def bootstrap(runtime: Runtime) -> None:
     pw = runtime.settings.admin_password
     async with db.transaction(runtime.sessions) as session:
+        # Replicas and `serve --workers` start together: one at a time decides whether to create it.
+        await session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": BOOTSTRAP_LOCK_KEY})
         generated = await accounts.bootstrap_admin(session, password=pw.get_secret_value() if pw else None)
     if generated:
         # Printed once, to the console only: it is not kept anywhere in plain text.
