@@ -36,8 +36,11 @@ async def create_user(
     role: Role,
     password: str | None = None,
     github_login: str | None = None,
+    is_superuser: bool = False,
 ) -> User:
     username = username.strip()
+    if is_superuser and role is not Role.ADMIN:
+        raise InvalidInput("a superuser must be an admin")
     if not username or len(username) > 100:
         raise InvalidInput("username must be 1-100 characters")
     if role is not Role.AGENT and password is not None and len(password) < 8:
@@ -50,6 +53,7 @@ async def create_user(
         role=role.value,
         github_login=github_login,
         password_hash=security.hash_password(password) if password else None,
+        is_superuser=is_superuser,
     )
     session.add(user)
     await session.flush()
@@ -126,14 +130,24 @@ async def list_users(session: AsyncSession, actor: Actor) -> Sequence[User]:
 
 
 async def bootstrap_admin(session: AsyncSession, *, password: str | None) -> str | None:
-    """On an empty database create `admin`; return the generated password to print once, if any."""
+    """On an empty database create `admin`, the operator (a superuser); return the generated
+    password to print once, if any. A deployment from before superusers existed gets its oldest
+    admin of the default organization promoted, so someone can manage organizations."""
     org = await default_org(session)
-    if await session.scalar(select(User.id).where(User.org_id == org.id, User.role == Role.ADMIN.value)):
+    first_admin = await session.scalar(
+        select(User).where(User.org_id == org.id, User.role == Role.ADMIN.value).order_by(User.id).limit(1)
+    )
+    if first_admin is not None:
+        if await session.scalar(select(User.id).where(User.is_superuser.is_(True)).limit(1)) is None:
+            first_admin.is_superuser = True
+            await session.flush()
         return None
     generated = None
     if password is None:
         password = generated = secrets.token_urlsafe(12)
-    await create_user(session, org_id=org.id, username="admin", role=Role.ADMIN, password=password)
+    await create_user(
+        session, org_id=org.id, username="admin", role=Role.ADMIN, password=password, is_superuser=True
+    )
     return generated
 
 

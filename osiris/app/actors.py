@@ -14,6 +14,7 @@ class Actor:
     name: str
     role: Role | None  # None: the system (lease sweeper, webhooks acting on their own) or a requester
     requester: bool = False  # a person who asked through a channel; has no account
+    superuser: bool = False  # the operator: may manage organizations (only through their endpoints)
 
     @property
     def rule_role(self) -> Role | str:

@@ -22,7 +22,13 @@ from osiris.app.runtime import Runtime
 
 
 def actor_for(user: User) -> Actor:
-    return Actor(org_id=user.org_id, user_id=user.id, name=user.username, role=Role(user.role))
+    return Actor(
+        org_id=user.org_id,
+        user_id=user.id,
+        name=user.username,
+        role=Role(user.role),
+        superuser=bool(user.is_superuser),
+    )
 
 
 class TokenCache:
@@ -139,3 +145,12 @@ async def current_admin(actor: ActorDep) -> Actor:
 
 
 AdminDep = Annotated[Actor, Depends(current_admin)]
+
+
+async def current_superuser(actor: ActorDep) -> Actor:
+    if not actor.superuser:
+        raise Forbidden("the operator (a superuser) only")
+    return actor
+
+
+SuperuserDep = Annotated[Actor, Depends(current_superuser)]

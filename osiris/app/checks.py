@@ -32,8 +32,9 @@ from sqlalchemy import select
 
 from osiris.app import jobs, lifecycle
 from osiris.app.actors import system_actor
-from osiris.app.models import Artifact, CheckRun, Task, TaskStatus
+from osiris.app.models import Artifact, CheckRun, Task, TaskEvent, TaskStatus
 from osiris.github_bridge.gitcmd import GitFailed
+from osiris.github_bridge.port import CheckoutSource, CheckReporter, RemoteCheckoutSource
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +53,16 @@ class CheckConfig:
     commands: list[str]
     mode: str  # block | inform
     source: str  # settings | .osiris.yml
+    error: str | None = None  # an invalid .osiris.yml: an `error` result, never a block
+
+    def as_payload(self) -> dict[str, Any]:
+        return {"commands": self.commands, "mode": self.mode, "source": self.source, "error": self.error}
+
+    @classmethod
+    def from_payload(cls, data: Any) -> CheckConfig | None:
+        if not isinstance(data, dict):
+            return None  # a job queued before configs travelled with it: read it again
+        return cls(list(data["commands"]), data["mode"], data["source"], data.get("error"))
 
 
 @dataclass
@@ -96,16 +107,33 @@ def parse_repo_config(text: str, *, default_mode: str) -> CheckConfig:
     return CheckConfig([c.strip() for c in commands], mode, REPO_CONFIG)
 
 
-def config_for(settings: Any, host: Any, task: Task) -> CheckConfig | None:
-    """The repository's checks (blocking: may read git). Settings win over `.osiris.yml`."""
+async def resolve_config(settings: Any, host: Any, task: Task) -> CheckConfig | None:
+    """The repository's checks, None when it has none or the host cannot run them. Settings win
+    over `.osiris.yml`; an invalid file is a config whose `error` is shown to reviewers (inform)."""
+    if not can_run(host):
+        return None
     if task.repo in settings.checks:
         mode = settings.checks_mode.get(task.repo, settings.checks_default_mode)
-        return CheckConfig(list(settings.checks[task.repo]), mode, "settings")
-    if settings.checks_read_repo_config and host is not None and hasattr(host, "base_file"):
-        text = host.base_file(task, REPO_CONFIG)
-        if text is not None:
-            return parse_repo_config(text, default_mode=settings.checks_default_mode)
-    return None
+        config = CheckConfig(list(settings.checks[task.repo]), mode, "settings")
+        return config if config.commands else None
+    if not settings.checks_read_repo_config:
+        return None
+    if isinstance(host, RemoteCheckoutSource):
+        text = await host.checks_file(task, REPO_CONFIG)
+    else:
+        text = await asyncio.to_thread(host.base_file, task, REPO_CONFIG)
+    if text is None:
+        return None
+    try:
+        config = parse_repo_config(text, default_mode=settings.checks_default_mode)
+    except ConfigError as exc:
+        return CheckConfig([], "inform", REPO_CONFIG, error=str(exc))
+    return config if config.commands else None
+
+
+def can_run(host: Any) -> bool:
+    """The host can give the checks a work tree: the local git host, or GitHub through a cache clone."""
+    return isinstance(host, (CheckoutSource, RemoteCheckoutSource))
 
 
 # --- running one command -----------------------------------------------------------------------
@@ -181,7 +209,10 @@ async def run_in_worktree(
     host: Any, task: Task, sha: str, config: CheckConfig, settings: Any
 ) -> list[CommandResult]:
     home = Path(tempfile.mkdtemp(prefix="osiris-check-home-"))
-    worktree = host.worktree(task, sha)
+    if isinstance(host, RemoteCheckoutSource):
+        worktree = await host.checkout(task, sha)  # the fetch itself runs on entering, in a thread
+    else:
+        worktree = host.worktree(task, sha)
     try:
         path = await asyncio.to_thread(worktree.__enter__)
         try:
@@ -230,65 +261,98 @@ async def request_review(
     )
 
 
-async def after_publish(session: Any, task: Task, artifact: Artifact, *, enabled: bool) -> None:
-    """Called by the publish job, in the transaction that records the published commit."""
-    if enabled:
-        await jobs.enqueue(
-            session, RUN_CHECKS, {"artifact_id": artifact.id}, dedupe_key=f"checks-{artifact.id}"
-        )
-    else:
+async def after_publish(session: Any, task: Task, artifact: Artifact, *, config: CheckConfig | None) -> None:
+    """Called by the publish job, in the transaction that records the published commit: with checks,
+    the version's CheckRun is recorded as queued (approval waits for it in block mode) and
+    `run_checks` enqueued; without, reviewers are asked at once."""
+    if config is None:
         await request_review(session, task, version=artifact.version, checks="none", check_run_id=None)
+        return
+    run = (
+        await session.execute(select(CheckRun).where(CheckRun.artifact_id == artifact.id))
+    ).scalar_one_or_none()
+    if run is None:
+        run = CheckRun(
+            org_id=task.org_id,
+            task_id=task.id,
+            artifact_id=artifact.id,
+            version=artifact.version,
+            commit_sha=artifact.commit_sha,
+            mode=config.mode,
+            source=config.source,
+            status="queued",
+        )
+        session.add(run)
+        await session.flush()
+    await jobs.enqueue(
+        session,
+        RUN_CHECKS,
+        {"artifact_id": artifact.id, "check_run_id": run.id, "config": config.as_payload()},
+        dedupe_key=f"checks-{artifact.id}",
+    )
 
 
 def _current(task: Task, artifact: Artifact) -> bool:
     return task.status == TaskStatus.REVIEW.value and task.artifact_count == artifact.version
 
 
+async def _load(
+    ctx: jobs.JobContext, artifact_id: int
+) -> tuple[Artifact | None, Task | None, CheckRun | None]:
+    async with ctx.sessions() as session:
+        artifact = await session.get(Artifact, artifact_id)
+        task = await session.get(Task, artifact.task_id) if artifact is not None else None
+        run = (
+            await session.execute(select(CheckRun).where(CheckRun.artifact_id == artifact_id))
+        ).scalar_one_or_none()
+    return artifact, task, run
+
+
 @jobs.job_handler(RUN_CHECKS)
 async def run_checks(payload: dict[str, Any], ctx: jobs.JobContext) -> None:
     host = ctx.services.get("code_host")
-    async with ctx.sessions() as session:
-        artifact = await session.get(Artifact, payload["artifact_id"])
-        task = await session.get(Task, artifact.task_id) if artifact is not None else None
-        done = await session.scalar(
-            select(CheckRun.id).where(
-                CheckRun.artifact_id == payload["artifact_id"], CheckRun.finished_at.is_not(None)
-            )
-        )
-    if artifact is None or task is None or done is not None:
-        return  # gone, or a re-run of a finished check
+    artifact, task, run = await _load(ctx, payload["artifact_id"])
+    if artifact is None or task is None:
+        return  # gone
+    queued_config = CheckConfig.from_payload(payload.get("config"))
+    if run is not None and run.finished_at is not None:
+        # A re-run of a finished check: the result stands; its report may be what failed.
+        commands = queued_config.commands if queued_config else [r["command"] for r in run.results]
+        await report(ctx, host, task.id, run.id, commands=commands or [r["command"] for r in run.results])
+        return
     actor = system_actor(task.org_id, "checks")
-    if not _current(task, artifact) or artifact.commit_sha is None:
+    if task.artifact_count != artifact.version or artifact.commit_sha is None:
+        # A newer version overtook this one before its checks ran: they never will.
         async with ctx.sessions() as session, session.begin():
+            if run is not None:
+                await _close_skipped(session, run.id, artifact.version)
             await lifecycle.record_event(
                 session,
                 task,
                 actor,
                 "checks_skipped",
-                data={"version": artifact.version, "why": "not the version in review"},
+                data={"version": artifact.version, "why": "not the latest version"},
             )
         return
     started = time.monotonic()
-    try:
-        config = await asyncio.to_thread(config_for, ctx.settings, host, task)
-    except ConfigError as exc:
-        config = CheckConfig([], "inform", REPO_CONFIG)
-        error: str | None = str(exc)
-    else:
-        error = None
-    if config is None or (not config.commands and error is None):
+    config = queued_config or await resolve_config(ctx.settings, host, task)
+    if config is None:  # no checks (any more): reviewers are asked
         async with ctx.sessions() as session, session.begin():
-            task = await session.get(Task, task.id, with_for_update=True)
-            if task is not None and _current(task, artifact):
+            locked = await session.get(Task, task.id, with_for_update=True)
+            if run is not None:
+                await _close_skipped(session, run.id, artifact.version, why="no checks are configured now")
+            if locked is not None and _current(locked, artifact):
                 await request_review(
-                    session, task, version=artifact.version, checks="none", check_run_id=None
+                    session, locked, version=artifact.version, checks="none", check_run_id=None
                 )
         return
     async with ctx.sessions() as session, session.begin():
         run = (
-            await session.execute(select(CheckRun).where(CheckRun.artifact_id == artifact.id))
+            await session.execute(
+                select(CheckRun).where(CheckRun.artifact_id == artifact.id).with_for_update()
+            )
         ).scalar_one_or_none()
-        if run is None:  # a retried job reuses the row its crashed attempt made
+        if run is None:  # queued before publish recorded rows (or by an older version of OSIRIS)
             run = CheckRun(
                 org_id=task.org_id,
                 task_id=task.id,
@@ -301,14 +365,23 @@ async def run_checks(payload: dict[str, Any], ctx: jobs.JobContext) -> None:
             )
             session.add(run)
             await session.flush()
+            starting = True
+        else:  # queued at publish; or running already: a retried job after its attempt crashed
+            starting = run.status == "queued"
+            run.status = "running"
+        if starting:
             await lifecycle.record_event(
                 session, task, actor, "checks_started",
                 data={"version": artifact.version, "check_run_id": run.id, "commands": config.commands},
             )  # fmt: skip
         run_id = run.id
-    if error is not None:
+    try:
+        await report(ctx, host, task.id, run_id, commands=config.commands)
+    except Exception as exc:  # noqa: BLE001 - the start report is a courtesy; the result is reported
+        log.warning("checks: the start could not be reported", extra={"task_id": task.id, "error": str(exc)})
+    if config.error is not None:
         results: list[dict[str, Any]] = [
-            CommandResult(REPO_CONFIG, REPO_CONFIG, None, False, 0, error, False).as_dict()
+            CommandResult(REPO_CONFIG, REPO_CONFIG, None, False, 0, config.error, False).as_dict()
         ]
         status = "error"
     else:
@@ -324,6 +397,62 @@ async def run_checks(payload: dict[str, Any], ctx: jobs.JobContext) -> None:
             status = "passed" if all(r.passed for r in ran) else "failed"
         results = [r.as_dict() for r in ran]
     await _finish(ctx, task.id, artifact, run_id, config, status, results, started)
+    await report(ctx, host, task.id, run_id, commands=config.commands or [r["command"] for r in results])
+
+
+async def _close_skipped(session: Any, run_id: int, version: int, *, why: str = "") -> None:
+    """A queued run that will never run: closed, so nothing shows it waiting forever."""
+    run = await session.get(CheckRun, run_id, with_for_update=True)
+    if run is None or run.finished_at is not None:
+        return
+    text = why or f"version {version} was superseded by a newer version before its checks ran"
+    run.status = "error"
+    run.results = [CommandResult("skipped", "(skipped)", None, False, 0, text, False).as_dict()]
+    run.finished_at = datetime.now(UTC)
+    run.duration_ms = 0
+
+
+REPORTED = "checks_reported"
+
+
+async def report(ctx: jobs.JobContext, host: Any, task_id: int, run_id: int, *, commands: list[str]) -> None:
+    """Show the run's state on the change request (GitHub: a check run or commit statuses), once per
+    state; what the host returns (e.g. the check run's id) is kept as a `checks_reported` event."""
+    if not ctx.settings.checks_github_report or not isinstance(host, CheckReporter):
+        return
+    async with ctx.sessions() as session:
+        task = await session.get(Task, task_id)
+        run = await session.get(CheckRun, run_id)
+        earlier = (
+            (
+                await session.execute(
+                    select(TaskEvent.data)
+                    .where(
+                        TaskEvent.task_id == task_id,
+                        TaskEvent.kind == REPORTED,
+                        TaskEvent.data["check_run_id"].astext == str(run_id),
+                    )
+                    .order_by(TaskEvent.id)
+                )
+            )
+            .scalars()
+            .all()
+        )
+    if task is None or run is None:
+        return
+    state = "completed" if run.finished_at is not None else "in_progress"
+    if any(e.get("state") == state for e in earlier) or (state == "in_progress" and earlier):
+        return
+    previous = dict(earlier[-1]) if earlier else None
+    outcome = await host.report_checks(task, run, commands=commands, previous=previous)
+    async with ctx.sessions() as session, session.begin():
+        await lifecycle.record_event(
+            session,
+            task,
+            system_actor(task.org_id, "checks"),
+            REPORTED,
+            data={"check_run_id": run_id, "version": run.version, "state": state, **outcome},
+        )
 
 
 async def _finish(
@@ -373,3 +502,15 @@ async def _finish(
 async def latest_runs(session: Any, task: Task) -> list[CheckRun]:
     stmt = select(CheckRun).where(CheckRun.task_id == task.id).order_by(CheckRun.version.desc())
     return list((await session.execute(stmt)).scalars().all())
+
+
+async def latest_status(session: Any, task_ids: list[int]) -> dict[int, str]:
+    """task id -> the status of its latest version's checks, for the tasks that have any (one query)."""
+    if not task_ids:
+        return {}
+    stmt = (
+        select(CheckRun.task_id, CheckRun.status)
+        .join(Task, Task.id == CheckRun.task_id)
+        .where(CheckRun.task_id.in_(task_ids), CheckRun.version == Task.artifact_count)
+    )
+    return {task_id: status for task_id, status in (await session.execute(stmt)).all()}

@@ -1,4 +1,4 @@
-"""The `osiris` command: serve, worker, migrate, mcp, user create, token create, telegram set-webhook."""
+"""The `osiris` command: serve, worker, migrate, mcp, user create, org create, token create, telegram set-webhook."""
 
 from __future__ import annotations
 
@@ -114,13 +114,16 @@ def _read_password(args: argparse.Namespace) -> str | None:
 
 
 def cmd_user_create(args: argparse.Namespace) -> int:
-    from osiris.app import accounts, db, routing
+    from osiris.app import accounts, db, organizations, routing
     from osiris.app.main import start_runtime
     from osiris.app.models import Role
 
     async def run() -> None:
         async with start_runtime(_settings(args)) as runtime, db.transaction(runtime.sessions) as session:
-            org = await accounts.default_org(session)
+            if args.org:
+                org = await organizations.organization_by_slug(session, args.org)
+            else:
+                org = await accounts.default_org(session)
             user = await accounts.create_user(
                 session,
                 org_id=org.id,
@@ -128,10 +131,23 @@ def cmd_user_create(args: argparse.Namespace) -> int:
                 role=Role(args.role),
                 password=_read_password(args),
                 github_login=args.github_login,
+                is_superuser=args.superuser,
             )
             if args.skill:
                 user.skills = routing.normalize_skills(args.skill)
             print(f"created {user.role} {user.username} (id {user.id})", file=sys.stderr)
+
+    return _run_reporting_errors(run)
+
+
+def cmd_org_create(args: argparse.Namespace) -> int:
+    from osiris.app import db, organizations
+    from osiris.app.main import start_runtime
+
+    async def run() -> None:
+        async with start_runtime(_settings(args)) as runtime, db.transaction(runtime.sessions) as session:
+            org = await organizations.create_organization(session, slug=args.slug, name=args.name)
+            print(f"created organization {org.slug} (id {org.id})", file=sys.stderr)
 
     return _run_reporting_errors(run)
 
@@ -210,7 +226,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     uc.add_argument("--github-login")
     uc.add_argument("--skill", action="append", default=[], help="a skill for routing (repeatable)")
+    uc.add_argument("--org", help="the organization's slug (default: the default organization)")
+    uc.add_argument(
+        "--superuser", action="store_true", help="the operator: manages organizations (admins only)"
+    )
     uc.set_defaults(fn=cmd_user_create)
+
+    org = sub.add_parser("org", help="manage organizations").add_subparsers(dest="org_command", required=True)
+    oc = org.add_parser("create", help="create an organization; then `user create … --org SLUG --role admin`")
+    oc.add_argument("slug", help="lower-case letters, digits and '-'")
+    oc.add_argument("--name", help="a display name (default: the slug)")
+    oc.set_defaults(fn=cmd_org_create)
 
     token = sub.add_parser("token", help="manage API tokens").add_subparsers(
         dest="token_command", required=True

@@ -26,6 +26,10 @@ class Settings(BaseSettings):
     db_pool_size: int = 10  # connections kept open per process
     db_max_overflow: int = 20  # extra connections allowed under load
     db_pool_timeout_seconds: float = 30.0  # wait this long for a free connection, then answer 503
+    # HTTP requests in progress at once per process; the rest wait in line (first come, first
+    # served) up to db_pool_timeout_seconds. Unset: pool size + overflow, less a few connections
+    # kept for the worker and live clients (osiris/app/admission.py).
+    max_requests_in_progress: int | None = Field(default=None, ge=1)
 
     # --- serving -------------------------------------------------------------------------------
     host: str = "127.0.0.1"  # address `osiris serve` listens on
@@ -52,6 +56,12 @@ class Settings(BaseSettings):
     # --- lifecycle -----------------------------------------------------------------------------
     lease_seconds: int = 600  # a claim expires this long after the holder's last call
     sweep_interval_seconds: float = 15.0  # how often expired claims are returned to PENDING
+    # A job picked by a worker that died (kill -9, a lost machine) is picked again once its
+    # heartbeat is this stale; a live worker beats at half this interval.
+    job_heartbeat_timeout_seconds: float = Field(default=30.0, gt=0)
+    # The longest a waiting worker sleeps before it looks at the queue again: a new job wakes it at
+    # once (LISTEN), but a retry whose delay ran out while it slept waits for this poll.
+    job_poll_seconds: float = Field(default=5.0, gt=0)
     max_artifact_bytes: int = 5 * 1024 * 1024  # larger submissions get 413 too_large
     default_repo: str = "default"  # the repository a task is for when none is named
     default_base_branch: str = "main"  # the branch work is based on and merged into
@@ -126,6 +136,9 @@ class Settings(BaseSettings):
     smtp_relay_password: SecretStr | None = None
     smtp_relay_starttls: bool = True
     channel_rate_per_minute: int = 20  # inbound messages per sender per minute, per process
+    # Wait this long before sending again to a chat provider (Twilio, Slack) that could not be
+    # reached (connection refused or reset, timeout); a busy answer's Retry-After is honoured instead.
+    channel_retry_seconds: float = Field(default=15.0, gt=0)
     # Words in a request that set its priority; the highest match wins, else "normal".
     channel_priority_keywords: dict[str, str] = {
         "urgent": "urgent",
@@ -158,8 +171,9 @@ class Settings(BaseSettings):
     # A WebSocket client whose socket will not take a message within this long is dropped; it
     # reconnects and replays from the TaskEvent table, so nobody else waits for it.
     portal_ws_send_timeout_seconds: float = 5.0
-    # A client further behind than this many events reloads the page instead of replaying them.
-    portal_ws_replay_limit: int = 1000
+    # Events per page when a live client resumes or catches up from the TaskEvent table (it is
+    # never told to reload: it pages until it has everything, then goes live again).
+    portal_ws_replay_limit: int = Field(default=200, ge=1)
 
     # --- checks and routing --------------------------------------------------------------------
     # Pre-review checks (docs/architecture.md "Checks"): per repository, commands run in a temporary
@@ -176,6 +190,14 @@ class Settings(BaseSettings):
     # On GitHub, the repository's own CI (check runs, check suites, statuses on the PR head) counts
     # as a check: recorded, and a failure returns the task in block mode.
     checks_github_ci: bool = True
+    # OSIRIS's own commands on GitHub: a cache bare clone per repository under
+    # data_dir/cache/github fetches each version with the installation token (or OSIRIS_GITHUB_TOKEN),
+    # sent as an HTTP header through git's environment, never in a URL or argv. {repo} is owner/name.
+    checks_github_clone_url: str = "https://github.com/{repo}.git"
+    checks_github_fetch_timeout_seconds: float = 300.0  # one git fetch into the cache clone
+    # Results on the PR: a check run per version with a GitHub App, a commit status per command
+    # (context osiris/<command>) with a plain token; false: only in OSIRIS (portal, API, events).
+    checks_github_report: bool = True
     # Routing: words in a channel request that label the task with a skill (word -> skill).
     routing_skill_keywords: dict[str, str] = {}
     # Aging: a pending task gains one priority step per interval waited, at most max_boost steps.

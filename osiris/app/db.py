@@ -60,6 +60,9 @@ def resolve_database_url(settings: Settings, embedded: EmbeddedPostgres | None =
 
 
 def make_engine(url: str, settings: Settings) -> AsyncEngine:
+    # HTTP requests queue in front of the app (admission.py) so that the ones in progress fit in
+    # pool_size + max_overflow with a few to spare: under load they wait there, in order, rather
+    # than here, and pool_timeout is rarely the limit that load reaches.
     return create_async_engine(
         url,
         pool_size=settings.db_pool_size,

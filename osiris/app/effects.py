@@ -18,7 +18,7 @@ from osiris.app import checks, jobs, lifecycle
 from osiris.app.actors import system_actor
 from osiris.app.errors import OsirisError, PatchDoesNotApply
 from osiris.app.models import Artifact, Message, Task, TaskStatus
-from osiris.github_bridge.port import PUBLISHED_FIELDS, CheckoutSource, CodeHost, MergeConflict
+from osiris.github_bridge.port import PUBLISHED_FIELDS, CodeHost, MergeConflict
 
 __all__ = ["CodeHost", "Notifier"]  # CodeHost is defined in the bridge's port module
 
@@ -52,10 +52,15 @@ async def _load(ctx: jobs.JobContext, model: type, row_id: int) -> Any:
 
 
 async def _store_published(
-    ctx: jobs.JobContext, artifact_id: int, result: dict[str, Any], *, then_review: bool = False
+    ctx: jobs.JobContext,
+    artifact_id: int,
+    result: dict[str, Any],
+    *,
+    then_review: bool = False,
+    check_config: checks.CheckConfig | None = None,
 ) -> None:
     """Write where the version landed on its row and tell live clients, in one transaction; with
-    `then_review`, also start the pre-review checks (or, without any, ask reviewers)."""
+    `then_review`, also queue the pre-review checks of `check_config` (or, without any, ask reviewers)."""
     async with ctx.sessions() as session, session.begin():
         artifact = await session.get(Artifact, artifact_id, with_for_update=True)
         task = await session.get(Task, artifact.task_id) if artifact is not None else None
@@ -74,8 +79,7 @@ async def _store_published(
             session, task, system_actor(task.org_id, "worker"), "published", data=data
         )
         if then_review and artifact.commit_sha is not None and task.artifact_count == artifact.version:
-            host = ctx.services.get("code_host")
-            await checks.after_publish(session, task, artifact, enabled=isinstance(host, CheckoutSource))
+            await checks.after_publish(session, task, artifact, config=check_config)
 
 
 @jobs.job_handler(jobs.PUBLISH_ARTIFACT)
@@ -89,6 +93,13 @@ async def publish_artifact(payload: dict[str, Any], ctx: jobs.JobContext) -> Non
     if host is None:
         await _record(ctx, task.id, "publish_skipped", {"version": artifact.version, "why": "no code host"})
         return
+    if task.status in (TaskStatus.DONE.value, TaskStatus.REJECTED.value):
+        # A late run (it was retrying while a person approved or closed the task): the merge job
+        # publishes what it merges, then deletes the branch; publishing now would open the branch
+        # and a pull request again on a finished task.
+        why = f"task is {task.status}"
+        await _record(ctx, task.id, "publish_skipped", {"version": artifact.version, "why": why})
+        return
     try:
         result = await host.publish(task, artifact)
     except PatchDoesNotApply as exc:
@@ -96,7 +107,9 @@ async def publish_artifact(payload: dict[str, Any], ctx: jobs.JobContext) -> Non
         await _record(ctx, task.id, "publish_failed", {"version": artifact.version, "detail": exc.detail})
         return
     fault_point("after_branch_push")
-    await _store_published(ctx, artifact.id, result, then_review=True)
+    # Read before the transaction (git or the code host's API): checks configured → a queued CheckRun.
+    check_config = await checks.resolve_config(ctx.settings, host, task) if result.get("commit_sha") else None
+    await _store_published(ctx, artifact.id, result, then_review=True, check_config=check_config)
     fault_point("after_change_request")
 
 

@@ -60,6 +60,11 @@ class InvalidArtifact(InvalidInput):
     code, title = "invalid_artifact", "The artifact is not valid"
 
 
+class UnknownRepository(InvalidInput):
+    # Also for another organization's repository: the answer never says whether it exists.
+    code, title = "unknown_repository", "No such repository in your organization"
+
+
 class PatchDoesNotApply(OsirisError):
     code, status, title = "patch_does_not_apply", 422, "The patch does not apply to the base branch"
 
@@ -70,3 +75,11 @@ class RateLimited(OsirisError):
 
 class Unavailable(OsirisError):
     code, status, title = "unavailable", 503, "A dependency is unavailable"
+
+
+class ChecksPending(OsirisError):
+    code, status, title = "checks_pending", 409, "The latest version's blocking checks have not finished"
+
+
+class ChecksFailed(OsirisError):
+    code, status, title = "checks_failed", 409, "The latest version failed its blocking checks"

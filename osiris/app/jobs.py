@@ -153,8 +153,14 @@ class Worker:
                 ),
             )(self._wrap(name, handler))
         self._qm = qm
+        heartbeat = getattr(self.ctx.settings, "job_heartbeat_timeout_seconds", 30.0)
+        poll = getattr(self.ctx.settings, "job_poll_seconds", 5.0)
         try:
-            await qm.run(dequeue_timeout=timedelta(seconds=5), batch_size=5)
+            await qm.run(
+                dequeue_timeout=timedelta(seconds=poll),
+                batch_size=5,
+                heartbeat_timeout=timedelta(seconds=heartbeat),
+            )
         finally:
             await self._conn.close()
 

@@ -23,6 +23,8 @@ from osiris.app import jobs, metrics, outbound_webhooks, repository, routing
 from osiris.app.actors import Actor
 from osiris.app.artifacts import ValidArtifact
 from osiris.app.errors import (
+    ChecksFailed,
+    ChecksPending,
     Forbidden,
     IllegalTransition,
     InvalidInput,
@@ -30,7 +32,7 @@ from osiris.app.errors import (
     NotYourTask,
     TaskNotFound,
 )
-from osiris.app.models import OPEN_STATUSES, Artifact, Message, Role, Task, TaskStatus
+from osiris.app.models import OPEN_STATUSES, Artifact, CheckRun, Message, Role, Task, TaskStatus
 
 EVENTS_CHANNEL = "osiris_events"
 S = TaskStatus
@@ -447,32 +449,70 @@ async def request_changes(
 ) -> Task:
     if not feedback.strip():
         raise InvalidInput("feedback must say what to change")
-    task = await repository.get_task(session, actor, task_id, for_update=True)
-    # The holder keeps the task, with a fresh lease to address the feedback.
-    await _move(session, task, actor, Action.REQUEST_CHANGES, lease_expires_at=_lease(lease_seconds))
-    await add_message(
+    return await _back_to_holder(
         session,
-        task,
         actor,
-        body=feedback,
-        source=source,
+        task_id,
+        Action.REQUEST_CHANGES,
+        feedback,
+        source,
+        lease_seconds,
+        meta,
         provider_id=provider_id,
-        meta=meta,
-        kind="feedback",
+        meta_in_event=False,  # the message carries the review; the event only says it happened
     )
-    return task
+
+
+# A version's OSIRIS checks in these states hold back its approval (block mode only).
+CHECKS_PENDING = ("queued", "running")
+CHECKS_FAILING = ("failed", "error")
+
+
+async def checks_hold(session: AsyncSession, task: Task) -> None:
+    """Refuse approving a task whose latest version's blocking checks are unfinished or failing.
+
+    `inform` checks never hold. A version without a check_runs row (no checks configured, or not
+    published yet) does not either."""
+    status = await session.scalar(
+        select(CheckRun.status).where(
+            CheckRun.task_id == task.id, CheckRun.version == task.artifact_count, CheckRun.mode == "block"
+        )
+    )
+    if status in CHECKS_PENDING:
+        raise ChecksPending(
+            f"version {task.artifact_count}'s blocking checks are {status}; approve once they pass"
+        )
+    if status in CHECKS_FAILING:
+        raise ChecksFailed(
+            f"version {task.artifact_count}'s blocking checks {'failed' if status == 'failed' else 'could not run'}"
+            "; request changes or wait for a new version"
+        )
 
 
 async def approve_task(
-    session: AsyncSession, actor: Actor, task_id: int, *, comment: str | None = None
+    session: AsyncSession,
+    actor: Actor,
+    task_id: int,
+    *,
+    comment: str | None = None,
+    already_merged: bool = False,
 ) -> Task:
+    """A person approves the latest version, which is then merged. Blocking checks that are queued,
+    running or failing refuse it (`checks_pending` / `checks_failed`), whatever the edge; except
+    `already_merged` (a person merged the PR on the code host): that records a fact, not a request."""
     task = await repository.get_task(session, actor, task_id, for_update=True)
+    check(Action.APPROVE, task.status, actor, task.assignee_id)  # role and state first
+    data: dict[str, Any] = {"comment": comment} if comment else {}
+    if already_merged:
+        data["merged_on_code_host"] = True
+    else:
+        await checks_hold(session, task)
     await _move(
         session,
         task,
         actor,
         Action.APPROVE,
-        data={"comment": comment} if comment else None,
+        data=data or None,
         lease_expires_at=None,
     )
     await jobs.enqueue(session, jobs.MERGE_TASK, {"task_id": task.id}, dedupe_key=f"merge-{task.id}")
@@ -537,11 +577,25 @@ async def _back_to_holder(
     source: str,
     lease_seconds: int,
     meta: dict[str, Any] | None,
+    *,
+    provider_id: str | None = None,
+    meta_in_event: bool = True,
 ) -> Task:
-    """A system move that returns work to the agent who holds it, with a fresh lease and feedback."""
+    """Work goes back to the agent who holds it, with a fresh lease and the feedback as a message:
+    a reviewer's request for changes, or a system move (a merge conflict, failing checks)."""
     task = await repository.get_task(session, actor, task_id, for_update=True)
-    await _move(session, task, actor, action, data=meta, lease_expires_at=_lease(lease_seconds))
-    await add_message(session, task, actor, body=feedback, source=source, meta=meta, kind="feedback")
+    data = meta if meta_in_event else None
+    await _move(session, task, actor, action, data=data, lease_expires_at=_lease(lease_seconds))
+    await add_message(
+        session,
+        task,
+        actor,
+        body=feedback,
+        source=source,
+        provider_id=provider_id,
+        meta=meta,
+        kind="feedback",
+    )
     return task
 
 

@@ -17,8 +17,10 @@ from sqlalchemy import text
 from sqlalchemy.engine import make_url
 
 from osiris import __version__
-from osiris.app import accounts, db, effects, jobs, lifecycle, metrics, problems
+from osiris.app import accounts, db, effects, jobs, lifecycle, metrics, problems, repositories_registry
+from osiris.app.admission import Admission, request_limit
 from osiris.app.api import admin, auth, health, tasks
+from osiris.app.api import organizations as organizations_api
 from osiris.app.api import routing as routing_api
 from osiris.app.api import webhooks as webhooks_api
 from osiris.app.auth import TokenCache
@@ -98,6 +100,10 @@ async def bootstrap(runtime: Runtime) -> None:
         # Replicas and `serve --workers` start together: one at a time decides whether to create it.
         await session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": BOOTSTRAP_LOCK_KEY})
         generated = await accounts.bootstrap_admin(session, password=pw.get_secret_value() if pw else None)
+        s = runtime.settings
+        await repositories_registry.register_configured(
+            session, names=[s.default_repo, *s.local_projects], github=s.github_repo
+        )
     if generated:
         # Printed once, to the console only: it is not kept anywhere in plain text.
         print(f"\n  OSIRIS admin account created: user 'admin', password '{generated}'\n", file=sys.stderr)
@@ -154,9 +160,16 @@ def create_app(settings: Settings | None = None, *, run_background: bool = True)
     for router in (health.router, auth.router, tasks.router, admin.router, routing_api.router):
         app.include_router(router)
     app.include_router(webhooks_api.router)
+    app.include_router(organizations_api.router)
     for ext in _extensions():
         ext.install(app, settings)
 
+    # Innermost of these: refusals after a long wait are counted in the request metrics.
+    app.add_middleware(
+        Admission,
+        limit=request_limit(settings),
+        wait_seconds=settings.db_pool_timeout_seconds,
+    )
     app.add_middleware(metrics.RequestMetrics)
     app.add_middleware(problems.BodySizeLimit, max_bytes=2 * settings.max_artifact_bytes + 65536)
     app.add_middleware(CorrelationIdMiddleware, header_name="X-Request-ID")

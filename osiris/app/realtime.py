@@ -2,7 +2,9 @@
 
 Events are published with `pg_notify` inside the transaction that writes them (see lifecycle), so
 every replica hears every committed change. A subscriber that falls behind is marked `overflowed` and
-dropped; it resyncs from the TaskEvent table by id, so a slow client never slows the others.
+dropped; it catches up from the TaskEvent table by id and subscribes again, so a slow client never
+slows the others and loses nothing. Subscribers are also marked when the listener loses its
+connection and again once it listens anew (they may have missed notifications in between).
 """
 
 from __future__ import annotations
@@ -79,8 +81,15 @@ class Hub:
             return
         self.publish_local(event)
 
+    def _mark_all_behind(self) -> None:
+        for sub in list(self._subs):
+            sub.overflowed = True
+            with contextlib.suppress(asyncio.QueueFull):
+                sub.queue.put_nowait({"kind": "resync"})  # wakes a subscriber waiting on its queue
+
     async def _run(self) -> None:
         delay = 0.5
+        reconnecting = False
         while True:
             conn = None
             try:
@@ -89,6 +98,9 @@ class Hub:
                 for channel, callback in self._channels.items():
                     await conn.add_listener(channel, lambda _c, _p, _ch, payload, cb=callback: cb(payload))
                 self.connected.set()
+                if reconnecting:
+                    # Subscribed while nobody listened (e.g. during the pause below): catch up again.
+                    self._mark_all_behind()
                 delay = 0.5
                 lost = asyncio.Event()
                 conn.add_termination_listener(lambda _c, ev=lost: ev.set())
@@ -107,10 +119,10 @@ class Hub:
                 if conn is not None and not conn.is_closed():
                     with contextlib.suppress(Exception):
                         await conn.close()
-            # Tell subscribers they may have missed events: they replay from the table.
+            # Tell subscribers they may have missed events: they catch up from the table.
             self.publish_local({"kind": "resync"} | {"org_id": None})
-            for sub in list(self._subs):
-                sub.overflowed = True
+            self._mark_all_behind()
+            reconnecting = True
             await asyncio.sleep(delay)
             delay = min(delay * 2, 10.0)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, computed_field
 
 PriorityName = Literal["low", "normal", "high", "urgent"]
 PRIORITIES: dict[str, int] = {"low": 0, "normal": 1, "high": 2, "urgent": 3}
@@ -155,6 +155,7 @@ class UserRead(_Out):
     is_active: bool
     created_at: datetime
     skills: list[str] = []
+    is_superuser: bool = False
 
 
 class ApiTokenCreate(BaseModel):
@@ -211,7 +212,7 @@ class CheckRunRead(_Out):
     version: int
     commit_sha: str
     mode: str
-    status: str  # running | passed | failed | error
+    status: str  # queued | running | passed | failed | error
     source: str
     results: list[CheckResultRead]
     duration_ms: int | None
@@ -237,6 +238,37 @@ class WebhookSubscriptionRead(_Out):
     event_types: list[str]
     description: str
     created_at: datetime
+    consecutive_failures: int = Field(description="failed deliveries in a row; a success resets it")
+    disabled_at: datetime | None = Field(description="set when disabled, by an admin or by failures")
+    disabled_reason: str | None
+    rotation_grace_until: datetime | None = Field(
+        validation_alias=AliasChoices("previous_secret_expires_at", "rotation_grace_until"),
+        description="after a rotation, the previous secret also signs (a second v1=) until then",
+    )
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def enabled(self) -> bool:
+        return self.disabled_at is None
+
+
+class WebhookSubscriptionUpdate(BaseModel):
+    """PATCH: only the fields sent change. A new URL is checked like a new subscription's."""
+
+    url: str | None = Field(default=None, min_length=1, max_length=2000)
+    event_types: list[str] | None = Field(default=None, min_length=1, max_length=50)
+    description: str | None = Field(default=None, max_length=200)
+    enabled: bool | None = Field(default=None, description="true also resets the failure count")
+
+
+class WebhookSecretRotate(BaseModel):
+    grace_seconds: int | None = Field(
+        default=None,
+        ge=0,
+        le=7 * 86400,
+        description="how long the previous secret still signs (default OSIRIS_WEBHOOKS_SECRET_GRACE_SECONDS;"
+        " 0 if it leaked)",
+    )
 
 
 class WebhookSubscriptionCreated(WebhookSubscriptionRead):
@@ -257,4 +289,50 @@ class WebhookDeliveryRead(_Out):
     duration_ms: int
     response_excerpt: str
     retry_after_seconds: float | None
+    created_at: datetime
+
+
+# --- organizations -----------------------------------------------------------------------------
+
+
+class OrganizationCreate(BaseModel):
+    slug: str = Field(min_length=1, max_length=64, pattern=r"^[a-z0-9][a-z0-9-]*$")
+    name: str | None = Field(default=None, min_length=1, max_length=200)
+
+
+class OrganizationRead(_Out):
+    id: int
+    slug: str
+    name: str
+    created_at: datetime
+
+
+class RepositoryCreate(BaseModel):
+    name: str = Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9][A-Za-z0-9._/-]*$")
+    github_repo: str | None = Field(default=None, max_length=200, description='"owner/name" on GitHub')
+
+
+class RepositoryRead(_Out):
+    id: int
+    name: str
+    github_repo: str | None
+    created_at: datetime
+
+
+class ChannelAccountCreate(BaseModel):
+    organization: str = Field(min_length=1, max_length=64, description="the organization's slug")
+    channel: Literal["whatsapp", "slack", "email", "github", "telegram"]
+    account: str = Field(
+        min_length=1,
+        max_length=200,
+        description="Twilio number, Slack team id, email domain, GitHub installation id or owner/name, "
+        "Telegram bot id",
+    )
+
+
+class ChannelAccountRead(_Out):
+    id: int
+    org_id: int
+    channel: str
+    account: str
     created_at: datetime

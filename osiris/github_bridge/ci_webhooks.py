@@ -3,7 +3,9 @@
 `check_run`, `check_suite` and `status` events for the head commit of a task's current version are
 recorded as `ci_result` events; in `block` mode (settings `checks_mode`, per repository) a failure
 sends a task in REVIEW back to its agent (`lifecycle.checks_failed`) with the failing check's name
-and link. Results for older commits are recorded and change nothing.
+and link. Results for older commits are recorded and change nothing. OSIRIS's own results (its check runs, by
+external id or App id, and its `osiris/…` statuses) come back here too and are skipped: the
+`run_checks` job has counted them already.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from sqlalchemy import select
 from osiris.app import lifecycle
 from osiris.app.actors import system_actor
 from osiris.app.models import Artifact, Task, TaskStatus
+from osiris.github_bridge.check_reports import CONTEXT_PREFIX, EXTERNAL_ID_PREFIX
 
 EVENTS = frozenset({"check_run", "check_suite", "status"})
 FAILED = frozenset({"failure", "timed_out", "error", "action_required", "startup_failure"})
@@ -27,7 +30,7 @@ async def _current_task(deps: Any, full_name: str | None, sha: str | None) -> tu
     """The task whose latest version is `sha`, in a repository this host serves."""
     if not sha or not full_name:
         return None
-    names = deps.host.osiris_repos(full_name)
+    names = await deps.host.osiris_repos(full_name)
     stmt = (
         select(Task, Artifact)
         .join(Artifact, Artifact.task_id == Task.id)
@@ -71,9 +74,17 @@ async def _record(
         )
 
 
+def _our_app(deps: Any, app: Any) -> bool:
+    """A check run or suite made by OSIRIS's own GitHub App: our checks, already counted."""
+    ours = deps.settings.github_app_id
+    return ours is not None and isinstance(app, dict) and str(app.get("id")) == str(ours)
+
+
 @ci_results.register("check_run", action="completed")
 async def on_check_run(event: sansio.Event, gh: Any, deps: Any) -> None:
     run = event.data.get("check_run") or {}
+    if str(run.get("external_id") or "").startswith(EXTERNAL_ID_PREFIX) or _our_app(deps, run.get("app")):
+        return  # the echo of OSIRIS's own check run
     await _record(
         deps,
         event.data,
@@ -88,6 +99,8 @@ async def on_check_run(event: sansio.Event, gh: Any, deps: Any) -> None:
 async def on_check_suite(event: sansio.Event, gh: Any, deps: Any) -> None:
     suite = event.data.get("check_suite") or {}
     app = suite.get("app") or {}
+    if _our_app(deps, app):
+        return  # the suite of OSIRIS's own check runs
     await _record(
         deps,
         event.data,
@@ -101,8 +114,8 @@ async def on_check_suite(event: sansio.Event, gh: Any, deps: Any) -> None:
 @ci_results.register("status")
 async def on_status(event: sansio.Event, gh: Any, deps: Any) -> None:
     state = str(event.data.get("state") or "unknown")
-    if state == "pending":
-        return
+    if state == "pending" or str(event.data.get("context") or "").lower().startswith(CONTEXT_PREFIX):
+        return  # still running, or the echo of a status OSIRIS set for its own checks
     await _record(
         deps,
         event.data,

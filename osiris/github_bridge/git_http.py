@@ -7,8 +7,10 @@ allows exactly the two fetch endpoints, and runs the CGI as a subprocess:
     POST /git/<name>.git/git-upload-pack
 
 The token comes as `Authorization: Bearer <token>` or as the HTTP Basic password, so plain
-`git fetch http://agent:<token>@host/git/default.git` works. Pushing is refused twice over: the
-route never reaches receive-pack, and the backend runs with `http.receivepack=false`.
+`git fetch http://agent:<token>@host/git/default.git` works. Only the organization a repository is
+registered to (`repositories`) sees it; to any other token it does not exist (404). Pushing is
+refused twice over: the route never reaches receive-pack, and the backend runs with
+`http.receivepack=false`.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from pathlib import Path
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import PlainTextResponse, StreamingResponse
 
-from osiris.app import db
+from osiris.app import db, repositories_registry
 from osiris.app.actors import Actor
 from osiris.app.auth import actor_from_token
 from osiris.app.errors import InvalidInput, Unauthenticated
@@ -77,6 +79,12 @@ async def _authenticate(request: Request, runtime: Runtime) -> Actor | None:
         return None
 
 
+async def _owned_by(runtime: Runtime, name: str, actor: Actor) -> bool:
+    """A repository is served only to tokens of the organization it is registered to."""
+    async with runtime.sessions() as session:
+        return await repositories_registry.owner_of(session, name) == actor.org_id
+
+
 @router.api_route("/git/{path:path}", methods=["GET", "POST"], include_in_schema=False)
 async def smart_http(path: str, request: Request) -> Response:
     runtime: Runtime = request.app.state.runtime
@@ -99,6 +107,8 @@ async def smart_http(path: str, request: Request) -> Response:
         or (request.method == "POST" and rest == "git-upload-pack")
     ):
         return _plain(404, "only smart HTTP fetches are served")
+    if not await _owned_by(runtime, name, actor):
+        return _plain(404, "no such repository")  # another organization's is as good as missing
     try:
         git_dir = host.git_dir(name)
     except InvalidInput:

@@ -12,14 +12,17 @@ from __future__ import annotations
 
 import base64
 import re
+import time
 from collections import OrderedDict
 from collections.abc import Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import UTC
+from pathlib import Path
 from typing import Any
 
 from gidgethub import BadRequest, GraphQLException
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from osiris.app import lifecycle
@@ -28,14 +31,16 @@ from osiris.app.artifacts import ValidArtifact
 from osiris.app.config import Settings
 from osiris.app.errors import InvalidInput, PatchDoesNotApply, Unavailable
 from osiris.app.jobs import Retry
-from osiris.app.models import Artifact, ArtifactKind, Message, Task, TaskEvent
-from osiris.github_bridge import github_patch
+from osiris.app.models import Artifact, ArtifactKind, Message, Repository, Task, TaskEvent
+from osiris.github_bridge import check_reports, github_patch
+from osiris.github_bridge.checkout_cache import CheckoutCache
 from osiris.github_bridge.github_client import GitHub, GitHubUnavailable, repo_path
 from osiris.github_bridge.port import MergeConflict, branch_name
 
 TRAILER = "Osiris-Artifact"
 _TRAILER_RE = re.compile(rf"^{TRAILER}: (\d+)\s*$", re.MULTILINE)
 INTENT_EVENT = "github_intent"
+BASE_FILE_TTL_SECONDS = 30.0  # `.osiris.yml` read through the API is reused this long
 READY_MUTATION = """
 mutation($id: ID!) {
   markPullRequestReadyForReview(input: {pullRequestId: $id}) { pullRequest { isDraft } }
@@ -80,27 +85,48 @@ class GitHubHost:
         self.sessions = sessions
         self.gh = gh or GitHub(settings)
         self._contents: OrderedDict[tuple[str, str, str], str | None] = OrderedDict()
+        self._base_files: dict[tuple[str, str, str], tuple[float, str | None]] = {}
+        self.checkouts = CheckoutCache(
+            settings.data_dir / "cache" / "github",
+            settings.checks_github_clone_url,
+            timeout=settings.checks_github_fetch_timeout_seconds,
+        )
 
     async def aclose(self) -> None:
         await self.gh.aclose()
 
     # --- where things are -----------------------------------------------------------------------
 
-    def repo_for(self, task: Task) -> str:
+    async def repo_for(self, task: Task) -> str:
+        """The GitHub repository of a task: OSIRIS_GITHUB_REPO names it, else the repository its
+        organization registered (`repositories.github_repo`), else OSIRIS_GITHUB_REPO's "*"."""
         mapping = self.settings.github_repo
-        full = mapping.get(task.repo) or mapping.get("*")
+        full = mapping.get(task.repo)
+        if not full:
+            async with self.sessions() as session:
+                full = await session.scalar(
+                    select(Repository.github_repo).where(
+                        Repository.name == task.repo, Repository.org_id == task.org_id
+                    )
+                )
+        full = full or mapping.get("*")
         if not full or full.count("/") != 1:
             raise InvalidInput(
-                f"repository {task.repo!r} is not mapped to a GitHub repository (OSIRIS_GITHUB_REPO)"
+                f"repository {task.repo!r} is not mapped to a GitHub repository "
+                "(OSIRIS_GITHUB_REPO, or the repository's github_repo)"
             )
         return full
 
-    def osiris_repos(self, full_name: str) -> set[str] | None:
+    async def osiris_repos(self, full_name: str) -> set[str] | None:
         """The OSIRIS repo names served by a GitHub repository; None means any ("*")."""
         names = {k for k, v in self.settings.github_repo.items() if v.lower() == full_name.lower()}
         if "*" in names:
             return None
-        return names
+        async with self.sessions() as session:
+            registered = await session.scalars(
+                select(Repository.name).where(func.lower(Repository.github_repo) == full_name.lower())
+            )
+            return names | set(registered)
 
     async def _branch_head(self, repo: str, branch: str) -> Head | None:
         try:
@@ -138,7 +164,7 @@ class GitHubHost:
     async def check(self, task: Task, artifact: ValidArtifact) -> None:
         if artifact.kind is not ArtifactKind.PATCH:
             return  # files and text always apply
-        repo = self.repo_for(task)
+        repo = await self.repo_for(task)
         try:
             async with self.sessions() as session:
                 history = await _history(session, task.id)
@@ -156,7 +182,7 @@ class GitHubHost:
     # --- publish --------------------------------------------------------------------------------
 
     async def publish(self, task: Task, artifact: Artifact) -> dict[str, Any]:
-        repo = self.repo_for(task)
+        repo = await self.repo_for(task)
         branch = branch_name(task.id)
         calls_before = self.gh.calls
         async with self.sessions() as session:
@@ -173,7 +199,7 @@ class GitHubHost:
         )
         number = pr["number"]
         versions = [a for a in history if a.version <= artifact.version]
-        body = self._pr_body(task, versions, {artifact.id: commit})
+        body = self._pr_body(task, repo, versions, {artifact.id: commit})
         if not pr_created:
             await self.gh.patch(repo_path(repo, "pulls", str(number)), {"body": body})
         if artifact.version > 1:
@@ -330,7 +356,7 @@ class GitHubHost:
             if found is not None:
                 await self._ensure_label(repo, found)
                 return found, False
-        body = self._pr_body(task, [*earlier, artifact], {})
+        body = self._pr_body(task, repo, [*earlier, artifact], {})
         try:
             pr = await self.gh.post(
                 repo_path(repo, "pulls"),
@@ -359,7 +385,9 @@ class GitHubHost:
             repo_path(repo, "issues", str(pr["number"]), "labels"), {"labels": [self.settings.github_label]}
         )
 
-    def _pr_body(self, task: Task, versions: Sequence[Artifact], new_commits: dict[int, str]) -> str:
+    def _pr_body(
+        self, task: Task, repo: str, versions: Sequence[Artifact], new_commits: dict[int, str]
+    ) -> str:
         url = f"{self.settings.public_url.rstrip('/')}/tasks/{task.id}"
         latest = versions[-1] if versions else None
         rows = []
@@ -374,7 +402,7 @@ class GitHubHost:
             marker(f"task:{task.id}"),
             f"**[OSIRIS task #{task.id}]({url})**: {task.title}",
             "",
-            *self._closes(task),
+            *self._closes(task, repo),
             f"- Requester: {task.requester or 'unknown'}",
             f"- Channel: {task.channel}",
             "- Opened as a draft by OSIRIS. Approve it here or in the portal to merge; "
@@ -390,10 +418,10 @@ class GitHubHost:
         ]
         return "\n".join(parts)
 
-    def _closes(self, task: Task) -> list[str]:
+    def _closes(self, task: Task, repo: str) -> list[str]:
         """A task asked for in an issue of this very repository: merging the PR closes the issue."""
-        repo, _, number = (task.channel_thread or "").rpartition("#")
-        if task.channel != "github" or not number.isdigit() or repo.lower() != self.repo_for(task).lower():
+        issue_repo, _, number = (task.channel_thread or "").rpartition("#")
+        if task.channel != "github" or not number.isdigit() or issue_repo.lower() != repo.lower():
             return []
         return [f"Closes #{number}", ""]
 
@@ -429,7 +457,7 @@ class GitHubHost:
     async def comment(self, task: Task, message: Message) -> dict[str, Any]:
         if message.source.startswith("github"):
             return {"skipped": "came from GitHub"}
-        repo = self.repo_for(task)
+        repo = await self.repo_for(task)
         async with self.sessions() as session:
             pr = await _latest_pr(session, task.id)
         if pr is None:
@@ -451,7 +479,7 @@ class GitHubHost:
     # --- merge and close ------------------------------------------------------------------------
 
     async def merge(self, task: Task, *, head_sha: str | None = None) -> dict[str, Any]:
-        repo = self.repo_for(task)
+        repo = await self.repo_for(task)
         branch = branch_name(task.id)
         async with self.sessions() as session:
             pr = await _latest_pr(session, task.id)
@@ -521,13 +549,58 @@ class GitHubHost:
         return sorted(f["filename"] for f in ours.get("files", []) if f["filename"] in changed)
 
     async def close(self, task: Task) -> dict[str, Any]:
-        repo = self.repo_for(task)
+        repo = await self.repo_for(task)
         async with self.sessions() as session:
             pr = await _latest_pr(session, task.id)
         if pr is None or pr.pr_number is None:
             return {"skipped": "no pull request"}
         found = await self.gh.patch(repo_path(repo, "pulls", str(pr.pr_number)), {"state": "closed"})
         return {"pr_number": pr.pr_number, "state": found.get("state")}
+
+    # --- pre-review checks (port.RemoteCheckoutSource, port.CheckReporter) ------------------------
+
+    async def checks_file(self, task: Task, path: str) -> str | None:
+        """`.osiris.yml` on the base branch, through the contents API; kept for a short while, since
+        every publish asks and it rarely changes."""
+        repo = await self.repo_for(task)
+        key = (repo, task.base_branch, path)
+        hit = self._base_files.get(key)
+        if hit is not None and hit[0] > time.monotonic():
+            return hit[1]
+        try:
+            found = (await self._read(repo, task.base_branch, [path]))[path]
+        except PatchDoesNotApply:  # a directory or a binary file of that name: not a configuration
+            found = None
+        self._base_files[key] = (time.monotonic() + BASE_FILE_TTL_SECONDS, found)
+        return found
+
+    async def checkout(self, task: Task, sha: str) -> AbstractContextManager[Path]:
+        token = await self.gh.token()  # an App's installation token is renewed here if need be
+        return self.checkouts.worktree(await self.repo_for(task), branch_name(task.id), sha, token)
+
+    async def report_checks(
+        self, task: Task, run: Any, *, commands: list[str], previous: dict[str, Any] | None
+    ) -> dict[str, Any]:
+        repo = await self.repo_for(task)
+        url = f"{self.settings.public_url.rstrip('/')}/tasks/{task.id}"
+        if self.settings.github_app_id is not None:  # check runs are for GitHub Apps only
+            body = check_reports.check_run_body(run, commands, url)
+            known = (previous or {}).get("github_check_run_id")
+            if known is not None and body["status"] == "completed":
+                body.pop("head_sha")
+                found = await self.gh.patch(repo_path(repo, "check-runs", str(known)), body)
+            else:
+                found = await self.gh.post(repo_path(repo, "check-runs"), body)
+            return {
+                "kind": "check_run",
+                "github_check_run_id": found["id"],
+                "conclusion": found.get("conclusion"),
+            }
+        states = {}
+        for context, body in check_reports.statuses(run, commands, url):
+            await self.gh.post(repo_path(repo, "statuses", run.commit_sha), body)
+            states[context] = body["state"]
+        return {"kind": "status", "statuses": states}
 
 
 # --- small queries -----------------------------------------------------------------------------

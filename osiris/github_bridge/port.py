@@ -78,3 +78,27 @@ class CheckoutSource(Protocol):
 
     def worktree(self, task: Task, sha: str) -> AbstractContextManager[Path]:
         """A temporary detached work tree of `sha`, removed when the context ends."""
+
+
+@runtime_checkable
+class RemoteCheckoutSource(Protocol):
+    """A host whose code lives elsewhere (GitHub): the checks' configuration is read through its API
+    and a version is fetched into a local cache clone before a work tree of it can be made."""
+
+    async def checks_file(self, task: Task, path: str) -> str | None:
+        """A file's text on the task's base branch, or None."""
+
+    async def checkout(self, task: Task, sha: str) -> AbstractContextManager[Path]:
+        """A context (blocking enter and exit: run them in a thread) that fetches `sha` and gives a
+        temporary detached work tree of it, removed when the context ends."""
+
+
+@runtime_checkable
+class CheckReporter(Protocol):
+    """A host that shows the pre-review checks' progress and outcome on the change request."""
+
+    async def report_checks(
+        self, task: Task, run: Any, *, commands: list[str], previous: dict[str, Any] | None
+    ) -> dict[str, Any]:
+        """Report `run` (a CheckRun: running, or finished); `previous` is what the last report of
+        this run returned. Returns what to remember of this report (ids, state)."""

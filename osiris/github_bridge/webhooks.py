@@ -20,12 +20,20 @@ from sqlalchemy import func, select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from osiris.app import jobs, lifecycle
-from osiris.app.actors import Actor
+from osiris.app import jobs, lifecycle, repositories_registry
+from osiris.app.actors import Actor, system_actor
 from osiris.app.auth import RuntimeDep, actor_for
 from osiris.app.config import Settings
-from osiris.app.errors import IllegalTransition, InvalidInput, OsirisError, Unauthenticated
+from osiris.app.errors import (
+    ChecksFailed,
+    ChecksPending,
+    IllegalTransition,
+    InvalidInput,
+    OsirisError,
+    Unauthenticated,
+)
 from osiris.app.models import Artifact, Delivery, Message, Role, Task, TaskStatus, User
+from osiris.app.runtime import Runtime
 from osiris.github_bridge import ci_webhooks
 from osiris.github_bridge.github_host import GitHubHost, is_ours
 from osiris.ingest import github_issues  # issues as requests: a chat channel riding on this route
@@ -61,6 +69,13 @@ def _served(settings: Settings, full_name: str | None) -> bool:
     return "*" in mapping or any(v.lower() == full_name.lower() for v in mapping.values())
 
 
+async def _registered(runtime: Runtime, full_name: str | None) -> bool:
+    if not full_name:
+        return False
+    async with runtime.sessions() as session:
+        return await repositories_registry.org_for_github_repo(session, full_name) is not None
+
+
 @router.post("/api/v1/webhooks/github", status_code=202)
 async def receive_github(request: Request, runtime: RuntimeDep) -> JSONResponse:
     secret = runtime.settings.github_webhook_secret
@@ -84,7 +99,9 @@ async def receive_github(request: Request, runtime: RuntimeDep) -> JSONResponse:
         return JSONResponse({"ok": True, "zen": event.data.get("zen")}, status_code=200)
     if event.event not in HANDLED:
         return JSONResponse({"ignored": f"event {event.event}"}, status_code=202)
-    if not _served(runtime.settings, _repository(event.data)):
+    full_name = _repository(event.data)
+    # settings' OSIRIS_GITHUB_REPO, or a repository an organization registered with its GitHub name
+    if not _served(runtime.settings, full_name) and not await _registered(runtime, full_name):
         return JSONResponse({"ignored": "repository not served"}, status_code=202)
     delivery = event.delivery_id.strip()
     if not delivery or len(delivery) > 200:
@@ -141,7 +158,7 @@ async def find_task(
     full_name = _repository(data)
     if not full_name or number is None:
         return None
-    names = deps.host.osiris_repos(full_name)
+    names = await deps.host.osiris_repos(full_name)
     task: Task | None = None
     match = _BRANCH.match(head_ref or "")
     if match:
@@ -211,15 +228,15 @@ async def reviewer(
             return actor_for(user), ""
         return None, f"@{login} is mapped to an OSIRIS {user.role}, not a reviewer"
     if deps.settings.github_approvers == "write":
-        repo = _repo_of(deps, task)
+        repo = await _repo_of(deps, task)
         found = await gh.get(f"/repos/{repo}/collaborators/{login}/permission")
         if found.get("permission") in ("admin", "write") or found.get("role_name") == "maintain":
             return github_actor(task, login), ""
     return None, f"@{login} is not mapped to an OSIRIS reviewer"
 
 
-def _repo_of(deps: Deps, task: Task) -> str:
-    return deps.host.repo_for(task)
+async def _repo_of(deps: Deps, task: Task) -> str:
+    return await deps.host.repo_for(task)
 
 
 async def _say(
@@ -301,12 +318,21 @@ async def on_review(event: sansio.Event, gh: Any, deps: Deps) -> None:
         )
     elif state == "approved":
         actor, why = await reviewer(deps, gh, task, login, pr_author=pr["user"]["login"])
-        latest = await _latest_commit(deps, task)
-        if actor is not None and latest is not None and review.get("commit_id") not in (None, latest):
-            actor, why = None, "the approval is for an older commit than the latest version"
+        latest = await _latest_version(deps, task)
+        commit = review.get("commit_id")
+        if actor is not None and latest is not None and commit is not None and commit != latest.commit_sha:
+            # An approval names the commit the reviewer saw. A newer version, even one still on its
+            # way to GitHub (no commit yet), was not reviewed, and approving merges the newest.
+            actor, why = None, f"the approval is for an older commit than version {latest.version}"
         if actor is not None and task.status == TaskStatus.REVIEW.value:
-            await lifecycle.approve_task(deps.session, actor, task.id, comment=body or "approved on GitHub")
-            return
+            try:
+                await lifecycle.approve_task(
+                    deps.session, actor, task.id, comment=body or "approved on GitHub"
+                )
+                return
+            except (ChecksPending, ChecksFailed) as exc:
+                why = exc.detail
+                await _checks_hold_reply(deps, task, login, exc)
         note = f"Approval by @{login} not counted: {why or f'task is {task.status}'}."
         await _say(
             deps,
@@ -331,19 +357,17 @@ async def on_review(event: sansio.Event, gh: Any, deps: Deps) -> None:
         )
 
 
-async def _latest_commit(deps: Deps, task: Task) -> str | None:
+async def _latest_version(deps: Deps, task: Task) -> Artifact | None:
+    """The newest version, published or not (a version whose publish job is still retrying counts)."""
     return await deps.session.scalar(
-        select(Artifact.commit_sha)
-        .where(Artifact.task_id == task.id, Artifact.commit_sha.is_not(None))
-        .order_by(Artifact.version.desc())
-        .limit(1)
+        select(Artifact).where(Artifact.task_id == task.id).order_by(Artifact.version.desc()).limit(1)
     )
 
 
 async def _review_comments(
     deps: Deps, gh: Any, task: Task, number: int, review_id: int
 ) -> list[dict[str, Any]]:
-    repo = _repo_of(deps, task)
+    repo = await _repo_of(deps, task)
     found = await gh.get_all(f"/repos/{repo}/pulls/{number}/comments", per_page=100)
     return [
         {
@@ -428,10 +452,32 @@ async def on_issue_comment(event: sansio.Event, gh: Any, deps: Deps) -> None:
     )
 
 
+async def _checks_hold_reply(deps: Deps, task: Task, login: str, exc: OsirisError) -> None:
+    """An approval the pre-review checks hold back: the task stays in REVIEW and the PR says why
+    (a message from the checks, mirrored as a PR comment by the deliver_message job)."""
+    msg = await lifecycle.add_message(
+        deps.session,
+        task,
+        system_actor(task.org_id, "checks"),
+        body=f"@{login}: the approval was not counted: {exc.detail} ({exc.code}).",
+        source="checks",
+        meta={"code": exc.code, "github_login": login},
+        kind="note",
+    )
+    if msg is not None:
+        await jobs.enqueue(deps.session, jobs.DELIVER_MESSAGE, {"message_id": msg.id, "task_id": task.id})
+
+
 async def _run_command(deps: Deps, task: Task, actor: Actor, name: str, arg: str) -> bool:
     try:
         if name == "approve":
-            await lifecycle.approve_task(deps.session, actor, task.id, comment=arg or "/approve on GitHub")
+            try:
+                await lifecycle.approve_task(
+                    deps.session, actor, task.id, comment=arg or "/approve on GitHub"
+                )
+            except (ChecksPending, ChecksFailed) as exc:
+                await _checks_hold_reply(deps, task, actor.name, exc)
+                return False
         elif name == "reject":
             await lifecycle.cancel_task(deps.session, actor, task.id, reason=arg or "/reject on GitHub")
         else:  # retry: publish the latest version again (publishing is idempotent)
@@ -472,7 +518,9 @@ async def on_closed(event: sansio.Event, gh: Any, deps: Deps) -> None:
             if user is not None and user.role != Role.AGENT.value
             else github_actor(task, login)
         )
-        await lifecycle.approve_task(deps.session, actor, task.id, comment=f"merged on GitHub by @{login}")
+        await lifecycle.approve_task(
+            deps.session, actor, task.id, comment=f"merged on GitHub by @{login}", already_merged=True
+        )
         return
     login = event.data["sender"]["login"]
     if task.status not in (s.value for s in (TaskStatus.PENDING, TaskStatus.IN_PROGRESS, TaskStatus.REVIEW)):

@@ -20,7 +20,7 @@ from typing import Any
 import aiosmtplib
 
 from osiris.app import jobs
-from osiris.ingest.intake import Attachment, Inbound
+from osiris.ingest.intake import Attachment, Inbound, MalformedMessage
 from osiris.ingest.notify import SendFailed, Target
 
 CHANNEL = "email"
@@ -31,10 +31,6 @@ _TAG = re.compile(r"\[OSIRIS #(\d+)\]", re.IGNORECASE)
 _PREFIX = re.compile(r"^\s*(?:(?:re|fwd?|aw|sv|wg)\s*:\s*|\[OSIRIS #\d+\]\s*)+", re.IGNORECASE)
 _QUOTE_HEAD = re.compile(r"^(on\b.*\bwrote:|-{2,}\s*original message\s*-{2,}|_{5,})$", re.IGNORECASE)
 _AUTOMATIC_SENDERS = ("mailer-daemon", "postmaster", "no-reply", "noreply")
-
-
-class MalformedMessage(ValueError):
-    pass
 
 
 # --- reading -----------------------------------------------------------------------------------
@@ -129,6 +125,22 @@ def _attachments(msg: EmailMessage) -> tuple[Attachment, ...]:
     return tuple(found)
 
 
+def _recipient_domains(msg: EmailMessage, recipients: tuple[str, ...]) -> tuple[str, ...]:
+    """The domains the message was sent to, the envelope's first: they map it to an organization."""
+    found: list[str] = []
+    headers = []
+    for h in ("Delivered-To", "To", "Cc"):
+        try:
+            headers += [a.addr_spec for v in msg.get_all(h, []) for a in getattr(v, "addresses", ())]
+        except (ValueError, IndexError, AttributeError):
+            continue  # an unreadable header maps nothing
+    for address in [*recipients, *headers]:
+        domain = address.rpartition("@")[2].strip().strip(">").lower()
+        if domain and domain not in found:
+            found.append(domain)
+    return tuple(found)
+
+
 def _thread_task_id(
     msg: EmailMessage, references: list[str], recipients: tuple[str, ...], our_address: str | None
 ) -> int | None:
@@ -178,6 +190,7 @@ def parse_message(raw: bytes, *, our_address: str | None, recipients: tuple[str,
         thread_keys=tuple(references),
         thread_task_id=_thread_task_id(msg, references, recipients, our_address),
         allow_keys=(sender, sender.rpartition("@")[2]),
+        accounts=_recipient_domains(msg, recipients),
         subject=clean_subject(subject),
         followup_text=strip_quoted(text),
         display_name=addresses[0].display_name or None,

@@ -39,10 +39,13 @@ def senders(
             auth_token=settings.twilio_auth_token.get_secret_value(),
             from_=settings.twilio_whatsapp_from,
             transport=twilio_transport,
+            retry_seconds=settings.channel_retry_seconds,
         )
     if settings.slack_bot_token:
         found["slack"] = SlackSender(
-            token=settings.slack_bot_token.get_secret_value(), base_url=settings.slack_api_url
+            token=settings.slack_bot_token.get_secret_value(),
+            base_url=settings.slack_api_url,
+            retry_seconds=settings.channel_retry_seconds,
         )
     if settings.email_address and settings.smtp_relay_host:
         password = settings.smtp_relay_password

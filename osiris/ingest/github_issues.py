@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from gidgethub import BadRequest, routing, sansio
 from sqlalchemy import case, func, select
 
-from osiris.app import lifecycle
+from osiris.app import accounts, lifecycle, repositories_registry
 from osiris.app.actors import requester_actor
 from osiris.app.errors import IllegalTransition
 from osiris.app.models import OPEN_STATUSES, ChannelNotification, Task, TaskStatus
@@ -63,10 +63,10 @@ def _names_our_label(data: Mapping[str, Any], label: str) -> bool:
     return str((data.get("label") or {}).get("name", "")).lower() == label.lower()
 
 
-def _repo_name(deps: Deps, full_name: str) -> str:
+async def _repo_name(deps: Deps, full_name: str) -> str:
     """The OSIRIS repository served by this GitHub repository (the default one when several)."""
     default = deps.settings.default_repo
-    names = deps.host.osiris_repos(full_name)
+    names = await deps.host.osiris_repos(full_name)
     if not names or default in names:
         return default
     return sorted(names)[0]
@@ -91,8 +91,28 @@ async def _answer(deps: Deps, thread: str, outcome: Outcome, key: str) -> None:
         await enqueue_reply(deps.session, target, outcome.reply, key=key)
 
 
+def accounts_of(data: Mapping[str, Any]) -> tuple[str, ...]:
+    """The repository, then the App installation: what maps an issue to an organization."""
+    full_name = str((data.get("repository") or {}).get("full_name") or "").lower()
+    installation = (data.get("installation") or {}).get("id")
+    return tuple(a for a in (full_name, str(installation) if installation else "") if a)
+
+
 async def _receive(deps: Deps, inbound: Inbound, full_name: str) -> Outcome:
-    policy = dataclasses.replace(intake.Policy.from_settings(deps.settings), repo=_repo_name(deps, full_name))
+    policy = intake.Policy.from_settings(deps.settings)
+    org_id = await intake.organization_for(deps.session, inbound, unmapped=policy.unmapped)
+    # The organization's repository registered for this GitHub repository; for the default
+    # organization the settings' mapping (OSIRIS_GITHUB_REPO); for another (mapped by its App
+    # installation) its own default repository.
+    registered = None
+    if org_id is not None:
+        registered = await repositories_registry.name_for_github_repo(
+            deps.session, org_id=org_id, full_name=full_name
+        )
+    if registered is not None:
+        policy = dataclasses.replace(policy, repo=registered, repo_named=True)
+    elif org_id == (await accounts.default_org(deps.session)).id:
+        policy = dataclasses.replace(policy, repo=await _repo_name(deps, full_name), repo_named=True)
     # No per-sender rate limit here: GitHub accounts and labels are already gated by the repository.
     return await intake.receive(deps.session, inbound, policy=policy, limiter=None)
 
@@ -129,6 +149,7 @@ async def on_issue_request(event: sansio.Event, gh: Any, deps: Deps) -> None:
         new_thread=thread,
         display_name=login,
         meta={"issue_url": issue.get("html_url"), "github_login": login},
+        accounts=accounts_of(data),
     )
     outcome = await _receive(deps, inbound, full_name)
     await _answer(deps, thread, outcome, key=f"reply-github-{inbound.delivery_id}")
@@ -198,6 +219,7 @@ async def on_issue_thread_comment(event: sansio.Event, gh: Any, deps: Deps) -> N
         new_thread=thread,
         thread_keys=(thread,),
         may_create=False,  # a comment follows up on the issue's task; the label asks for work
+        accounts=accounts_of(data),
         display_name=login,
         meta={"comment_id": comment["id"], "url": comment.get("html_url"), "github_login": login},
     )

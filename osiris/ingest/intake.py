@@ -18,9 +18,9 @@ from sqlalchemy import case, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from osiris.app import accounts, lifecycle, routing
+from osiris.app import accounts, lifecycle, organizations, repositories_registry, routing
 from osiris.app.actors import requester_actor
-from osiris.app.errors import IllegalTransition, RateLimited
+from osiris.app.errors import IllegalTransition, RateLimited, UnknownRepository
 from osiris.app.models import (
     OPEN_STATUSES,
     Artifact,
@@ -37,6 +37,9 @@ OPEN = [s.value for s in OPEN_STATUSES]
 HELP = "Send me a change request and I will open a task. Commands: status, status #<id>, cancel #<id>."
 REFUSAL = (
     "Sorry, this address is not set up to send requests to OSIRIS. Please ask your administrator to add you."
+)
+NO_REPOSITORY = (
+    "Sorry, there is no repository set up to take requests from here yet. Please ask your administrator."
 )
 SLOW_DOWN = "You are sending requests faster than we can take them; please wait a minute and try again."
 STATUS_WORDS = {
@@ -61,6 +64,10 @@ class Attachment:
     size: int = 0
 
 
+class MalformedMessage(ValueError):
+    """A provider's message (a form, a MIME message) that cannot be read: 400, nothing stored."""
+
+
 @dataclass(frozen=True)
 class Inbound:
     """One chat message, whatever channel it came from."""
@@ -80,6 +87,10 @@ class Inbound:
     display_name: str | None = None
     attachments: tuple[Attachment, ...] = ()
     meta: dict[str, Any] = field(default_factory=dict)
+    # The channel account the message was sent to, most specific first (organizations.
+    # normalize_account's form): the Twilio number, the Slack team, the recipients' email domains,
+    # the GitHub repository and installation, the Telegram bot. It decides the organization.
+    accounts: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -102,6 +113,9 @@ class Policy:
     keywords: Mapping[str, int]
     allowlists: Mapping[str, frozenset[str]]  # channel → allowed keys; empty or absent: everyone
     skill_keywords: Mapping[str, str] = field(default_factory=dict)  # word → skill (routing)
+    auto_register: bool = True  # settings.repositories_auto_register
+    unmapped: str = "default"  # settings.channel_unmapped: "default" | "refuse"
+    repo_named: bool = False  # `repo` was chosen for this message (a GitHub repository's), not the default
 
     @classmethod
     def from_settings(cls, settings: Any) -> Policy:
@@ -116,6 +130,8 @@ class Policy:
                 "telegram": frozenset(str(c) for c in settings.telegram_allowed_chats),
             },
             skill_keywords=dict(settings.routing_skill_keywords),
+            auto_register=settings.repositories_auto_register,
+            unmapped=settings.channel_unmapped,
         )
 
     def allows(self, inbound: Inbound) -> bool:
@@ -169,12 +185,26 @@ def redact(address: str) -> str:
 # --- the organization --------------------------------------------------------------------------
 
 
-async def organization_for(session: AsyncSession, inbound: Inbound) -> int:
-    """Which organization a channel message belongs to.
+async def organization_for(
+    session: AsyncSession, inbound: Inbound, *, unmapped: str = "default"
+) -> int | None:
+    """Which organization a channel message belongs to; None: nobody's, refuse it.
 
-    The one place to map by Twilio number, Slack team or email domain once there are several; the
-    embedded default has a single organization.
+    The one place: the `channel_accounts` row of the account the message was sent to (a GitHub
+    repository also by the `repositories.github_repo` an organization registered); an account
+    nobody mapped belongs to the default organization, unless `unmapped` is "refuse".
     """
+    org_id = await organizations.org_for_accounts(session, inbound.channel, inbound.accounts)
+    if org_id is None and inbound.channel == "github":
+        for account in inbound.accounts:
+            if "/" in account and (
+                org_id := await repositories_registry.org_for_github_repo(session, account)
+            ):
+                break
+    if org_id is not None:
+        return org_id
+    if unmapped == "refuse":
+        return None
     return (await accounts.default_org(session)).id
 
 
@@ -184,7 +214,10 @@ async def organization_for(session: AsyncSession, inbound: Inbound) -> int:
 async def receive(
     session: AsyncSession, inbound: Inbound, *, policy: Policy, limiter: RateLimiter | None
 ) -> Outcome:
-    org_id = await organization_for(session, inbound)
+    org_id = await organization_for(session, inbound, unmapped=policy.unmapped)
+    if org_id is None:
+        log.info("channel account not mapped to an organization", extra={"channel": inbound.channel})
+        return Outcome("ignored", "")  # nothing stored; the provider gets its usual answer
     if not policy.allows(inbound):
         log.info(
             "sender not on the allowlist",
@@ -394,13 +427,24 @@ async def _create(session: AsyncSession, org_id: int, inbound: Inbound, text: st
     if inbound.attachments:
         listed = "\n".join(f"- {a.filename} ({a.content_type}, {a.size} bytes)" for a in inbound.attachments)
         description = f"{description}\n\nAttachments:\n{listed}".strip()
+    try:
+        repo = await repositories_registry.repository_for_task(
+            session,
+            org_id=org_id,
+            name=policy.repo if policy.repo_named else None,
+            default_repo=policy.repo,
+            auto_register=policy.auto_register,
+        )
+    except UnknownRepository:
+        log.info("no repository for a channel request", extra={"channel": inbound.channel, "org_id": org_id})
+        return Outcome("refused", NO_REPOSITORY)
     task = await lifecycle.create_task(
         session,
         requester_actor(org_id, inbound.sender),
         title=title,
         description=description,
         priority=policy.priority(f"{inbound.subject or ''}\n{text}"),
-        repo=policy.repo,
+        repo=repo,
         base_branch=policy.base_branch,
         requester=inbound.sender,
         channel=inbound.channel,

@@ -68,6 +68,7 @@ def parse_event(payload: Mapping[str, Any]) -> Inbound | None:
         new_thread=f"{channel}:{thread_ts or ts}",
         thread_keys=(f"{channel}:{thread_ts}",) if thread_ts else (),
         allow_keys=(team,),
+        accounts=(team,),
         # In a channel, only a mention asks for something; other thread replies only follow up.
         may_create=kind == "app_mention" or direct,
         meta={"slack_event_id": payload.get("event_id"), "slack_ts": ts},
@@ -87,6 +88,7 @@ def parse_command(form: Mapping[str, str]) -> Inbound:
         # No message to thread under yet: the confirmation we post becomes the thread (notify.py).
         new_thread=f"{channel}:",
         allow_keys=(team,),
+        accounts=(team,),
         display_name=form.get("user_name") or None,
         meta={"slack_command": form.get("command", "/osiris")},
     )
@@ -97,9 +99,12 @@ def user_of(sender: str) -> str:
 
 
 class SlackSender:
-    def __init__(self, *, token: str, base_url: str = "https://slack.com/api/") -> None:
+    def __init__(
+        self, *, token: str, base_url: str = "https://slack.com/api/", retry_seconds: float = 15.0
+    ) -> None:
         self.token = token
         self.base_url = base_url
+        self.retry_seconds = retry_seconds
 
     async def send(self, target: Target, text: str, key: str) -> dict[str, Any]:
         client = AsyncWebClient(token=self.token, base_url=self.base_url, timeout=15)
@@ -129,5 +134,5 @@ class SlackSender:
                 raise
             raise SendFailed(f"slack refused: {error}") from exc
         except (aiohttp.ClientError, TimeoutError) as exc:
-            raise jobs.Retry(15.0, f"slack unreachable: {type(exc).__name__}") from exc
+            raise jobs.Retry(self.retry_seconds, f"slack unreachable: {type(exc).__name__}") from exc
         return {"provider_id": resp.get("ts"), "channel": resp.get("channel"), "ts": resp.get("ts")}

@@ -117,6 +117,8 @@ def parse_update(
         thread_keys=thread_keys,
         thread_task_id=replied_task,
         allow_keys=(str(chat.id), str(user.id)),
+        # one bot per deployment: its id (and name) map it, else it is the default organization's
+        accounts=tuple(a for a in (str(our_id) if our_id else "", (username or "").lower()) if a),
         # In a group only a mention asks for something; a reply may only follow up.
         may_create=private or mentioned,
         display_name=user.username or user.full_name or None,

@@ -20,7 +20,7 @@ from twilio.rest import Client
 from twilio.twiml.messaging_response import MessagingResponse
 
 from osiris.app import jobs
-from osiris.ingest.intake import Attachment, Inbound
+from osiris.ingest.intake import Attachment, Inbound, MalformedMessage
 from osiris.ingest.notify import SendFailed, Target, retry_after
 
 log = logging.getLogger(__name__)
@@ -32,10 +32,6 @@ def signature_ok(auth_token: str, url: str, params: Mapping[str, str], signature
     if not signature:
         return False
     return bool(RequestValidator(auth_token).validate(url, dict(params), signature))
-
-
-class MalformedMessage(ValueError):
-    pass
 
 
 def parse_inbound(form: Mapping[str, str]) -> Inbound:
@@ -58,6 +54,7 @@ def parse_inbound(form: Mapping[str, str]) -> Inbound:
         if form.get(f"MediaUrl{i}")
     )
     number = sender.removeprefix("whatsapp:")
+    ours = (form.get("To") or "").removeprefix("whatsapp:").replace(" ", "")  # the organization's number
     return Inbound(
         channel=CHANNEL,
         provider="twilio",
@@ -68,6 +65,7 @@ def parse_inbound(form: Mapping[str, str]) -> Inbound:
         new_thread=sender,
         thread_keys=(sender,),
         allow_keys=(number,),
+        accounts=(ours,) if ours else (),
         display_name=form.get("ProfileName") or None,
         attachments=media,
         meta={"media": [{"url": m.url, "content_type": m.content_type} for m in media]} if media else {},
@@ -132,11 +130,13 @@ class WhatsAppSender:
         auth_token: str,
         from_: str,
         transport: httpx.AsyncBaseTransport | None = None,
+        retry_seconds: float = 15.0,
     ) -> None:
         self.account_sid = account_sid
         self.auth_token = auth_token
         self.from_ = from_
         self.transport = transport
+        self.retry_seconds = retry_seconds
 
     async def send(self, target: Target, text: str, key: str) -> dict[str, Any]:
         client = Client(
@@ -150,7 +150,7 @@ class WhatsAppSender:
         except ProviderBusy as exc:
             raise jobs.Retry(exc.after, f"twilio answered {exc.status}") from exc
         except httpx.TransportError as exc:
-            raise jobs.Retry(15.0, f"twilio unreachable: {type(exc).__name__}") from exc
+            raise jobs.Retry(self.retry_seconds, f"twilio unreachable: {type(exc).__name__}") from exc
         except TwilioRestException as exc:
             raise SendFailed(f"twilio refused: {exc.status} {exc.code}") from exc
         return {"provider_id": message.sid, "to_suffix": target.to[-4:]}

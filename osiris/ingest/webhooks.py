@@ -14,9 +14,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from osiris.app.problems import problem
 from osiris.app.runtime import Runtime
-from osiris.ingest import email as email_channel
 from osiris.ingest import flows, slack, telegram, twilio
-from osiris.ingest.intake import HELP, Outcome
+from osiris.ingest.intake import HELP, MalformedMessage, Outcome
 from osiris.ingest.notify import Target, enqueue_reply
 
 router = APIRouter(prefix="/api/v1/webhooks", tags=["webhooks"])
@@ -61,7 +60,7 @@ async def twilio_webhook(request: Request) -> Response:
         return _bad_signature("X-Twilio-Signature does not match this request")
     try:
         inbound = twilio.parse_inbound(params)
-    except twilio.MalformedMessage as exc:
+    except MalformedMessage as exc:
         return _malformed(str(exc))
     outcome = await flows.accept(runtime, inbound)
     # Every TwiML answer is a paid message: none for a sender who is flooding us.
@@ -162,7 +161,7 @@ async def email_webhook(request: Request) -> Response:
         return _malformed("the body must be a raw RFC 5322 message")
     try:
         outcome = await flows.accept_email(runtime, raw)
-    except email_channel.MalformedMessage as exc:
+    except MalformedMessage as exc:
         return _malformed(str(exc))
     if outcome.kind == "rate_limited":
         return problem(429, "rate_limited", "Too many requests", outcome.reply)

@@ -182,6 +182,7 @@ class WhoAmI(BaseModel):
     org_id: int
     name: str
     role: str
+    is_superuser: bool = False  # the operator, who manages organizations
 
 
 def task_context(

@@ -11,7 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from osiris.app import lifecycle, repository, submissions
 from osiris.app.actors import Actor
-from osiris.app.api.tasks import task_read
+from osiris.app.api.tasks import latest_pr_url, task_read
 from osiris.app.models import Task, TaskStatus
 from osiris.app.runtime import Runtime
 from osiris.app.schemas import PRIORITIES, ArtifactRead, MessageRead, PriorityName
@@ -37,7 +37,13 @@ from osiris.mcp.schemas import (
 
 def whoami(actor: Actor) -> WhoAmI:
     assert actor.user_id is not None and actor.role is not None  # noqa: S101 - tokens always name a user
-    return WhoAmI(user_id=actor.user_id, org_id=actor.org_id, name=actor.name, role=actor.role.value)
+    return WhoAmI(
+        user_id=actor.user_id,
+        org_id=actor.org_id,
+        name=actor.name,
+        role=actor.role.value,
+        is_superuser=actor.superuser,
+    )
 
 
 def _holds(actor: Actor, task: Task) -> bool:
@@ -57,9 +63,11 @@ async def _context(session: AsyncSession, actor: Actor, task: Task) -> TaskConte
         else []
     )
     messages = [MessageRead.model_validate(m) for m in await repository.messages_of(session, task)]
-    pr_url = next((a.pr_url for a in reversed(artifacts) if a.pr_url), None)
     return task_context(
-        task_read(task, pr_url=pr_url), you=actor.user_id, messages=messages, artifacts=artifacts
+        task_read(task, pr_url=latest_pr_url(artifacts)),
+        you=actor.user_id,
+        messages=messages,
+        artifacts=artifacts,
     )
 
 

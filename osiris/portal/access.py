@@ -97,6 +97,13 @@ async def current_admin(viewer: Annotated[Viewer, Depends(current_viewer)]) -> V
     return viewer
 
 
+async def current_superuser(viewer: Annotated[Viewer, Depends(current_viewer)]) -> Viewer:
+    """The operator (users.is_superuser), as REST's auth.SuperuserDep: 403 for everyone else."""
+    if not viewer.actor.superuser:
+        raise Forbidden("only the operator (a superuser) may open this page")
+    return viewer
+
+
 def _same_origin(request: Request) -> bool:
     """A browser names the page a form came from; it must be this site (or the public URL)."""
     origin = request.headers.get("origin")
@@ -123,6 +130,7 @@ async def checked_form(request: Request) -> FormData:
 
 ViewerDep = Annotated[Viewer, Depends(current_viewer)]
 AdminDep = Annotated[Viewer, Depends(current_admin)]
+SuperuserDep = Annotated[Viewer, Depends(current_superuser)]
 FormDep = Annotated[FormData, Depends(checked_form)]
 
 

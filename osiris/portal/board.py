@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
-from osiris.app import db
+from osiris.app import checks, db
 from osiris.app.schemas import PRIORITIES
 from osiris.portal import queries
 from osiris.portal.access import ViewerDep, runtime_of
@@ -37,6 +37,8 @@ async def board_page(
     )
     async with db.transaction(runtime_of(request).sessions) as session:
         board = await queries.board(session, viewer.actor, filters)
+        shown = [t.id for col in board.columns for t in col.tasks if t.artifact_count]
+        card_checks = await checks.latest_status(session, shown)
     return render(
         request,
         "board.html",
@@ -45,5 +47,6 @@ async def board_page(
             "filters": filters,
             "priorities": list(PRIORITIES),
             "priority_filter": priority or "",
+            "card_checks": card_checks,
         },
     )

@@ -12,8 +12,8 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Request
 from starlette.responses import Response
 
-from osiris.app import db, lifecycle, repository
-from osiris.app.errors import InvalidInput
+from osiris.app import checks, db, lifecycle, repository
+from osiris.app.errors import ChecksFailed, ChecksPending, InvalidInput
 from osiris.app.models import OPEN_STATUSES, TaskStatus
 from osiris.portal import highlight, queries
 from osiris.portal.access import FormDep, ViewerDep, runtime_of, text_field
@@ -53,6 +53,12 @@ async def task_page(
         messages = await repository.messages_of(session, task)
         timeline = await repository.events_of(session, task)
         people = await queries.people(session, viewer.actor)
+        check_runs = await checks.latest_runs(session, task)  # newest version first
+        try:
+            await lifecycle.checks_hold(session, task)
+            held = None
+        except (ChecksPending, ChecksFailed) as exc:
+            held = exc
     by_version = {a.version: a for a in artifacts}
     shown = by_version.get(v) if v is not None else (artifacts[-1] if artifacts else None)
     rendered = await asyncio.to_thread(highlight.render_artifact, shown) if shown else []
@@ -80,6 +86,9 @@ async def task_page(
             "last_event_id": last_id,
             "is_open": task.status in OPEN_STATUSES,
             "in_review": task.status == TaskStatus.REVIEW.value,
+            "check_runs": check_runs,
+            "checks_key": " ".join(f"{r.id}:{r.status}" for r in check_runs),
+            "held": held,
         },
     )
 

@@ -1,4 +1,5 @@
-"""Administration of outbound webhooks: subscriptions, the delivery log and its Redeliver button."""
+"""Administration of outbound webhooks: subscriptions (add, edit, disable/enable, rotate the secret,
+delete), the delivery log and its Redeliver button. Every change is a CSRF-checked POST."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from osiris.app import db, outbound_webhooks
+from osiris.app.outbound_webhooks import DestinationPolicy
 from osiris.portal.access import AdminDep, FormDep, Viewer, runtime_of, text_field
 from osiris.portal.rendering import PortalRoute, redirect, render
 
@@ -16,6 +18,10 @@ async def _subscriptions_context(request: Request, viewer: Viewer) -> dict:
     async with db.transaction(runtime_of(request).sessions) as session:
         subs = await outbound_webhooks.list_subscriptions(session, viewer.actor)
     return {"subscriptions": subs}
+
+
+def _policy(request: Request) -> DestinationPolicy:
+    return DestinationPolicy.from_settings(runtime_of(request).settings)
 
 
 @router.get("")
@@ -30,6 +36,7 @@ async def create_subscription(request: Request, viewer: AdminDep, form: FormDep)
         new = await outbound_webhooks.create_subscription(
             session,
             viewer.actor,
+            policy=_policy(request),
             url=text_field(form, "url"),
             event_types=kinds,
             secret=text_field(form, "secret").strip() or None,
@@ -39,6 +46,72 @@ async def create_subscription(request: Request, viewer: AdminDep, form: FormDep)
     # Shown in this response only (pages are no-store); it signs every delivery from now on.
     context["created"] = {"url": new.subscription.url, "secret": new.secret}
     return render(request, "admin/webhooks.html", context, status=201)
+
+
+@router.get("/{subscription_id}/edit")
+async def edit_page(request: Request, subscription_id: int, viewer: AdminDep) -> Response:
+    async with db.transaction(runtime_of(request).sessions) as session:
+        sub = await outbound_webhooks.get_subscription(session, viewer.actor, subscription_id)
+    return render(request, "admin/webhook_edit.html", {"s": sub})
+
+
+@router.post("/{subscription_id}/edit")
+async def edit_subscription(
+    request: Request, subscription_id: int, viewer: AdminDep, form: FormDep
+) -> Response:
+    async with db.transaction(runtime_of(request).sessions) as session:
+        await outbound_webhooks.update_subscription(
+            session,
+            viewer.actor,
+            subscription_id,
+            policy=_policy(request),
+            url=text_field(form, "url"),
+            event_types=text_field(form, "event_types").replace(",", " ").split(),
+            description=text_field(form, "description"),
+        )
+    viewer.session.flash("ok", f"Webhook subscription {subscription_id} saved.")
+    return redirect("/admin/webhooks")
+
+
+@router.post("/{subscription_id}/disable")
+async def disable_subscription(
+    request: Request, subscription_id: int, viewer: AdminDep, form: FormDep
+) -> Response:
+    return await _set_enabled(request, subscription_id, viewer, enabled=False)
+
+
+@router.post("/{subscription_id}/enable")
+async def enable_subscription(
+    request: Request, subscription_id: int, viewer: AdminDep, form: FormDep
+) -> Response:
+    return await _set_enabled(request, subscription_id, viewer, enabled=True)
+
+
+async def _set_enabled(request: Request, subscription_id: int, viewer: Viewer, *, enabled: bool) -> Response:
+    async with db.transaction(runtime_of(request).sessions) as session:
+        await outbound_webhooks.update_subscription(
+            session, viewer.actor, subscription_id, policy=_policy(request), enabled=enabled
+        )
+    state = "enabled: deliveries resume with new events" if enabled else "disabled"
+    viewer.session.flash("ok", f"Webhook subscription {subscription_id} {state}.")
+    return redirect("/admin/webhooks")
+
+
+@router.post("/{subscription_id}/rotate-secret")
+async def rotate_secret(request: Request, subscription_id: int, viewer: AdminDep, form: FormDep) -> Response:
+    grace = runtime_of(request).settings.webhooks_secret_grace_seconds
+    async with db.transaction(runtime_of(request).sessions) as session:
+        new = await outbound_webhooks.rotate_secret(
+            session, viewer.actor, subscription_id, grace_seconds=grace
+        )
+    context = await _subscriptions_context(request, viewer)
+    # Shown in this response only (pages are no-store), like a new subscription's secret.
+    context["created"] = {
+        "url": new.subscription.url,
+        "secret": new.secret,
+        "previous_until": new.subscription.previous_secret_expires_at,
+    }
+    return render(request, "admin/webhooks.html", context)
 
 
 @router.post("/{subscription_id}/delete")

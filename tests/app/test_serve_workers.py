@@ -45,9 +45,7 @@ def test_two_worker_processes_share_one_embedded_database(tmp_path: Path) -> Non
             assert time.monotonic() < deadline, "not ready in 120 s"
             time.sleep(0.1)
 
-        workers = [
-            p for p in psutil.Process(proc.pid).children(recursive=True) if "postgres" not in p.name()
-        ]
+        workers = [p for p in psutil.Process(proc.pid).children(recursive=True) if "postgres" not in p.name()]
         assert len(workers) >= 2, [p.cmdline() for p in workers]
         # Both workers started on a new folder together; the admin was created once, not twice.
         time.sleep(1)
@@ -67,4 +65,6 @@ def test_two_worker_processes_share_one_embedded_database(tmp_path: Path) -> Non
         proc.wait(60)
     assert proc.returncode == 0, stderr.read_text()[-3000:]
     # the shared postmaster went away with the last worker
-    assert not [p for p in psutil.process_iter(["cmdline"]) if str(tmp_path) in " ".join(p.info["cmdline"] or [])]
+    assert not [
+        p for p in psutil.process_iter(["cmdline"]) if str(tmp_path) in " ".join(p.info["cmdline"] or [])
+    ]

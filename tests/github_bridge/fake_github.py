@@ -191,6 +191,11 @@ class FakeGitHub:
         self.calls_by: dict[str, Counter[str]] = {}  # login -> its calls, e.g. calls_by[BOT]
         self.log: list[tuple[str, str, int]] = []
         self.outbox: list[tuple[dict[str, str], bytes]] = []
+        self.app_tokens: dict[str, int] = {}  # installation token -> the App it was issued to
+        self.check_runs: dict[int, dict[str, Any]] = {}
+        self.statuses: list[dict[str, Any]] = []  # commit statuses, oldest first
+        self.git_requests: list[tuple[str, str, str | None]] = []  # smart HTTP: (method, path, login)
+        self._git_server: _GitHTTPServer | None = None
         self._ids = itertools.count(1000)
         self._numbers: dict[str, itertools.count[int]] = {}
         self.full_name = f"{owner}/{name}"
@@ -679,7 +684,7 @@ class FakeGitHub:
                     "name": n,
                     "color": "ededed",
                     "default": False,
-                    "description": None,
+                    "description": "",  # pull-request-simple's labels: a string, never null
                 }
                 for i, n in enumerate(pr.labels)
             ],
@@ -1091,6 +1096,8 @@ class FakeGitHub:
             }
         token = f"ghs_{uuid.uuid4().hex}"
         self.tokens[token] = BOT
+        claims = jwt.decode(auth.partition(" ")[2], options={"verify_signature": False})
+        self.app_tokens[token] = int(claims["iss"])
         expires = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + 3600))
         return 201, {
             "token": token,
@@ -1098,6 +1105,139 @@ class FakeGitHub:
             "permissions": {},
             "repository_selection": "selected",
         }
+
+    # --- checks: check runs (GitHub Apps only) and commit statuses -------------------------------
+
+    def _check_run_json(self, full: str, run: dict[str, Any]) -> dict[str, Any]:
+        return {
+            **{k: v for k, v in run.items() if not k.startswith("_")},
+            "url": f"https://api.github.test/repos/{full}/check-runs/{run['id']}",
+            "html_url": f"https://github.test/{full}/runs/{run['id']}",
+        }
+
+    def _emit_check_run(self, full: str, run: dict[str, Any], action: str) -> None:
+        payload = example("check_run", "completed" if action == "completed" else "created")
+        self._repository(full, payload)
+        payload["check_run"] = {**payload["check_run"], **self._check_run_json(full, run)}
+        payload["sender"]["login"] = BOT
+        self.emit("check_run", payload)
+
+    def op_post_repos_owner_repo_check_runs(self, p, q, b, login, r):
+        full, git = self._git(p)
+        app_id = self.app_tokens.get(r.headers.get("authorization", "").partition(" ")[2])
+        if app_id is None:  # as on GitHub: "You must authenticate via a GitHub App."
+            self.violations.append("POST check-runs without a GitHub App installation token")
+            return 403, {"message": "You must authenticate via a GitHub App.", "documentation_url": "x"}
+        if git.commit_info(b["head_sha"]) is None:
+            return 422, {"message": "No commit found for SHA", "documentation_url": "x"}
+        status = "completed" if b.get("conclusion") else b.get("status", "queued")
+        run = {
+            "id": next(self._ids),
+            "node_id": "CR_fake",
+            "head_sha": b["head_sha"],
+            "name": b["name"],
+            "external_id": b.get("external_id"),
+            "details_url": b.get("details_url"),
+            "status": status,
+            "conclusion": b.get("conclusion"),
+            "started_at": b.get("started_at"),
+            "completed_at": b.get("completed_at"),
+            "output": {
+                "title": (b.get("output") or {}).get("title"),
+                "summary": (b.get("output") or {}).get("summary"),
+                "text": (b.get("output") or {}).get("text"),
+                "annotations_count": 0,
+                "annotations_url": "https://api.github.test/annotations",
+            },
+            "check_suite": {"id": 1},
+            "app": {"id": app_id, "slug": "osiris", "node_id": "A_osiris", "name": "OSIRIS"},
+            "pull_requests": [],
+            "_repo": full,
+        }
+        self.check_runs[run["id"]] = run
+        self._emit_check_run(full, run, "created")
+        if status == "completed":
+            self._emit_check_run(full, run, "completed")
+        return 201, self._check_run_json(full, run)
+
+    def _check_run(self, p: dict[str, str]) -> tuple[str, dict[str, Any]]:
+        full, _ = self._git(p)
+        run = self.check_runs.get(int(p["check_run_id"]))
+        if run is None or run["_repo"] != full:
+            raise _NotFound
+        return full, run
+
+    def op_get_repos_owner_repo_check_runs_check_run_id(self, p, q, b, login, r):
+        full, run = self._check_run(p)
+        return 200, self._check_run_json(full, run)
+
+    def op_patch_repos_owner_repo_check_runs_check_run_id(self, p, q, b, login, r):
+        full, run = self._check_run(p)
+        if self.app_tokens.get(r.headers.get("authorization", "").partition(" ")[2]) != run["app"]["id"]:
+            self.violations.append("PATCH check-runs by another App than the one that created it")
+            return 403, {"message": "Invalid app_id", "documentation_url": "x"}
+        was = run["status"]
+        for key in ("name", "details_url", "external_id", "started_at", "completed_at", "conclusion"):
+            if key in b:
+                run[key] = b[key]
+        run["status"] = "completed" if b.get("conclusion") else b.get("status", run["status"])
+        for key in ("title", "summary", "text"):
+            if key in (b.get("output") or {}):
+                run["output"][key] = b["output"][key]
+        if run["status"] == "completed" and was != "completed":
+            self._emit_check_run(full, run, "completed")
+        return 200, self._check_run_json(full, run)
+
+    def op_post_repos_owner_repo_statuses_sha(self, p, q, b, login, r):
+        full, git = self._git(p)
+        if git.commit_info(p["sha"]) is None:
+            return 422, {"message": "No commit found for SHA", "documentation_url": "x"}
+        status = {
+            "id": next(self._ids),
+            "node_id": "SC_fake",
+            "url": f"https://api.github.test/repos/{full}/statuses/{p['sha']}",
+            "state": b["state"],
+            "context": b.get("context", "default"),
+            "description": b.get("description"),
+            "target_url": b.get("target_url"),
+            "created_at": "2024-01-01T00:00:00Z",
+            "updated_at": "2024-01-01T00:00:00Z",
+            "creator": _user(login, "Bot" if login == BOT else "User"),
+            "avatar_url": None,
+            "_sha": p["sha"],
+            "_repo": full,
+        }
+        self.statuses.append(status)
+        payload = example("status")
+        self._repository(full, payload)
+        payload.update({k: status[k] for k in ("id", "state", "context", "description", "target_url")})
+        payload["sha"] = p["sha"]
+        payload["sender"]["login"] = login
+        self.emit("status", payload)
+        return 201, {k: v for k, v in status.items() if not k.startswith("_")}
+
+    def latest_statuses(self, full: str, sha: str) -> dict[str, str]:
+        """context -> state, the latest of each, as GitHub's combined status shows them."""
+        out: dict[str, str] = {}
+        for st in self.statuses:
+            if st["_repo"] == full and st["_sha"] == sha:
+                out[st["context"]] = st["state"]
+        return out
+
+    # --- git smart HTTP (clone and fetch), for the checks' cache clones ---------------------------
+
+    def serve_git(self) -> str:
+        """Serve the backing bare repositories read-only over real HTTP (`git http-backend` as CGI),
+        at `{url}/{owner}/{repo}.git`; a request must carry a known token as HTTP Basic auth, as
+        GitHub wants it (`x-access-token:<token>`). Returns the base URL."""
+        if self._git_server is None:
+            self._git_server = _GitHTTPServer(self)
+        return self._git_server.url
+
+    def stop_git(self) -> None:
+        if self._git_server is not None:
+            self._git_server.stop()
+            self._git_server = None
 
     # --- GraphQL: just the one mutation -----------------------------------------------------------
 
@@ -1131,6 +1271,100 @@ class FakeGitHub:
 
 class _NotFound(Exception):
     pass
+
+
+class _GitHTTPServer:
+    """A real HTTP server on 127.0.0.1 that runs `git http-backend` for the fake's repositories."""
+
+    def __init__(self, fake: FakeGitHub) -> None:
+        import http.server
+        import threading
+
+        outer = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+                outer.handle(self)
+
+            def do_POST(self) -> None:  # noqa: N802
+                outer.handle(self)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.fake = fake
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+    def _login(self, header: str) -> str | None:
+        scheme, _, value = header.partition(" ")
+        if scheme.lower() != "basic":
+            return None
+        try:
+            user, _, token = base64.b64decode(value).decode().partition(":")
+        except ValueError:
+            return None
+        return self.fake.tokens.get(token) if user == "x-access-token" else None
+
+    def handle(self, h: Any) -> None:
+        path, _, query = h.path.partition("?")
+        login = self._login(h.headers.get("Authorization", ""))
+        self.fake.git_requests.append((h.command, path, login))
+        m = re.match(r"^/([^/]+)/([^/]+?)\.git(/info/refs|/git-upload-pack)$", path)
+        repo = self.fake.repos.get(f"{m.group(1)}/{m.group(2)}") if m else None
+        if login is None:
+            return self._reply(h, 401, b"Bad credentials", {"WWW-Authenticate": 'Basic realm="GitHub"'})
+        if repo is None or "git-receive-pack" in h.path:
+            return self._reply(h, 404 if repo is None else 403, b"Not found", {})
+        if h.headers.get("Transfer-Encoding", "").lower() == "chunked":
+            body = b""
+            while size := int(h.rfile.readline().strip() or b"0", 16):
+                body += h.rfile.read(size)
+                h.rfile.readline()
+            h.rfile.readline()
+        else:
+            body = h.rfile.read(int(h.headers.get("Content-Length") or 0))
+        env = {
+            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+            "GIT_PROJECT_ROOT": str(repo.path.parent),
+            "GIT_HTTP_EXPORT_ALL": "1",
+            "PATH_INFO": f"/{repo.path.name}{m.group(3)}",
+            "QUERY_STRING": query,
+            "REQUEST_METHOD": h.command,
+            "CONTENT_TYPE": h.headers.get("Content-Type", ""),
+            "CONTENT_LENGTH": str(len(body)),
+            "REMOTE_USER": login,
+            "REMOTE_ADDR": "127.0.0.1",
+            "GIT_PROTOCOL": h.headers.get("Git-Protocol", ""),
+            "HTTP_CONTENT_ENCODING": h.headers.get("Content-Encoding", ""),
+        }
+        out = subprocess.run(["git", "http-backend"], input=body, env=env, capture_output=True, check=False)
+        head, _, content = out.stdout.partition(b"\r\n\r\n")
+        if not _:
+            head, _, content = out.stdout.partition(b"\n\n")
+        status, headers = 200, {}
+        for line in head.decode("latin-1").splitlines():
+            key, _, value = line.partition(":")
+            if key.lower() == "status":
+                status = int(value.split()[0])
+            elif key:
+                headers[key] = value.strip()
+        self._reply(h, status, content, headers)
+
+    @staticmethod
+    def _reply(h: Any, status: int, content: bytes, headers: dict[str, str]) -> None:
+        h.send_response(status)
+        for key, value in headers.items():
+            h.send_header(key, value)
+        h.send_header("Content-Length", str(len(content)))
+        h.end_headers()
+        h.wfile.write(content)
 
 
 class _Transport(httpx.AsyncBaseTransport):

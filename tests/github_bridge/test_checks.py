@@ -212,3 +212,101 @@ async def test_output_is_capped_keeping_the_end(tmp_path):
     assert result.exit_code == 1 and result.output_truncated
     assert len(result.output.encode()) <= 2048 and result.output.rstrip().endswith("THE-END")
     assert os.environ.get("OSIRIS_SECRET_KEY") is None or "OSIRIS" not in result.output
+
+
+async def drain_only(runtime, *entrypoints: str) -> None:
+    """Run just these jobs; the others (e.g. run_checks) stay queued."""
+    from datetime import timedelta
+
+    import asyncpg
+    from pgqueuer import AsyncpgDriver, Queries, QueueManager
+    from pgqueuer.types import QueueExecutionMode
+
+    ctx = jobs.JobContext(runtime.sessions, runtime.settings, runtime.services)
+    conn = await asyncpg.connect(runtime.dsn)
+    try:
+        qm = QueueManager(Queries(AsyncpgDriver(conn)))
+        worker = jobs.Worker(runtime.dsn, ctx)
+        for name in entrypoints:
+            qm.entrypoint(name)(worker._wrap(name, jobs.HANDLERS[name]))
+        run = qm.run(mode=QueueExecutionMode.drain, batch_size=5, dequeue_timeout=timedelta(seconds=0.5))
+        await asyncio.wait_for(run, 30)
+    finally:
+        await conn.close()
+
+
+async def test_approval_waits_for_blocking_checks_and_inform_never_holds(
+    client, factory, runtime, host, repo_name, checked, monkeypatch
+):
+    from sqlalchemy import update
+
+    from osiris.app.models import CheckRun
+
+    _, agent = await factory.member("agent")
+    _, reviewer = await factory.member("reviewer")
+    task_id = await new_claimed_task(client, agent, repo_name)
+    await submit(client, agent, task_id, "def add(a, b):\n    return a + b\n")
+    await drain_only(runtime, "publish_artifact")
+
+    # Published: the run is recorded as queued, with its mode, before any check ran.
+    runs = (await client.get(f"/api/v1/tasks/{task_id}/checks", headers=reviewer)).json()
+    assert [(r["version"], r["status"], r["mode"], r["results"]) for r in runs] == [
+        (1, "queued", "block", [])
+    ]
+    cr = (await client.get(f"/api/v1/tasks/{task_id}/change-request", headers=reviewer)).json()
+    assert cr["checks"]["status"] == "queued"
+    assert "review_requested" not in [e["kind"] for e in await events(client, reviewer, task_id)]
+    r = await client.post(f"/api/v1/tasks/{task_id}/approve", headers=reviewer)
+    assert r.status_code == 409 and r.json()["code"] == "checks_pending", r.text
+
+    async def set_run(**values) -> None:
+        async with runtime.sessions() as s, s.begin():
+            await s.execute(update(CheckRun).where(CheckRun.task_id == task_id).values(**values))
+
+    await set_run(status="running")
+    r = await client.post(f"/api/v1/tasks/{task_id}/approve", headers=reviewer)
+    assert r.status_code == 409 and r.json()["code"] == "checks_pending"
+    for failing in ("failed", "error"):
+        await set_run(status=failing)
+        r = await client.post(f"/api/v1/tasks/{task_id}/approve", headers=reviewer)
+        assert r.status_code == 409 and r.json()["code"] == "checks_failed", r.text
+    await set_run(status="running", mode="inform")
+    r = await client.post(f"/api/v1/tasks/{task_id}/approve", headers=reviewer)
+    assert r.status_code == 200, r.text  # inform never holds
+    assert (await client.get(f"/api/v1/tasks/{task_id}", headers=agent)).json()["status"] == "DONE"
+
+
+async def test_queued_checks_run_once_published_and_then_reviewers_are_asked(
+    client, factory, runtime, host, repo_name, checked
+):
+    _, agent = await factory.member("agent")
+    _, reviewer = await factory.member("reviewer")
+    task_id = await new_claimed_task(client, agent, repo_name)
+    await submit(client, agent, task_id, "def add(a, b):\n    return a + b\n")
+    await drain_only(runtime, "publish_artifact")
+    await drain(runtime)  # the queued run goes running, then passes
+    runs = (await client.get(f"/api/v1/tasks/{task_id}/checks", headers=reviewer)).json()
+    assert [(r["status"], len(r["results"])) for r in runs] == [("passed", 1)]
+    kinds = [e["kind"] for e in await events(client, reviewer, task_id)]
+    assert kinds.index("published") < kinds.index("checks_started") < kinds.index("checks_completed")
+    assert kinds[-1] == "review_requested"
+    r = await client.post(f"/api/v1/tasks/{task_id}/approve", headers=reviewer)
+    assert r.status_code == 200, r.text
+
+
+async def test_a_version_superseded_before_its_checks_ran_is_closed_not_left_queued(
+    client, factory, runtime, host, repo_name, checked
+):
+    _, agent = await factory.member("agent")
+    _, reviewer = await factory.member("reviewer")
+    task_id = await new_claimed_task(client, agent, repo_name)
+    await submit(client, agent, task_id, "def add(a, b):\n    return a - b\n")
+    await drain_only(runtime, "publish_artifact")
+    r = await client.post(f"/api/v1/tasks/{task_id}/reject", json={"feedback": "later"}, headers=reviewer)
+    assert r.status_code == 200, r.text
+    await submit(client, agent, task_id, "def add(a, b):\n    return a + b\n")
+    await drain(runtime)
+    runs = (await client.get(f"/api/v1/tasks/{task_id}/checks", headers=reviewer)).json()
+    assert [(r["version"], r["status"]) for r in runs] == [(2, "passed"), (1, "error")]
+    assert "superseded" in runs[1]["results"][0]["output"]
+    assert (await client.get(f"/api/v1/tasks/{task_id}", headers=agent)).json()["status"] == "REVIEW"

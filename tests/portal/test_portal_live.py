@@ -19,12 +19,13 @@ from portal_helpers import (
     session_cookie,
     until_ready,
 )
-from sqlalchemy import select
+from sqlalchemy import func, select, text
 from websockets.exceptions import InvalidStatus
 
 from osiris.app import db, lifecycle
 from osiris.app.actors import system_actor
 from osiris.app.models import TaskEvent
+from osiris.app.realtime import Hub
 from osiris.portal import events
 
 pytestmark = pytest.mark.asyncio
@@ -192,6 +193,97 @@ async def test_an_event_committed_after_a_higher_id_is_replayed_on_resume(factor
         async with factory.runtime.sessions() as s:
             rows = await events.replay(s, agent, after=high, task_id=task.id, limit=100)
     assert low in [r.id for r in rows]
+    # The catch-up pages follow the same rule, and leave out what the connection already sent.
+    async with factory.runtime.sessions() as s:
+        page = await events.page_ids(s, agent.org_id, after=high, task_id=task.id, limit=100, sent=[high])
+        assert low in page and high not in page  # (the task's `created` is in the overlap too)
+        sent = [*page, high]
+        assert await events.page_ids(s, agent.org_id, after=high, task_id=task.id, limit=100, sent=sent) == []
+        assert await events.page_ids(s, agent.org_id, after=high, task_id=task.id, limit=100, floor=low) == []
+
+
+async def test_a_client_that_reads_nothing_through_a_flood_gets_every_event_once(live, factory, person):
+    """Far more events than the hub's queue holds (and than the old reload limit of 1000) arrive
+    while the client reads nothing: it stays connected, is caught up from the table and receives
+    every id exactly once, including the ones committed while it was catching up."""
+    reviewer = await person("reviewer")
+    cookie = await session_cookie(live.url, reviewer.username)
+    agent = factory.actor(await factory.user("agent"))
+    async with db.transaction(factory.runtime.sessions) as s:
+        task = await lifecycle.create_task(s, agent, title="Flood", repo="r", base_branch="main")
+        await lifecycle.claim_task(s, agent, task.id, lease_seconds=600)
+    async with factory.runtime.sessions() as s:
+        start = await s.scalar(select(func.max(TaskEvent.id)))
+    catchups_before = await metric(live.url, 'osiris_portal_live_catchups_total{reason="behind"}')
+    ws = await open_socket(live.url, "/ws/board", cookie=cookie, after=start)
+    assert all(e["id"] < start for e in await until_ready(ws))  # the resume overlap only
+
+    # From here the client reads nothing. Bursts of 500 events in one commit overflow the hub's
+    # queue (256) at once; single commits in between keep coming during the catch-up.
+    bursts, per_burst = 3, 500
+    for b in range(bursts):
+        async with db.transaction(factory.runtime.sessions) as s:
+            for n in range(per_burst):
+                await lifecycle.record_event(s, task, system_actor(task.org_id), "note", data={"n": n})
+        for n in range(5):
+            async with db.transaction(factory.runtime.sessions) as s:
+                await lifecycle.post_message(s, agent, task.id, body=f"between {b}.{n}", source="api")
+    await asyncio.sleep(1.0)
+    async with factory.runtime.sessions() as s:
+        expected = list(
+            (
+                await s.execute(select(TaskEvent.id).where(TaskEvent.id > start).order_by(TaskEvent.id))
+            ).scalars()
+        )
+    assert len(expected) > 1000
+
+    received: list[int] = []
+    controls: list[str] = []
+    while len(set(received)) < len(expected) or controls[-1:] != ["live"]:
+        msg = await next_message(ws)
+        if msg["type"] == "event":
+            received.append(msg["id"])
+        else:
+            controls.append(msg["type"])
+    assert len(received) == len(set(received))  # nothing twice
+    assert sorted(received) == expected  # everything, nothing else
+    assert controls[0] == "catchup" and controls[-1] == "live"
+    assert await metric(live.url, 'osiris_portal_live_catchups_total{reason="behind"}') > catchups_before
+    assert await nothing_more(ws)  # still connected, and nothing left over
+    await ws.close()
+
+
+async def test_the_hub_marks_subscribers_behind_when_its_listener_reconnects(factory):
+    """Notifications sent while the listener is away are lost: every subscriber, including one that
+    subscribed during the outage, is told to catch up from the table once it listens again."""
+    name = f"osiris-hub-test-{os.getpid()}-{time.monotonic_ns()}"
+    hub = Hub(factory.runtime.dsn + ("&" if "?" in factory.runtime.dsn else "?") + f"application_name={name}")
+    await hub.start()
+    try:
+        assert hub.connected.is_set()
+        before = hub.subscribe(org_id=1)
+        async with factory.runtime.sessions() as s:
+            killed = await s.scalar(
+                text(
+                    "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE application_name = :n"
+                ),
+                {"n": name},
+            )
+        assert killed == 1
+        deadline = time.monotonic() + 10
+        while hub.connected.is_set():
+            assert time.monotonic() < deadline, "the hub never noticed"
+            await asyncio.sleep(0.01)
+        assert before.overflowed
+        during = hub.subscribe(org_id=1)  # nobody listens now
+        assert not during.overflowed
+        while not hub.connected.is_set():
+            assert time.monotonic() < deadline, "the hub never reconnected"
+            await asyncio.sleep(0.01)
+        assert during.overflowed  # it may have missed what committed before LISTEN was back
+        assert during.queue.get_nowait()["kind"] == "resync"  # and a waiting reader is woken
+    finally:
+        await hub.stop()
 
 
 def _raw_slow_socket(port: int, cookie: str) -> socket.socket:

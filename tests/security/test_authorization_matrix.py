@@ -33,7 +33,7 @@ from starlette.routing import Mount, Route
 from websockets.asyncio.client import connect as ws_connect
 from websockets.exceptions import InvalidStatus
 
-from osiris.app import accounts, db, lifecycle, models, security
+from osiris.app import accounts, db, lifecycle, models, repositories_registry, security
 from osiris.app.actors import Actor
 from osiris.app.artifacts import validate_artifact
 from osiris.app.auth import actor_for
@@ -55,6 +55,9 @@ HOLDER_OR_ADMIN = frozenset({"agent", "admin"})  # release: the holding agent, o
 SUPERVISOR = frozenset({"reviewer", "admin"})
 ADMIN = frozenset({"admin"})
 WEBHOOK = frozenset({"webhook-signature"})  # no role's token is a signature: unsigned → 401/403
+# The operator: an admin of our organization with users.is_superuser. Asked only on routes whose rule
+# names it (like "bystander" on holder routes); everywhere else a superuser is the admin it also is.
+SUPERUSER = frozenset({"superuser"})
 
 
 @dataclass(frozen=True)
@@ -122,9 +125,19 @@ RULES: dict[tuple[str, str], Rule] = {
     ("POST", "/api/v1/webhooks/slack/commands"): Rule(WEBHOOK),
     ("POST", "/api/v1/webhooks/email"): Rule(WEBHOOK),
     ("POST", "/api/v1/webhooks/telegram"): Rule(WEBHOOK),
-    # git smart HTTP: any token; the repositories belong to the deployment, not to an organization
-    ("GET", "/git/{path:path}"): Rule(ANY, note="not org-scoped: repositories are per deployment"),
-    ("POST", "/git/{path:path}"): Rule(ANY, note="not org-scoped: repositories are per deployment"),
+    # git smart HTTP: any token of the organization the repository is registered to
+    ("GET", "/git/{path:path}"): Rule(ANY, scoped=True, note="another organization's repository: 404"),
+    ("POST", "/git/{path:path}"): Rule(ANY, scoped=True, note="another organization's repository: 404"),
+    # organizations: the operator only; repositories: each organization's
+    ("GET", "/api/v1/organizations"): Rule(SUPERUSER),
+    ("POST", "/api/v1/organizations"): Rule(SUPERUSER),
+    ("POST", "/api/v1/organizations/{slug}/users"): Rule(SUPERUSER, note="in any organization, by slug"),
+    ("GET", "/api/v1/channel-accounts"): Rule(ADMIN | SUPERUSER, note="an admin sees their own's"),
+    ("POST", "/api/v1/channel-accounts"): Rule(SUPERUSER),
+    ("DELETE", "/api/v1/channel-accounts/{account_id}"): Rule(SUPERUSER),
+    ("GET", "/api/v1/repositories"): Rule(ANY, note="lists only the caller's organization"),
+    ("POST", "/api/v1/repositories"): Rule(ADMIN),
+    ("DELETE", "/api/v1/repositories/{repository_id}"): Rule(ADMIN, scoped=True),
     # portal pages
     ("GET", "/login"): Rule(PUBLIC),
     ("POST", "/login"): Rule(PUBLIC),
@@ -144,6 +157,24 @@ RULES: dict[tuple[str, str], Rule] = {
     ("POST", "/admin/tokens"): Rule(ADMIN, scoped=True, note="the user is named in the form"),
     ("POST", "/admin/tokens/{token_id}/revoke"): Rule(ADMIN, scoped=True),
     ("GET", "/admin/audit"): Rule(ADMIN),
+    # repositories (members see, admins change), channel accounts and organizations (the operator)
+    ("GET", "/admin/repositories"): Rule(SUPERVISOR, note="lists only the viewer's organization"),
+    ("POST", "/admin/repositories"): Rule(ADMIN),
+    ("POST", "/admin/repositories/{repository_id}/delete"): Rule(ADMIN, scoped=True),
+    ("GET", "/admin/channel-accounts"): Rule(ADMIN | SUPERUSER, note="an admin sees their own's"),
+    ("POST", "/admin/channel-accounts"): Rule(SUPERUSER),
+    ("POST", "/admin/channel-accounts/{account_id}/delete"): Rule(SUPERUSER),
+    ("GET", "/operator/organizations"): Rule(SUPERUSER),
+    ("POST", "/operator/organizations"): Rule(SUPERUSER),
+    ("POST", "/operator/organizations/{slug}/admins"): Rule(SUPERUSER, note="in any organization, by slug"),
+    # outbound webhook subscriptions (the rest of the family: PATTERN_RULES)
+    ("PATCH", "/api/v1/webhooks/subscriptions/{subscription_id}"): Rule(ADMIN, scoped=True),
+    ("POST", "/api/v1/webhooks/subscriptions/{subscription_id}/rotate-secret"): Rule(ADMIN, scoped=True),
+    ("GET", "/admin/webhooks/{subscription_id}/edit"): Rule(ADMIN, scoped=True),
+    ("POST", "/admin/webhooks/{subscription_id}/edit"): Rule(ADMIN, scoped=True),
+    ("POST", "/admin/webhooks/{subscription_id}/disable"): Rule(ADMIN, scoped=True),
+    ("POST", "/admin/webhooks/{subscription_id}/enable"): Rule(ADMIN, scoped=True),
+    ("POST", "/admin/webhooks/{subscription_id}/rotate-secret"): Rule(ADMIN, scoped=True),
     # WebSockets: a portal session cookie, or any bearer token (agents included: live.py accepts
     # every token; the stream only ever carries the caller's organization)
     ("WS", "/ws/board"): Rule(ANY, note="agents' bearer tokens are accepted"),
@@ -334,6 +365,20 @@ async def build_world(factory, live) -> World:
     creds.bearer["agent"] = await factory.token(users["agent"])
     creds.bearer["bystander"] = await factory.token(users["bystander"])
     creds.bearer["admin"] = await factory.token(users["admin"])
+    async with db.transaction(factory.runtime.sessions) as session:
+        operator = await accounts.create_user(
+            session,
+            org_id=own.id,
+            username=_uniq("operator"),
+            role=Role.ADMIN,
+            password=PASSWORD,  # the operator's portal pages need a session too
+            is_superuser=True,
+        )
+        # the repositories the git routes fetch: ours, and the other organization's
+        await repositories_registry.register_configured(session, names=["default"], github={})
+        session.add(models.Repository(org_id=other.id, name=f"{LEAK}-repo"))
+    creds.bearer["superuser"] = await factory.token(operator)
+    users["superuser"] = operator
     creds.bearer["reviewer"] = security.issue_jwt(  # people's REST tokens are JWTs from /auth/token
         user_id=users["reviewer"].id,
         org_id=own.id,
@@ -342,7 +387,7 @@ async def build_world(factory, live) -> World:
         ttl_seconds=600,
     )
     async with httpx.AsyncClient(base_url=live.url, timeout=30) as c:
-        for role in ("anonymous", "reviewer", "admin"):
+        for role in ("anonymous", "reviewer", "admin", "superuser"):
             c.cookies.clear()
             page = await c.get("/login")
             if role != "anonymous":
@@ -463,9 +508,22 @@ async def fill_params(session, world: World, case: Case, names: list[str], max_b
             user_id = world.actors["worker"].user_id if own else world.other["user"].id
             case.params[name] = await _token_id(session, user_id)
         elif name == "path":
+            repo = "default" if own else f"{LEAK}-repo"
             case.params[name] = (
-                "default.git/info/refs" if case.endpoint.method == "GET" else "default.git/git-upload-pack"
+                f"{repo}.git/info/refs" if case.endpoint.method == "GET" else f"{repo}.git/git-upload-pack"
             )
+        elif name == "slug":
+            case.params[name] = "other"  # the operator creates users in any organization
+        elif name == "repository_id":
+            repo = models.Repository(org_id=org_id, name=_uniq("repo" if own else LEAK))
+            session.add(repo)
+            await session.flush()
+            case.params[name] = str(repo.id)
+        elif name == "account_id":
+            account = models.ChannelAccount(org_id=org_id, channel="slack", account=_uniq("T"))
+            session.add(account)
+            await session.flush()
+            case.params[name] = str(account.id)
         elif name == "subscription_id":
             case.params[name] = str(await _subscription_id(session, world, org_id))
         elif name == "delivery_id":
@@ -540,12 +598,40 @@ SAMPLES: dict[tuple[str, str], Sample] = {
         w, c, name="t", user_id=str(w.other["user"].id if c.org == "other" else w.actors["worker"].user_id)
     ),
     ("POST", "/admin/tokens/{token_id}/revoke"): lambda w, c: _form(w, c),
+    ("POST", "/admin/repositories"): lambda w, c: _form(w, c, name=_uniq("repo")),
+    ("POST", "/admin/channel-accounts"): lambda w, c: _form(
+        w, c, organization="other", channel="slack", account=_uniq("T")
+    ),
+    ("POST", "/operator/organizations"): lambda w, c: _form(w, c, slug=_uniq("org")),
+    ("POST", "/operator/organizations/{slug}/admins"): lambda w, c: _form(
+        w, c, admin_username=_uniq("made"), admin_password=PASSWORD
+    ),
+    ("POST", "/api/v1/organizations"): lambda w, c: {"json": {"slug": _uniq("org")}},
+    ("POST", "/api/v1/organizations/{slug}/users"): lambda w, c: {
+        "json": {"username": _uniq("made"), "role": "admin", "password": PASSWORD}
+    },
+    ("POST", "/api/v1/repositories"): lambda w, c: {"json": {"name": _uniq("repo")}},
+    ("POST", "/api/v1/channel-accounts"): lambda w, c: {
+        "json": {"organization": "other", "channel": "slack", "account": _uniq("T")}
+    },
     ("POST", "/api/v1/webhooks/subscriptions"): lambda w, c: {
         "json": {"url": "https://hooks.example.test/osiris", "event_types": ["*"]}
     },
     ("POST", "/admin/webhooks"): lambda w, c: _form(
         w, c, url="https://hooks.example.test/osiris", event_types="*"
     ),
+    ("PATCH", "/api/v1/webhooks/subscriptions/{subscription_id}"): lambda w, c: {
+        "json": {"description": "matrix edit", "enabled": False}
+    },
+    ("POST", "/api/v1/webhooks/subscriptions/{subscription_id}/rotate-secret"): lambda w, c: {
+        "json": {"grace_seconds": 60}
+    },
+    ("POST", "/admin/webhooks/{subscription_id}/edit"): lambda w, c: _form(
+        w, c, url="https://hooks.example.test/edited", event_types="*"
+    ),
+    ("POST", "/admin/webhooks/{subscription_id}/disable"): lambda w, c: _form(w, c),
+    ("POST", "/admin/webhooks/{subscription_id}/enable"): lambda w, c: _form(w, c),
+    ("POST", "/admin/webhooks/{subscription_id}/rotate-secret"): lambda w, c: _form(w, c),
     ("GET", "/git/{path:path}"): lambda w, c: {"params": {"service": "git-upload-pack"}},
     ("POST", "/git/{path:path}"): lambda w, c: {
         "content": b"0000",
@@ -746,7 +832,8 @@ async def plan(factory, world: World, eps: list[Endpoint], *, kinds: set[str]) -
             names = re.findall(r"{(\w+)(?::\w+)?}", ep.path)
             sample_knows_org = (ep.method, ep.path) in {("POST", "/api/v1/tokens"), ("POST", "/admin/tokens")}
             orgs = ("own", "other") if ep.rule.scoped and (names or sample_knows_org) else ("-",)
-            for role in ROLES + (("bystander",) if ep.rule.holder else ()):
+            extra = (("bystander",) if ep.rule.holder else ()) + tuple(sorted(ep.rule.roles & SUPERUSER))
+            for role in ROLES + extra:
                 for org in orgs if role != "bystander" else ("own",):
                     case = Case(ep, role, org)
                     await fill_params(session, world, case, names, max_bytes)

@@ -5,11 +5,12 @@ from __future__ import annotations
 import base64
 import difflib
 import json
+from collections.abc import Sequence
 from typing import Annotated
 
 from fastapi import APIRouter, Body, Query, Response
 
-from osiris.app import lifecycle, repository, submissions
+from osiris.app import lifecycle, repositories_registry, repository, submissions
 from osiris.app.auth import ActorDep, RuntimeDep, SessionDep
 from osiris.app.errors import InvalidInput, NotFound
 from osiris.app.models import Task
@@ -35,6 +36,11 @@ from osiris.app.schemas import (
 )
 
 router = APIRouter(prefix="/api/v1/tasks", tags=["tasks"])
+
+
+def latest_pr_url(artifacts: Sequence[ArtifactRead]) -> str | None:
+    """The task's pull request: later versions may have moved it, so the newest one that has one."""
+    return next((a.pr_url for a in reversed(artifacts) if a.pr_url), None)
 
 
 def task_read(task: Task, *, pr_url: str | None = None) -> TaskRead:
@@ -64,13 +70,20 @@ async def create_task(
     body: TaskCreate, actor: ActorDep, session: SessionDep, runtime: RuntimeDep
 ) -> TaskRead:
     s = runtime.settings
+    repo = await repositories_registry.repository_for_task(
+        session,
+        org_id=actor.org_id,
+        name=body.repo,
+        default_repo=s.default_repo,
+        auto_register=s.repositories_auto_register,
+    )
     task = await lifecycle.create_task(
         session,
         actor,
         title=body.title,
         description=body.description,
         priority=PRIORITIES[body.priority],
-        repo=body.repo or s.default_repo,
+        repo=repo,
         base_branch=s.default_base_branch,
         requester=body.requester,
         skills=body.skills,
@@ -146,8 +159,11 @@ async def get_task(task_id: int, actor: ActorDep, session: SessionDep) -> TaskDe
     task = await repository.get_task(session, actor, task_id)
     artifacts = [ArtifactRead.model_validate(a) for a in await repository.artifacts_of(session, task)]
     messages = [MessageRead.model_validate(m) for m in await repository.messages_of(session, task)]
-    pr_url = next((a.pr_url for a in reversed(artifacts) if a.pr_url), None)
-    return TaskDetail(**task_read(task, pr_url=pr_url).model_dump(), artifacts=artifacts, messages=messages)
+    return TaskDetail(
+        **task_read(task, pr_url=latest_pr_url(artifacts)).model_dump(),
+        artifacts=artifacts,
+        messages=messages,
+    )
 
 
 @router.post("/{task_id}/claim", response_model=TaskRead)

@@ -5,12 +5,15 @@ from __future__ import annotations
 from fastapi import APIRouter, Query, Response
 
 from osiris.app import outbound_webhooks
-from osiris.app.auth import AdminDep, SessionDep
+from osiris.app.auth import AdminDep, RuntimeDep, SessionDep
+from osiris.app.outbound_webhooks import DestinationPolicy
 from osiris.app.schemas import (
     WebhookDeliveryRead,
+    WebhookSecretRotate,
     WebhookSubscriptionCreate,
     WebhookSubscriptionCreated,
     WebhookSubscriptionRead,
+    WebhookSubscriptionUpdate,
 )
 
 router = APIRouter(prefix="/api/v1/webhooks", tags=["webhooks"])
@@ -24,15 +27,58 @@ async def list_subscriptions(actor: AdminDep, session: SessionDep) -> list[Webho
 
 @router.post("/subscriptions", status_code=201, response_model=WebhookSubscriptionCreated)
 async def create_subscription(
-    body: WebhookSubscriptionCreate, actor: AdminDep, session: SessionDep
+    body: WebhookSubscriptionCreate, actor: AdminDep, session: SessionDep, runtime: RuntimeDep
 ) -> WebhookSubscriptionCreated:
+    """A destination that resolves to a non-public address is refused (422 destination_not_allowed)
+    unless OSIRIS_WEBHOOKS_ALLOWED_HOSTS allows it."""
     new = await outbound_webhooks.create_subscription(
         session,
         actor,
+        policy=DestinationPolicy.from_settings(runtime.settings),
         url=body.url,
         event_types=body.event_types,
         secret=body.secret,
         description=body.description,
+    )
+    read = WebhookSubscriptionRead.model_validate(new.subscription)
+    return WebhookSubscriptionCreated(**read.model_dump(), secret=new.secret)
+
+
+@router.patch("/subscriptions/{subscription_id}", response_model=WebhookSubscriptionRead)
+async def update_subscription(
+    subscription_id: int,
+    body: WebhookSubscriptionUpdate,
+    actor: AdminDep,
+    session: SessionDep,
+    runtime: RuntimeDep,
+) -> WebhookSubscriptionRead:
+    """Change the URL (checked like a new one), event types, description, or enabled (true also
+    resets the failure count that disables a subscription)."""
+    sub = await outbound_webhooks.update_subscription(
+        session,
+        actor,
+        subscription_id,
+        policy=DestinationPolicy.from_settings(runtime.settings),
+        **body.model_dump(exclude_unset=True, exclude_none=True),
+    )
+    return WebhookSubscriptionRead.model_validate(sub)
+
+
+@router.post("/subscriptions/{subscription_id}/rotate-secret", response_model=WebhookSubscriptionCreated)
+async def rotate_secret(
+    subscription_id: int,
+    actor: AdminDep,
+    session: SessionDep,
+    runtime: RuntimeDep,
+    body: WebhookSecretRotate | None = None,
+) -> WebhookSubscriptionCreated:
+    """A new secret, shown once. The previous one keeps signing (a second `v1=`) for the grace period."""
+    grace = body.grace_seconds if body and body.grace_seconds is not None else None
+    new = await outbound_webhooks.rotate_secret(
+        session,
+        actor,
+        subscription_id,
+        grace_seconds=runtime.settings.webhooks_secret_grace_seconds if grace is None else grace,
     )
     read = WebhookSubscriptionRead.model_validate(new.subscription)
     return WebhookSubscriptionCreated(**read.model_dump(), secret=new.secret)

@@ -1,7 +1,8 @@
 // Live updates for the board and the task page.
 //
 // One WebSocket per page. It asks the server to replay everything after the last event id it has
-// seen, so a dropped connection, a restarted server or a replica going away loses nothing. Events
+// seen, so a dropped connection, a restarted server or a replica going away loses nothing; a page
+// that falls behind is caught up by the server from the event table ("catchup" … "live"). Events
 // only say *that* something changed; the page then fetches itself and swaps the regions whose key
 // changed, so what is shown is always what the server renders (and works the same without JS).
 
@@ -42,10 +43,12 @@ function connect(root) {
     ws.addEventListener("message", (message) => {
       const msg = JSON.parse(message.data);
       if (msg.type === "event") onEvent(msg);
-      else if (msg.type === "reload") location.reload();
+      else if (msg.type === "catchup") setStatus("retry", "Catching up…");
+      else if (msg.type === "live") setStatus("live", "Live");
+      else if (msg.type === "reload") location.reload(); // servers from before catch-up
     });
     ws.addEventListener("close", (event) => {
-      if (event.code === 4001) return location.reload(); // too far behind to replay
+      if (event.code === 4001) return location.reload(); // servers from before catch-up
       if (event.code === 1008) return setStatus("off", "Signed out: live updates off");
       setStatus("retry", "Reconnecting…");
       // Backoff with jitter, so a restarted server is not met by every browser at once.

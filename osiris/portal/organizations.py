@@ -1,0 +1,157 @@
+"""Administration of organizations: each organization's repositories, the channel accounts that route
+chat messages to it, and the operator's list of organizations with their first admins.
+
+Who may do what is REST's rule (api/organizations.py) and every change goes through the same service
+functions: any member lists repositories, an admin adds and removes them; an admin lists their
+organization's channel accounts, the operator (a superuser) all of them and maps or unmaps them; the
+operator alone lists and creates organizations. Every change is a CSRF-checked POST.
+"""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+from starlette.datastructures import FormData
+from starlette.responses import Response
+
+from osiris.app import accounts, db, organizations, repositories_registry
+from osiris.app.errors import InvalidInput
+from osiris.app.models import Role
+from osiris.portal.access import AdminDep, FormDep, SuperuserDep, ViewerDep, runtime_of, text_field
+from osiris.portal.admin import USERNAME
+from osiris.portal.rendering import PortalRoute, redirect, render
+
+router = APIRouter(route_class=PortalRoute, include_in_schema=False)
+
+# The channel select: the service's own list; the label says which provider carries it.
+CHANNEL_LABELS = {"whatsapp": "WhatsApp (Twilio number)", "slack": "Slack (team id)"}
+
+
+# --- repositories --------------------------------------------------------------------------------
+
+
+@router.get("/admin/repositories")
+async def repositories_page(request: Request, viewer: ViewerDep) -> Response:
+    async with db.transaction(runtime_of(request).sessions) as session:
+        repos = await repositories_registry.list_repositories(session, viewer.actor)
+    return render(request, "admin/repositories.html", {"repositories": repos})
+
+
+@router.post("/admin/repositories")
+async def create_repository(request: Request, viewer: AdminDep, form: FormDep) -> Response:
+    async with db.transaction(runtime_of(request).sessions) as session:
+        repo = await repositories_registry.create_repository(
+            session,
+            org_id=viewer.actor.org_id,
+            name=text_field(form, "name"),
+            github_repo=text_field(form, "github_repo") or None,
+        )
+    published = f", published to GitHub {repo.github_repo}" if repo.github_repo else ""
+    viewer.session.flash("ok", f"Repository {repo.name} registered{published}.")
+    return redirect("/admin/repositories")
+
+
+@router.post("/admin/repositories/{repository_id}/delete")
+async def delete_repository(
+    request: Request, repository_id: int, viewer: AdminDep, form: FormDep
+) -> Response:
+    async with db.transaction(runtime_of(request).sessions) as session:
+        repo = await repositories_registry.delete_repository(session, viewer.actor, repository_id)
+    viewer.session.flash("ok", f"Repository {repo.name} unregistered (its tasks and git data stay).")
+    return redirect("/admin/repositories")
+
+
+# --- channel accounts ----------------------------------------------------------------------------
+
+
+@router.get("/admin/channel-accounts")
+async def channel_accounts_page(request: Request, viewer: AdminDep) -> Response:
+    operator = viewer.actor.superuser
+    async with db.transaction(runtime_of(request).sessions) as session:
+        rows = await organizations.list_channel_accounts(
+            session, org_id=None if operator else viewer.actor.org_id
+        )
+        orgs = await organizations.list_organizations(session) if operator else []
+    context = {
+        "accounts": rows,
+        "operator": operator,
+        "organizations": orgs,
+        "org_slugs": {o.id: o.slug for o in orgs},
+        "channels": [(c, CHANNEL_LABELS.get(c, c)) for c in organizations.CHANNELS],
+    }
+    return render(request, "admin/channel_accounts.html", context)
+
+
+@router.post("/admin/channel-accounts")
+async def add_channel_account(request: Request, viewer: SuperuserDep, form: FormDep) -> Response:
+    async with db.transaction(runtime_of(request).sessions) as session:
+        org = await organizations.organization_by_slug(session, text_field(form, "organization"))
+        row = await organizations.add_channel_account(
+            session, org_id=org.id, channel=text_field(form, "channel"), account=text_field(form, "account")
+        )
+    viewer.session.flash("ok", f"{row.channel} account {row.account} now routes to {org.slug}.")
+    return redirect("/admin/channel-accounts")
+
+
+@router.post("/admin/channel-accounts/{account_id}/delete")
+async def remove_channel_account(
+    request: Request, account_id: int, viewer: SuperuserDep, form: FormDep
+) -> Response:
+    async with db.transaction(runtime_of(request).sessions) as session:
+        row = await organizations.remove_channel_account(session, account_id)
+    viewer.session.flash("ok", f"{row.channel} account {row.account} unmapped.")
+    return redirect("/admin/channel-accounts")
+
+
+# --- organizations (the operator) ----------------------------------------------------------------
+
+
+def _first_admin(form: FormData) -> tuple[str, str] | None:
+    """The optional first admin of the form: a user name and a password, both or neither."""
+    username = text_field(form, "admin_username").strip()
+    password = text_field(form, "admin_password")
+    if not username and not password:
+        return None
+    if not USERNAME.match(username):
+        raise InvalidInput("a user name is 1-100 letters, digits and . _ @ -")
+    if len(password) < 8:
+        raise InvalidInput("an admin signs in to the portal: give a password of 8 characters or more")
+    return username, password
+
+
+@router.get("/operator/organizations")
+async def organizations_page(request: Request, viewer: SuperuserDep) -> Response:
+    async with db.transaction(runtime_of(request).sessions) as session:
+        orgs = await organizations.list_organizations(session)
+    return render(request, "admin/organizations.html", {"organizations": orgs})
+
+
+@router.post("/operator/organizations")
+async def create_organization(request: Request, viewer: SuperuserDep, form: FormDep) -> Response:
+    admin = _first_admin(form)
+    async with db.transaction(runtime_of(request).sessions) as session:  # both or neither
+        org = await organizations.create_organization(
+            session, slug=text_field(form, "slug"), name=text_field(form, "name") or None
+        )
+        if admin is not None:
+            await accounts.create_user(
+                session, org_id=org.id, username=admin[0], role=Role.ADMIN, password=admin[1]
+            )
+    with_admin = f" with its admin {admin[0]}" if admin else ""
+    viewer.session.flash("ok", f"Organization {org.slug} created{with_admin}.")
+    return redirect("/operator/organizations")
+
+
+@router.post("/operator/organizations/{slug}/admins")
+async def create_organization_admin(
+    request: Request, slug: str, viewer: SuperuserDep, form: FormDep
+) -> Response:
+    admin = _first_admin(form)
+    if admin is None:
+        raise InvalidInput("give the new admin a user name and a password")
+    async with db.transaction(runtime_of(request).sessions) as session:
+        org = await organizations.organization_by_slug(session, slug)
+        await accounts.create_user(
+            session, org_id=org.id, username=admin[0], role=Role.ADMIN, password=admin[1]
+        )
+    viewer.session.flash("ok", f"{admin[0]} is now an admin of {org.slug}.")
+    return redirect("/operator/organizations")
