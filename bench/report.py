@@ -30,10 +30,10 @@ BENCH = ROOT / "bench"
 # name -> (arguments: the reduced sizes, timeout in seconds)
 BENCHES: dict[str, tuple[list[str], int]] = {
     "startup": ([], 180),
-    "claim": (["--agents", "50", "--tasks", "1000"], 180),
+    "claim": (["--agents", "50", "--tasks", "3000"], 180),
     "github_sync": (["--samples", "10", "--files", "5000"], 180),
     "github_sync_github": (["--samples", "10", "--files", "5000"], 240),
-    "mcp": (["--reads", "100", "--claims", "50", "--deadline", "60"], 180),
+    "mcp": (["--reads", "100", "--claims", "500", "--deadline", "90"], 180),
     "ingest": (["--requests", "300"], 120),
     "ws_fanout": (["--clients", "200", "--changes", "30", "--deadline", "60"], 180),
     "checks": (["--runs", "10"], 150),

@@ -123,6 +123,9 @@ class Settings(BaseSettings):
     twilio_whatsapp_from: str | None = None  # the sender of replies, e.g. "whatsapp:+14155238886"
     twilio_allowed_numbers: list[str] = []
     slack_bot_token: SecretStr | None = None  # xoxb-…, for chat.postMessage
+    # An app installed in several workspaces has a bot token per workspace: team id -> xoxb-…
+    # (JSON). Replies to a team listed here use its token; other teams use slack_bot_token.
+    slack_bot_tokens: dict[str, SecretStr] = {}
     slack_api_url: str = "https://slack.com/api/"  # other Slack clouds (GovSlack) differ
     slack_allowed_teams: list[str] = []  # workspace ids, T…
     email_address: str | None = None  # ours, e.g. osiris@example.com; replies thread on osiris+task-N@

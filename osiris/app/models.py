@@ -132,6 +132,9 @@ class ChannelAccount(Base):
     org_id: Mapped[int] = mapped_column(ForeignKey("organizations.id", ondelete="CASCADE"), index=True)
     channel: Mapped[str] = mapped_column(String(32))
     account: Mapped[str] = mapped_column(String(200))
+    # Per-account channel settings (organizations.ChannelAccountSettings): allowed senders, the
+    # repository requests go to, priority and skill keywords. Checked on write, trusted on read.
+    settings: Mapped[dict[str, Any]] = mapped_column(JSONB, server_default="{}")
     created_at: Mapped[datetime] = _now()
 
 

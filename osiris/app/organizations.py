@@ -3,6 +3,7 @@
 An organization's own admins manage its users, tokens and repositories (accounts.py,
 repositories_registry.py); creating organizations and deciding which Twilio number, Slack team, email
 domain, GitHub installation or repository and Telegram bot belongs to which is for the superuser.
+An organization's admins tune their own accounts' settings (allowed senders, repository, keywords).
 """
 
 from __future__ import annotations
@@ -14,8 +15,11 @@ from sqlalchemy import delete, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from osiris.app.errors import Conflict, InvalidInput, NotFound
-from osiris.app.models import ChannelAccount, Organization
+from osiris.app import repositories_registry
+from osiris.app.actors import Actor
+from osiris.app.errors import Conflict, Forbidden, InvalidInput, NotFound, UnknownRepository
+from osiris.app.models import ChannelAccount, Organization, Role
+from osiris.app.schemas import ChannelAccountSettings
 
 SLUG = re.compile(r"^[a-z0-9][a-z0-9-]{0,63}$")
 CHANNELS = ("whatsapp", "slack", "email", "github", "telegram")
@@ -110,14 +114,36 @@ async def remove_channel_account(session: AsyncSession, account_id: int) -> Chan
     return row
 
 
-async def org_for_accounts(session: AsyncSession, channel: str, accounts: Sequence[str]) -> int | None:
-    """The organization of the first of `accounts` (most specific first) that is mapped, if any."""
+async def update_channel_account_settings(
+    session: AsyncSession, actor: Actor, account_id: int, settings: ChannelAccountSettings
+) -> ChannelAccount:
+    """Replace an account's settings: the operator's for any account, an admin's for their own.
+
+    Another organization's account is not found, as if it did not exist. A `repo` must be a
+    repository registered to the account's organization.
+    """
+    if not actor.superuser and actor.role != Role.ADMIN:
+        raise Forbidden("only an admin changes channel settings")
+    row = await session.get(ChannelAccount, account_id, with_for_update=True)
+    if row is None or (not actor.superuser and row.org_id != actor.org_id):
+        raise NotFound(f"channel account {account_id} not found")
+    if settings.repo is not None and (
+        await repositories_registry.owner_of(session, settings.repo) != row.org_id
+    ):
+        raise UnknownRepository(f"no repository {settings.repo!r} in this organization")
+    row.settings = settings.stored()
+    await session.flush()
+    return row
+
+
+async def account_for_inbound(
+    session: AsyncSession, channel: str, accounts: Sequence[str]
+) -> ChannelAccount | None:
+    """The mapped row of the first of `accounts` (most specific first), if any."""
     if not accounts:
         return None
     rows = await session.execute(
-        select(ChannelAccount.account, ChannelAccount.org_id).where(
-            ChannelAccount.channel == channel, ChannelAccount.account.in_(accounts)
-        )
+        select(ChannelAccount).where(ChannelAccount.channel == channel, ChannelAccount.account.in_(accounts))
     )
-    found = {account: org_id for account, org_id in rows.all()}
+    found = {row.account: row for row in rows.scalars()}
     return next((found[a] for a in accounts if a in found), None)

@@ -5,7 +5,10 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field, computed_field
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, computed_field, field_validator
+
+from osiris.app import routing
+from osiris.app.errors import InvalidInput
 
 PriorityName = Literal["low", "normal", "high", "urgent"]
 PRIORITIES: dict[str, int] = {"low": 0, "normal": 1, "high": 2, "urgent": 3}
@@ -330,9 +333,75 @@ class ChannelAccountCreate(BaseModel):
     )
 
 
+def _keyword(word: str) -> str:
+    word = word.strip().lower()
+    if not word or len(word) > 100:
+        raise ValueError("a keyword is 1-100 characters")
+    return word
+
+
+class ChannelAccountSettings(BaseModel):
+    """One channel account's own settings; every key optional, a missing one keeps the deployment's.
+
+    The one place they are checked (REST, portal, and what intake.policy_for trusts on read). That
+    `repo` is the organization's own needs the database: organizations.update_channel_account_settings.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    # Phone numbers, Slack user ids, email addresses or domains, Telegram chat or user ids: matched
+    # like the deployment's allowlists (Inbound.allow_keys). Non-empty: replaces the deployment's.
+    allowed_senders: list[str] | None = Field(default=None, max_length=500)
+    repo: str | None = Field(default=None, max_length=100, pattern=r"^[A-Za-z0-9][A-Za-z0-9._/-]*$")
+    priority_keywords: dict[str, PriorityName] | None = Field(default=None, max_length=200)  # word → level
+    skill_keywords: dict[str, str] | None = Field(default=None, max_length=200)  # word → skill
+
+    @field_validator("allowed_senders")
+    @classmethod
+    def _senders(cls, value: list[str] | None) -> list[str] | None:
+        if value is None:
+            return None
+        out = [v.strip() for v in value]
+        if any(not v or len(v) > 320 for v in out):
+            raise ValueError("an allowed sender is 1-320 characters")
+        return list(dict.fromkeys(out))
+
+    @field_validator("priority_keywords")
+    @classmethod
+    def _priorities(cls, value: dict[str, str] | None) -> dict[str, str] | None:
+        return None if value is None else {_keyword(w): p for w, p in value.items()}
+
+    @field_validator("skill_keywords")
+    @classmethod
+    def _skills(cls, value: dict[str, str] | None) -> dict[str, str] | None:
+        if value is None:
+            return None
+        out = {}
+        for word, skill in value.items():
+            try:
+                skills = routing.normalize_skills([skill])
+            except InvalidInput as exc:
+                raise ValueError(exc.detail) from None
+            if not skills:
+                raise ValueError("a skill is a plain label, e.g. python")
+            out[_keyword(word)] = skills[0]
+        return out
+
+    def stored(self) -> dict[str, Any]:
+        """What channel_accounts.settings holds: the keys that were set."""
+        return self.model_dump(exclude_none=True)
+
+
+class ChannelAccountSettingsUpdate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    settings: ChannelAccountSettings  # replaces the account's settings; {} returns to the deployment's
+
+
 class ChannelAccountRead(_Out):
     id: int
     org_id: int
     channel: str
     account: str
+    settings: dict[str, Any] = Field(default_factory=dict)
     created_at: datetime

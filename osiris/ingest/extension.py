@@ -41,9 +41,10 @@ def senders(
             transport=twilio_transport,
             retry_seconds=settings.channel_retry_seconds,
         )
-    if settings.slack_bot_token:
+    if settings.slack_bot_token or settings.slack_bot_tokens:
         found["slack"] = SlackSender(
-            token=settings.slack_bot_token.get_secret_value(),
+            token=settings.slack_bot_token.get_secret_value() if settings.slack_bot_token else None,
+            team_tokens={team: t.get_secret_value() for team, t in settings.slack_bot_tokens.items()},
             base_url=settings.slack_api_url,
             retry_seconds=settings.channel_retry_seconds,
         )

@@ -23,7 +23,8 @@ def reply_in_thread(inbound: Inbound) -> After:
 
     async def reply(session: AsyncSession, outcome: Outcome) -> None:
         if outcome.worth_a_reply:
-            target = Target(inbound.channel, to, thread or None, task_id=outcome.task_id)
+            account = inbound.accounts[0] if inbound.accounts else None
+            target = Target(inbound.channel, to, thread or None, task_id=outcome.task_id, account=account)
             key = f"reply-{inbound.channel}-{inbound.delivery_id}"
             await enqueue_reply(session, target, outcome.reply, key=key)
 

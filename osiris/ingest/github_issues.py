@@ -100,21 +100,22 @@ def accounts_of(data: Mapping[str, Any]) -> tuple[str, ...]:
 
 async def _receive(deps: Deps, inbound: Inbound, full_name: str) -> Outcome:
     policy = intake.Policy.from_settings(deps.settings)
-    org_id = await intake.organization_for(deps.session, inbound, unmapped=policy.unmapped)
+    destination = await intake.organization_for(deps.session, inbound, unmapped=policy.unmapped)
+    if destination is None:
+        return Outcome("ignored", "")  # nobody's, and unmapped accounts are refused: nothing stored
+    org_id = destination.org_id
     # The organization's repository registered for this GitHub repository; for the default
     # organization the settings' mapping (OSIRIS_GITHUB_REPO); for another (mapped by its App
     # installation) its own default repository.
-    registered = None
-    if org_id is not None:
-        registered = await repositories_registry.name_for_github_repo(
-            deps.session, org_id=org_id, full_name=full_name
-        )
+    registered = await repositories_registry.name_for_github_repo(
+        deps.session, org_id=org_id, full_name=full_name
+    )
     if registered is not None:
         policy = dataclasses.replace(policy, repo=registered, repo_named=True)
     elif org_id == (await accounts.default_org(deps.session)).id:
         policy = dataclasses.replace(policy, repo=await _repo_name(deps, full_name), repo_named=True)
     # No per-sender rate limit here: GitHub accounts and labels are already gated by the repository.
-    return await intake.receive(deps.session, inbound, policy=policy, limiter=None)
+    return await intake.receive(deps.session, inbound, policy=policy, limiter=None, destination=destination)
 
 
 # --- issues ------------------------------------------------------------------------------------

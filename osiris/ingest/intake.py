@@ -8,6 +8,7 @@ keywords. Services flush, never commit; the edge owns the transaction.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import re
 from collections.abc import Mapping
@@ -24,6 +25,7 @@ from osiris.app.errors import IllegalTransition, RateLimited, UnknownRepository
 from osiris.app.models import (
     OPEN_STATUSES,
     Artifact,
+    ChannelAccount,
     ChannelAttachment,
     ChannelReceipt,
     Delivery,
@@ -124,10 +126,13 @@ class Policy:
             base_branch=settings.default_base_branch,
             keywords={w.lower(): PRIORITIES[p] for w, p in settings.channel_priority_keywords.items()},
             allowlists={
-                "whatsapp": frozenset(_number(n) for n in settings.twilio_allowed_numbers),
-                "slack": frozenset(settings.slack_allowed_teams),
-                "email": frozenset(d.lower() for d in settings.email_allowed_domains),
-                "telegram": frozenset(str(c) for c in settings.telegram_allowed_chats),
+                channel: frozenset(_allow_key(channel, str(v)) for v in values)
+                for channel, values in (
+                    ("whatsapp", settings.twilio_allowed_numbers),
+                    ("slack", settings.slack_allowed_teams),
+                    ("email", settings.email_allowed_domains),
+                    ("telegram", settings.telegram_allowed_chats),
+                )
             },
             skill_keywords=dict(settings.routing_skill_keywords),
             auto_register=settings.repositories_auto_register,
@@ -146,6 +151,38 @@ class Policy:
 
 def _number(value: str) -> str:
     return value.removeprefix("whatsapp:").strip()
+
+
+def _allow_key(channel: str, value: str) -> str:
+    """An allowlist entry in the form adapters put on Inbound.allow_keys."""
+    if channel == "whatsapp":
+        return _number(value)
+    return value.strip().lower() if channel == "email" else value.strip()
+
+
+def policy_for(base: Policy, channel: str, account: ChannelAccount | None) -> Policy:
+    """The effective policy of one message: the deployment's, overridden by its channel account's.
+
+    The account's `allowed_senders` (when non-empty) replace the deployment's allowlist for this
+    channel; its priority and skill keywords are merged in, the account's winning; its `repo`
+    replaces the default repository unless the message already names one (a GitHub repository's).
+    The settings were checked on write (schemas.ChannelAccountSettings).
+    """
+    own = account.settings if account is not None else None
+    if not own:
+        return base
+    changes: dict[str, Any] = {}
+    if senders := own.get("allowed_senders"):
+        allowed = frozenset(_allow_key(channel, str(s)) for s in senders)
+        changes["allowlists"] = {**base.allowlists, channel: allowed}
+    if words := own.get("priority_keywords"):
+        changes["keywords"] = {**base.keywords, **{w.lower(): PRIORITIES[p] for w, p in words.items()}}
+    if words := own.get("skill_keywords"):
+        merged = {w.lower(): s for w, s in base.skill_keywords.items()}
+        changes["skill_keywords"] = {**merged, **{w.lower(): s for w, s in words.items()}}
+    if (repo := own.get("repo")) and not base.repo_named:
+        changes.update(repo=repo, repo_named=True)
+    return dataclasses.replace(base, **changes)
 
 
 # --- text --------------------------------------------------------------------------------------
@@ -185,39 +222,58 @@ def redact(address: str) -> str:
 # --- the organization --------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class Destination:
+    """The organization a message is for, and the channel account row that said so (if one did)."""
+
+    org_id: int
+    account: ChannelAccount | None = None  # None: a GitHub repository's registration, or unmapped
+
+
 async def organization_for(
     session: AsyncSession, inbound: Inbound, *, unmapped: str = "default"
-) -> int | None:
+) -> Destination | None:
     """Which organization a channel message belongs to; None: nobody's, refuse it.
 
     The one place: the `channel_accounts` row of the account the message was sent to (a GitHub
     repository also by the `repositories.github_repo` an organization registered); an account
-    nobody mapped belongs to the default organization, unless `unmapped` is "refuse".
+    nobody mapped belongs to the default organization, unless `unmapped` is "refuse". The row comes
+    back too, for its settings (policy_for): look it up once per message.
     """
-    org_id = await organizations.org_for_accounts(session, inbound.channel, inbound.accounts)
-    if org_id is None and inbound.channel == "github":
+    row = await organizations.account_for_inbound(session, inbound.channel, inbound.accounts)
+    if row is not None:
+        return Destination(row.org_id, row)
+    if inbound.channel == "github":
         for account in inbound.accounts:
             if "/" in account and (
                 org_id := await repositories_registry.org_for_github_repo(session, account)
             ):
-                break
-    if org_id is not None:
-        return org_id
+                return Destination(org_id)
     if unmapped == "refuse":
         return None
-    return (await accounts.default_org(session)).id
+    return Destination((await accounts.default_org(session)).id)
 
 
 # --- the service -------------------------------------------------------------------------------
 
 
 async def receive(
-    session: AsyncSession, inbound: Inbound, *, policy: Policy, limiter: RateLimiter | None
+    session: AsyncSession,
+    inbound: Inbound,
+    *,
+    policy: Policy,
+    limiter: RateLimiter | None,
+    destination: Destination | None = None,
 ) -> Outcome:
-    org_id = await organization_for(session, inbound, unmapped=policy.unmapped)
-    if org_id is None:
+    """`policy` is the deployment's (with a repository the message names); `destination`: the
+    caller's own organization_for answer, when it needed it first (GitHub issues)."""
+    if destination is None:
+        destination = await organization_for(session, inbound, unmapped=policy.unmapped)
+    if destination is None:
         log.info("channel account not mapped to an organization", extra={"channel": inbound.channel})
         return Outcome("ignored", "")  # nothing stored; the provider gets its usual answer
+    org_id = destination.org_id
+    policy = policy_for(policy, inbound.channel, destination.account)
     if not policy.allows(inbound):
         log.info(
             "sender not on the allowlist",

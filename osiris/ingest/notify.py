@@ -10,6 +10,7 @@ blocks the task.
 
 from __future__ import annotations
 
+import dataclasses
 import email.utils
 import logging
 from collections.abc import Awaitable, Callable, Mapping
@@ -23,7 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from osiris.app import jobs, lifecycle
 from osiris.app.actors import system_actor
-from osiris.app.models import ChannelNotification, Message, Task, TaskEvent
+from osiris.app.models import ChannelAccount, ChannelNotification, Message, Task, TaskEvent
 from osiris.ingest.intake import STATUS_WORDS, pr_url
 
 log = logging.getLogger(__name__)
@@ -43,6 +44,7 @@ class Target:
     subject: str | None = None  # email
     task_id: int | None = None
     fallback_to: str | None = None  # Slack: the requester's DM when the bot is not in the channel
+    account: str | None = None  # Slack: the workspace (team id); WhatsApp: the number replies come from
 
 
 class SendFailed(Exception):
@@ -70,7 +72,8 @@ def retry_after(headers: Mapping[str, str] | None, default: float = DEFAULT_BACK
 def target_for(task: Task) -> Target:
     if task.channel == "slack":
         channel, _, ts = (task.channel_thread or "").partition(":")
-        return Target("slack", channel, ts or None, task_id=task.id)
+        team = (task.requester or "").partition(":")[0]  # requesters are "<team>:<user>"
+        return Target("slack", channel, ts or None, task_id=task.id, account=team or None)
     if task.channel == "email":
         return Target(
             "email",
@@ -144,13 +147,22 @@ class ChannelNotifier:
         sender = self.senders.get(task.channel)
         if sender is None:
             return {"skipped": f"replies on {task.channel} are not configured"}
+        target = target_for(task)
         async with self.sessions() as session:
             pending = await (
                 self._messages(session, task) if kind == "message" else self._transitions(session, task)
             )
+            if pending and task.channel == "whatsapp":
+                # replies come from the organization's own number, if the operator mapped one
+                number = await session.scalar(
+                    select(ChannelAccount.account)
+                    .where(ChannelAccount.org_id == task.org_id, ChannelAccount.channel == "whatsapp")
+                    .order_by(ChannelAccount.id)
+                    .limit(1)
+                )
+                target = dataclasses.replace(target, account=number)
         if not pending:
             return {"skipped": "nothing new to tell"}
-        target = target_for(task)
         results = []
         for key, words in pending:
             results.append(

@@ -67,7 +67,7 @@ def parse_event(payload: Mapping[str, Any]) -> Inbound | None:
         text=plain_text(str(event.get("text") or "")),
         new_thread=f"{channel}:{thread_ts or ts}",
         thread_keys=(f"{channel}:{thread_ts}",) if thread_ts else (),
-        allow_keys=(team,),
+        allow_keys=(team, str(event["user"])),  # the workspace (deployment), or the user (account)
         accounts=(team,),
         # In a channel, only a mention asks for something; other thread replies only follow up.
         may_create=kind == "app_mention" or direct,
@@ -87,7 +87,7 @@ def parse_command(form: Mapping[str, str]) -> Inbound:
         text=plain_text(form.get("text", "")),
         # No message to thread under yet: the confirmation we post becomes the thread (notify.py).
         new_thread=f"{channel}:",
-        allow_keys=(team,),
+        allow_keys=(team, user),
         accounts=(team,),
         display_name=form.get("user_name") or None,
         meta={"slack_command": form.get("command", "/osiris")},
@@ -100,14 +100,27 @@ def user_of(sender: str) -> str:
 
 class SlackSender:
     def __init__(
-        self, *, token: str, base_url: str = "https://slack.com/api/", retry_seconds: float = 15.0
+        self,
+        *,
+        token: str | None,
+        team_tokens: Mapping[str, str] | None = None,
+        base_url: str = "https://slack.com/api/",
+        retry_seconds: float = 15.0,
     ) -> None:
         self.token = token
+        self.team_tokens = dict(team_tokens or {})
         self.base_url = base_url
         self.retry_seconds = retry_seconds
 
+    def token_for(self, team: str | None) -> str:
+        """The workspace's own bot token when it has one (an app installed in several)."""
+        token = self.team_tokens.get(team or "") or self.token
+        if not token:
+            raise SendFailed(f"no Slack bot token for workspace {team}")
+        return token
+
     async def send(self, target: Target, text: str, key: str) -> dict[str, Any]:
-        client = AsyncWebClient(token=self.token, base_url=self.base_url, timeout=15)
+        client = AsyncWebClient(token=self.token_for(target.account), base_url=self.base_url, timeout=15)
         try:
             return await self._post(client, target.to, target.thread, text)
         except SlackApiError as exc:

@@ -138,6 +138,10 @@ class WhatsAppSender:
         self.transport = transport
         self.retry_seconds = retry_seconds
 
+    def sender_for(self, target: Target) -> str:
+        """The organization's own number when it has one (the number the requester wrote to)."""
+        return f"whatsapp:{target.account}" if target.account else self.from_
+
     async def send(self, target: Target, text: str, key: str) -> dict[str, Any]:
         client = Client(
             self.account_sid,
@@ -146,7 +150,9 @@ class WhatsAppSender:
             http_client=HttpxTwilioClient(self.transport),
         )
         try:
-            message = await client.messages.create_async(to=target.to, from_=self.from_, body=text[:1600])
+            message = await client.messages.create_async(
+                to=target.to, from_=self.sender_for(target), body=text[:1600]
+            )
         except ProviderBusy as exc:
             raise jobs.Retry(exc.after, f"twilio answered {exc.status}") from exc
         except httpx.TransportError as exc:

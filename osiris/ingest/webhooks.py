@@ -118,7 +118,14 @@ async def slack_commands(request: Request) -> Response:
 
     async def anchor(session: AsyncSession, outcome: Outcome) -> None:
         if outcome.kind == "created" and not outcome.duplicate:
-            target = Target("slack", form["channel_id"], None, task_id=outcome.task_id, fallback_to=user)
+            target = Target(
+                "slack",
+                form["channel_id"],
+                None,
+                task_id=outcome.task_id,
+                fallback_to=user,
+                account=form.get("team_id") or None,
+            )
             text = f"{outcome.reply} (asked by <@{user}>). Updates follow in this thread."
             await enqueue_reply(
                 session, target, text, key=f"slack-anchor-{outcome.task_id}", anchor_task_id=outcome.task_id

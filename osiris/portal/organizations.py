@@ -3,19 +3,24 @@ chat messages to it, and the operator's list of organizations with their first a
 
 Who may do what is REST's rule (api/organizations.py) and every change goes through the same service
 functions: any member lists repositories, an admin adds and removes them; an admin lists their
-organization's channel accounts, the operator (a superuser) all of them and maps or unmaps them; the
-operator alone lists and creates organizations. Every change is a CSRF-checked POST.
+organization's channel accounts and edits their settings, the operator (a superuser) all of them and
+maps or unmaps them; the operator alone lists and creates organizations. Every change is a CSRF-checked
+POST.
 """
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import APIRouter, Request
+from pydantic import ValidationError
 from starlette.datastructures import FormData
 from starlette.responses import Response
 
 from osiris.app import accounts, db, organizations, repositories_registry
 from osiris.app.errors import InvalidInput
-from osiris.app.models import Role
+from osiris.app.models import ChannelAccount, Role
+from osiris.app.schemas import ChannelAccountSettings
 from osiris.portal.access import AdminDep, FormDep, SuperuserDep, ViewerDep, runtime_of, text_field
 from osiris.portal.admin import USERNAME
 from osiris.portal.rendering import PortalRoute, redirect, render
@@ -73,6 +78,7 @@ async def channel_accounts_page(request: Request, viewer: AdminDep) -> Response:
         orgs = await organizations.list_organizations(session) if operator else []
     context = {
         "accounts": rows,
+        "settings_form": {a.id: _settings_form(a) for a in rows},
         "operator": operator,
         "organizations": orgs,
         "org_slugs": {o.id: o.slug for o in orgs},
@@ -89,6 +95,54 @@ async def add_channel_account(request: Request, viewer: SuperuserDep, form: Form
             session, org_id=org.id, channel=text_field(form, "channel"), account=text_field(form, "account")
         )
     viewer.session.flash("ok", f"{row.channel} account {row.account} now routes to {org.slug}.")
+    return redirect("/admin/channel-accounts")
+
+
+def _settings_form(account: ChannelAccount) -> dict[str, str]:
+    """An account's settings as the edit form shows them: a sender per line, `word = value` lines."""
+    own = account.settings or {}
+    return {
+        "allowed_senders": "\n".join(own.get("allowed_senders") or []),
+        "repo": own.get("repo") or "",
+        "priority_keywords": "\n".join(f"{w} = {p}" for w, p in (own.get("priority_keywords") or {}).items()),
+        "skill_keywords": "\n".join(f"{w} = {k}" for w, k in (own.get("skill_keywords") or {}).items()),
+    }
+
+
+def _pairs(text: str, field: str) -> dict[str, str] | None:
+    pairs = {}
+    for line in filter(None, (raw.strip() for raw in text.splitlines())):
+        word, sep, value = line.partition("=")
+        if not sep:
+            raise InvalidInput(f"{field}: one 'word = value' a line ({line!r} has no '=')")
+        pairs[word.strip()] = value.strip()
+    return pairs or None
+
+
+def _settings_from_form(form: FormData) -> ChannelAccountSettings:
+    """The edit form's fields, checked by the same model as REST's body; an empty field is unset."""
+    senders = [s.strip() for s in text_field(form, "allowed_senders").replace(",", "\n").splitlines()]
+    data: dict[str, Any] = {
+        "allowed_senders": [s for s in senders if s] or None,
+        "repo": text_field(form, "repo").strip() or None,
+        "priority_keywords": _pairs(text_field(form, "priority_keywords"), "priority keywords"),
+        "skill_keywords": _pairs(text_field(form, "skill_keywords"), "skill keywords"),
+    }
+    try:
+        return ChannelAccountSettings.model_validate(data)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        raise InvalidInput(problems) from None
+
+
+@router.post("/admin/channel-accounts/{account_id}/settings")
+async def update_channel_account(
+    request: Request, account_id: int, viewer: AdminDep, form: FormDep
+) -> Response:
+    settings = _settings_from_form(form)
+    async with db.transaction(runtime_of(request).sessions) as session:
+        row = await organizations.update_channel_account_settings(session, viewer.actor, account_id, settings)
+    viewer.session.flash("ok", f"Settings of {row.channel} account {row.account} saved.")
     return redirect("/admin/channel-accounts")
 
 

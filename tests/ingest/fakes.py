@@ -99,6 +99,8 @@ class FakeSlack:
     posts: list[dict[str, Any]] = field(default_factory=list)
     fail_with: tuple[int, dict[str, Any], dict[str, str]] | None = None
     unreachable_channels: set[str] = field(default_factory=set)
+    workspace_tokens: dict[str, str] = field(default_factory=dict)  # other workspaces' bot token -> team
+    teams: list[str] = field(default_factory=list)  # the workspace each accepted post was made in
     app: FastAPI = field(init=False)
     _server: uvicorn.Server | None = None
     _task: asyncio.Task | None = None
@@ -112,7 +114,9 @@ class FakeSlack:
 
         @self.app.post("/api/chat.postMessage")
         async def post_message(request: Request) -> JSONResponse:
-            if request.headers.get("authorization") != f"Bearer {self.token}":
+            given = request.headers.get("authorization", "").removeprefix("Bearer ")
+            team = "T0001" if given == self.token else self.workspace_tokens.get(given)
+            if team is None:
                 return JSONResponse({"ok": False, "error": "invalid_auth"})
             if self.fail_with is not None:
                 status, body, headers = self.fail_with
@@ -126,6 +130,7 @@ class FakeSlack:
             if args["channel"] in self.unreachable_channels:
                 return JSONResponse({"ok": False, "error": "not_in_channel"})
             self.posts.append(args)
+            self.teams.append(team)
             response = fixture("slack_chat_postMessage.json")
             ts = f"1700000000.{len(self.posts):06d}"
             response.update(channel=args["channel"], ts=ts)

@@ -249,3 +249,22 @@ async def test_a_github_app_installation_maps_its_issues_to_an_organization(gith
         f"{REPO}#21": (beta.id, "beta-svc"),  # the installation is Beta's
         f"{REPO}#22": (home.id, github.runtime.settings.default_repo),  # nobody mapped this one
     }
+
+
+async def test_notifications_come_from_the_organizations_own_number(
+    channels, client, factory, runtime, drain, fake_twilio, monkeypatch
+):
+    """Later notices (claimed, ready for review …) go out from the number the requester wrote to."""
+    beta = await beta_org(factory, client)
+    monkeypatch.setattr(fake_twilio, "calls", [])
+    sender = number()
+    said(await channels.twilio(whatsapp("Fix the beta invoice", sender, To=f"whatsapp:{BETA_NUMBER}")))
+    [task] = await rows(runtime, Task)
+    _, beta_admin = await factory.member("admin", org=beta)
+    r = await client.post(f"/api/v1/tasks/{task.id}/cancel", json={"reason": "dup"}, headers=beta_admin)
+    assert r.status_code == 200, r.text
+    await drain()
+    sent = [c["form"] for c in fake_twilio.calls]
+    assert sent and all(
+        f["From"] == f"whatsapp:{BETA_NUMBER}" and f["To"] == f"whatsapp:{sender}" for f in sent
+    )

@@ -254,3 +254,26 @@ async def test_channel_chatter_is_not_recorded(channels, count):
     stray = thread_reply(payload, "a reply in someone's thread")
     await channels.slack_event(stray)
     assert await count(Task) == 0 and await count(Delivery) == 0
+
+
+async def test_each_workspace_is_answered_with_its_own_bot_token(
+    channels, runtime, drain, fake_slack, monkeypatch, factory
+):
+    """An app installed in several workspaces: replies go out with the requester's workspace token."""
+    sender = runtime.services["notifier"].senders["slack"]
+    monkeypatch.setitem(sender.team_tokens, "TBETA", "xoxb-beta-workspace")
+    monkeypatch.setitem(fake_slack.workspace_tokens, "xoxb-beta-workspace", "TBETA")
+    monkeypatch.setattr(fake_slack, "teams", [])
+    payload = mention("Add a dark mode", team="TBETA")
+    assert (await channels.slack_event(payload)).status_code == 200
+    await drain()
+    task = await only_task(runtime)
+    _, admin = await factory.member("admin")
+    r = await channels.client.post(
+        f"/api/v1/tasks/{task.id}/cancel", json={"reason": "not now"}, headers=admin
+    )
+    assert r.status_code == 200, r.text
+    await drain()
+    # the creation reply (intake) and the cancellation notice (notifier) both as TBETA's bot
+    assert fake_slack.teams == ["TBETA", "TBETA"]
+    assert sender.token_for("T-elsewhere") == sender.token  # other workspaces: the default token

@@ -302,3 +302,72 @@ async def test_organizations_are_the_operators_alone(browser, browser_client, ru
         assert r.status_code == 403
     assert await _count(runtime, Organization, Organization.slug == "sneaky") == 0
     assert await _count(runtime, User, User.username.like("sneaky-%")) == 0
+
+
+async def test_admins_edit_their_own_channel_settings_with_csrf(browser, runtime, factory):
+    """The edit form calls the same service as REST: an admin's own accounts, the operator's any."""
+    alpha_org, beta_org = await factory.org(), await factory.org("beta")
+    async with db.transaction(runtime.sessions) as s:
+        s.add(Repository(org_id=beta_org.id, name="beta-app"))
+        s.add(Repository(org_id=alpha_org.id, name="alpha-app"))
+        mine = ChannelAccount(org_id=beta_org.id, channel="whatsapp", account="+15550109999")
+        theirs = ChannelAccount(org_id=alpha_org.id, channel="slack", account="T0ALPHA")
+        s.add_all([mine, theirs])
+    beta, _ = await browser("admin", org=beta_org)
+    page = await beta.get("/admin/channel-accounts")
+    assert page.status_code == 200 and "Edit settings" in page.text
+    assert f'action="/admin/channel-accounts/{mine.id}/settings"' in page.text
+    assert f'action="/admin/channel-accounts/{theirs.id}/settings"' not in page.text
+    token = csrf_of(page.text)
+    form = {
+        "allowed_senders": "+15550000001\nwhatsapp:+15550000002",
+        "repo": "beta-app",
+        "priority_keywords": "p0 = urgent\nsomeday = low",
+        "skill_keywords": "invoice = billing",
+    }
+
+    async def settings_of(row_id: int) -> dict:
+        async with runtime.sessions() as s:
+            return (await s.get(ChannelAccount, row_id)).settings
+
+    r = await beta.post(f"/admin/channel-accounts/{mine.id}/settings", data=form)
+    assert r.status_code == 403 and await settings_of(mine.id) == {}  # no CSRF token: nothing written
+    r = await beta.post(f"/admin/channel-accounts/{mine.id}/settings", data={"csrf_token": token, **form})
+    assert r.status_code == 303
+    assert await settings_of(mine.id) == {
+        "allowed_senders": ["+15550000001", "whatsapp:+15550000002"],
+        "repo": "beta-app",
+        "priority_keywords": {"p0": "urgent", "someday": "low"},
+        "skill_keywords": {"invoice": "billing"},
+    }
+    listing = (await beta.get("/admin/channel-accounts")).text
+    assert "p0 = urgent\nsomeday = low</textarea>" in listing and 'value="beta-app"' in listing
+    assert "invoice → billing" in listing  # the current settings, shown in the row
+
+    for bad in (
+        {"repo": "alpha-app"},
+        {"priority_keywords": "p0 = critical"},
+        {"skill_keywords": "no equals"},
+    ):
+        r = await beta.post(
+            f"/admin/channel-accounts/{mine.id}/settings", data={"csrf_token": token, **form, **bad}
+        )
+        assert r.status_code == 422, bad
+    r = await beta.post(f"/admin/channel-accounts/{theirs.id}/settings", data={"csrf_token": token, **form})
+    assert r.status_code == 404 and "T0ALPHA" not in r.text
+    assert await settings_of(theirs.id) == {}
+    assert (await settings_of(mine.id))["priority_keywords"] == {"p0": "urgent", "someday": "low"}
+
+    reviewer, _ = await browser("reviewer", org=beta_org)
+    own_token = csrf_of((await reviewer.get("/")).text)  # a valid token: the role is what refuses
+    r = await reviewer.post(
+        f"/admin/channel-accounts/{mine.id}/settings", data={"csrf_token": own_token, **form}
+    )
+    assert r.status_code == 403 and (await settings_of(mine.id))["repo"] == "beta-app"
+
+    operator, _ = await browser("admin", superuser=True)
+    token = csrf_of((await operator.get("/admin/channel-accounts")).text)
+    r = await operator.post(
+        f"/admin/channel-accounts/{mine.id}/settings", data={"csrf_token": token, "allowed_senders": ""}
+    )
+    assert r.status_code == 303 and await settings_of(mine.id) == {}  # empty form: the deployment's

@@ -14,6 +14,7 @@ from osiris.app.models import Role
 from osiris.app.schemas import (
     ChannelAccountCreate,
     ChannelAccountRead,
+    ChannelAccountSettingsUpdate,
     OrganizationCreate,
     OrganizationRead,
     RepositoryCreate,
@@ -104,6 +105,15 @@ async def add_channel_account(
     row = await organizations.add_channel_account(
         session, org_id=org.id, channel=body.channel, account=body.account
     )
+    return ChannelAccountRead.model_validate(row)
+
+
+@router.patch("/channel-accounts/{account_id}", response_model=ChannelAccountRead)
+async def update_channel_account(
+    account_id: int, body: ChannelAccountSettingsUpdate, actor: AdminDep, session: SessionDep
+) -> ChannelAccountRead:
+    """An account's own settings: the operator's for any account, an admin's for their organization's."""
+    row = await organizations.update_channel_account_settings(session, actor, account_id, body.settings)
     return ChannelAccountRead.model_validate(row)
 
 
