@@ -176,9 +176,11 @@ class DestinationPolicy:
         parsed = httpx.URL(url)
         host = parsed.raw_host.decode("ascii")
         try:
-            return self._checked(host, [str(ipaddress.ip_address(host))])
+            literal = ipaddress.ip_address(host)
         except ValueError:
-            pass
+            literal = None  # a name: resolve it
+        if literal is not None:
+            return self._checked(host, [str(literal)])
         port = parsed.port or {"http": 80, "https": 443}[parsed.scheme]
         try:
             async with asyncio.timeout(self.resolve_timeout):
