@@ -113,6 +113,17 @@ async def publish_artifact(payload: dict[str, Any], ctx: jobs.JobContext) -> Non
     fault_point("after_change_request")
 
 
+async def _publish_running(ctx: jobs.JobContext, task_id: int) -> bool:
+    async with ctx.sessions() as session, session.begin():
+        ids = (await session.execute(select(Artifact.id).where(Artifact.task_id == task_id))).scalars()
+        return await jobs.running(
+            session,
+            jobs.PUBLISH_ARTIFACT,
+            [f"publish-{i}" for i in ids],
+            heartbeat_seconds=ctx.settings.job_heartbeat_timeout_seconds,
+        )
+
+
 async def _latest_artifact(ctx: jobs.JobContext, task_id: int) -> Artifact | None:
     async with ctx.sessions() as session:
         stmt = select(Artifact).where(Artifact.task_id == task_id).order_by(Artifact.version.desc()).limit(1)
@@ -143,6 +154,11 @@ async def merge_task(payload: dict[str, Any], ctx: jobs.JobContext) -> None:
     if task.status != TaskStatus.DONE.value:  # e.g. a merge that already failed and sent it back
         await _record(ctx, task.id, "merge_skipped", {"why": f"task is {task.status}"})
         return
+    if await _publish_running(ctx, task.id):
+        # A publish that began before the approval may still be pushing the branch or opening the
+        # PR; merging (and deleting the branch) under it would let it recreate both afterwards.
+        # Publishes picked after the approval see DONE and skip, so waiting for this one is enough.
+        raise jobs.Retry(2.0, f"a publish of task {task.id} is still running")
     try:
         head_sha = artifact.commit_sha
         if head_sha is None:

@@ -86,6 +86,25 @@ async def enqueue(
     return ids[0]
 
 
+async def running(
+    session: AsyncSession, entrypoint: str, dedupe_keys: list[str], *, heartbeat_seconds: float
+) -> bool:
+    """Whether a live worker is running one of these jobs now. A job whose heartbeat is older than
+    `heartbeat_seconds` belongs to a dead worker: it is not running, and is picked again later."""
+    if not dedupe_keys:
+        return False
+    conn = await _raw_connection(session)
+    return bool(
+        await conn.fetchval(
+            "SELECT EXISTS (SELECT 1 FROM pgqueuer WHERE entrypoint = $1 AND status = 'picked'"
+            " AND dedupe_key = ANY($2::text[]) AND heartbeat > now() - make_interval(secs => $3))",
+            entrypoint,
+            dedupe_keys,
+            heartbeat_seconds,
+        )
+    )
+
+
 async def queue_depth(session: AsyncSession) -> dict[str, int]:
     conn = await _raw_connection(session)
     rows = await conn.fetch(
