@@ -272,24 +272,32 @@ async def after_publish(session: Any, task: Task, artifact: Artifact, *, config:
         await session.execute(select(CheckRun).where(CheckRun.artifact_id == artifact.id))
     ).scalar_one_or_none()
     if run is None:
-        run = CheckRun(
-            org_id=task.org_id,
-            task_id=task.id,
-            artifact_id=artifact.id,
-            version=artifact.version,
-            commit_sha=artifact.commit_sha,
-            mode=config.mode,
-            source=config.source,
-            status="queued",
-        )
-        session.add(run)
-        await session.flush()
+        run = await _new_run(session, task, artifact, config, status="queued")
     await jobs.enqueue(
         session,
         RUN_CHECKS,
         {"artifact_id": artifact.id, "check_run_id": run.id, "config": config.as_payload()},
         dedupe_key=f"checks-{artifact.id}",
     )
+
+
+async def _new_run(
+    session: Any, task: Task, artifact: Artifact, config: CheckConfig, *, status: str
+) -> CheckRun:
+    """The version's CheckRun row (flushed, so it has its id)."""
+    run = CheckRun(
+        org_id=task.org_id,
+        task_id=task.id,
+        artifact_id=artifact.id,
+        version=artifact.version,
+        commit_sha=artifact.commit_sha,
+        mode=config.mode,
+        source=config.source,
+        status=status,
+    )
+    session.add(run)
+    await session.flush()
+    return run
 
 
 def _current(task: Task, artifact: Artifact) -> bool:
@@ -353,18 +361,7 @@ async def run_checks(payload: dict[str, Any], ctx: jobs.JobContext) -> None:
             )
         ).scalar_one_or_none()
         if run is None:  # queued before publish recorded rows (or by an older version of OSIRIS)
-            run = CheckRun(
-                org_id=task.org_id,
-                task_id=task.id,
-                artifact_id=artifact.id,
-                version=artifact.version,
-                commit_sha=artifact.commit_sha,
-                mode=config.mode,
-                source=config.source,
-                status="running",
-            )
-            session.add(run)
-            await session.flush()
+            run = await _new_run(session, task, artifact, config, status="running")
             starting = True
         else:  # queued at publish; or running already: a retried job after its attempt crashed
             starting = run.status == "queued"

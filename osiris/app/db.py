@@ -8,11 +8,15 @@ import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any, TypeVar
 
+from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
 from osiris.app.config import Settings
+
+T = TypeVar("T")
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +87,16 @@ async def transaction(sessions: async_sessionmaker[AsyncSession]) -> AsyncIterat
     """The one place that commits: the edge opens this, services only flush."""
     async with sessions() as session, session.begin():
         yield session
+
+
+async def insert_new(
+    session: AsyncSession, model: type[T], values: dict[str, Any], **conflict: Any
+) -> T | None:
+    """INSERT one row unless a unique key already holds it (PostgreSQL decides a race); the new row,
+    or None when it existed. `conflict` is `on_conflict_do_nothing`'s target (index_elements=/constraint=)."""
+    stmt = pg_insert(model).values(**values).on_conflict_do_nothing(**conflict).returning(model.id)
+    new_id = (await session.execute(stmt)).scalar_one_or_none()
+    return None if new_id is None else await session.get(model, new_id)
 
 
 def alembic_config(url: str):

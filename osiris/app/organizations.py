@@ -12,10 +12,9 @@ import re
 from collections.abc import Sequence
 
 from sqlalchemy import delete, select
-from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from osiris.app import repositories_registry
+from osiris.app import db, repositories_registry
 from osiris.app.actors import Actor
 from osiris.app.errors import Conflict, Forbidden, InvalidInput, NotFound, UnknownRepository
 from osiris.app.models import ChannelAccount, Organization, Role
@@ -38,18 +37,11 @@ async def create_organization(session: AsyncSession, *, slug: str, name: str | N
     name = (name or slug).strip()
     if not name or len(name) > 200:
         raise InvalidInput("a name is 1-200 characters")
-    new_id = (
-        await session.execute(
-            pg_insert(Organization)
-            .values(slug=slug, name=name)
-            .on_conflict_do_nothing(index_elements=[Organization.slug])
-            .returning(Organization.id)
-        )
-    ).scalar_one_or_none()
-    if new_id is None:
+    org = await db.insert_new(
+        session, Organization, {"slug": slug, "name": name}, index_elements=[Organization.slug]
+    )
+    if org is None:
         raise Conflict(f"organization {slug!r} exists")
-    org = await session.get(Organization, new_id)
-    assert org is not None  # noqa: S101
     return org
 
 
@@ -91,18 +83,14 @@ async def add_channel_account(
     value = normalize_account(channel, account)
     if not value or len(value) > 200:
         raise InvalidInput("an account is 1-200 characters")
-    new_id = (
-        await session.execute(
-            pg_insert(ChannelAccount)
-            .values(org_id=org_id, channel=channel, account=value)
-            .on_conflict_do_nothing(constraint="uq_channel_accounts_channel_account")
-            .returning(ChannelAccount.id)
-        )
-    ).scalar_one_or_none()
-    if new_id is None:
+    row = await db.insert_new(
+        session,
+        ChannelAccount,
+        {"org_id": org_id, "channel": channel, "account": value},
+        constraint="uq_channel_accounts_channel_account",
+    )
+    if row is None:
         raise Conflict(f"{channel} account {value!r} is already mapped")
-    row = await session.get(ChannelAccount, new_id)
-    assert row is not None  # noqa: S101
     return row
 
 

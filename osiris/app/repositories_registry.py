@@ -16,7 +16,7 @@ from sqlalchemy.dialects.postgresql import distinct_on
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from osiris.app import accounts
+from osiris.app import accounts, db
 from osiris.app.actors import Actor
 from osiris.app.errors import Conflict, InvalidInput, NotFound, UnknownRepository
 from osiris.app.models import Repository, Task
@@ -36,14 +36,8 @@ async def _insert(
     session: AsyncSession, *, org_id: int, name: str, github_repo: str | None
 ) -> Repository | None:
     """Register `name` unless it already is; PostgreSQL decides a race between two organizations."""
-    stmt = (
-        pg_insert(Repository)
-        .values(org_id=org_id, name=name, github_repo=github_repo)
-        .on_conflict_do_nothing(index_elements=[Repository.name])
-        .returning(Repository.id)
-    )
-    new_id = (await session.execute(stmt)).scalar_one_or_none()
-    return None if new_id is None else await session.get(Repository, new_id)
+    values = {"org_id": org_id, "name": name, "github_repo": github_repo}
+    return await db.insert_new(session, Repository, values, index_elements=[Repository.name])
 
 
 async def repository_for_task(

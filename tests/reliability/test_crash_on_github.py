@@ -5,15 +5,20 @@ one version, one branch with one commit, one pull request per task."""
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections import Counter
 from pathlib import Path
 
 import httpx
 from github_server import FakeGitHub, ServedGitHub
-from reliability_helpers import agent_token, claimed_task, running_server
-from test_crash_during_submission import _retry_over_mcp
+from reliability_helpers import (
+    agent_token,
+    claimed_task,
+    retry_after_restart,
+    running_server,
+    submit_once,
+    wait_until_published,
+)
 
 REPO = "acme/widgets"
 # (what was done when the server died, the call GitHub had just answered or OSIRIS's fault point)
@@ -24,14 +29,6 @@ CRASHES = (
     ("everything on GitHub, nothing recorded", None, "after_branch_push"),
     ("recorded, the job not yet marked done", None, "after_change_request"),
 )
-
-
-def _submit(url: str, headers: dict[str, str], task: int, key: str) -> httpx.Response | None:
-    body = {"content": {f"task{task}.txt": "hello\n"}, "summary": "v1", "idempotency_key": key}
-    try:
-        return httpx.post(f"{url}/api/v1/tasks/{task}/artifacts", json=body, headers=headers, timeout=15)
-    except httpx.TransportError:
-        return None
 
 
 def test_kill_9_while_publishing_to_github_then_restart(server_env, tmp_path, record_property):
@@ -58,30 +55,17 @@ def test_kill_9_while_publishing_to_github_then_restart(server_env, tmp_path, re
                 task = claimed_task(url, agent, f"crash: {what}")
                 if call is not None:
                     github.kill_when(call, proc.pid)
-                r = _submit(url, agent, task, key=f"key-{task}")
+                r = submit_once(url, agent, task, key=f"key-{task}")
                 first[task] = r.json()["artifact"]["id"] if r is not None and r.status_code == 201 else None
                 assert proc.wait(30) == -9, f"the server did not die when {what}"
         assert len(github.killed) == sum(1 for _, call, _ in CRASHES if call)
 
         restarted = time.monotonic()
         with running_server(data, env=env) as (url, _proc, _):
-            over_mcp, *over_rest = first
-            for task in over_rest:
-                r = _submit(url, agent, task, key=f"key-{task}")  # the agent's retry, same key
-                assert r is not None and r.status_code == 200, r.text if r is not None else "no answer"
-                assert r.json()["created"] is False and r.json()["artifact"]["version"] == 1
-                assert first[task] in (None, r.json()["artifact"]["id"])
-            assert asyncio.run(_retry_over_mcp(url, token, over_mcp)) is False
-            deadline = time.monotonic() + 60
-            while True:
-                artifacts = {
-                    t: httpx.get(f"{url}/api/v1/tasks/{t}/artifacts", headers=agent, timeout=10).json()
-                    for t in first
-                }
-                if all(a and a[0]["commit_sha"] and a[0]["pr_number"] for a in artifacts.values()):
-                    break
-                assert time.monotonic() < deadline, f"not every version was published: {artifacts}"
-                time.sleep(0.3)
+            retry_after_restart(url, agent, token, first)
+            artifacts = wait_until_published(
+                url, agent, first, fields=("commit_sha", "pr_number"), seconds=60, poll=0.3
+            )
             recovered = time.monotonic() - restarted
             for task, versions in artifacts.items():
                 assert [v["version"] for v in versions] == [1]
