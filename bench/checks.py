@@ -5,7 +5,8 @@ repository has one check, submits N versions one after another, and for each tak
 
     overhead = (checks_completed event − published event) − the command's own measured time
 
-i.e. the job pick-up, reading the configuration, `git worktree add`/`remove`, starting the process
+i.e. the job pick-up, reading the configuration, exporting the commit into a throw-away copy, setting up the sandbox
+(namespaces, hidden paths, another uid), starting the process
 with its clean environment, and recording the result with its events (the time from submit to
 published is the publish job, measured by bench/github_sync.py). Prints p50/p95/max; goal p95 < 300 ms.
 
@@ -68,7 +69,7 @@ async def bench(url: str, runs: int) -> list[tuple[float, float, float]]:
             "/api/v1/tokens", json={"name": "bench", "username": "bench-agent"}, headers=admin
         )
         agent = {"Authorization": f"Bearer {r.json()['token']}"}
-        await one_version(client, agent, admin, 0)  # warm-up: first worktree, first job
+        await one_version(client, agent, admin, 0)  # warm-up: first copy, first job
         return [await one_version(client, agent, admin, n) for n in range(1, runs + 1)]
 
 

@@ -72,6 +72,9 @@ def settings(database_url: str, tmp_root: Path) -> Settings:
         run_worker=False,
         sweep_interval_seconds=3600,
         lease_seconds=600,
+        # The venv's python may live under /root, which the namespace level's uid (nobody) cannot
+        # execute; that level is driven end to end in tests/security/test_attack_checks.py.
+        checks_isolation="userns",
     )
 
 

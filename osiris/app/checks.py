@@ -2,10 +2,13 @@
 asked to review it.
 
 The publish job enqueues `run_checks` once the commit exists. The job finds the commands (settings
-`checks` / `checks_mode`, else `.osiris.yml` on the base branch), runs each in a temporary detached
-work tree of that commit with a minimal environment (PATH, HOME, LANG, TMPDIR: nothing inherited, so
-no secret of ours reaches a check), in its own process group that is killed whole on timeout, and
-keeps the tail of its output up to a cap. The outcome is one `check_runs` row per artifact version.
+`checks` / `checks_mode`, else `.osiris.yml` on the base branch), runs each in a throw-away copy of
+that commit that shares nothing with the live repositories (`github_bridge/copies.py`), isolated as
+`sandbox.py` sets up (a pid and mount namespace as another uid, or a user namespace; the server's
+data dir, processes and secrets out of sight), with a minimal environment (PATH, HOME, LANG, TMPDIR:
+nothing inherited, so no secret of ours reaches a check). On timeout its whole process tree is
+killed. The tail of its output is kept up to a cap, with every secret value of ours replaced by
+`[redacted]` (defence in depth). The outcome is one `check_runs` row per artifact version.
 
 Then, in one transaction: `checks_completed` is recorded and either reviewers are asked
 (`review_requested`) or, in `block` mode with a failure, the task goes straight back to its agent
@@ -15,12 +18,8 @@ Then, in one transaction: `checks_completed` is recorded and either reviewers ar
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import os
-import shutil
-import signal
-import tempfile
+import secrets
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -30,7 +29,7 @@ from typing import Any
 import yaml
 from sqlalchemy import select
 
-from osiris.app import jobs, lifecycle
+from osiris.app import jobs, lifecycle, sandbox
 from osiris.app.actors import system_actor
 from osiris.app.models import Artifact, CheckRun, Task, TaskEvent, TaskStatus
 from osiris.github_bridge.gitcmd import GitFailed
@@ -144,28 +143,35 @@ def check_env(home: Path, path: str) -> dict[str, str]:
     return {"PATH": path, "HOME": str(home), "TMPDIR": str(home), "LANG": "C.UTF-8"}
 
 
-def _kill_group(pid: int) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pid, signal.SIGKILL)
-
-
 async def run_command(
-    command: str, *, cwd: Path, env: dict[str, str], time_limit: float, max_output: int
+    command: str,
+    *,
+    cwd: Path,
+    env: dict[str, str],
+    time_limit: float,
+    max_output: int,
+    box: sandbox.Sandbox | None = None,
 ) -> CommandResult:
-    """Run one check with `/bin/sh -c` in its own session; kill the whole group on timeout, and any
-    stragglers it left behind when it ends. Keeps the last `max_output` bytes of stdout+stderr."""
+    """Run one check with `/bin/sh -c` in `box` (default: no isolation, in `cwd`), in its own
+    session; kill its whole tree on timeout, and whatever it left behind when it ends. Keeps the
+    last `max_output` bytes of stdout+stderr. In a sandbox `cwd` is `<work>/src` of a copy."""
+    box = box or sandbox.Sandbox("none")
+    nonce = secrets.token_hex(8)
+    reaper = sandbox.Reaper(box, Path(env["HOME"]))
     started = time.monotonic()
-    proc = await asyncio.create_subprocess_exec(
-        "/bin/sh",
-        "-c",
-        command,
-        cwd=str(cwd),
-        env=env,
-        stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-        start_new_session=True,
-    )
+    try:
+        proc = await asyncio.create_subprocess_exec(
+            *reaper.wrap(box.argv(command, cwd.parent, nonce)),
+            cwd=str(cwd),
+            env=env,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+            start_new_session=True,
+        )
+    except BaseException:
+        reaper.close()
+        raise
     tail = bytearray()
     seen = 0
 
@@ -185,15 +191,19 @@ async def run_command(
     except TimeoutError:
         timed_out = True
     finally:
-        _kill_group(proc.pid)  # on timeout, the check; otherwise whatever it left running
+        reaper.kill(proc.pid)  # on timeout, the check; otherwise whatever it left running
         await proc.wait()
+        reaper.close()
+        box.cleanup(cwd.parent, nonce)
     try:
         await asyncio.wait_for(reader, 5)
-    except TimeoutError:  # a grandchild that escaped the group still holds the pipe
+    except TimeoutError:  # only without a pid namespace or cgroup: an escapee still holds the pipe
         reader.cancel()
     output = tail.decode("utf-8", "replace")
     if timed_out:
         output += f"\n[killed after {time_limit:g}s: the time limit for a check]"
+    elif (why := box.setup_error(output, proc.returncode, nonce)) is not None:
+        raise sandbox.SandboxUnavailable(why)
     return CommandResult(
         name=command.split()[0] if command.split() else command,
         command=command,
@@ -205,33 +215,36 @@ async def run_command(
     )
 
 
-async def run_in_worktree(
+async def run_in_copy(
     host: Any, task: Task, sha: str, config: CheckConfig, settings: Any
 ) -> list[CommandResult]:
-    home = Path(tempfile.mkdtemp(prefix="osiris-check-home-"))
+    """Each command in turn in a fresh copy of `sha`, in the sandbox this process chose. Raises
+    SandboxUnavailable (an explicit level that does not work here), GitFailed or OSError."""
+    box = await asyncio.to_thread(sandbox.choose, settings)
     if isinstance(host, RemoteCheckoutSource):
-        worktree = await host.checkout(task, sha)  # the fetch itself runs on entering, in a thread
+        copy = await host.checkout(task, sha)  # the fetch itself runs on entering, in a thread
     else:
-        worktree = host.worktree(task, sha)
+        copy = host.worktree(task, sha)
+    path = await asyncio.to_thread(copy.__enter__)
     try:
-        path = await asyncio.to_thread(worktree.__enter__)
-        try:
-            results = []
-            for command in config.commands:
-                results.append(
-                    await run_command(
-                        command,
-                        cwd=path,
-                        env=check_env(home, settings.checks_path),
-                        time_limit=settings.checks_timeout_seconds,
-                        max_output=settings.checks_output_bytes,
-                    )
+        home = path.parent / "home"
+        home.mkdir()
+        await asyncio.to_thread(box.prepare, path.parent)
+        results = []
+        for command in config.commands:
+            results.append(
+                await run_command(
+                    command,
+                    cwd=path,
+                    env=check_env(home, settings.checks_path),
+                    time_limit=settings.checks_timeout_seconds,
+                    max_output=settings.checks_output_bytes,
+                    box=box,
                 )
-            return results
-        finally:
-            await asyncio.to_thread(worktree.__exit__, None, None, None)
+            )
+        return results
     finally:
-        shutil.rmtree(home, ignore_errors=True)
+        await asyncio.to_thread(copy.__exit__, None, None, None)
 
 
 # --- the job -----------------------------------------------------------------------------------
@@ -382,9 +395,10 @@ async def run_checks(payload: dict[str, Any], ctx: jobs.JobContext) -> None:
         ]
         status = "error"
     else:
+        secrets_of_ours = await asyncio.to_thread(sandbox.secret_values, ctx.settings)
         try:
-            ran = await run_in_worktree(host, task, artifact.commit_sha, config, ctx.settings)
-        except (GitFailed, OSError) as exc:  # no work tree, no shell: the checks could not run at all
+            ran = await run_in_copy(host, task, artifact.commit_sha, config, ctx.settings)
+        except (GitFailed, OSError, sandbox.SandboxUnavailable) as exc:  # the checks could not run at all
             log.warning("checks could not run", extra={"task_id": task.id, "error": str(exc)})
             ran = [
                 CommandResult("checks", "(setup)", None, False, 0, f"the checks could not run: {exc}", False)
@@ -392,6 +406,8 @@ async def run_checks(payload: dict[str, Any], ctx: jobs.JobContext) -> None:
             status = "error"
         else:
             status = "passed" if all(r.passed for r in ran) else "failed"
+        for r in ran:  # what the agent, reviewers and GitHub will read: no secret of ours in it
+            r.output = sandbox.redact(r.output, secrets_of_ours)
         results = [r.as_dict() for r in ran]
     await _finish(ctx, task.id, artifact, run_id, config, status, results, started)
     await report(ctx, host, task.id, run_id, commands=config.commands or [r["command"] for r in results])

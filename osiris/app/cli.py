@@ -8,6 +8,7 @@ import os
 import sys
 from pathlib import Path
 
+from osiris.app import process_env
 from osiris.app.config import Settings
 
 
@@ -15,6 +16,14 @@ def _settings(args: argparse.Namespace) -> Settings:
     if getattr(args, "data_dir", None):
         os.environ["OSIRIS_DATA_DIR"] = str(args.data_dir)
     return Settings()
+
+
+def proxy_options(settings: Settings) -> dict:
+    """uvicorn's X-Forwarded-* handling, from OSIRIS_TRUSTED_PROXIES alone: uvicorn would otherwise
+    believe any loopback peer (and FORWARDED_ALLOW_IPS from the environment), so anything relaying
+    to 127.0.0.1 without rewriting the header (a tunnel) let a sender choose its address."""
+    trusted = settings.trusted_proxies
+    return {"proxy_headers": bool(trusted), "forwarded_allow_ips": ",".join(trusted) if trusted else ""}
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -26,12 +35,23 @@ def cmd_serve(args: argparse.Namespace) -> int:
     settings = _settings(args)
     logs.configure(settings.log_level, json=settings.log_json)
     workers = args.workers or settings.workers
+    # Read once: the secrets leave our environment (and /proc/<pid>/environ).
+    removed = process_env.scrub()
+    if workers > 1:
+        # multiprocessing's resource tracker starts with the first worker and lives as long as we
+        # do: started now, it never has them. The workers read their settings from our environment,
+        # so the secrets go back into it, on the heap, where /proc does not show them; each worker
+        # removes them from its own once read (app_from_environment).
+        from multiprocessing import resource_tracker
+
+        resource_tracker.ensure_running()
+        os.environ.update(removed)
     options: dict = {
         "host": args.host or settings.host,
         "port": args.port or settings.port,
         "log_config": None,
-        "proxy_headers": True,
         "timeout_graceful_shutdown": 10,
+        **proxy_options(settings),
     }
     if workers > 1:
         from osiris.app.db import EmbeddedPostgres
@@ -59,6 +79,7 @@ def app_from_environment():  # type: ignore[no-untyped-def]
     from osiris.app.main import create_app
 
     settings = Settings()
+    process_env.scrub()
     logs.configure(settings.log_level, json=settings.log_json)
     return create_app(settings)
 
@@ -68,6 +89,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
     from osiris.app.main import _sweep_leases, start_runtime
 
     settings = _settings(args)
+    process_env.scrub()  # this process runs the checks: nothing of ours for them to find
     logs.configure(settings.log_level, json=settings.log_json)
 
     async def run() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import secrets
@@ -40,6 +41,10 @@ class Settings(BaseSettings):
     # The address providers and browsers use (links, Twilio signatures, cookie Secure flag)
     public_url: str = "http://127.0.0.1:8000"
     cors_origins: list[str] = []  # origins allowed to call the API from a browser; none by default
+    # Proxies whose X-Forwarded-For / X-Forwarded-Proto are believed: IP addresses or networks, JSON
+    # or comma-separated, e.g. 127.0.0.1,10.0.0.0/8. Empty (the default): none, so the client
+    # address (login rate limits, logs) is always the TCP peer's and a sender cannot pick its own.
+    trusted_proxies: Annotated[list[str], NoDecode] = []
     log_level: str = "INFO"
     log_json: bool = False  # one JSON object per log line
     run_worker: bool = True  # `serve` runs a job worker in-process unless turned off
@@ -63,6 +68,8 @@ class Settings(BaseSettings):
     # once (LISTEN), but a retry whose delay ran out while it slept waits for this poll.
     job_poll_seconds: float = Field(default=5.0, gt=0)
     max_artifact_bytes: int = 5 * 1024 * 1024  # larger submissions get 413 too_large
+    # A files artifact (or a patch) touching more files than this gets 413 too_large.
+    max_artifact_files: int = Field(default=100_000, ge=1)
     default_repo: str = "default"  # the repository a task is for when none is named
     default_base_branch: str = "main"  # the branch work is based on and merged into
 
@@ -112,6 +119,17 @@ class Settings(BaseSettings):
             return {"*": text} if text else {}
         return value
 
+    @field_validator("trusted_proxies", mode="before")
+    @classmethod
+    def _proxy_networks(cls, value: object) -> object:
+        if isinstance(value, str):
+            text = value.strip()
+            value = json.loads(text) if text.startswith("[") else [v for v in text.split(",") if v.strip()]
+        if isinstance(value, list):
+            # Checked here, so a typo fails at start-up rather than trusting nothing (or everything).
+            return [str(ipaddress.ip_network(str(v).strip(), strict=False)) for v in value]
+        return value
+
     @property
     def github_enabled(self) -> bool:
         return self.github_token is not None or self.github_app_id is not None
@@ -139,6 +157,10 @@ class Settings(BaseSettings):
     smtp_relay_password: SecretStr | None = None
     smtp_relay_starttls: bool = True
     channel_rate_per_minute: int = 20  # inbound messages per sender per minute, per process
+    # Characters of one chat message (its new words: an email reply without the quoted history);
+    # a longer one is refused with a reply saying so (outcome too_long), nothing else recorded.
+    # WhatsApp and Telegram stop at 4,096 themselves; Slack allows 40,000 and GitHub 65,536.
+    chat_max_chars: int = Field(default=20_000, ge=100)
     # Wait this long before sending again to a chat provider (Twilio, Slack) that could not be
     # reached (connection refused or reset, timeout); a busy answer's Retry-After is honoured instead.
     channel_retry_seconds: float = Field(default=15.0, gt=0)
@@ -177,17 +199,28 @@ class Settings(BaseSettings):
     # Events per page when a live client resumes or catches up from the TaskEvent table (it is
     # never told to reload: it pages until it has everything, then goes live again).
     portal_ws_replay_limit: int = Field(default=200, ge=1)
+    # A version's files on the task page: this many highlighted inline (within the byte budget), the
+    # rest as a paged list of names, each opening on its own page; large versions stay fast to read.
+    portal_inline_files: int = Field(default=20, ge=0)
+    portal_file_names_per_page: int = Field(default=500, ge=1)
+    portal_highlight_bytes: int = Field(default=400_000, ge=1)  # highlighted per page, at most
+    # Live connections (portal WebSockets, MCP SSE streams) one token or sign-in may hold open at
+    # once, per process; the next WebSocket is closed with 1008 and a reason.
+    live_max_per_credential: int = Field(default=20, ge=1)
+    # How often an open WebSocket checks that its credential is still good (a deactivated user, an
+    # expired JWT, a changed password): the backstop behind the revocation NOTIFY.
+    live_recheck_seconds: float = Field(default=60.0, gt=0)
 
     # --- checks and routing --------------------------------------------------------------------
-    # Pre-review checks (docs/architecture.md "Checks"): per repository, commands run in a temporary
-    # worktree of each published version before reviewers are asked. JSON, e.g.
+    # Pre-review checks (docs/architecture.md "Checks"): per repository, commands run in a sandboxed
+    # throw-away copy of each published version before reviewers are asked. JSON, e.g.
     # OSIRIS_CHECKS='{"default": ["python -m pytest -q"]}'; a `.osiris.yml` on the base branch
     # (`checks:` list, `mode:`) is used for a repository not named here.
     checks: dict[str, list[str]] = {}
     checks_mode: dict[str, Literal["block", "inform"]] = {}  # per repository; unset = checks_default_mode
     checks_default_mode: Literal["block", "inform"] = "block"  # block: a failure goes back to the agent
     checks_read_repo_config: bool = True  # look for .osiris.yml on the base branch
-    checks_timeout_seconds: float = 600.0  # per command; then its whole process group is killed
+    checks_timeout_seconds: float = 600.0  # per command; then everything it started is killed
     checks_output_bytes: int = 64 * 1024  # per command, kept from the end of its output
     checks_path: str = "/usr/local/bin:/usr/bin:/bin"  # PATH of a check (nothing else is inherited)
     # On GitHub, the repository's own CI (check runs, check suites, statuses on the PR head) counts
@@ -241,6 +274,19 @@ class Settings(BaseSettings):
     # port. The defaults allow localhost and 127.0.0.1 on any port, and the host of public_url.
     mcp_allowed_hosts: list[str] = Field(default_factory=lambda data: _local_hosts(data["public_url"]))
     mcp_allowed_origins: list[str] = Field(default_factory=lambda data: _local_origins(data["public_url"]))
+
+    # --- isolation of pre-review checks (osiris/app/sandbox.py, docs/security.md) ----------------
+    # auto: a pid+mount namespace as checks_uid when root, else a user namespace, else none (with a
+    # warning). An explicit level that cannot be set up makes every check an `error` result.
+    checks_isolation: Literal["auto", "namespace", "userns", "none"] = "auto"
+    checks_uid: int = Field(default=65534, ge=1)  # `namespace`: the uid and gid a check runs as
+    checks_gid: int = Field(default=65534, ge=1)
+    # Also hidden from checks (under an empty tmpfs), besides the data dir, local_repo, ./.env and a
+    # GitHub App PEM file: e.g. a home holding credentials of the server's user.
+    checks_hidden_paths: list[Path] = []
+    # false: a check gets a network namespace of its own with only a loopback (no API, no database,
+    # no package downloads). True by default because most test commands install or fetch something.
+    checks_network: bool = True
 
     @property
     def embedded(self) -> bool:

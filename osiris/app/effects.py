@@ -16,7 +16,7 @@ from sqlalchemy import select
 
 from osiris.app import checks, jobs, lifecycle
 from osiris.app.actors import system_actor
-from osiris.app.errors import OsirisError, PatchDoesNotApply
+from osiris.app.errors import InvalidArtifact, OsirisError, PatchDoesNotApply
 from osiris.app.models import Artifact, Message, Task, TaskStatus
 from osiris.github_bridge.port import PUBLISHED_FIELDS, CodeHost, MergeConflict
 
@@ -102,9 +102,11 @@ async def publish_artifact(payload: dict[str, Any], ctx: jobs.JobContext) -> Non
         return
     try:
         result = await host.publish(task, artifact)
-    except PatchDoesNotApply as exc:
-        # The branch moved since the submit-time check; retrying cannot help, so say why and stop.
-        await _record(ctx, task.id, "publish_failed", {"version": artifact.version, "detail": exc.detail})
+    except (PatchDoesNotApply, InvalidArtifact) as exc:
+        # The branch moved since the submit-time check, or git's own fsck refused the tree built
+        # from it (nothing was pushed); retrying cannot help, so say why and stop.
+        data = {"version": artifact.version, "code": exc.code, "detail": exc.detail}
+        await _record(ctx, task.id, "publish_failed", data)
         return
     fault_point("after_branch_push")
     # Read before the transaction (git or the code host's API): checks configured → a queued CheckRun.
@@ -159,15 +161,23 @@ async def merge_task(payload: dict[str, Any], ctx: jobs.JobContext) -> None:
         # PR; merging (and deleting the branch) under it would let it recreate both afterwards.
         # Publishes picked after the approval see DONE and skip, so waiting for this one is enough.
         raise jobs.Retry(2.0, f"a publish of task {task.id} is still running")
+    approved = payload.get("head_sha")  # the commit the approval named (absent: merged on the host)
     try:
         head_sha = artifact.commit_sha
+        if approved is not None and head_sha != approved:
+            # Cannot happen while approval locks the task and needs the latest published version;
+            # if it ever does, merging anything but what the person approved is the one wrong answer.
+            raise MergeConflict(
+                f"version {artifact.version} is at {head_sha or 'no commit'}, not the approved {approved}"
+            )
         if head_sha is None:
             # Its publish job has not run yet (or is retrying); publishing is idempotent, so do it here.
             published = await host.publish(task, artifact)
             await _store_published(ctx, artifact.id, published)
             head_sha = published.get("commit_sha")
+        # Pinned: the host refuses (MergeConflict) if the branch no longer points at this commit.
         result = await host.merge(task, head_sha=head_sha)
-    except (MergeConflict, PatchDoesNotApply) as exc:
+    except (MergeConflict, PatchDoesNotApply, InvalidArtifact) as exc:
         async with ctx.sessions() as session, session.begin():
             await lifecycle.merge_failed(
                 session,

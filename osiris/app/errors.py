@@ -83,3 +83,11 @@ class ChecksPending(OsirisError):
 
 class ChecksFailed(OsirisError):
     code, status, title = "checks_failed", 409, "The latest version failed its blocking checks"
+
+
+class NotPublished(OsirisError):
+    code, status, title = "not_published", 409, "The latest version is not published yet"
+
+
+class StaleApproval(OsirisError):
+    code, status, title = "stale_approval", 409, "The approval is for something other than the latest version"

@@ -29,10 +29,12 @@ from osiris.app.errors import (
     IllegalTransition,
     InvalidInput,
     NotClaimable,
+    NotPublished,
     NotYourTask,
+    StaleApproval,
     TaskNotFound,
 )
-from osiris.app.models import OPEN_STATUSES, Artifact, CheckRun, Message, Role, Task, TaskStatus
+from osiris.app.models import OPEN_STATUSES, Artifact, CheckRun, Message, Role, Task, TaskEvent, TaskStatus
 
 EVENTS_CHANNEL = "osiris_events"
 S = TaskStatus
@@ -472,7 +474,7 @@ async def checks_hold(session: AsyncSession, task: Task) -> None:
     """Refuse approving a task whose latest version's blocking checks are unfinished or failing.
 
     `inform` checks never hold. A version without a check_runs row (no checks configured, or not
-    published yet) does not either."""
+    published yet) does not either: `approval_hold` refuses an unpublished version first."""
     status = await session.scalar(
         select(CheckRun.status).where(
             CheckRun.task_id == task.id, CheckRun.version == task.artifact_count, CheckRun.mode == "block"
@@ -489,24 +491,90 @@ async def checks_hold(session: AsyncSession, task: Task) -> None:
         )
 
 
+UNAPPROVED_MERGE = "unapproved_merge"  # the code host says merged, and no person approved it here
+
+
+async def unapproved_merge(session: AsyncSession, task: Task) -> TaskEvent | None:
+    """The code host merge of the version now in review that no approval covers, if any: the newest
+    `unapproved_merge` event since the task's latest submission (a new version is a new question).
+    Such a merge (by the agent's own GitHub login, say) never moves the task; a person's approval
+    then accepts it, and `approve_task` records it as merged on the code host."""
+    since = (
+        select(func.max(TaskEvent.id))
+        .where(TaskEvent.task_id == task.id, TaskEvent.kind == Action.SUBMIT.value)
+        .scalar_subquery()
+    )
+    return await session.scalar(
+        select(TaskEvent)
+        .where(
+            TaskEvent.task_id == task.id,
+            TaskEvent.kind == UNAPPROVED_MERGE,
+            TaskEvent.id > func.coalesce(since, 0),
+        )
+        .order_by(TaskEvent.id.desc())
+        .limit(1)
+    )
+
+
+async def approval_hold(session: AsyncSession, task: Task) -> Artifact:
+    """The latest version, if a person may approve it now; else the typed refusal.
+
+    A version is approvable only once published: its commit is what a reviewer can see and what
+    the merge job will merge, and the publish job records that commit in the same transaction as
+    the version's checks decision (a queued `check_runs` row, or none). So "published" also means
+    "checks_hold below has what it needs": an approval can never slip in before the hold exists."""
+    latest = await session.scalar(
+        select(Artifact).where(Artifact.task_id == task.id, Artifact.version == task.artifact_count)
+    )
+    if latest is None or latest.commit_sha is None:
+        raise NotPublished(
+            f"version {task.artifact_count} is not published yet; approve it once its change request "
+            "shows it (a reviewer approves what they can see)"
+        )
+    await checks_hold(session, task)
+    return latest
+
+
 async def approve_task(
     session: AsyncSession,
     actor: Actor,
     task_id: int,
     *,
     comment: str | None = None,
+    version: int | None = None,
+    head_sha: str | None = None,
     already_merged: bool = False,
 ) -> Task:
-    """A person approves the latest version, which is then merged. Blocking checks that are queued,
-    running or failing refuse it (`checks_pending` / `checks_failed`), whatever the edge; except
-    `already_merged` (a person merged the PR on the code host): that records a fact, not a request."""
+    """A person approves the latest version, which is then merged at exactly its published commit.
+
+    `version` and `head_sha` name what the reviewer saw; anything but the latest version and its
+    published commit is `stale_approval` (any new version voids earlier approvals). The latest
+    version must be published (`not_published`), and its blocking checks that are queued, running
+    or failing refuse it (`checks_pending` / `checks_failed`), whatever the edge. `already_merged`
+    (a person merged the PR on the code host) records a fact, not a request: none of these apply."""
     task = await repository.get_task(session, actor, task_id, for_update=True)
     check(Action.APPROVE, task.status, actor, task.assignee_id)  # role and state first
+    if not already_merged and await unapproved_merge(session, task) is not None:
+        already_merged = True  # merged on the code host without an approval: this accepts that fact
     data: dict[str, Any] = {"comment": comment} if comment else {}
+    merge: dict[str, Any] = {"task_id": task.id}
     if already_merged:
         data["merged_on_code_host"] = True
     else:
-        await checks_hold(session, task)
+        # The task row lock serialises this with submissions: artifact_count is the latest version.
+        if version is not None and version != task.artifact_count:
+            raise StaleApproval(
+                f"the approval is for version {version}, but the latest is version {task.artifact_count}; "
+                "review the latest version and approve again"
+            )
+        latest = await approval_hold(session, task)
+        if head_sha is not None and head_sha.lower() != latest.commit_sha.lower():
+            raise StaleApproval(
+                f"the approval is for commit {head_sha[:12]}, but version {latest.version} was published "
+                f"as {latest.commit_sha[:12]}; review it and approve again"
+            )
+        data.update(version=latest.version, head_sha=latest.commit_sha)
+        merge["head_sha"] = latest.commit_sha  # the merge job merges this commit or nothing
     await _move(
         session,
         task,
@@ -515,7 +583,7 @@ async def approve_task(
         data=data or None,
         lease_expires_at=None,
     )
-    await jobs.enqueue(session, jobs.MERGE_TASK, {"task_id": task.id}, dedupe_key=f"merge-{task.id}")
+    await jobs.enqueue(session, jobs.MERGE_TASK, merge, dedupe_key=f"merge-{task.id}")
     return task
 
 

@@ -17,7 +17,17 @@ from sqlalchemy import text
 from sqlalchemy.engine import make_url
 
 from osiris import __version__
-from osiris.app import accounts, db, effects, jobs, lifecycle, metrics, problems, repositories_registry
+from osiris.app import (
+    accounts,
+    db,
+    effects,
+    jobs,
+    lifecycle,
+    metrics,
+    problems,
+    repositories_registry,
+    sandbox,
+)
 from osiris.app.admission import Admission, request_limit
 from osiris.app.api import admin, auth, health, tasks
 from osiris.app.api import organizations as organizations_api
@@ -29,6 +39,7 @@ from osiris.app.ratelimit import RateLimiter
 from osiris.app.realtime import Hub
 from osiris.app.runtime import Runtime
 from osiris.app.security import TOKENS_CHANNEL
+from osiris.app.streams import REVOKED_CHANNEL, OpenStreams
 
 log = logging.getLogger(__name__)
 assert effects  # imported for its job handlers  # noqa: S101
@@ -124,6 +135,11 @@ def create_app(settings: Settings | None = None, *, run_background: bool = True)
             cache = TokenCache()
             runtime.services["token_cache"] = cache
             hub.listen(TOKENS_CHANNEL, cache.evict)
+            # Open WebSockets and MCP streams of a revoked credential close on every replica.
+            streams = OpenStreams(per_credential=settings.live_max_per_credential)
+            runtime.services["open_streams"] = streams
+            hub.listen(TOKENS_CHANNEL, streams.token_revoked)
+            hub.listen(REVOKED_CHANNEL, streams.key_revoked)
             background: list[asyncio.Task] = []
             worker = None
             async with contextlib.AsyncExitStack() as stack:
@@ -189,3 +205,7 @@ async def install_services(runtime: Runtime) -> None:
     for ext in _extensions():
         if hasattr(ext, "services"):
             await ext.services(runtime)
+    # The checks' isolation is probed (and logged) once at start, not at the first check.
+    await asyncio.to_thread(sandbox.protect_data_dir, runtime.settings)
+    with contextlib.suppress(sandbox.SandboxUnavailable):  # logged; each check is then an error
+        await asyncio.to_thread(sandbox.choose, runtime.settings)

@@ -108,16 +108,21 @@ class Repository(Base):
     """A repository OSIRIS publishes to, owned by one organization.
 
     `name` is what tasks name (`repo`) and what `/git/<name>.git` serves; it is unique across the
-    deployment because the local git host keeps one bare repository per name.
+    deployment, ignoring case, because the local git host keeps one bare repository per name and on
+    a case-insensitive file system `App.git` and `app.git` are one directory.
     """
 
     __tablename__ = "repositories"
 
     id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
     org_id: Mapped[int] = mapped_column(ForeignKey("organizations.id", ondelete="CASCADE"), index=True)
-    name: Mapped[str] = mapped_column(String(100), unique=True)
+    name: Mapped[str] = mapped_column(String(100))
     github_repo: Mapped[str | None] = mapped_column(String(200))  # "owner/name" on GitHub, if any
     created_at: Mapped[datetime] = _now()
+
+
+# Migration 0008; repositories_registry's ON CONFLICT names this expression as its target.
+Index("uq_repositories_lower_name", func.lower(Repository.name), unique=True)
 
 
 class ChannelAccount(Base):

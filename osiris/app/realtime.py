@@ -40,12 +40,13 @@ class Hub:
         self._subs: set[Subscription] = set()
         self._task: asyncio.Task[None] | None = None
         self._listeners: list[Callable[[dict[str, Any]], None]] = []
-        self._channels: dict[str, Callable[[str], None]] = {}
+        self._channels: dict[str, list[Callable[[str], None]]] = {}
         self.connected = asyncio.Event()
 
     def listen(self, channel: str, callback: Callable[[str], None]) -> None:
-        """Another NOTIFY channel on the same connection (call before start)."""
-        self._channels[channel] = callback
+        """Another NOTIFY channel on the same connection (call before start); several callbacks
+        may listen to one channel (a token revocation evicts the cache and closes streams)."""
+        self._channels.setdefault(channel, []).append(callback)
 
     def subscribe(self, org_id: int, task_id: int | None = None) -> Subscription:
         sub = Subscription(org_id, task_id)
@@ -95,8 +96,10 @@ class Hub:
             try:
                 conn = await asyncpg.connect(self.dsn)
                 await conn.add_listener(CHANNEL, self._on_notify)
-                for channel, callback in self._channels.items():
-                    await conn.add_listener(channel, lambda _c, _p, _ch, payload, cb=callback: cb(payload))
+                for channel, callbacks in self._channels.items():
+                    await conn.add_listener(
+                        channel, lambda _c, _p, _ch, payload, cbs=callbacks: _each(cbs, payload)
+                    )
                 self.connected.set()
                 if reconnecting:
                     # Subscribed while nobody listened (e.g. during the pause below): catch up again.
@@ -136,3 +139,11 @@ class Hub:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
+
+
+def _each(callbacks: list[Callable[[str], None]], payload: str) -> None:
+    for callback in callbacks:
+        try:
+            callback(payload)
+        except Exception:
+            log.exception("NOTIFY listener failed")

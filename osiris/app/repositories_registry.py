@@ -3,7 +3,9 @@
 Every edge that files a task (REST, chat channels, GitHub issues) asks `repository_for_task`; the
 smart-HTTP git server asks `owner_of`. A repository's `name` is unique across the deployment (the
 local git host keeps one bare repository per name), so naming another organization's repository is
-refused exactly like naming one that does not exist: `unknown_repository`, nothing more.
+refused exactly like naming one that does not exist: `unknown_repository`, nothing more. Names are
+compared ignoring case (unique index on `lower(name)`): on a case-insensitive file system `App.git`
+and `app.git` are one directory, so `App` is `app`, and a task gets the name as it was registered.
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ async def _insert(
 ) -> Repository | None:
     """Register `name` unless it already is; PostgreSQL decides a race between two organizations."""
     values = {"org_id": org_id, "name": name, "github_repo": github_repo}
-    return await db.insert_new(session, Repository, values, index_elements=[Repository.name])
+    return await db.insert_new(session, Repository, values, index_elements=[func.lower(Repository.name)])
 
 
 async def repository_for_task(
@@ -54,14 +56,24 @@ async def repository_for_task(
     elif not NAME.match(name) or ".." in name.split("/"):
         raise UnknownRepository(f"no repository {name!r} in your organization")
     else:
-        owner = await owner_of(session, name)
+        name, owner = await _registered(session, name)
     if owner is None and auto_register:
         if await _insert(session, org_id=org_id, name=name, github_repo=None) is not None:
             return name
-        owner = await owner_of(session, name)  # registered a moment ago by a concurrent task
+        name, owner = await _registered(session, name)  # registered a moment ago by a concurrent task
     if owner != org_id:
         raise UnknownRepository(f"no repository {name!r} in your organization")
     return name
+
+
+async def _registered(session: AsyncSession, name: str) -> tuple[str, int | None]:
+    """The name as registered (whatever the case asked for) and its owner; `name` and None if free."""
+    row = (
+        await session.execute(
+            select(Repository.name, Repository.org_id).where(func.lower(Repository.name) == func.lower(name))
+        )
+    ).one_or_none()
+    return (row.name, row.org_id) if row is not None else (name, None)
 
 
 async def _default(session: AsyncSession, *, org_id: int, default_repo: str) -> tuple[str, int | None]:
@@ -78,7 +90,8 @@ async def _default(session: AsyncSession, *, org_id: int, default_repo: str) -> 
 
 
 async def owner_of(session: AsyncSession, name: str) -> int | None:
-    return await session.scalar(select(Repository.org_id).where(Repository.name == name))
+    """The organization that registered `name`, in any case."""
+    return (await _registered(session, name))[1]
 
 
 async def name_for_github_repo(session: AsyncSession, *, org_id: int, full_name: str) -> str | None:
@@ -122,7 +135,14 @@ async def create_repository(
             raise Conflict(f"{github_repo} is registered by another organization")
     created = await _insert(session, org_id=org_id, name=name, github_repo=github_repo)
     if created is None:
-        raise Conflict(f"repository name {name!r} is taken")  # names are unique per deployment
+        # Names are unique per deployment, ignoring case: say which name holds it.
+        existing, _ = await _registered(session, name)
+        if existing != name:
+            raise Conflict(
+                f"repository name {name!r} is taken: {existing!r} exists, and names that differ "
+                "only in case are the same repository"
+            )
+        raise Conflict(f"repository name {name!r} is taken")
     return created
 
 
@@ -156,5 +176,5 @@ async def register_configured(session: AsyncSession, *, names: Iterable[str], gi
                 .where(func.length(Task.repo) <= 100)
                 .order_by(Task.repo, Task.id),
             )
-            .on_conflict_do_nothing(index_elements=[Repository.name])
+            .on_conflict_do_nothing(index_elements=[func.lower(Repository.name)])
         )

@@ -120,6 +120,10 @@ class TaskPage(BaseModel):
 
 class ApproveIn(BaseModel):
     comment: str | None = Field(default=None, max_length=20_000)
+    # What the reviewer saw: an approval of anything but the latest version / its published commit
+    # is refused with 409 `stale_approval`. Omitted: the latest published version.
+    version: int | None = Field(default=None, ge=1, le=2**31 - 1)
+    head_sha: str | None = Field(default=None, pattern=r"^[0-9a-fA-F]{40}([0-9a-fA-F]{24})?$")
 
 
 class RejectIn(BaseModel):

@@ -27,11 +27,15 @@ async def submit(
     summary: str | None = None,
     idempotency_key: str | None = None,
 ) -> lifecycle.Submission:
-    valid = validate_artifact(content, kind, max_bytes=runtime.settings.max_artifact_bytes)
+    limits = runtime.settings
+    valid = validate_artifact(
+        content, kind, max_bytes=limits.max_artifact_bytes, max_files=limits.max_artifact_files
+    )
     host = runtime.services.get("code_host")
     if host is not None:
         task = await repository.get_task(session, actor, task_id)
-        # Raises PatchDoesNotApply with git's message; nothing has been written yet.
+        # Raises PatchDoesNotApply with git's message, or InvalidArtifact when the tree it would
+        # build holds something git's fsck or git_safety refuses; nothing has been written yet.
         await host.check(task, valid)
     return await lifecycle.submit_artifact(
         session, actor, task_id, artifact=valid, summary=summary, idempotency_key=idempotency_key

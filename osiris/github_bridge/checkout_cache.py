@@ -2,13 +2,13 @@
 
 One bare repository per GitHub repository under `data_dir/cache/github/<owner>/<repo>.git`. Before a
 check, the task's branch (and, if the version is no longer on it, the commit itself) is fetched
-into it from `checks_github_clone_url`, then a detached work tree of the commit is made, exactly as
-the local git host does, and removed afterwards.
+into it from `checks_github_clone_url`, then the commit is copied out of it (`copies.py`, exactly as
+the local git host does: no linked work tree) and the copy removed afterwards.
 
 The token never appears in argv, in a URL or in a file: git reads it from its environment as an
 `http.extraHeader` (GIT_CONFIG_COUNT/KEY/VALUE, git ≥ 2.31), the environment is built here rather
 than inherited (no GIT_TRACE_CURL or credential helper of ours), and git's messages are redacted
-before they travel anywhere. A file lock per repository serialises fetches and work tree changes
+before they travel anywhere. A file lock per repository serialises fetches and copies
 between the jobs (and processes) sharing a data dir. Everything here blocks: run it in a thread.
 """
 
@@ -25,6 +25,7 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+from osiris.github_bridge import copies
 from osiris.github_bridge.gitcmd import GitFailed
 
 _PART = re.compile(r"^[A-Za-z0-9_.-]{1,100}$")
@@ -123,20 +124,17 @@ class CheckoutCache:
 
     @contextlib.contextmanager
     def worktree(self, repo: str, branch: str, sha: str, token: str) -> Iterator[Path]:
-        """A temporary detached work tree of `sha`, fetched first; removed (and pruned) after."""
-        path = Path(tempfile.mkdtemp(prefix="osiris-check-")) / "src"
-        with self._locked(repo):
-            git_dir = self.fetch(repo, branch, sha, token)
-            self._git(git_dir, "worktree", "add", "--detach", "--quiet", str(path), sha)
+        """A throw-away copy of `sha` (`copies.export_commit`), fetched first; nothing in it links
+        back to the cache clone, which the checks' code must not be able to change. Removed after."""
+        work = Path(tempfile.mkdtemp(prefix="osiris-check-"))
         try:
-            yield path
-        finally:
+            (work / "src").mkdir()
             with self._locked(repo):
-                with contextlib.suppress(GitFailed):
-                    self._git(git_dir, "worktree", "remove", "--force", str(path))
-                shutil.rmtree(path.parent, ignore_errors=True)
-                with contextlib.suppress(GitFailed):
-                    self._git(git_dir, "worktree", "prune")
+                git_dir = self.fetch(repo, branch, sha, token)
+                copies.export_commit(git_dir, sha, work / "src", timeout=self.timeout)
+            yield work / "src"
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
 
     @contextlib.contextmanager
     def _locked(self, repo: str) -> Iterator[None]:

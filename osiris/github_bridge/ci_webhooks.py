@@ -18,6 +18,7 @@ from sqlalchemy import select
 from osiris.app import lifecycle
 from osiris.app.actors import system_actor
 from osiris.app.models import Artifact, Task, TaskStatus
+from osiris.github_bridge import logins
 from osiris.github_bridge.check_reports import CONTEXT_PREFIX, EXTERNAL_ID_PREFIX
 
 EVENTS = frozenset({"check_run", "check_suite", "status"})
@@ -55,10 +56,23 @@ async def _record(
     task, artifact = found
     actor = system_actor(task.org_id, "github-ci")
     failed = result in FAILED
-    info = {"name": name, "result": result, "url": url, "sha": sha, "version": artifact.version}
-    await lifecycle.record_event(deps.session, task, actor, "ci_result", data=info)
+    info: dict[str, Any] = {
+        "name": name,
+        "result": result,
+        "url": url,
+        "sha": sha,
+        "version": artifact.version,
+    }
     mode = deps.settings.checks_mode.get(task.repo, deps.settings.checks_default_mode)
-    if failed and mode == "block" and task.status == TaskStatus.REVIEW.value:
+    moves = failed and mode == "block" and task.status == TaskStatus.REVIEW.value
+    sender = str((data.get("sender") or {}).get("login") or "")
+    if moves and sender and await logins.is_agent_login(deps.session, task, sender):
+        # A commit status or check the agent's own login reported would take the version out of
+        # review on the agent's word: recorded as what it is, and it moves nothing.
+        info.update(not_counted="reported by the agent's GitHub login", github_login=sender, flagged=True)
+        moves = False
+    await lifecycle.record_event(deps.session, task, actor, "ci_result", data=info)
+    if moves:
         link = f" — {url}" if url else ""
         feedback = (
             f"The repository's CI failed on version {artifact.version} ({sha[:12] if sha else ''}):\n"

@@ -14,7 +14,9 @@ from dataclasses import dataclass
 from unidiff import PatchedFile, PatchSet
 from unidiff.constants import LINE_TYPE_NO_NEWLINE
 
+from osiris.app.artifacts import unquote_name
 from osiris.app.errors import PatchDoesNotApply
+from osiris.app.git_safety import check_entry
 
 _INDEX_MODE = re.compile(r"^index [0-9a-f]+\.\.[0-9a-f]+ (\d{6})$", re.MULTILINE)
 _NEW_MODE = re.compile(r"^new file mode (\d{6})$", re.MULTILINE)
@@ -33,6 +35,7 @@ class Change:
 def _strip(name: str | None) -> str | None:
     if name is None or name == "/dev/null":
         return None
+    name = unquote_name(name)
     return name[2:] if name[:2] in ("a/", "b/") else name
 
 
@@ -129,4 +132,6 @@ def apply_patch(patch_text: str, originals: dict[str, str | None]) -> list[Chang
         if target != src:  # a rename: the old path goes
             changes[src] = Change(src, None)
         changes[target] = Change(target, result, mode.group(1) if mode else REGULAR)
+    for change in changes.values():  # what the patch produced: a symlink's target, a .gitmodules
+        check_entry(change.path, change.mode, change.content)
     return list(changes.values())

@@ -17,10 +17,7 @@ import asyncio
 import contextlib
 import logging
 import re
-import shutil
 import sys
-import tempfile
-from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -31,6 +28,7 @@ from osiris.app.artifacts import ValidArtifact, validate_artifact
 from osiris.app.config import Settings
 from osiris.app.errors import InvalidInput, NotFound, Unavailable
 from osiris.app.models import Artifact, Message, Task
+from osiris.github_bridge import copies
 from osiris.github_bridge.gitcmd import IDENTITY, ZERO_SHA, Git, GitFailed, scratch
 from osiris.github_bridge.port import MergeConflict, branch_name
 from osiris.github_bridge.trees import build_tree
@@ -293,18 +291,11 @@ class LocalGitHost:
         status, out, _ = g.run_raw("show", f"refs/heads/{task.base_branch}:{path}")
         return out.decode("utf-8", "replace") if status == 0 else None
 
-    @contextlib.contextmanager
-    def worktree(self, task: Task, sha: str) -> Iterator[Path]:
-        """A detached, temporary work tree of one commit; removed (with git's record of it) after."""
+    def worktree(self, task: Task, sha: str) -> contextlib.AbstractContextManager[Path]:
+        """A throw-away copy of one commit (`copies.check_copy`), nothing linked to the repository:
+        the checks run the agent's code, which must not reach the live repository through it."""
         g = self._open(task.repo, task.base_branch, create=False)
-        path = Path(tempfile.mkdtemp(prefix=f"osiris-check-{task.id}-")) / "src"
-        g.run("worktree", "add", "--detach", "--quiet", str(path), sha)
-        try:
-            yield path
-        finally:
-            g.run_raw("worktree", "remove", "--force", str(path))
-            shutil.rmtree(path.parent, ignore_errors=True)
-            g.run_raw("worktree", "prune")
+        return copies.check_copy(g.git_dir, sha)
 
 
 class _Refs:

@@ -70,14 +70,15 @@ class ChangeRequestSource(Protocol):
 
 @runtime_checkable
 class CheckoutSource(Protocol):
-    """A host that can give the pre-review checks a work tree of a published commit (blocking calls;
+    """A host that can give the pre-review checks a copy of a published commit (blocking calls;
     run them in a thread)."""
 
     def base_file(self, task: Task, path: str) -> str | None:
         """A file's text on the task's base branch, or None."""
 
     def worktree(self, task: Task, sha: str) -> AbstractContextManager[Path]:
-        """A temporary detached work tree of `sha`, removed when the context ends."""
+        """`<fresh temp dir>/src`: a copy of `sha` sharing nothing with the repository (no linked
+        work tree, alternates or hard links; `copies.check_copy`), removed when the context ends."""
 
 
 @runtime_checkable
@@ -90,7 +91,7 @@ class RemoteCheckoutSource(Protocol):
 
     async def checkout(self, task: Task, sha: str) -> AbstractContextManager[Path]:
         """A context (blocking enter and exit: run them in a thread) that fetches `sha` and gives a
-        temporary detached work tree of it, removed when the context ends."""
+        throw-away copy of it, as `CheckoutSource.worktree`, removed when the context ends."""
 
 
 @runtime_checkable

@@ -4,19 +4,32 @@ Only the touched paths are loaded into a private index (for a patch) or hashed (
 text); the new root tree is then spliced together by rewriting just the directories on those paths,
 `git ls-tree` in and `git mktree` out. The cost follows the number of touched paths and the width of
 their directories, not the number of files in the repository.
+
+Every tree built here is checked twice before anything can point at it: each entry the artifact
+produced against `git_safety` (a symlink's target and a `.gitmodules` only exist once a patch is
+applied), then the new trees alone by git itself (`fsck_trees`, `index-pack --strict`) before they are
+written, so the object store never holds a tree git would refuse.
 """
 
 from __future__ import annotations
 
 import hashlib
+import struct
+import uuid
+import zlib
 from dataclasses import dataclass
 
-from unidiff import PatchSet
-
-from osiris.app.artifacts import ValidArtifact, check_path
-from osiris.app.errors import PatchDoesNotApply
+from osiris.app.artifacts import ValidArtifact, check_path, patch_paths
+from osiris.app.errors import InvalidArtifact, PatchDoesNotApply
+from osiris.app.git_safety import EXECUTABLE, REGULAR, check_entry, check_mode, needs_content
 from osiris.app.models import ArtifactKind
-from osiris.github_bridge.gitcmd import EMPTY_TREE, Git, Scratch
+from osiris.github_bridge.gitcmd import EMPTY_TREE, Git, GitFailed, Scratch
+
+# git's fsck messages that are only "info" by default, made errors; `--strict` makes warnings errors.
+_FSCK_STRICT = (
+    "--strict=badFilemode=error,gitmodulesParse=error,gitmodulesSymlink=error,"
+    "gitattributesSymlink=error,gitignoreSymlink=error,mailmapSymlink=error,gitmodulesLarge=error"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,20 +42,96 @@ class Entry:
 @dataclass(frozen=True, slots=True)
 class Change:
     sha: str
-    mode: str | None = None  # None: keep the existing file's mode, else a regular file
+    mode: str | None = None  # None: keep an existing executable bit, else a regular file
 
 
 def build_tree(g: Git, work: Scratch, parent: str, artifact: ValidArtifact, *, text_path: str) -> str:
-    """The tree of `parent` with the artifact applied. `g` must carry a private index (gitcmd.scratch)."""
+    """The tree of `parent` with the artifact applied. `g` must carry a private index (gitcmd.scratch).
+
+    Raises InvalidArtifact when the result holds an entry OSIRIS or git's fsck refuses.
+    """
+    listing: Listing | None = None
     if artifact.kind is ArtifactKind.PATCH:
         changes, listing = _apply_patch(g, parent, artifact.content)
-        return splice(g, work, f"{parent}^{{tree}}", changes, listing=listing)
-    if artifact.kind is ArtifactKind.FILES:
+        _check_applied(g, changes)
+    elif artifact.kind is ArtifactKind.FILES:
         changes = dict(_blobs(g, work, artifact.files))
     else:
         body = artifact.content if artifact.content.endswith("\n") else artifact.content + "\n"
         changes = dict(_blobs(g, work, {check_path(text_path): body}))
-    return splice(g, work, f"{parent}^{{tree}}", changes)
+    root, trees = _splice(g, f"{parent}^{{tree}}", changes, listing=listing)
+    fsck_trees(g, work, trees)
+    _write_trees(g, work, trees)
+    return root
+
+
+def _check_applied(g: Git, changes: dict[str, Change | None]) -> None:
+    """What `git apply` actually produced: modes, and the content of symlinks and git's own files."""
+    wanted: dict[str, tuple[str, str]] = {}
+    for path, change in changes.items():
+        if change is None:
+            continue
+        mode = change.mode or REGULAR
+        check_mode(path, mode)
+        check_entry(path, mode, None)
+        if needs_content(path, mode):
+            wanted[path] = (mode, change.sha)
+    if not wanted:
+        return
+    status, out, err = g.run_raw(
+        "cat-file", "--batch", stdin="".join(f"{sha}\n" for _, sha in wanted.values()).encode()
+    )
+    if status != 0:
+        raise GitFailed(("cat-file",), status, err)
+    at = 0
+    for path, (mode, _) in wanted.items():
+        header_end = out.index(b"\n", at)
+        size = int(out[at:header_end].split()[2])
+        body = out[header_end + 1 : header_end + 1 + size]
+        at = header_end + 1 + size + 1
+        check_entry(path, mode, body)
+
+
+def fsck_trees(g: Git, work: Scratch, trees: dict[str, bytes]) -> None:
+    """git's own fsck of just the new trees, before they enter the object store.
+
+    They go to `git index-pack --strict` as a pack written here, so nothing git refuses is ever
+    stored, and the check costs what the new trees cost, not what the repository holds. index-pack
+    also reads any `.gitmodules` they name (from the repository) and checks that every blob and
+    subtree they point at exists. Raises InvalidArtifact with git's words.
+    """
+    if not trees:
+        return
+    pack = _pack(trees)
+    tag = uuid.uuid4().hex[:8]  # a Scratch may check more than once
+    path, index = work.path(f"fsck-{tag}.pack"), work.path(f"fsck-{tag}.idx")
+    try:
+        status, _, err = g.run_raw(
+            "index-pack", _FSCK_STRICT, "--no-rev-index", "--stdin", "-o", str(index), str(path), stdin=pack
+        )
+    finally:
+        path.unlink(missing_ok=True)
+        index.unlink(missing_ok=True)
+    if status != 0:
+        found = [ln.split(": ", 2)[-1] for ln in err.splitlines() if ln.startswith("error: object ")]
+        if not found:  # git itself failed, not the artifact
+            raise GitFailed(("index-pack",), status, err)
+        raise InvalidArtifact(f"git's fsck refuses the tree: {'; '.join(dict.fromkeys(found))}")
+
+
+def _pack(trees: dict[str, bytes]) -> bytes:
+    """A version 2 pack of whole (undeltified) tree objects."""
+    out = [b"PACK", struct.pack(">II", 2, len(trees))]
+    for body in trees.values():
+        size = len(body)
+        header = bytearray([(2 << 4) | (size & 0x0F) | (0x80 if size > 0x0F else 0)])  # 2: tree
+        size >>= 4
+        while size:
+            header.append((size & 0x7F) | (0x80 if size > 0x7F else 0))
+            size >>= 7
+        out += [bytes(header), zlib.compress(body, 1)]
+    data = b"".join(out)
+    return data + hashlib.sha1(data, usedforsecurity=False).digest()
 
 
 def _blobs(g: Git, work: Scratch, files: dict[str, str]) -> list[tuple[str, Change]]:
@@ -56,31 +145,13 @@ def _blobs(g: Git, work: Scratch, files: dict[str, str]) -> list[tuple[str, Chan
     return [(path, Change(sha)) for path, sha in zip(files, shas.split(), strict=True)]
 
 
-def _strip_level(patch: str) -> int:
-    """git writes a/ and b/ prefixes; a hand-made diff may not have them."""
-    names = [
-        name for pf in PatchSet(patch) for name in (pf.source_file, pf.target_file) if name != "/dev/null"
-    ]
-    return 1 if names and all(n.startswith(("a/", "b/")) for n in names) else 0
-
-
-def _patch_paths(patch: str, strip: int) -> list[str]:
-    paths: list[str] = []
-    for pf in PatchSet(patch):
-        for name in (pf.source_file, pf.target_file):
-            if name != "/dev/null":
-                paths.append(check_path(name.split("/", strip)[-1] if strip else name))
-    return list(dict.fromkeys(paths))
-
-
 Listing = dict[str, dict[str, Entry]]  # directory -> its entries by name
 
 
 def _apply_patch(g: Git, parent: str, patch: str) -> tuple[dict[str, Change | None], Listing]:
     """`git apply --cached --3way` on an index holding only the paths the patch names."""
-    strip = _strip_level(patch)
-    paths = _patch_paths(patch, strip)
-    dirs = list_dirs(g, f"{parent}^{{tree}}", paths)
+    strip, paths = patch_paths(patch)
+    dirs = list_dirs(g, f"{parent}^{{tree}}", list(paths))
     before: dict[str, tuple[str, str]] = {}
     for path in paths:
         folder, _, name = path.rpartition("/")
@@ -149,19 +220,33 @@ def splice(
     Reads the touched directories with one ls-tree, builds their new tree objects here bottom-up,
     and writes them all with one `git hash-object`; git's answer must match our own hashes.
     """
+    tree, trees = _splice(g, root, changes, listing=listing)
+    _write_trees(g, work, trees)
+    return tree
+
+
+def _splice(
+    g: Git, root: str, changes: dict[str, Change | None], *, listing: Listing | None
+) -> tuple[str, dict[str, bytes]]:
+    """The new root tree and the tree objects it needs (sha -> body), not yet written."""
     if not changes:
-        return g.run("rev-parse", root).strip()
+        return g.run("rev-parse", root).strip(), {}
     if listing is None:  # a patch's caller already listed every directory its paths touch
         listing = list_dirs(g, root, set(changes))
+    by_folder: dict[str, list[tuple[str, Change | None]]] = {}
+    for path, change in changes.items():
+        parent, _, name = path.rpartition("/")
+        by_folder.setdefault(parent, []).append((name, change))
     trees: dict[str, bytes] = {}  # sha -> raw tree object
     built: dict[str, str | None] = {}  # directory -> its new tree (None: now empty)
+    subdirs: dict[str, list[str]] = {}
+    for folder in listing:
+        if folder:
+            subdirs.setdefault(folder.rpartition("/")[0], []).append(folder)
     for folder in sorted(listing, key=lambda d: d.count("/") if d else -1, reverse=True):
         entries = dict(listing[folder])
         prefix = f"{folder}/" if folder else ""
-        for path, change in changes.items():
-            parent, _, name = path.rpartition("/")
-            if parent != folder:
-                continue
+        for name, change in by_folder.get(folder, ()):
             existing = entries.get(name)
             if f"{prefix}{name}" in listing or (existing is not None and existing.type != "blob"):
                 if change is not None:
@@ -169,12 +254,13 @@ def splice(
             if change is None:
                 entries.pop(name, None)
             else:
-                keep = existing.mode if existing is not None else "100644"
+                # A whole-file write keeps an executable bit, never a symlink: new content for a
+                # symlink would be a new target nobody checked.
+                keep = EXECUTABLE if existing is not None and existing.mode == EXECUTABLE else REGULAR
                 entries[name] = Entry(change.mode or keep, "blob", change.sha)
-        for sub, sha in built.items():
-            parent, _, name = sub.rpartition("/")
-            if parent != folder:
-                continue
+        for sub in subdirs.get(folder, ()):
+            sha = built[sub]
+            name = sub.rpartition("/")[2]
             existing = entries.get(name)
             if existing is not None and existing.type != "tree":
                 raise _clash(f"{prefix}{name} is a file, not a directory")
@@ -183,8 +269,7 @@ def splice(
             else:
                 entries[name] = Entry("40000", "tree", sha)
         built[folder] = _tree_object(entries, trees) if entries else None
-    _write_trees(g, work, trees)
-    return built[""] or EMPTY_TREE
+    return built[""] or EMPTY_TREE, trees
 
 
 def _tree_object(entries: dict[str, Entry], trees: dict[str, bytes]) -> str:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import re
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -22,20 +23,30 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from osiris.app import jobs, lifecycle, repositories_registry
 from osiris.app.actors import Actor, system_actor
-from osiris.app.auth import RuntimeDep, actor_for
+from osiris.app.auth import RuntimeDep
 from osiris.app.config import Settings
 from osiris.app.errors import (
     ChecksFailed,
     ChecksPending,
     IllegalTransition,
     InvalidInput,
+    NotPublished,
     OsirisError,
+    StaleApproval,
     Unauthenticated,
 )
-from osiris.app.models import Artifact, Delivery, Message, Role, Task, TaskStatus, User
+from osiris.app.models import Artifact, Delivery, Message, Task, TaskEvent, TaskStatus
 from osiris.app.runtime import Runtime
 from osiris.github_bridge import ci_webhooks
+from osiris.github_bridge.github_client import repo_path
 from osiris.github_bridge.github_host import GitHubHost, is_ours
+from osiris.github_bridge.logins import (  # who a login is to a task: the one rule
+    Judged,
+    commenter,
+    judge,
+    mapped_user,
+    reviewer,
+)
 from osiris.ingest import github_issues  # issues as requests: a chat channel riding on this route
 
 log = logging.getLogger(__name__)
@@ -186,55 +197,6 @@ async def find_task(
     return task
 
 
-def github_actor(task: Task, login: str) -> Actor:
-    """A GitHub account without an OSIRIS user, for moves GitHub itself already authorised."""
-    return Actor(org_id=task.org_id, user_id=None, name=f"github:{login}", role=Role.REVIEWER)
-
-
-def commenter(task: Task, login: str, user: User | None) -> Actor:
-    if user is not None:
-        return actor_for(user)
-    return Actor(org_id=task.org_id, user_id=None, name=f"@{login}", role=None)
-
-
-async def mapped_user(deps: Deps, task: Task, login: str) -> User | None:
-    return await deps.session.scalar(
-        select(User).where(
-            User.org_id == task.org_id,
-            func.lower(User.github_login) == login.lower(),
-            User.is_active.is_(True),
-        )
-    )
-
-
-async def reviewer(
-    deps: Deps, gh: Any, task: Task, login: str, *, pr_author: str | None
-) -> tuple[Actor | None, str]:
-    """The actor an approval or verdict from `login` counts as, or (None, why it does not count)."""
-    low = login.lower()
-    if low.endswith("[bot]") or (pr_author and low == pr_author.lower()):
-        return None, "OSIRIS's own account does not review its work"
-    user = await mapped_user(deps, task, login)
-    requester = (task.requester or "").lower().lstrip("@")
-    own = requester in {low, f"github:{low}"} or (user is not None and user.username.lower() == requester)
-    if deps.settings.separation_of_duties and requester and own:
-        return None, "the requester does not approve their own request"
-    if task.assignee_id is not None:
-        agent = await deps.session.get(User, task.assignee_id)
-        if agent is not None and (agent.github_login or "").lower() == low:
-            return None, "the agent does not approve its own work"
-    if user is not None:
-        if user.role in (Role.REVIEWER.value, Role.ADMIN.value):
-            return actor_for(user), ""
-        return None, f"@{login} is mapped to an OSIRIS {user.role}, not a reviewer"
-    if deps.settings.github_approvers == "write":
-        repo = await _repo_of(deps, task)
-        found = await gh.get(f"/repos/{repo}/collaborators/{login}/permission")
-        if found.get("permission") in ("admin", "write") or found.get("role_name") == "maintain":
-            return github_actor(task, login), ""
-    return None, f"@{login} is not mapped to an OSIRIS reviewer"
-
-
 async def _repo_of(deps: Deps, task: Task) -> str:
     return await deps.host.repo_for(task)
 
@@ -318,20 +280,21 @@ async def on_review(event: sansio.Event, gh: Any, deps: Deps) -> None:
         )
     elif state == "approved":
         actor, why = await reviewer(deps, gh, task, login, pr_author=pr["user"]["login"])
-        latest = await _latest_version(deps, task)
-        commit = review.get("commit_id")
-        if actor is not None and latest is not None and commit is not None and commit != latest.commit_sha:
-            # An approval names the commit the reviewer saw. A newer version, even one still on its
-            # way to GitHub (no commit yet), was not reviewed, and approving merges the newest.
-            actor, why = None, f"the approval is for an older commit than version {latest.version}"
         if actor is not None and task.status == TaskStatus.REVIEW.value:
             try:
-                await lifecycle.approve_task(
-                    deps.session, actor, task.id, comment=body or "approved on GitHub"
+                # A review names the commit the reviewer saw (GitHub's `commit_id`): it approves that
+                # commit or nothing, and only while the PR's head is what OSIRIS published.
+                await _approve_pinned(
+                    deps,
+                    task,
+                    actor,
+                    comment=body or "approved on GitHub",
+                    seen=review.get("commit_id"),
+                    branch_head=(pr.get("head") or {}).get("sha"),
                 )
                 return
-            except (ChecksPending, ChecksFailed) as exc:
-                why = exc.detail
+            except APPROVAL_REFUSED as exc:
+                why = f"{exc.detail} ({exc.code})"
                 await _checks_hold_reply(deps, task, login, exc)
         note = f"Approval by @{login} not counted: {why or f'task is {task.status}'}."
         await _say(
@@ -362,6 +325,55 @@ async def _latest_version(deps: Deps, task: Task) -> Artifact | None:
     return await deps.session.scalar(
         select(Artifact).where(Artifact.task_id == task.id).order_by(Artifact.version.desc()).limit(1)
     )
+
+
+# Why an approval from GitHub is not counted: the task stays in REVIEW and the PR says why.
+APPROVAL_REFUSED = (ChecksPending, ChecksFailed, NotPublished, StaleApproval)
+
+
+async def _approve_pinned(
+    deps: Deps, task: Task, actor: Actor, *, comment: str, seen: str | None, branch_head: str | None
+) -> None:
+    """Approve the latest version at the commit `seen`, refusing (`stale_approval`) when that is not
+    its published commit, or when the PR's branch on GitHub points elsewhere: someone pushed commits
+    OSIRIS did not publish (the agent, with its own GitHub credentials), and any new push voids
+    earlier approvals. The merge job then merges exactly `seen`."""
+    lifecycle.check(lifecycle.Action.APPROVE, task.status, actor, task.assignee_id)  # state first
+    latest = await _latest_version(deps, task)
+    if latest is None or latest.commit_sha is None:
+        raise NotPublished(f"version {task.artifact_count} is not published yet; review it once it is")
+    if not seen:
+        raise StaleApproval("the approval names no commit; approve again on the pull request")
+    if branch_head is not None and branch_head.lower() != latest.commit_sha.lower():
+        raise StaleApproval(
+            f"the pull request's branch is at {branch_head[:12]}, not version {latest.version}'s "
+            f"published commit {latest.commit_sha[:12]}: commits OSIRIS did not publish were pushed"
+        )
+    await lifecycle.approve_task(
+        deps.session, actor, task.id, comment=comment, version=latest.version, head_sha=seen
+    )
+
+
+async def _published_at(deps: Deps, task: Task, version: int) -> datetime | None:
+    """When OSIRIS recorded the version as pushed (its latest `published` event): that transaction
+    begins after the push returned, so the time is never earlier than the push."""
+    return await deps.session.scalar(
+        select(func.max(TaskEvent.created_at)).where(
+            TaskEvent.task_id == task.id,
+            TaskEvent.kind == "published",
+            TaskEvent.data["version"].as_integer() == version,
+        )
+    )
+
+
+def _github_time(value: Any) -> datetime | None:
+    if not isinstance(value, str):
+        return None
+    try:
+        when = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    return when if when.tzinfo is not None else None
 
 
 async def _review_comments(
@@ -436,7 +448,10 @@ async def on_issue_comment(event: sansio.Event, gh: Any, deps: Deps) -> None:
     if command is not None:
         actor, why = await reviewer(deps, gh, task, login, pr_author=issue["user"]["login"])
         if actor is not None:
-            done = await _run_command(deps, task, actor, command.group(1).lower(), command.group(2).strip())
+            name, arg = command.group(1).lower(), command.group(2).strip()
+            done, why = await _run_command(
+                deps, gh, task, actor, name, arg, comment=comment, number=issue["number"]
+            )
             if done:
                 return
         body = f"{body}\n\n(command not run: {why or f'not possible while the task is {task.status}'})"
@@ -453,14 +468,15 @@ async def on_issue_comment(event: sansio.Event, gh: Any, deps: Deps) -> None:
 
 
 async def _checks_hold_reply(deps: Deps, task: Task, login: str, exc: OsirisError) -> None:
-    """An approval the pre-review checks hold back: the task stays in REVIEW and the PR says why
-    (a message from the checks, mirrored as a PR comment by the deliver_message job)."""
+    """An approval held back (checks, an unpublished or a stale version): the task stays in REVIEW
+    and the PR says why (a message mirrored as a PR comment by the deliver_message job)."""
+    checks = isinstance(exc, (ChecksPending, ChecksFailed))
     msg = await lifecycle.add_message(
         deps.session,
         task,
-        system_actor(task.org_id, "checks"),
+        system_actor(task.org_id, "checks" if checks else "approvals"),
         body=f"@{login}: the approval was not counted: {exc.detail} ({exc.code}).",
-        source="checks",
+        source="checks" if checks else "approvals",
         meta={"code": exc.code, "github_login": login},
         kind="note",
     )
@@ -468,16 +484,56 @@ async def _checks_hold_reply(deps: Deps, task: Task, login: str, exc: OsirisErro
         await jobs.enqueue(deps.session, jobs.DELIVER_MESSAGE, {"message_id": msg.id, "task_id": task.id})
 
 
-async def _run_command(deps: Deps, task: Task, actor: Actor, name: str, arg: str) -> bool:
+async def _approve_commented(
+    deps: Deps, gh: Any, task: Task, actor: Actor, *, comment: dict[str, Any], number: int, text: str
+) -> None:
+    """`/approve` names no commit: it approves the PR's head at the time it was written. So it counts
+    only if written after OSIRIS pushed the latest version (a comment delivered late, or written
+    while a new version was on its way, approves nothing) and while the branch is still there."""
+    lifecycle.check(lifecycle.Action.APPROVE, task.status, actor, task.assignee_id)  # state first
+    latest = await _latest_version(deps, task)
+    if latest is None or latest.commit_sha is None:
+        raise NotPublished(f"version {task.artifact_count} is not published yet; review it once it is")
+    pushed = await _published_at(deps, task, latest.version)
+    written = _github_time(comment.get("created_at"))
+    # GitHub's clock against ours (both assumed NTP-synced); GitHub's whole seconds round towards stale.
+    if pushed is None or written is None or written < pushed:
+        raise StaleApproval(
+            f"the comment was written before version {latest.version} (commit {latest.commit_sha[:12]}) "
+            "was pushed, so it approves an earlier head; review the pull request and approve again"
+        )
+    current = await gh.get(repo_path(await _repo_of(deps, task), "pulls", str(number)))
+    await _approve_pinned(
+        deps,
+        task,
+        actor,
+        comment=text,
+        seen=latest.commit_sha,
+        branch_head=((current or {}).get("head") or {}).get("sha") or "",
+    )
+
+
+async def _run_command(
+    deps: Deps,
+    gh: Any,
+    task: Task,
+    actor: Actor,
+    name: str,
+    arg: str,
+    *,
+    comment: dict[str, Any],
+    number: int,
+) -> tuple[bool, str]:
+    """Run a PR comment's command; (False, why) when it did nothing."""
     try:
         if name == "approve":
             try:
-                await lifecycle.approve_task(
-                    deps.session, actor, task.id, comment=arg or "/approve on GitHub"
+                await _approve_commented(
+                    deps, gh, task, actor, comment=comment, number=number, text=arg or "/approve on GitHub"
                 )
-            except (ChecksPending, ChecksFailed) as exc:
+            except APPROVAL_REFUSED as exc:
                 await _checks_hold_reply(deps, task, actor.name, exc)
-                return False
+                return False, exc.detail
         elif name == "reject":
             await lifecycle.cancel_task(deps.session, actor, task.id, reason=arg or "/reject on GitHub")
         else:  # retry: publish the latest version again (publishing is idempotent)
@@ -485,7 +541,7 @@ async def _run_command(deps: Deps, task: Task, actor: Actor, name: str, arg: str
                 select(Artifact).where(Artifact.task_id == task.id).order_by(Artifact.version.desc()).limit(1)
             )
             if latest is None:
-                return False
+                return False, "there is no version to publish"
             await lifecycle.record_event(
                 deps.session, task, actor, "retry_requested", data={"version": latest.version}
             )
@@ -496,8 +552,11 @@ async def _run_command(deps: Deps, task: Task, actor: Actor, name: str, arg: str
                 dedupe_key=f"publish-{latest.id}",
             )
     except IllegalTransition:
-        return False
-    return True
+        return False, ""
+    return True, ""
+
+
+OPEN = frozenset(s.value for s in (TaskStatus.PENDING, TaskStatus.IN_PROGRESS, TaskStatus.REVIEW))
 
 
 @pull_requests.register("pull_request", action="closed")
@@ -507,32 +566,36 @@ async def on_closed(event: sansio.Event, gh: Any, deps: Deps) -> None:
     if task is None:
         return
     ours = (pr.get("user") or {}).get("login", "")
-    if pr.get("merged"):
-        login = (pr.get("merged_by") or event.data["sender"])["login"]
-        if task.status != TaskStatus.REVIEW.value or login.lower() == ours.lower():
-            return  # OSIRIS merged it after an approval, or the task already moved on
-        user = await mapped_user(deps, task, login)
-        # Merging needs write access on GitHub, so a merge there is a human approval here.
-        actor = (
-            actor_for(user)
-            if user is not None and user.role != Role.AGENT.value
-            else github_actor(task, login)
-        )
-        await lifecycle.approve_task(
-            deps.session, actor, task.id, comment=f"merged on GitHub by @{login}", already_merged=True
-        )
-        return
-    login = event.data["sender"]["login"]
-    if task.status not in (s.value for s in (TaskStatus.PENDING, TaskStatus.IN_PROGRESS, TaskStatus.REVIEW)):
-        return
+    merged = bool(pr.get("merged"))
+    login = ((pr.get("merged_by") if merged else None) or event.data["sender"])["login"]
     if login.lower() == ours.lower():
-        return  # OSIRIS closed it (a rejection it already recorded)
-    user = await mapped_user(deps, task, login)
-    actor = (
-        actor_for(user) if user is not None and user.role != Role.AGENT.value else github_actor(task, login)
-    )
+        return  # OSIRIS merged it after an approval, or closed it after a rejection it recorded
+    if merged:
+        if task.status == TaskStatus.DONE.value:
+            return  # approved in OSIRIS already: the merge is the one that approval asked for
+        who = await judge(deps, gh, task, login, pr_author=ours)
+        if who.approver is None:
+            await _unapproved_merge(deps, task, who, pr)
+        elif task.status == TaskStatus.REVIEW.value:
+            # Merging needs write access on GitHub, and an approver did it: a human approval here.
+            await lifecycle.approve_task(
+                deps.session,
+                who.approver,
+                task.id,
+                comment=f"merged on GitHub by @{login}",
+                already_merged=True,
+            )
+        return
+    if task.status not in OPEN:
+        return
+    who = await judge(deps, gh, task, login, pr_author=ours)
+    if who.approver is None:
+        # Leaving it closed would leave a task in review with nothing to review on GitHub, and a
+        # portal approval would fail to merge: the PR is OSIRIS's, so it is opened again.
+        await _not_counted(deps, gh, task, who, pr, action="closed", restore="open")
+        return
     await lifecycle.cancel_task(
-        deps.session, actor, task.id, reason=f"pull request closed on GitHub by @{login}"
+        deps.session, who.approver, task.id, reason=f"pull request closed on GitHub by @{login}"
     )
 
 
@@ -543,13 +606,61 @@ async def on_reopened(event: sansio.Event, gh: Any, deps: Deps) -> None:
     if task is None or task.status != TaskStatus.REJECTED.value:
         return
     login = event.data["sender"]["login"]
-    user = await mapped_user(deps, task, login)
-    actor = (
-        actor_for(user) if user is not None and user.role != Role.AGENT.value else github_actor(task, login)
-    )
+    ours = (pr.get("user") or {}).get("login", "")
+    who = await judge(deps, gh, task, login, pr_author=ours)
+    if who.approver is None:
+        await _not_counted(deps, gh, task, who, pr, action="reopened", restore="closed")
+        return
     await lifecycle.reopen_task(
-        deps.session, actor, task.id, reason=f"pull request reopened on GitHub by @{login}"
+        deps.session, who.approver, task.id, reason=f"pull request reopened on GitHub by @{login}"
     )
+
+
+async def _unapproved_merge(deps: Deps, task: Task, who: Judged, pr: dict[str, Any]) -> None:
+    """A merge on GitHub that nobody approved in OSIRIS: recorded as the merger's, flagged, and the
+    task stays where it was. A reviewer's approval later accepts it (`lifecycle.approve_task` sees
+    this event), or they revert it on GitHub; the audit log and the task page show it until then."""
+    await lifecycle.record_event(
+        deps.session,
+        task,
+        who.actor,
+        lifecycle.UNAPPROVED_MERGE,
+        data={
+            "flagged": True,
+            "github_login": who.login,
+            "standing": who.standing.value,
+            "why": who.why,
+            "status": task.status,
+            "pr_number": pr["number"],
+            "head_sha": (pr.get("head") or {}).get("sha"),
+            "merge_commit_sha": pr.get("merge_commit_sha"),
+        },
+    )
+
+
+async def _not_counted(
+    deps: Deps, gh: Any, task: Task, who: Judged, pr: dict[str, Any], *, action: str, restore: str
+) -> None:
+    """A close or reopen by someone who does not decide (the agent, the requester, a non-approver):
+    OSIRIS does not move, records who did it (`pr_closed_by_agent`, `pr_reopened_by_requester`, …)
+    and puts the PR back as the task's state says. Done here rather than in a job: this handler is
+    a job already, a retry repeats the idempotent PATCH, and its echo is OSIRIS's own (ignored)."""
+    number = pr["number"]
+    data: dict[str, Any] = {
+        "flagged": True,
+        "github_login": who.login,
+        "standing": who.standing.value,
+        "why": who.why,
+        "status": task.status,
+        "pr_number": number,
+        "pr_state": restore,
+    }
+    try:
+        await gh.patch(repo_path(await _repo_of(deps, task), "pulls", str(number)), {"state": restore})
+    except BadRequest as exc:  # e.g. 422: the branch is gone, so the PR cannot be opened again
+        data.update(pr_state=pr.get("state"), restore_failed=f"{int(exc.status_code)} {exc}")
+    kind = f"pr_{action}_by_{who.standing.value}"  # e.g. pr_closed_by_agent, pr_reopened_by_requester
+    await lifecycle.record_event(deps.session, task, who.actor, kind, data=data)
 
 
 ROUTER = routing.Router(

@@ -20,6 +20,7 @@ from osiris.app import accounts, lifecycle, repositories_registry
 from osiris.app.actors import requester_actor
 from osiris.app.errors import IllegalTransition
 from osiris.app.models import OPEN_STATUSES, ChannelNotification, Task, TaskStatus
+from osiris.github_bridge import logins
 from osiris.github_bridge.github_client import repo_path
 from osiris.github_bridge.github_host import GitHubHost, is_ours, marker
 from osiris.ingest import intake
@@ -170,6 +171,9 @@ async def on_issue_withdrawn(event: sansio.Event, gh: Any, deps: Deps) -> None:
     if task is None or task.status != TaskStatus.PENDING.value:
         return  # work has started (or finished): the PR and its review decide from here
     who = (data.get("sender") or {}).get("login", "someone")
+    if await logins.is_agent_login(deps.session, task, who):
+        await _agent_withdrawal(deps, gh, task, data, who)
+        return
     why = "the label was removed" if data["action"] == "unlabeled" else "the issue was closed"
     try:
         await lifecycle.cancel_task(
@@ -186,6 +190,27 @@ async def on_issue_withdrawn(event: sansio.Event, gh: Any, deps: Deps) -> None:
         Outcome("cancelled", f"Task #{task.id} cancelled: {why} before work started.", task.id),
         key=f"github-withdrawn-{task.id}",
     )
+
+
+async def _agent_withdrawal(deps: Deps, gh: Any, task: Task, data: Mapping[str, Any], login: str) -> None:
+    """An agent's GitHub login closed the issue or took the label off: an agent never withdraws a
+    request. The task stays PENDING, the event is recorded as the agent's, and the issue is put back."""
+    issue, full_name, action = data["issue"], data["repository"]["full_name"], data["action"]
+    path = repo_path(full_name, "issues", str(issue["number"]))
+    info: dict[str, Any] = {
+        "flagged": True,
+        "github_login": login,
+        "issue": thread_key(full_name, issue["number"]),
+    }
+    try:
+        if action == "closed":
+            await gh.patch(path, {"state": "open"})
+        else:
+            await gh.post(f"{path}/labels", {"labels": [deps.settings.github_issue_label]})
+    except BadRequest as exc:  # locked, deleted, issues turned off: recorded, the task is unchanged
+        info["restore_failed"] = f"{int(exc.status_code)} {exc}"
+    actor = logins.commenter(task, login, await logins.mapped_user(deps, task, login))
+    await lifecycle.record_event(deps.session, task, actor, f"issue_{action}_by_agent", data=info)
 
 
 # --- comments on issues ------------------------------------------------------------------------

@@ -44,6 +44,10 @@ NO_REPOSITORY = (
     "Sorry, there is no repository set up to take requests from here yet. Please ask your administrator."
 )
 SLOW_DOWN = "You are sending requests faster than we can take them; please wait a minute and try again."
+TOO_LONG = (
+    "Sorry, your message is {length:,} characters long and the limit is {limit:,}. Nothing was "
+    "recorded: please shorten it (put long logs in an attachment or a link) and send it again."
+)
 STATUS_WORDS = {
     "PENDING": "waiting for an agent",
     "IN_PROGRESS": "being worked on",
@@ -97,7 +101,7 @@ class Inbound:
 
 @dataclass(frozen=True)
 class Outcome:
-    kind: str  # created | followup | status | cancelled | not_found | help | refused | rate_limited | ignored
+    kind: str  # created | followup | status | cancelled | not_found | help | refused | too_long | rate_limited | ignored
     reply: str
     task_id: int | None = None
     duplicate: bool = False  # the same provider message came before; this is its first answer
@@ -118,6 +122,7 @@ class Policy:
     auto_register: bool = True  # settings.repositories_auto_register
     unmapped: str = "default"  # settings.channel_unmapped: "default" | "refuse"
     repo_named: bool = False  # `repo` was chosen for this message (a GitHub repository's), not the default
+    max_chars: int = 10_000  # settings.chat_max_chars: a longer message is refused with TOO_LONG
 
     @classmethod
     def from_settings(cls, settings: Any) -> Policy:
@@ -137,6 +142,7 @@ class Policy:
             skill_keywords=dict(settings.routing_skill_keywords),
             auto_register=settings.repositories_auto_register,
             unmapped=settings.channel_unmapped,
+            max_chars=settings.chat_max_chars,
         )
 
     def allows(self, inbound: Inbound) -> bool:
@@ -187,9 +193,16 @@ def policy_for(base: Policy, channel: str, account: ChannelAccount | None) -> Po
 
 # --- text --------------------------------------------------------------------------------------
 
-_COMMAND = re.compile(r"^\s*(status|cancel|help)\s*(?:#\s*(\d+))?\s*[.!?]*\s*$", re.IGNORECASE)
-_LEADING_REF = re.compile(r"^\s*#(\d+)\b[\s:,.-]*")
-_NEW = re.compile(r"^\s*new\s*[:\-]?\s+", re.IGNORECASE)
+# Every pattern here runs on a sender's text on the event loop, so none may backtrack more than
+# linearly: no two adjacent quantifiers that can match the same characters (the old command pattern,
+# `^\s*(status|cancel|help)\s*(?:#\s*(\d+))?\s*[.!?]*\s*$`, took ~18 s on "status" + 2,000
+# spaces + "x"). Commands are matched on whitespace-collapsed text of at most COMMAND_MAX characters;
+# tests/security/test_attack_redos.py holds each channel to it.
+COMMAND_MAX = 64
+_COMMAND = re.compile(r"(status|cancel|help)(?: ?# ?(\d+))?", re.IGNORECASE)
+_LEADING_REF = re.compile(r"\s*#(\d{1,18})\b[\s:,.-]*")  # a longer number names no task: a request
+_NEW = re.compile(r"\s*new(?:\s*[:\-])?\s+", re.IGNORECASE)
+MAX_TASK_ID = 2**63 - 1  # a bigint: a larger number names no task
 
 
 @dataclass(frozen=True)
@@ -199,8 +212,15 @@ class Command:
 
 
 def parse_command(text: str) -> Command | None:
-    """Only a message that is nothing but a command is one: "cancel the export" is a request."""
-    m = _COMMAND.match(text)
+    """Only a message that is nothing but a command is one: "cancel the export" is a request.
+
+    Whitespace of any kind and length counts as one space, trailing `.!?` are dropped; the pattern
+    then only ever sees a short string with single spaces (linear whatever the sender sends).
+    """
+    short = " ".join(text.split()).rstrip(".!?").rstrip()
+    if len(short) > COMMAND_MAX:
+        return None
+    m = _COMMAND.fullmatch(short)
     if m is None:
         return None
     return Command(m.group(1).lower(), int(m.group(2)) if m.group(2) else None)
@@ -331,8 +351,16 @@ async def _first_answer(session: AsyncSession, inbound: Inbound) -> Outcome:
     return Outcome(receipt.outcome, receipt.reply, receipt.task_id, duplicate=True)
 
 
+def _too_long(length: int, policy: Policy) -> Outcome:
+    return Outcome("too_long", TOO_LONG.format(length=length, limit=policy.max_chars))
+
+
 async def _act(session: AsyncSession, org_id: int, inbound: Inbound, policy: Policy) -> Outcome:
     short = inbound.followup_text if inbound.followup_text is not None else inbound.text
+    # Before any pattern sees it. `short` is what a follow-up or a command keeps (an email reply
+    # without its quoted history); a new task keeps `text`, checked in _create.
+    if len(short) > policy.max_chars:
+        return _too_long(len(short), policy)
     command = parse_command(short)
     in_thread = await _thread_task(session, org_id, inbound)
     if command is not None:
@@ -396,7 +424,8 @@ async def _command(
         return Outcome("help", HELP)
     task = in_thread
     if command.task_id is not None:
-        task = await _own_task(session, org_id, inbound, command.task_id)
+        too_big = command.task_id > MAX_TASK_ID
+        task = None if too_big else await _own_task(session, org_id, inbound, command.task_id)
         if task is None:
             return Outcome("not_found", f"I can't find task #{command.task_id} among your requests.")
     if command.name == "status":
@@ -474,6 +503,8 @@ async def _follow_up(session: AsyncSession, task: Task, inbound: Inbound, body: 
 
 
 async def _create(session: AsyncSession, org_id: int, inbound: Inbound, text: str, policy: Policy) -> Outcome:
+    if len(text) > policy.max_chars:
+        return _too_long(len(text), policy)
     title = title_from(inbound.subject or "") or title_from(text)
     if not title and inbound.attachments:
         title = f"Request with {len(inbound.attachments)} attachment(s)"

@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 from urllib.parse import urlsplit
 
+import anyio
 from fastapi import FastAPI
 from mcp.server.auth.routes import build_resource_metadata_url
 from starlette.routing import Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from osiris.app import streams
 from osiris.app.config import Settings
 from osiris.app.runtime import Runtime
 from osiris.mcp import routes
@@ -44,8 +48,8 @@ def install(app: FastAPI, settings: Settings) -> None:
     metadata_path = urlsplit(str(build_resource_metadata_url(auth.resource_server_url))).path
     # Plain routes, not a Mount: a Mount would answer /mcp with a redirect to /mcp/. The MCP app keeps
     # its own auth middleware, so REST requests never pay for it. First, so nothing can shadow them.
-    for path in (metadata_path, MCP_PATH):
-        app.router.routes.insert(0, Route(path, endpoint=mcp_app))
+    app.router.routes.insert(0, Route(metadata_path, endpoint=mcp_app))
+    app.router.routes.insert(0, Route(MCP_PATH, endpoint=RevocableRequests(mcp_app, runtime)))
     app.include_router(routes.router)
     app.state.mcp_server = server
 
@@ -78,3 +82,68 @@ def _notifier(subscriptions: TaskSubscriptions) -> Any:
             spawn(subscriptions.task_changed(task_id))
 
     return on_event
+
+
+class RevocableRequests:
+    """Every /mcp request is authenticated by the SDK's middleware, so a revoked token's next call is
+    refused; this ends the calls already running, above all the GET notification stream, which
+    would otherwise stay open for as long as the client keeps it. Each request is filed in
+    `open_streams` under its token's key; a revocation (on any replica) cancels it, finishing a
+    started response (the stream just ends) or answering 401."""
+
+    def __init__(self, app: ASGIApp, runtime: Callable[[], Runtime]) -> None:
+        self.app = app
+        self.runtime = runtime
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        token = _bearer(scope)
+        open_streams = self.runtime().services.get("open_streams") if token else None
+        if token is None or open_streams is None:
+            await self.app(scope, receive, send)
+            return
+        state = {"started": False, "complete": False}
+
+        async def watched_send(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                state["started"] = True
+            elif message["type"] == "http.response.body" and not message.get("more_body", False):
+                state["complete"] = True
+            await send(message)
+
+        with anyio.CancelScope() as scope_of_call:
+            handle = open_streams.open(
+                (streams.token_key(token),), lambda _why: scope_of_call.cancel(), capped=False
+            )
+            try:
+                await self.app(scope, receive, watched_send)
+            finally:
+                open_streams.release(handle)
+        if not scope_of_call.cancelled_caught or state["complete"]:
+            return
+        if state["started"]:
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+            return
+        body = json.dumps({"error": "invalid_token", "error_description": "the token was revoked"}).encode()
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 401,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"www-authenticate", b'Bearer error="invalid_token"'),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})
+
+
+def _bearer(scope: Scope) -> str | None:
+    if scope["type"] != "http":
+        return None
+    for name, value in scope.get("headers", ()):
+        if name == b"authorization":
+            scheme, _, token = value.decode("latin-1").partition(" ")
+            if scheme.lower() != "bearer":
+                return None
+            return token.strip() or None
+    return None

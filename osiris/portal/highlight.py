@@ -38,10 +38,11 @@ def _lexer_for(path: str, sample: str) -> Lexer:
         return TextLexer(stripnl=False)
 
 
-def _html(text: str, lexer: Lexer) -> tuple[Markup, bool]:
-    truncated = len(text) > MAX_RENDERED_CHARS
+def _html(text: str, lexer: Lexer, max_chars: int = MAX_RENDERED_CHARS) -> tuple[Markup, bool]:
+    limit = min(max_chars, MAX_RENDERED_CHARS)
+    truncated = len(text) > limit
     if truncated:
-        text = text[:MAX_RENDERED_CHARS]
+        text = text[:limit]
     return Markup(highlight(text, lexer, _FORMATTER)), truncated  # noqa: S704 - Pygments escapes
 
 
@@ -56,18 +57,53 @@ def files_of(artifact: Artifact) -> dict[str, str]:
     return {}
 
 
-def render_artifact(artifact: Artifact) -> list[RenderedFile]:
-    """A files artifact: each file with its own lexer; a patch: the diff lexer; text: plain."""
-    if artifact.kind == ArtifactKind.FILES.value:
-        return [
-            RenderedFile(path, *_html(body, _lexer_for(path, body)))
-            for path, body in files_of(artifact).items()
-        ]
-    lexer: Lexer = (
-        DiffLexer(stripnl=False) if artifact.kind == ArtifactKind.PATCH.value else TextLexer(stripnl=False)
-    )
-    label = "patch" if artifact.kind == ArtifactKind.PATCH.value else "text"
-    return [RenderedFile(label, *_html(artifact.content, lexer))]
+@dataclass(frozen=True)
+class RenderedVersion:
+    """What the task page shows of one version: a few files highlighted, the others by name."""
+
+    files: list[RenderedFile]
+    names: list[str]  # this page of the files not shown inline
+    file_count: int
+    names_page: int
+    names_pages: int
+
+
+def render_artifact(
+    artifact: Artifact, *, max_files: int, max_chars: int, names_page: int = 1, names_per_page: int = 500
+) -> RenderedVersion:
+    """A files artifact: the first `max_files` files with their own lexers, within `max_chars` of
+    highlighting in all; every other file as a name on a page of `names_per_page`. A patch: the
+    diff lexer; text: plain."""
+    if artifact.kind != ArtifactKind.FILES.value:
+        lexer: Lexer = (
+            DiffLexer(stripnl=False)
+            if artifact.kind == ArtifactKind.PATCH.value
+            else TextLexer(stripnl=False)
+        )
+        label = "patch" if artifact.kind == ArtifactKind.PATCH.value else "text"
+        return RenderedVersion([RenderedFile(label, *_html(artifact.content, lexer, max_chars))], [], 1, 1, 1)
+    files = files_of(artifact)
+    shown: list[RenderedFile] = []
+    budget = max_chars
+    for path, body in files.items():
+        if len(shown) >= max_files or budget <= 0:
+            break
+        html, truncated = _html(body, _lexer_for(path, body), budget)
+        shown.append(RenderedFile(path, html, truncated))
+        budget -= min(len(body), budget)
+    rest = list(files)[len(shown) :]
+    pages = max(1, -(-len(rest) // names_per_page))
+    page = min(max(names_page, 1), pages)
+    start = (page - 1) * names_per_page
+    return RenderedVersion(shown, rest[start : start + names_per_page], len(files), page, pages)
+
+
+def render_file(artifact: Artifact, path: str, *, max_chars: int) -> RenderedFile | None:
+    """One file of a files artifact, highlighted (None when the version has no such file)."""
+    body = files_of(artifact).get(path)
+    if body is None:
+        return None
+    return RenderedFile(path, *_html(body, _lexer_for(path, body), max_chars))
 
 
 def _lines(text: str) -> list[str]:
@@ -80,7 +116,14 @@ def diff_text(older: Artifact, newer: Artifact) -> str:
     a_files, b_files = files_of(older), files_of(newer)
     if a_files or b_files:
         chunks: list[str] = []
+        size = 0
         for path in sorted(set(a_files) | set(b_files)):
+            if a_files.get(path) == b_files.get(path):
+                continue
+            if size > MAX_RENDERED_CHARS:  # _html shows no more than this; do not diff the rest
+                chunks.append("... more files differ; see the change request\n")
+                break
+            before = len(chunks)
             chunks.extend(
                 difflib.unified_diff(
                     _lines(a_files.get(path, "")),
@@ -89,6 +132,7 @@ def diff_text(older: Artifact, newer: Artifact) -> str:
                     tofile=f"b/{path}" if path in b_files else "/dev/null",
                 )
             )
+            size += sum(len(c) for c in chunks[before:])
         return "".join(chunks)
     return "".join(
         difflib.unified_diff(

@@ -13,6 +13,11 @@ Every event reaches every connected client once, however far behind it falls:
   cursor created within `events.RESUME_OVERLAP` of it, minus the ids already sent (`_Sent`).
 - A client whose socket takes nothing for the send timeout is disconnected; it resumes with
   `?after=` and loses nothing either.
+- A socket lives only as long as the credential that opened it (osiris/app/streams.py): revoking
+  the API token or signing out closes it on every replica (1008, with the reason), and each socket
+  checks its credential again every `live_recheck_seconds` (a deactivated user, an expired JWT). One
+  token or sign-in holds at most `live_max_per_credential` sockets per process; the next is closed
+  with 1008 at once.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ import asyncio
 import contextlib
 import json
 import logging
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -29,7 +35,7 @@ from prometheus_client import Counter, Gauge
 from sqlalchemy import func, select
 from starlette.websockets import WebSocketDisconnect
 
-from osiris.app import db, repository
+from osiris.app import db, repository, streams
 from osiris.app.actors import Actor
 from osiris.app.auth import actor_for, actor_from_token
 from osiris.app.errors import OsirisError
@@ -49,6 +55,9 @@ CATCHUP_QUERIES = 4  # page queries running at once per process: catching up nev
 
 CLIENTS = Gauge("osiris_portal_live_clients", "Connected live-update WebSocket clients")
 DROPPED = Counter("osiris_portal_live_dropped_total", "Live clients cut off for falling behind", ["reason"])
+CLOSED = Counter(
+    "osiris_portal_live_closed_total", "Live clients closed by policy", ["reason"]
+)  # revoked | recheck | too_many
 CATCHUPS = Counter(
     "osiris_portal_live_catchups_total", "Live clients switched to catch-up from the event table", ["reason"]
 )
@@ -81,21 +90,36 @@ def _origin_ok(ws: WebSocket) -> bool:
     return urlsplit(origin).netloc.lower() in allowed
 
 
-async def authenticate(ws: WebSocket) -> Actor | None:
+@dataclass(frozen=True)
+class Credential:
+    actor: Actor
+    keys: tuple[str, ...]  # the token's or sign-in's stream key, then the user's
+
+
+async def authenticate(ws: WebSocket) -> Credential | None:
     runtime = runtime_of(ws)
     header = ws.headers.get("authorization", "")
     if header.lower().startswith("bearer "):
+        token = header[7:].strip()
         try:
             async with db.transaction(runtime.sessions) as session:
-                return await actor_from_token(
-                    session, header[7:].strip(), signing_key=runtime.settings.signing_key()
+                actor = await actor_from_token(
+                    session,
+                    token,
+                    signing_key=runtime.settings.signing_key(),
+                    cache=runtime.services.get("token_cache"),  # evicted on revocation, like REST's
                 )
         except OsirisError:
             return None
+        assert actor.user_id is not None  # noqa: S101 - a token names a user
+        return Credential(actor, (streams.token_key(token), streams.user_key(actor.user_id)))
     if not _origin_ok(ws):
         return None
-    user = await user_of_session(ws, portal_session(ws))
-    return actor_for(user) if user is not None else None
+    signed_in = portal_session(ws)
+    user = await user_of_session(ws, signed_in)
+    if user is None:
+        return None
+    return Credential(actor_for(user), (streams.session_key(signed_in.csrf), streams.user_key(user.id)))
 
 
 @router.websocket("/ws/board")
@@ -110,10 +134,11 @@ async def task_socket(websocket: WebSocket, task_id: int, after: int | None = No
 
 async def serve(ws: WebSocket, *, task_id: int | None, after: int | None) -> None:
     runtime = runtime_of(ws)
-    actor = await authenticate(ws)
-    if actor is None:
+    credential = await authenticate(ws)
+    if credential is None:
         await ws.close(code=CLOSE_POLICY)
         return
+    actor = credential.actor
     if task_id is not None:
         try:
             async with runtime.sessions() as session:
@@ -121,22 +146,64 @@ async def serve(ws: WebSocket, *, task_id: int | None, after: int | None) -> Non
         except OsirisError:
             await ws.close(code=CLOSE_POLICY)
             return
+    open_streams: streams.OpenStreams = runtime.services["open_streams"]
+    revoked = asyncio.Event()
+    why: list[str] = []
+
+    def close(reason: str) -> None:
+        why.append(reason)
+        revoked.set()
+
+    try:
+        handle = open_streams.open(credential.keys, close)
+    except streams.TooMany as exc:
+        # Accepted only to say why: a close before accepting reaches the client as a bare HTTP 403.
+        await ws.accept()
+        await ws.close(code=CLOSE_POLICY, reason=str(exc))
+        CLOSED.labels("too_many").inc()
+        return
     await ws.accept()
     CLIENTS.inc()
     stream = asyncio.create_task(_Stream(ws, runtime, actor, task_id=task_id).run(after))
     listen = asyncio.create_task(_until_client_leaves(ws))
+    gone = asyncio.create_task(revoked.wait())
+    check = asyncio.create_task(_recheck(ws, runtime.settings.live_recheck_seconds, close))
+    tasks = (stream, listen, gone, check)
     try:
-        await asyncio.wait({stream, listen}, return_when=asyncio.FIRST_COMPLETED)
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
     finally:
         CLIENTS.dec()
-        for t in (stream, listen):
+        open_streams.release(handle)
+        for t in tasks:
             t.cancel()
-        for t in (stream, listen):
+        for t in tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await t
+        if why:
+            CLOSED.labels("recheck" if why[0] == RECHECK_FAILED else "revoked").inc()
+            with contextlib.suppress(Exception):  # the client may be gone already
+                await ws.close(code=CLOSE_POLICY, reason=why[0])
         if stream.done() and not stream.cancelled() and isinstance(stream.exception(), _Dropped):
             DROPPED.labels("send_timeout").inc()
             log.info("dropped a live client that stopped reading", extra={"org_id": actor.org_id})
+
+
+RECHECK_FAILED = "credential no longer valid"
+
+
+async def _recheck(ws: WebSocket, interval: float, close: Any) -> None:
+    """Now and then, the credential again: what no NOTIFY announces (a user deactivated in the
+    database, an expired JWT, a changed password) or a NOTIFY missed while the hub reconnected."""
+    while True:
+        await asyncio.sleep(interval)
+        try:
+            still = await authenticate(ws)
+        except Exception:  # the database is away: keep the socket; the next check decides
+            log.warning("could not recheck a live client's credential", exc_info=True)
+            continue
+        if still is None:
+            close(RECHECK_FAILED)
+            return
 
 
 async def _until_client_leaves(ws: WebSocket) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
-from osiris.app import accounts, db
+from osiris.app import accounts, db, streams
 from osiris.app.errors import RateLimited
 from osiris.portal.access import FormDep, portal_session, runtime_of, text_field, user_of_session
 from osiris.portal.rendering import PortalRoute, redirect, render
@@ -52,6 +52,11 @@ async def login(request: Request, form: FormDep) -> Response:
 @router.post("/logout")
 async def logout(request: Request, form: FormDep) -> Response:
     session = portal_session(request)
+    if session.user_id is not None:
+        # This browser's live sockets close on every replica. The cookie itself is stateless: one
+        # copied before signing out stays valid until it expires (portal_session_max_age_seconds).
+        async with db.transaction(runtime_of(request).sessions) as db_session:
+            await streams.announce_revoked(db_session, streams.session_key(session.csrf))
     session.sign_out()
     session.flash("info", "You are signed out.")
     return redirect("/login")

@@ -13,7 +13,7 @@ from fastapi import APIRouter, Query, Request
 from starlette.responses import Response
 
 from osiris.app import checks, db, lifecycle, repository
-from osiris.app.errors import ChecksFailed, ChecksPending, InvalidInput
+from osiris.app.errors import ChecksFailed, ChecksPending, InvalidInput, NotFound, NotPublished, StaleApproval
 from osiris.app.models import OPEN_STATUSES, TaskStatus
 from osiris.portal import highlight, queries
 from osiris.portal.access import FormDep, ViewerDep, runtime_of, text_field
@@ -45,6 +45,7 @@ async def task_page(
     v: int | None = None,
     from_version: Annotated[int | None, Query(alias="from")] = None,
     to_version: Annotated[int | None, Query(alias="to")] = None,
+    files_page: Annotated[int, Query(ge=1, le=10**6)] = 1,
 ) -> Response:
     async with db.transaction(runtime_of(request).sessions) as session:
         last_id = await queries.last_event_id(session, viewer.actor, task_id)  # before the data: see queries
@@ -54,14 +55,29 @@ async def task_page(
         timeline = await repository.events_of(session, task)
         people = await queries.people(session, viewer.actor)
         check_runs = await checks.latest_runs(session, task)  # newest version first
+        unapproved = (
+            None if task.status == TaskStatus.DONE.value else await lifecycle.unapproved_merge(session, task)
+        )
         try:
-            await lifecycle.checks_hold(session, task)
+            await lifecycle.approval_hold(session, task)
             held = None
-        except (ChecksPending, ChecksFailed) as exc:
+        except (NotPublished, ChecksPending, ChecksFailed) as exc:
             held = exc
     by_version = {a.version: a for a in artifacts}
     shown = by_version.get(v) if v is not None else (artifacts[-1] if artifacts else None)
-    rendered = await asyncio.to_thread(highlight.render_artifact, shown) if shown else []
+    limits = runtime_of(request).settings
+    rendered = (
+        await asyncio.to_thread(
+            highlight.render_artifact,
+            shown,
+            max_files=limits.portal_inline_files,
+            max_chars=limits.portal_highlight_bytes,
+            names_page=files_page,
+            names_per_page=limits.portal_file_names_per_page,
+        )
+        if shown
+        else None
+    )
     # Compare the two newest versions unless asked for others.
     if from_version is None and to_version is None and len(artifacts) >= 2:
         from_version, to_version = artifacts[-2].version, artifacts[-1].version
@@ -89,8 +105,36 @@ async def task_page(
             "check_runs": check_runs,
             "checks_key": " ".join(f"{r.id}:{r.status}" for r in check_runs),
             "held": held,
+            "unapproved": unapproved,  # merged on GitHub without an OSIRIS approval: shown as a warning
+            # The approve form names the version and commit this page showed (pinned approvals).
+            "latest": artifacts[-1] if artifacts else None,
         },
     )
+
+
+@router.get("/tasks/{task_id}/versions/{version}/files")
+async def version_file(
+    request: Request,
+    task_id: int,
+    version: int,
+    viewer: ViewerDep,
+    path: Annotated[str, Query(min_length=1, max_length=4096)],
+) -> Response:
+    """One file of a version, for the files the task page lists by name only."""
+    runtime = runtime_of(request)
+    async with db.transaction(runtime.sessions) as session:
+        task = await repository.get_task(session, viewer.actor, task_id)  # the same org-scoped read
+        artifact = await repository.artifact_version(session, task, version)
+    rendered = (
+        await asyncio.to_thread(
+            highlight.render_file, artifact, path, max_chars=runtime.settings.portal_highlight_bytes
+        )
+        if artifact is not None
+        else None
+    )
+    if rendered is None:
+        raise NotFound(f"version {version} of task {task_id} has no file {path!r}")
+    return render(request, "version_file.html", {"task": task, "artifact": artifact, "file": rendered})
 
 
 @router.post("/tasks/{task_id}/messages")
@@ -102,11 +146,31 @@ async def post_message(request: Request, task_id: int, viewer: ViewerDep, form: 
     return redirect(f"/tasks/{task_id}#thread")
 
 
+def _approved_version(version: str, head_sha: str) -> tuple[int, str]:
+    """What the approve form was rendered with: it always carries both, so an approval from a page
+    that showed an older version (or a version not yet published) cannot approve the newest one."""
+    if not version.strip().isdigit() or not 0 < int(version) < 2**31:
+        raise InvalidInput("the approve form must name the version it shows; reload the page")
+    head_sha = head_sha.strip().lower()
+    if not head_sha:
+        raise StaleApproval(
+            f"this page showed version {int(version)} before it was published; reload it to review "
+            "what will be merged"
+        )
+    if len(head_sha) not in (40, 64) or any(c not in "0123456789abcdef" for c in head_sha):
+        raise InvalidInput("the approve form's commit is not a commit id; reload the page")
+    return int(version), head_sha
+
+
 @router.post("/tasks/{task_id}/approve")
 async def approve(request: Request, task_id: int, viewer: ViewerDep, form: FormDep) -> Response:
     comment = _text(text_field(form, "comment"), "the comment", required=False) or None
     async with db.transaction(runtime_of(request).sessions) as session:
-        await lifecycle.approve_task(session, viewer.actor, task_id, comment=comment)
+        await repository.get_task(session, viewer.actor, task_id)  # another org's task: 404 first
+        version, head_sha = _approved_version(text_field(form, "version"), text_field(form, "head_sha"))
+        await lifecycle.approve_task(
+            session, viewer.actor, task_id, comment=comment, version=version, head_sha=head_sha
+        )
     viewer.session.flash("ok", f"Task #{task_id} approved; it will be merged.")
     return redirect(f"/tasks/{task_id}")
 

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import secrets
+
 from sqlalchemy import func, select
 
+from osiris.app import jobs
 from osiris.app.models import ApiToken, Artifact, Task
 
 PATCH = """diff --git a/hello.py b/hello.py
@@ -15,9 +18,9 @@ new file mode 100644
 """
 
 
-async def _claimed_task(client, agent_headers) -> int:
+async def _claimed_task(client, agent_headers, **fields) -> int:
     r = await client.post(
-        "/api/v1/tasks", json={"title": "Say hello", "priority": "high"}, headers=agent_headers
+        "/api/v1/tasks", json={"title": "Say hello", "priority": "high", **fields}, headers=agent_headers
     )
     task_id = r.json()["id"]
     r = await client.post(f"/api/v1/tasks/{task_id}/claim", headers=agent_headers)
@@ -84,10 +87,16 @@ async def test_login_is_rate_limited(client, factory, runtime):
     assert codes[0] == 401 and codes[-1] == 429
 
 
-async def test_full_loop_with_feedback_and_version_diff(client, factory):
+async def _publish(runtime) -> None:
+    """Run the queued jobs: a version is approvable once its publish job has shown it."""
+    await jobs.drain(runtime.dsn, jobs.JobContext(runtime.sessions, runtime.settings, runtime.services))
+
+
+async def test_full_loop_with_feedback_and_version_diff(client, factory, runtime):
     _, agent = await factory.member("agent")
     _, reviewer = await factory.member("reviewer")
-    task_id = await _claimed_task(client, agent)
+    # published and merged below: a repository of its own (task ids and branch names restart per test)
+    task_id = await _claimed_task(client, agent, repo=f"t-{secrets.token_hex(4)}")
 
     r = await client.post(
         f"/api/v1/tasks/{task_id}/artifacts", json={"content": PATCH, "summary": "v1"}, headers=agent
@@ -95,6 +104,7 @@ async def test_full_loop_with_feedback_and_version_diff(client, factory):
     assert r.status_code == 201, r.text
     assert r.json()["artifact"]["kind"] == "patch"
     assert r.json()["task"]["status"] == "REVIEW"
+    await _publish(runtime)
 
     r = await client.post(
         f"/api/v1/tasks/{task_id}/reject", json={"feedback": "print goodbye too"}, headers=reviewer
@@ -103,19 +113,23 @@ async def test_full_loop_with_feedback_and_version_diff(client, factory):
     msgs = (await client.get(f"/api/v1/tasks/{task_id}/messages", headers=agent)).json()
     assert [(m["body"], m["direction"]) for m in msgs] == [("print goodbye too", "to_agent")]
 
-    v2 = PATCH.replace("@@ -0,0 +1 @@", "@@ -0,0 +1,2 @@") + '+print("goodbye")\n'
+    # on top of version 1, which the publish job put on the branch
+    v2 = 'diff --git a/hello.py b/hello.py\n--- a/hello.py\n+++ b/hello.py\n@@ -1 +1,2 @@\n print("hello")\n'
+    v2 += '+print("goodbye")\n'
     r = await client.post(f"/api/v1/tasks/{task_id}/artifacts", json={"content": v2}, headers=agent)
     assert r.json()["artifact"]["version"] == 2
 
     r = await client.get(f"/api/v1/tasks/{task_id}/artifacts/diff?from=1&to=2", headers=reviewer)
     assert '++print("goodbye")' in r.json()["diff"]
 
+    await _publish(runtime)
     r = await client.post(f"/api/v1/tasks/{task_id}/approve", json={"comment": "ship it"}, headers=reviewer)
-    assert r.json()["status"] == "DONE"
+    assert r.json()["status"] == "DONE", r.text
     detail = (await client.get(f"/api/v1/tasks/{task_id}", headers=reviewer)).json()
     assert [a["version"] for a in detail["artifacts"]] == [1, 2]
     kinds = [e["kind"] for e in (await client.get(f"/api/v1/tasks/{task_id}/events", headers=agent)).json()]
-    assert kinds[:7] == ["created", "claim", "submit", "request_changes", "message", "submit", "approve"]
+    moves = [k for k in kinds if k not in ("published", "review_requested", "message_delivered")]
+    assert moves[:7] == ["created", "claim", "submit", "request_changes", "message", "submit", "approve"]
 
 
 async def test_other_organizations_tasks_are_404(client, factory):

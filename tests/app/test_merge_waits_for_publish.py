@@ -7,24 +7,33 @@ The "other worker" here is a real pgqueuer row in the picked state, as a worker 
 
 from __future__ import annotations
 
+import secrets
+
 import pytest
 from sqlalchemy import select, text
 
 from osiris.app import db, effects, jobs, lifecycle
 from osiris.app.artifacts import validate_artifact
-from osiris.app.models import Artifact, TaskEvent
+from osiris.app.models import TaskEvent
 
 
 async def _approved_task(runtime, factory) -> tuple[int, int]:
     agent = factory.actor(await factory.user("agent"))
     reviewer = factory.actor(await factory.user("reviewer"))
     async with db.transaction(runtime.sessions) as s:
-        task = await lifecycle.create_task(s, agent, title="t", repo="default", base_branch="main")
+        task = await lifecycle.create_task(
+            s, agent, title="t", repo=f"t-{secrets.token_hex(4)}", base_branch="main"
+        )
         await lifecycle.claim_task(s, agent, task.id, lease_seconds=60)
         art = validate_artifact({"merge-wait.txt": "hi\n"}, "files", max_bytes=1000)
-        await lifecycle.submit_artifact(s, agent, task.id, artifact=art)
+        submitted = await lifecycle.submit_artifact(s, agent, task.id, artifact=art)
+    artifact_id = submitted.artifact.id
+    # Published (a version is approvable only then) by a run of the handler; its queued job stays
+    # queued, as a retry of the same publish would be while it runs.
+    ctx = jobs.JobContext(runtime.sessions, runtime.settings, runtime.services)
+    await effects.publish_artifact({"artifact_id": artifact_id, "task_id": task.id}, ctx)
+    async with db.transaction(runtime.sessions) as s:
         await lifecycle.approve_task(s, reviewer, task.id)
-        artifact_id = await s.scalar(select(Artifact.id).where(Artifact.task_id == task.id))
         # the publish job, as a live worker holds it while it runs
         await s.execute(
             text("UPDATE pgqueuer SET status = 'picked' WHERE dedupe_key = :k"),

@@ -102,3 +102,23 @@ async def test_embedded_server_starts_migrates_and_keeps_data(tmp_path):
     assert await conn.fetchval("SELECT count(*) FROM organizations WHERE slug = 'kept'") == 1
     await conn.close()
     second.stop()
+
+
+async def test_names_that_differ_only_in_case_stop_the_upgrade_with_a_clear_error(scratch_url):
+    """0008 makes repository names unique ignoring case; clashing rows are not merged silently."""
+    await asyncio.to_thread(db.upgrade_sync, scratch_url, "0007")
+    conn = await asyncpg.connect(
+        make_url(scratch_url).set(drivername="postgresql").render_as_string(hide_password=False)
+    )
+    try:
+        a = await conn.fetchval("INSERT INTO organizations (slug, name) VALUES ('a', 'a') RETURNING id")
+        b = await conn.fetchval("INSERT INTO organizations (slug, name) VALUES ('b', 'b') RETURNING id")
+        await conn.execute("INSERT INTO repositories (org_id, name) VALUES ($1, 'App'), ($2, 'app')", a, b)
+        with pytest.raises(RuntimeError, match="differ only in case.*App \\(organization"):
+            await asyncio.to_thread(db.upgrade_sync, scratch_url)
+        await conn.execute("DELETE FROM repositories WHERE name = 'app'")
+        await asyncio.to_thread(db.upgrade_sync, scratch_url)
+        with pytest.raises(asyncpg.UniqueViolationError):
+            await conn.execute("INSERT INTO repositories (org_id, name) VALUES ($1, 'APP')", b)
+    finally:
+        await conn.close()

@@ -236,3 +236,50 @@ async def test_cli_creates_an_organization_and_its_admin(database_url, runtime, 
     assert gamma is not None and gamma.name == "Gamma"
     assert admin.org_id == gamma.id and not admin.is_superuser
     assert root.is_superuser and root.org_id != gamma.id
+
+
+async def test_repository_names_that_differ_only_in_case_are_one_repository(client, factory, runtime):
+    """`App` and `app` are one directory on a case-insensitive file system: one name, one owner."""
+    beta = await factory.org("beta-case")
+    _, a_admin = await factory.member("admin")
+    _, a_agent = await factory.member("agent")
+    _, b_admin = await factory.member("admin", org=beta)
+    _, b_agent = await factory.member("agent", org=beta)
+    r = await client.post("/api/v1/repositories", json={"name": "app"}, headers=a_admin)
+    assert r.status_code == 201, r.text
+
+    # Another organization registering it in another case: 409, saying which name holds it.
+    for name in ("App", "APP", "aPp"):
+        r = await client.post("/api/v1/repositories", json={"name": name}, headers=b_admin)
+        assert r.status_code == 409 and r.json()["code"] == "conflict", r.text
+        assert "'app' exists" in r.json()["detail"] and "case" in r.json()["detail"]
+    # Nor by filing a task that names it (auto-registration): refused like a missing one, nothing written.
+    before = await count(runtime, Task), await count(runtime, Repository)
+    r = await client.post("/api/v1/tasks", json={"title": "steal", "repo": "APP"}, headers=b_agent)
+    assert r.status_code == 422 and r.json()["code"] == "unknown_repository", r.text
+    assert (await count(runtime, Task), await count(runtime, Repository)) == before
+    # The owner may name it in any case; the task gets the name as registered (one directory).
+    r = await client.post("/api/v1/tasks", json={"title": "mine", "repo": "App"}, headers=a_agent)
+    assert r.status_code == 201 and r.json()["repo"] == "app", r.text
+    async with runtime.sessions() as session:
+        assert await repositories_registry.owner_of(session, "APP") == (await factory.org()).id
+    # The same name again in the owner's organization is a conflict too.
+    r = await client.post("/api/v1/repositories", json={"name": "APP"}, headers=a_admin)
+    assert r.status_code == 409
+
+
+async def test_two_organizations_registering_one_name_in_two_cases_at_once_get_one(factory):
+    """The unique index on lower(name) decides a race; the loser is told it is taken."""
+    orgs = [await factory.org(f"race-{i}") for i in range(2)]
+
+    async def register(org, name):
+        try:
+            async with db.transaction(factory.runtime.sessions) as session:
+                await repositories_registry.create_repository(session, org_id=org.id, name=name)
+            return "created"
+        except Exception as exc:
+            return type(exc).__name__
+
+    results = await asyncio.gather(register(orgs[0], "Racer"), register(orgs[1], "racer"))
+    assert sorted(results) == ["Conflict", "created"]
+    assert await count(factory.runtime, Repository, func.lower(Repository.name) == "racer") == 1

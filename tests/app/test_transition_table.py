@@ -10,13 +10,13 @@ from __future__ import annotations
 import itertools
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 
 from osiris.app import db, lifecycle
 from osiris.app.actors import requester_actor, system_actor
 from osiris.app.artifacts import validate_artifact
 from osiris.app.errors import OsirisError
-from osiris.app.models import Task, TaskEvent
+from osiris.app.models import Artifact, Task, TaskEvent
 
 STATES = ["PENDING", "IN_PROGRESS", "REVIEW", "DONE", "REJECTED"]
 ACTIONS = [
@@ -99,7 +99,11 @@ async def _drive(runtime, task_id: int, state: str, *, holder, reviewer) -> None
             if step == "claim":
                 await lifecycle.claim_task(s, holder, task_id, lease_seconds=lease)
             elif step == "submit":
-                await lifecycle.submit_artifact(s, holder, task_id, artifact=PATCH)
+                done = await lifecycle.submit_artifact(s, holder, task_id, artifact=PATCH)
+                # What the publish job records: only a published version can be approved.
+                await s.execute(
+                    update(Artifact).where(Artifact.id == done.artifact.id).values(commit_sha="a" * 40)
+                )
             elif step == "approve":
                 await lifecycle.approve_task(s, reviewer, task_id)
             else:

@@ -26,6 +26,7 @@ import time
 import uuid
 from collections import Counter
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, unquote
@@ -374,7 +375,7 @@ class FakeGitHub:
             "patch_url": f"https://github.test/{pr.repo}/pull/{pr.number}.patch",
         }
         payload["comment"].update(
-            {"id": comment["id"], "body": comment["body"], "html_url": comment["html_url"]}
+            {k: comment[k] for k in ("id", "body", "html_url", "created_at", "updated_at")}
         )
         payload["comment"]["user"] = {**payload["comment"]["user"], "login": comment["user"]["login"]}
         payload["sender"]["login"] = comment["user"]["login"]
@@ -925,8 +926,10 @@ class FakeGitHub:
             "issue_url": f"https://api.github.test/repos/{pr.repo}/issues/{pr.number}",
             "body": b["body"],
             "user": _user(login, "Bot" if login == BOT else "User"),
-            "created_at": "2024-01-01T00:00:00Z",
-            "updated_at": "2024-01-01T00:00:00Z",
+            # When it was written (OSIRIS compares it with when it pushed a version). GitHub sends
+            # whole seconds; the fake keeps microseconds so a test's back-to-back steps stay ordered.
+            "created_at": _now_iso(),
+            "updated_at": _now_iso(),
             "author_association": "MEMBER",
         }
         self.comments.append(comment)
@@ -1498,3 +1501,7 @@ def _who_env(who: dict[str, Any]) -> dict[str, str]:
     if who.get("date"):
         env |= {"GIT_AUTHOR_DATE": who["date"], "GIT_COMMITTER_DATE": who["date"]}
     return env
+
+
+def _now_iso() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")

@@ -310,3 +310,23 @@ async def test_a_version_superseded_before_its_checks_ran_is_closed_not_left_que
     assert [(r["version"], r["status"]) for r in runs] == [(2, "passed"), (1, "error")]
     assert "superseded" in runs[1]["results"][0]["output"]
     assert (await client.get(f"/api/v1/tasks/{task_id}", headers=agent)).json()["status"] == "REVIEW"
+
+
+async def test_an_explicit_isolation_that_cannot_be_set_up_is_an_error_not_a_pass(
+    client, factory, runtime, host, repo_name, checked, monkeypatch
+):
+    from osiris.app import sandbox
+
+    monkeypatch.setattr(runtime.settings, "checks_isolation", "userns")
+    monkeypatch.setattr(sandbox.shutil, "which", lambda name: None)  # no unshare, no setpriv here
+    monkeypatch.setattr(sandbox, "_chosen", {})
+    _, agent = await factory.member("agent")
+    _, reviewer = await factory.member("reviewer")
+    task_id = await new_claimed_task(client, agent, repo_name)
+    await submit(client, agent, task_id, "def add(a, b):\n    return a + b\n")
+    await drain(runtime)
+    runs = (await client.get(f"/api/v1/tasks/{task_id}/checks", headers=reviewer)).json()
+    assert [r["status"] for r in runs] == ["error"]
+    assert "isolation 'userns' cannot be set up" in runs[0]["results"][0]["output"]
+    r = await client.post(f"/api/v1/tasks/{task_id}/approve", headers=reviewer)
+    assert r.status_code == 409 and r.json()["code"] == "checks_failed", r.text

@@ -3,7 +3,11 @@ requested by a reviewer through REST, feedback read, resubmit, approved by a rev
 
 from __future__ import annotations
 
+import secrets
+
 from mcp_helpers import error_code, new_task, ok, token_of
+
+from osiris.app import jobs
 
 README_V1 = {"README.md": "# Thing\n\nRun it.\n"}
 README_V2 = {"README.md": "# Thing\n\nRun it with `make run`.\n"}
@@ -12,7 +16,8 @@ README_V2 = {"README.md": "# Thing\n\nRun it with `make run`.\n"}
 async def test_claim_submit_feedback_resubmit_approve(connect, factory, rest):
     _, reviewer = await factory.member("reviewer")
     agent_user, agent = await factory.member("agent")
-    task_id = await new_task(rest, reviewer, priority="high")
+    # A repository of its own: the worker below publishes to it, and task ids restart every test.
+    task_id = await new_task(rest, reviewer, priority="high", repo=f"t-{secrets.token_hex(4)}")
 
     async with connect(token_of(agent)) as client:
         pending = ok(await client.call_tool("read_pending_tasks", {}))
@@ -58,6 +63,8 @@ async def test_claim_submit_feedback_resubmit_approve(connect, factory, rest):
         # The agent cannot approve its own work: there is no tool for it, and REST refuses its token.
         r = await rest.post(f"/api/v1/tasks/{task_id}/approve", headers=agent)
         assert r.status_code == 403 and r.json()["code"] == "forbidden"
+        runtime = factory.runtime  # the worker: a version is approvable once published
+        await jobs.drain(runtime.dsn, jobs.JobContext(runtime.sessions, runtime.settings, runtime.services))
         r = await rest.post(f"/api/v1/tasks/{task_id}/approve", json={"comment": "thanks"}, headers=reviewer)
         assert r.status_code == 200 and r.json()["status"] == "DONE", r.text
 

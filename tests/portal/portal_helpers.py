@@ -91,3 +91,15 @@ async def metric(base_url: str, name: str) -> float:
         if line.startswith(name + " ") or line.startswith(name + "{"):
             return float(line.rsplit(" ", 1)[1])
     return 0.0
+
+
+APPROVE_FORM = re.compile(r'<form method="post" action="/tasks/\d+/approve".*?</form>', re.DOTALL)
+HIDDEN = re.compile(r'<input type="hidden" name="([a-z_]+)" value="([^"]*)"')
+
+
+def approve_form(html: str, **extra: str) -> dict[str, str]:
+    """The approve form's fields as the page rendered them: its CSRF token and the version and
+    commit it approves (an approval is pinned to what the page showed)."""
+    match = APPROVE_FORM.search(html)
+    assert match, "the page has no approve form"
+    return {**dict(HIDDEN.findall(match.group(0))), **extra}

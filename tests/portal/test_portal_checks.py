@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 import pytest
-from portal_helpers import csrf_of
+from portal_helpers import approve_form
 from sqlalchemy import select
 from test_portal_pages import make_task, status_of
 
@@ -28,6 +28,7 @@ async def check_run(factory, task, *, status: str, mode: str = "block", results=
             .scalars()
             .first()
         )
+        artifact.commit_sha = "ab" * 20  # published (what the publish job records with the run)
         run = (
             await s.execute(select(CheckRun).where(CheckRun.artifact_id == artifact.id))
         ).scalar_one_or_none()
@@ -59,7 +60,7 @@ async def test_check_results_are_shown_escaped_and_hold_approval(signed_in, fact
     assert page.status_code == 200
     assert 'id="checks"' in page.text and 'class="check-badge check-running">running<' in page.text
     assert "Approval waits" in page.text and "blocking checks are running" in page.text
-    r = await client.post(f"/tasks/{task.id}/approve", data={"csrf_token": csrf_of(page.text)})
+    r = await client.post(f"/tasks/{task.id}/approve", data=approve_form(page.text))
     assert r.status_code == 409 and "blocking checks are running" in r.text
     assert await status_of(factory, task.id) == "REVIEW"
 
@@ -80,7 +81,7 @@ async def test_check_results_are_shown_escaped_and_hold_approval(signed_in, fact
         "<script>alert('x')" not in text
         and "&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt; &amp; done" in text
     )
-    r = await client.post(f"/tasks/{task.id}/approve", data={"csrf_token": csrf_of(text)})
+    r = await client.post(f"/tasks/{task.id}/approve", data=approve_form(text))
     assert r.status_code == 409 and await status_of(factory, task.id) == "REVIEW"
     board = await client.get("/")
     card = board.text.split(f'data-task-id="{task.id}"', 1)[1].split("</li>", 1)[0]
@@ -90,5 +91,5 @@ async def test_check_results_are_shown_escaped_and_hold_approval(signed_in, fact
     await check_run(factory, task, status="failed", mode="inform", results=results)
     page = await client.get(f"/tasks/{task.id}")
     assert "Approval waits" not in page.text
-    r = await client.post(f"/tasks/{task.id}/approve", data={"csrf_token": csrf_of(page.text)})
+    r = await client.post(f"/tasks/{task.id}/approve", data=approve_form(page.text))
     assert r.status_code == 303 and await status_of(factory, task.id) == "DONE"

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-import pytest
-from portal_helpers import PASSWORD, csrf_of, form_token, sign_in
+import secrets
 
-from osiris.app import db, lifecycle
+import pytest
+from portal_helpers import PASSWORD, approve_form, csrf_of, form_token, sign_in
+
+from osiris.app import db, jobs, lifecycle
 from osiris.app.artifacts import validate_artifact
 from osiris.app.models import Message, Task
 
@@ -13,14 +15,14 @@ pytestmark = pytest.mark.asyncio
 
 
 async def make_task(
-    factory, org=None, *, title="Fix the login page", submit: list | None = None
+    factory, org=None, *, title="Fix the login page", submit: list | None = None, repo: str = "web"
 ) -> tuple[Task, object]:
     """A task created by an agent, optionally claimed and submitted once per entry of `submit`."""
     agent = await factory.user("agent", org=org)
     actor = factory.actor(agent)
     async with db.transaction(factory.runtime.sessions) as s:
         task = await lifecycle.create_task(
-            s, actor, title=title, description="The button is blue.", repo="web", base_branch="main"
+            s, actor, title=title, description="The button is blue.", repo=repo, base_branch="main"
         )
     for i, content in enumerate(submit or []):
         async with db.transaction(factory.runtime.sessions) as s:
@@ -196,7 +198,8 @@ async def test_a_reviewer_of_another_organization_sees_nothing(signed_in, factor
     assert board.status_code == 200 and "Secret project" not in board.text
     page = await client.get(f"/tasks/{task.id}")
     assert page.status_code == 404 and "Secret project" not in page.text
-    r = await client.post(f"/tasks/{task.id}/approve", data={"csrf_token": csrf_of(board.text)})
+    form = {"csrf_token": csrf_of(board.text), "version": "1", "head_sha": "ab" * 20}
+    r = await client.post(f"/tasks/{task.id}/approve", data=form)
     assert r.status_code == 404
     assert await status_of(factory, task.id) == "REVIEW"
 
@@ -206,7 +209,10 @@ async def test_a_reviewer_of_another_organization_sees_nothing(signed_in, factor
 
 async def test_review_workflow_through_the_forms(signed_in, factory):
     client, reviewer = await signed_in("reviewer")
-    task, agent = await make_task(factory, submit=[{"app.py": "def hello():\n    return 'hi'\n"}])
+    repo = f"t-{secrets.token_hex(4)}"  # published below: a repository of its own
+    task, agent = await make_task(factory, submit=[{"app.py": "def hello():\n    return 'hi'\n"}], repo=repo)
+    runtime = factory.runtime  # the worker publishes version 1 (one publish at a time: git makes the repo)
+    await jobs.drain(runtime.dsn, jobs.JobContext(runtime.sessions, runtime.settings, runtime.services))
     page = await client.get(f"/tasks/{task.id}")
     assert page.status_code == 200
     assert "Approve and merge" in page.text and "Request changes" in page.text
@@ -233,7 +239,9 @@ async def test_review_workflow_through_the_forms(signed_in, factory):
     assert "Approve and merge" not in page.text
 
     # approving a task that is not in review: a friendly page with the lifecycle's status
-    r = await client.post(f"/tasks/{task.id}/approve", data={"csrf_token": token})
+    r = await client.post(
+        f"/tasks/{task.id}/approve", data={"csrf_token": token, "version": "1", "head_sha": "ab" * 20}
+    )
     assert r.status_code == 409 and "cannot approve" in r.text and "<html" in r.text
 
     r = await client.post(f"/tasks/{task.id}/messages", data={"csrf_token": token, "body": "Any questions?"})
@@ -250,7 +258,13 @@ async def test_review_workflow_through_the_forms(signed_in, factory):
     page = await client.get(f"/tasks/{task.id}")
     assert "Compare versions" in page.text and "v1 → v2" in page.text
     assert "<span class=\"gi\">+    return 'hello'</span>" in page.text  # the v1 → v2 diff, highlighted
-    r = await client.post(f"/tasks/{task.id}/approve", data={"csrf_token": token, "comment": "ship it"})
+    # Version 2 is not published yet: nothing to approve. Once it is, the form names it.
+    assert "Approval waits" in page.text and "not published yet" in page.text
+    await jobs.drain(runtime.dsn, jobs.JobContext(runtime.sessions, runtime.settings, runtime.services))
+    page = await client.get(f"/tasks/{task.id}")
+    form = approve_form(page.text, comment="ship it")
+    assert form["version"] == "2" and len(form["head_sha"]) == 40
+    r = await client.post(f"/tasks/{task.id}/approve", data=form)
     assert r.status_code == 303
     assert await status_of(factory, task.id) == "DONE"
 

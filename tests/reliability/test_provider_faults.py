@@ -37,7 +37,7 @@ from ingest.fakes import FakeSlack, FakeTwilio, fixture  # noqa: E402
 from test_github_lifecycle import _people as _github_people  # noqa: E402
 from test_github_lifecycle import _status, _submit, _task  # noqa: E402
 
-from osiris.app import jobs  # noqa: E402
+from osiris.app import effects, jobs  # noqa: E402
 from osiris.app.main import create_app  # noqa: E402
 from osiris.app.models import ChannelNotification, TaskEvent  # noqa: E402
 from osiris.github_bridge.github_client import GitHub  # noqa: E402
@@ -217,11 +217,18 @@ async def _lifecycle(i: int, client: httpx.AsyncClient, people: dict, world: Wor
     r = await client.post(f"/api/v1/tasks/{task_id}/messages", json={"body": f"question {i}?"}, headers=agent)
     assert r.status_code == 201, r.text
 
-    if i % 3 == 0:  # the reviewer approves in OSIRIS, maybe before the PR even exists
-        r = await client.post(
-            f"/api/v1/tasks/{task_id}/approve", json={"comment": "ok"}, headers=people["alice"]
-        )
-        assert r.status_code == 200, r.text
+    if i % 3 == 0:  # the reviewer approves in OSIRIS, trying before the PR even exists
+
+        async def approved() -> bool:
+            r = await client.post(
+                f"/api/v1/tasks/{task_id}/approve", json={"comment": "ok"}, headers=people["alice"]
+            )
+            if r.status_code == 409 and r.json()["code"] == "not_published":
+                return False  # nothing shown to approve yet: approval waits for the publish job
+            assert r.status_code == 200, r.text
+            return True
+
+        await _until("approved", approved)
     else:  # on GitHub, once the PR is there
 
         async def published() -> bool:
@@ -360,20 +367,27 @@ github = github_harness.github  # the in-process app with the GitHub fake, jobs 
 async def test_a_publish_still_retrying_when_the_task_is_approved_opens_nothing_again(
     github: GitHubEnv, factory, record_property
 ):
-    """GitHub fails the publish job's first call; a reviewer approves in OSIRIS before the job's
-    retry. The merge job publishes the version itself, merges it and deletes the branch; the
-    publish job's late retry must not push the branch again nor open a second pull request."""
+    """GitHub fails the publish job's first call; a reviewer tries to approve before the job's
+    retry and is refused (`not_published`: nothing was shown to approve). Once published, the
+    approval merges it and deletes the branch; a late, duplicate run of the publish job must not
+    push the branch again nor open a second pull request."""
     admin_h, agent_h, _ = await _github_people(factory)
     task_id = await _task(github, admin_h, agent_h)
     github.fake.fail("POST .*/git/trees", "500", 1)  # the publish job's first try fails ...
     github.host.gh.api.retry_seconds = 3.0  # ... and it retries in 3 s, when the merge is long done
     # whole files (a patch would no longer apply on the merged base, which hides the problem)
-    await _submit(github, task_id, agent_h, {"notes/late.txt": "late\n"}, "v1")
+    submitted = await _submit(github, task_id, agent_h, {"notes/late.txt": "late\n"}, "v1")
     r = await github.client.post(f"/api/v1/tasks/{task_id}/approve", json={"comment": "ok"}, headers=admin_h)
-    assert r.status_code == 200, r.text
-    await github.drain()  # the merge (and the first, failed publish)
+    assert r.status_code == 409 and r.json()["code"] == "not_published", r.text
+    await github.drain()  # the first, failed publish
     await asyncio.sleep(3.5)
     await github.drain()  # the publish job's retry
+    r = await github.client.post(f"/api/v1/tasks/{task_id}/approve", json={"comment": "ok"}, headers=admin_h)
+    assert r.status_code == 200, r.text
+    await github.drain()  # the merge
+    ctx = jobs.JobContext(github.runtime.sessions, github.runtime.settings, github.runtime.services)
+    payload = {"artifact_id": submitted["artifact"]["id"], "task_id": task_id}
+    await effects.publish_artifact(payload, ctx)  # a duplicate run, late (e.g. a lost acknowledgement)
     assert (await _status(github, task_id, admin_h))["status"] == "DONE"
     assert [(pr.head, pr.merged) for pr in github.fake.pulls.values()] == [(f"osiris/task-{task_id}", True)]
     assert (

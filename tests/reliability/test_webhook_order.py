@@ -353,8 +353,12 @@ async def test_an_approval_of_an_older_version_does_not_approve_the_newer(
     assert task["status"] == "REVIEW", "an approval of version 1 approved version 2"
     assert "approve" not in await _kinds(github, task_id)
     assert not github.pr(1).merged and _merge_calls(github) == 0
-    notes = [m.body for m in await _messages(github, task_id) if "not counted" in m.body]
-    assert len(notes) == 1 and "older" in notes[0], notes
+    messages = await _messages(github, task_id)
+    notes = [m.body for m in messages if "not counted" in m.body and m.source == "github_review"]
+    code = "stale_approval" if newer == "published" else "not_published"
+    assert len(notes) == 1 and code in notes[0], notes
+    replies = [m.body for m in messages if m.source == "approvals"]  # mirrored on the PR
+    assert len(replies) == 1 and code in replies[0], replies
 
     v2_sha = github.fake.repos[REPO].rev(f"refs/heads/osiris/task-{task_id}")
     assert v2_sha != v1_sha

@@ -148,6 +148,9 @@ RULES: dict[tuple[str, str], Rule] = {
     ("GET", "/portal/highlight.css"): Rule(PUBLIC),
     ("GET", "/"): Rule(SUPERVISOR, note="the board lists only the viewer's organization"),
     ("GET", "/tasks/{task_id}"): Rule(SUPERVISOR, scoped=True),
+    ("GET", "/tasks/{task_id}/versions/{version}/files"): Rule(
+        SUPERVISOR, scoped=True, note="one file of a large version; another organization's task: 404"
+    ),
     ("POST", "/tasks/{task_id}/messages"): Rule(SUPERVISOR, scoped=True),
     ("POST", "/tasks/{task_id}/approve"): Rule(SUPERVISOR, scoped=True),
     ("POST", "/tasks/{task_id}/request-changes"): Rule(SUPERVISOR, scoped=True),
@@ -315,7 +318,8 @@ async def _make_task(
     if not to_review:
         return task
     await lifecycle.claim_task(session, holder, task.id, lease_seconds=600)
-    artifact = validate_artifact("notes for review", "text", max_bytes=max_bytes)
+    # a files artifact, so that one file of the version can be asked for by name
+    artifact = validate_artifact({"notes.md": "notes for review"}, "files", max_bytes=max_bytes)
     await lifecycle.submit_artifact(session, holder, task.id, artifact=artifact)
     session.add(
         ChannelAttachment(
@@ -580,6 +584,7 @@ SAMPLES: dict[tuple[str, str], Sample] = {
         "json": {"content": "notes v2", "kind": "text"}
     },
     ("GET", "/api/v1/tasks/{task_id}/artifacts/diff"): lambda w, c: {"params": {"from": 1, "to": 1}},
+    ("GET", "/tasks/{task_id}/versions/{version}/files"): lambda w, c: {"params": {"path": "notes.md"}},
     ("POST", "/api/v1/tasks/{task_id}/messages"): lambda w, c: {"json": {"body": "a question"}},
     ("POST", "/api/v1/tasks/{task_id}/reject"): lambda w, c: {"json": {"feedback": "change it"}},
     ("PUT", "/api/v1/tasks/{task_id}/skills"): lambda w, c: {"json": {"skills": []}},
@@ -595,7 +600,7 @@ SAMPLES: dict[tuple[str, str], Sample] = {
     ("POST", "/login"): lambda w, c: _form(w, c, username=c.params["_login"], password=PASSWORD),
     ("POST", "/logout"): lambda w, c: _form(w, c),
     ("POST", "/tasks/{task_id}/messages"): lambda w, c: _form(w, c, body="a question"),
-    ("POST", "/tasks/{task_id}/approve"): lambda w, c: _form(w, c),
+    ("POST", "/tasks/{task_id}/approve"): lambda w, c: _form(w, c, version="1", head_sha="ab" * 20),
     ("POST", "/tasks/{task_id}/request-changes"): lambda w, c: _form(w, c, feedback="change it"),
     ("POST", "/tasks/{task_id}/cancel"): lambda w, c: _form(w, c),
     ("POST", "/admin/users"): lambda w, c: _form(

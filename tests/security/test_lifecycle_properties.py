@@ -73,7 +73,14 @@ async def _do(runtime, actor, action: str, task: Task, key: str | None) -> None:
             art = validate_artifact(
                 f"version by {actor.name} {secrets.token_hex(2)}\n", "text", max_bytes=1000
             )
-            await lifecycle.submit_artifact(s, actor, task.id, artifact=art, idempotency_key=key)
+            done = await lifecycle.submit_artifact(s, actor, task.id, artifact=art, idempotency_key=key)
+            # What the publish job records (approval needs a published version); a replayed key's
+            # earlier version keeps its own commit.
+            await s.execute(
+                update(Artifact)
+                .where(Artifact.id == done.artifact.id, Artifact.commit_sha.is_(None))
+                .values(commit_sha=secrets.token_hex(20))
+            )
         elif action == "request_changes":
             await lifecycle.request_changes(s, actor, task.id, feedback="again", lease_seconds=600)
         elif action == "approve":

@@ -85,7 +85,10 @@ async def test_a_full_lifecycle_logs_no_secret(live_app, factory, runtime, setti
                 f"/api/v1/tasks/{task}/artifacts", json={"content": {"README.md": "# v2\n"}}, headers=agent
             )
             assert r.status_code == 201, r.text
-            assert (await c.post(f"/api/v1/tasks/{task}/approve", headers=human)).status_code == 200
+            # a version is approvable once published: the publish job runs (and logs) first
+            await jobs.drain(runtime.dsn, jobs.JobContext(runtime.sessions, settings, runtime.services))
+            r = await c.post(f"/api/v1/tasks/{task}/approve", json={"version": 2}, headers=human)
+            assert r.status_code == 200, r.text
 
             body = json.dumps({"zen": "Keep it logically awesome.", "hook_id": 1}).encode()
             key = SECRETS["github_webhook_secret"].encode()

@@ -280,8 +280,11 @@ async def list_events(
 async def approve(
     task_id: int, actor: ActorDep, session: SessionDep, body: Annotated[ApproveIn | None, Body()] = None
 ) -> TaskRead:
-    comment = body.comment if body else None
-    return task_read(await lifecycle.approve_task(session, actor, task_id, comment=comment))
+    seen = body or ApproveIn()
+    task = await lifecycle.approve_task(
+        session, actor, task_id, comment=seen.comment, version=seen.version, head_sha=seen.head_sha
+    )
+    return task_read(task)
 
 
 @router.post("/{task_id}/reject", response_model=TaskRead)
