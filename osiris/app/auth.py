@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Annotated
 
 import jwt
@@ -36,16 +36,24 @@ class TokenCache:
 
     A revocation is broadcast with NOTIFY and evicts the entry at once on every replica; the short
     TTL bounds the window should a notification be missed (e.g. while the listener reconnects).
+    An entry keeps its token's expiry: an expired token is refused at once, never served from here.
     """
 
     def __init__(self, ttl_seconds: float = 30.0, size: int = 10_000) -> None:
-        self._entries: TTLCache[str, Actor] = TTLCache(maxsize=size, ttl=ttl_seconds)
+        self._entries: TTLCache[str, tuple[Actor, datetime | None]] = TTLCache(maxsize=size, ttl=ttl_seconds)
 
     def get(self, token_hash: str) -> Actor | None:
-        return self._entries.get(token_hash)
+        hit = self._entries.get(token_hash)
+        if hit is None:
+            return None
+        actor, expires_at = hit
+        if expires_at is not None and expires_at <= datetime.now(UTC):
+            self.evict(token_hash)
+            return None
+        return actor
 
-    def put(self, token_hash: str, actor: Actor) -> None:
-        self._entries[token_hash] = actor
+    def put(self, token_hash: str, actor: Actor, expires_at: datetime | None = None) -> None:
+        self._entries[token_hash] = (actor, expires_at)
 
     def evict(self, token_hash: str) -> None:
         self._entries.pop(token_hash, None)
@@ -90,7 +98,7 @@ async def actor_from_token(
         )
         actor = actor_for(user)
         if cache is not None:
-            cache.put(token_hash, actor)
+            cache.put(token_hash, actor, api_token.expires_at)
         return actor
     try:
         claims = security.decode_jwt(token, key=signing_key)

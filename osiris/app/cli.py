@@ -1,4 +1,5 @@
-"""The `osiris` command: serve, worker, migrate, mcp, user create, org create, token create, telegram set-webhook."""
+"""The `osiris` command: serve, worker, migrate, mcp, user create/set-password/list, org create,
+token create/list/revoke, telegram set-webhook."""
 
 from __future__ import annotations
 
@@ -162,6 +163,115 @@ def cmd_user_create(args: argparse.Namespace) -> int:
     return _run_reporting_errors(run)
 
 
+def _new_password(args: argparse.Namespace) -> str:
+    """From stdin (never argv, where `ps` and shell history show it); asked twice on a terminal."""
+    if args.password_stdin or not sys.stdin.isatty():
+        return sys.stdin.readline().rstrip("\n")
+    import getpass
+
+    first = getpass.getpass("new password: ")
+    if getpass.getpass("again: ") != first:
+        raise SystemExit("error: the passwords differ")
+    return first
+
+
+def cmd_user_set_password(args: argparse.Namespace) -> int:
+    from osiris.app import accounts, db
+    from osiris.app.main import admin_password_path, start_runtime
+
+    password = _new_password(args)
+    settings = _settings(args)
+
+    async def run() -> None:
+        async with start_runtime(settings) as runtime, db.transaction(runtime.sessions) as session:
+            user = await accounts.set_password(session, username=args.name, password=password)
+        if user.username == "admin":  # the generated one is no longer the password
+            admin_password_path(settings).unlink(missing_ok=True)
+        print(f"password of {user.username} changed", file=sys.stderr)
+
+    return _run_reporting_errors(run)
+
+
+def _table(header: tuple[str, ...], rows: list[tuple[object, ...]]) -> None:
+    cells = [tuple(header), *[tuple("-" if v is None else str(v) for v in row) for row in rows]]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(header))]
+    for row in cells:
+        print("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip())
+
+
+def _when(value) -> str | None:  # type: ignore[no-untyped-def]
+    return value.strftime("%Y-%m-%d %H:%M") if value else None
+
+
+def cmd_user_list(args: argparse.Namespace) -> int:
+    from osiris.app import accounts, db
+    from osiris.app.main import start_runtime
+
+    async def run() -> None:
+        async with start_runtime(_settings(args)) as runtime, db.transaction(runtime.sessions) as session:
+            users = await accounts.all_users(session)
+        _table(
+            ("ID", "USER", "ROLE", "ORG", "GITHUB", "FLAGS"),
+            [
+                (
+                    u.id,
+                    u.username,
+                    u.role,
+                    org,
+                    u.github_login,
+                    ",".join(
+                        f for f, on in (("superuser", u.is_superuser), ("inactive", not u.is_active)) if on
+                    ),
+                )
+                for u, org in users
+            ],
+        )
+
+    return _run_reporting_errors(run)
+
+
+def cmd_token_list(args: argparse.Namespace) -> int:
+    from osiris.app import accounts, db
+    from osiris.app.main import start_runtime
+
+    async def run() -> None:
+        async with start_runtime(_settings(args)) as runtime, db.transaction(runtime.sessions) as session:
+            tokens = await accounts.all_tokens(session, username=args.user)
+        _table(  # the prefix identifies a token; the secret itself was shown once and is not kept
+            ("ID", "USER", "NAME", "PREFIX", "CREATED", "LAST USED", "REVOKED"),
+            [
+                (
+                    t.id,
+                    user,
+                    t.name,
+                    f"{t.display_prefix}…",
+                    _when(t.created_at),
+                    _when(t.last_used_at),
+                    _when(t.revoked_at),
+                )
+                for t, user in tokens
+            ],
+        )
+
+    return _run_reporting_errors(run)
+
+
+def cmd_token_revoke(args: argparse.Namespace) -> int:
+    from osiris.app import accounts, db
+    from osiris.app.actors import system_actor
+    from osiris.app.main import start_runtime
+
+    async def run() -> None:
+        async with start_runtime(_settings(args)) as runtime, db.transaction(runtime.sessions) as session:
+            # The service REST uses: its NOTIFY on commit evicts the token from every server's cache
+            # and closes the WebSockets and MCP streams it opened.
+            org_id = await accounts.token_org(session, args.id)
+            token = await accounts.revoke_token(session, system_actor(org_id, "cli"), args.id)
+        print(f"token {token.id} ({token.name}) revoked", file=sys.stderr)
+
+    return _run_reporting_errors(run)
+
+
 def cmd_org_create(args: argparse.Namespace) -> int:
     from osiris.app import db, organizations
     from osiris.app.main import start_runtime
@@ -185,7 +295,10 @@ def cmd_token_create(args: argparse.Namespace) -> int:
             if user is None:
                 org = await accounts.default_org(session)
                 user = await accounts.create_user(session, org_id=org.id, username=args.name, role=Role.AGENT)
-            new = await accounts.create_token(session, user=user, name=args.token_name or f"{args.name}-cli")
+            expires_at = accounts.token_expiry(expires_in_days=args.expires_in_days)
+            new = await accounts.create_token(
+                session, user=user, name=args.token_name or f"{args.name}-cli", expires_at=expires_at
+            )
             secret = new.secret
         print(secret)  # alone on stdout, so `TOKEN=$(osiris token create bot)` works
 
@@ -223,11 +336,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-dir", type=Path, help="data folder for the embedded default (OSIRIS_DATA_DIR)")
     sub = p.add_subparsers(dest="command", required=True)
 
-    serve = sub.add_parser("serve", help="API, portal, MCP, webhooks and an in-process worker")
-    serve.add_argument("--host")
-    serve.add_argument("--port", type=int)
-    serve.add_argument("--data-dir", type=Path)
-    serve.add_argument("--workers", type=int, help="server processes (default OSIRIS_WORKERS or 1)")
+    serve = sub.add_parser(
+        "serve",
+        help="API, portal, MCP, webhooks and an in-process worker",
+        description="Serve the API, portal, MCP (/mcp) and webhooks, with a job worker and the lease "
+        "sweeper in-process (OSIRIS_RUN_WORKER). Migrates first. Without DATABASE_URL it starts its own "
+        "PostgreSQL under the data dir; on an empty database it creates the user `admin` and, unless "
+        "OSIRIS_ADMIN_PASSWORD is set, stores a generated password in <data dir>/admin-password.",
+    )
+    serve.add_argument("--host", help="address to listen on (default OSIRIS_HOST, else 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="port to listen on (default OSIRIS_PORT, else 8000)")
+    serve.add_argument(
+        "--data-dir",
+        type=Path,
+        help="embedded PostgreSQL, local repositories, generated keys (default OSIRIS_DATA_DIR, else ./.osiris)",
+    )
+    serve.add_argument(
+        "--workers", type=int, help="server processes on one port (default OSIRIS_WORKERS, else 1)"
+    )
     serve.set_defaults(fn=cmd_serve)
 
     worker = sub.add_parser("worker", help="run side-effect jobs and the lease sweeper")
@@ -253,6 +379,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--superuser", action="store_true", help="the operator: manages organizations (admins only)"
     )
     uc.set_defaults(fn=cmd_user_create)
+    up = user.add_parser("set-password", help="set a person's password (read from stdin, never argv)")
+    up.add_argument("name")
+    up.add_argument(
+        "--password-stdin",
+        action="store_true",
+        help="read the password from the first line of stdin (implied when stdin is not a terminal)",
+    )
+    up.set_defaults(fn=cmd_user_set_password)
+    user.add_parser("list", help="every user, in every organization").set_defaults(fn=cmd_user_list)
 
     org = sub.add_parser("org", help="manage organizations").add_subparsers(dest="org_command", required=True)
     oc = org.add_parser("create", help="create an organization; then `user create … --org SLUG --role admin`")
@@ -266,7 +401,18 @@ def build_parser() -> argparse.ArgumentParser:
     tc = token.add_parser("create", help="create a token (and the agent user if it does not exist)")
     tc.add_argument("name", help="the user the token acts as")
     tc.add_argument("--token-name", help="a label for the token")
+    tc.add_argument(
+        "--expires-in-days", type=int, default=None, help="the token stops working after this many days"
+    )
     tc.set_defaults(fn=cmd_token_create)
+    tl = token.add_parser(
+        "list", help="tokens (never their secrets): id, user, name, prefix, use, revocation"
+    )
+    tl.add_argument("--user", help="only this user's tokens")
+    tl.set_defaults(fn=cmd_token_list)
+    tr = token.add_parser("revoke", help="revoke a token: refused at once, its live connections closed")
+    tr.add_argument("id", type=int, help="the token's id (`osiris token list`)")
+    tr.set_defaults(fn=cmd_token_revoke)
 
     telegram = sub.add_parser("telegram", help="the Telegram bot").add_subparsers(
         dest="telegram_command", required=True

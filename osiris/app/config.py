@@ -53,7 +53,7 @@ class Settings(BaseSettings):
     # Signs session cookies and JWTs. Required with DATABASE_URL; the embedded default generates
     # one under the data dir on first start so no two installations share a key.
     secret_key: SecretStr | None = None
-    # Password of the first admin ("admin") on an empty database; unset = generated and printed once
+    # Password of the first admin ("admin") on an empty database; unset = generated, printed and kept in <data_dir>/admin-password (0600)
     admin_password: SecretStr | None = None
     jwt_ttl_seconds: int = 3600  # lifetime of a token from /api/v1/auth/token
     login_rate_per_minute: int = 10  # password attempts per client and user name
@@ -204,6 +204,11 @@ class Settings(BaseSettings):
     portal_inline_files: int = Field(default=20, ge=0)
     portal_file_names_per_page: int = Field(default=500, ge=1)
     portal_highlight_bytes: int = Field(default=400_000, ge=1)  # highlighted per page, at most
+    # "Files changed" (the task page and GET /api/v1/tasks/{id}/changes): diff lines shown per file and
+    # in all; a file past either is listed with its counts and a link to its own view, which shows
+    # up to the overall number.
+    changes_max_file_lines: int = Field(default=2_000, ge=1)
+    changes_max_lines: int = Field(default=20_000, ge=1)
     # Live connections (portal WebSockets, MCP SSE streams) one token or sign-in may hold open at
     # once, per process; the next WebSocket is closed with 1008 and a reason.
     live_max_per_credential: int = Field(default=20, ge=1)
@@ -287,6 +292,11 @@ class Settings(BaseSettings):
     # false: a check gets a network namespace of its own with only a loopback (no API, no database,
     # no package downloads). True by default because most test commands install or fetch something.
     checks_network: bool = True
+
+    # --- portal board ----------------------------------------------------------------------------
+    # The Done and Cancelled columns show tasks closed in this many recent days; older ones are on
+    # the archive page (/archive).
+    portal_board_closed_days: int = Field(default=7, ge=1)
 
     @property
     def embedded(self) -> bool:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -43,9 +44,10 @@ class EmbeddedPostgres:
         self._server = None
 
     def start(self) -> str:
+        self.pgdata.parent.mkdir(parents=True, exist_ok=True)
+        _runtime_dir_for_pgserver(self.pgdata)
         import pgserver  # imported late: only the embedded default needs the binaries
 
-        self.pgdata.parent.mkdir(parents=True, exist_ok=True)
         self._server = pgserver.get_server(self.pgdata, cleanup_mode="stop")
         return f"postgresql+asyncpg://postgres@/postgres?host={self.pgdata}"
 
@@ -53,6 +55,20 @@ class EmbeddedPostgres:
         if self._server is not None:
             self._server.cleanup()
             self._server = None
+
+
+def _runtime_dir_for_pgserver(pgdata: Path) -> None:
+    """pgserver keeps its inter-process lock (and, for a data dir too deep for a socket path, the
+    socket) in the user's runtime dir, which platformdirs reads from XDG_RUNTIME_DIR when pgserver is
+    imported; unset (containers, CI, ssh without a login session) it warns and falls back to a
+    shared /tmp/runtime-<uid> anyone could have created first. Ours, then: a private folder in the
+    data dir, unless a login session gave us one, or the data dir is too deep for the socket (which
+    then needs the short fallback; unix socket paths are limited to about 100 bytes)."""
+    if os.environ.get("XDG_RUNTIME_DIR") or len(str(pgdata / ".s.PGSQL.5432")) > 100:
+        return
+    run = pgdata.parent / "run"
+    run.mkdir(mode=0o700, exist_ok=True)
+    os.environ["XDG_RUNTIME_DIR"] = str(run)
 
 
 def resolve_database_url(settings: Settings, embedded: EmbeddedPostgres | None = None) -> str:

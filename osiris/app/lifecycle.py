@@ -19,7 +19,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.selectable import TextualSelect
 
-from osiris.app import jobs, metrics, outbound_webhooks, repository, routing
+from osiris.app import jobs, metrics, outbound_webhooks, repositories_registry, repository, routing
 from osiris.app.actors import Actor
 from osiris.app.artifacts import ValidArtifact
 from osiris.app.errors import (
@@ -35,6 +35,7 @@ from osiris.app.errors import (
     TaskNotFound,
 )
 from osiris.app.models import OPEN_STATUSES, Artifact, CheckRun, Message, Role, Task, TaskEvent, TaskStatus
+from osiris.github_bridge.port import branch_name
 
 EVENTS_CHANNEL = "osiris_events"
 S = TaskStatus
@@ -243,6 +244,42 @@ async def create_task(
     return task
 
 
+async def file_task(
+    session: AsyncSession,
+    actor: Actor,
+    settings: Any,
+    *,
+    title: str,
+    description: str = "",
+    priority: int = 1,
+    repo: str | None = None,
+    requester: str | None = None,
+    skills: list[str] | None = None,
+    channel: str = "api",
+) -> Task:
+    """A new task from REST or the portal: the repository rule (`repositories_registry`), then
+    `create_task`. `settings` gives the default repository and branch and auto-registration."""
+    name = await repositories_registry.repository_for_task(
+        session,
+        org_id=actor.org_id,
+        name=repo,
+        default_repo=settings.default_repo,
+        auto_register=settings.repositories_auto_register,
+    )
+    return await create_task(
+        session,
+        actor,
+        title=title,
+        description=description,
+        priority=priority,
+        repo=name,
+        base_branch=settings.default_base_branch,
+        requester=requester,
+        skills=skills,
+        channel=channel,
+    )
+
+
 # --- the agent's side --------------------------------------------------------------------------
 
 
@@ -411,7 +448,7 @@ async def submit_artifact(
         size_bytes=len(artifact.content.encode()),
         author_id=actor.user_id,
         idempotency_key=idempotency_key,
-        branch=f"osiris/task-{task.id}",
+        branch=branch_name(task.id),
     )
     session.add(row)
     try:

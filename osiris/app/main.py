@@ -6,9 +6,12 @@ import asyncio
 import contextlib
 import importlib
 import logging
+import os
+import shlex
 import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 from asgi_correlation_id import CorrelationIdMiddleware
 from fastapi import FastAPI
@@ -21,6 +24,7 @@ from osiris.app import (
     accounts,
     db,
     effects,
+    integrations,
     jobs,
     lifecycle,
     metrics,
@@ -31,6 +35,7 @@ from osiris.app import (
 from osiris.app.admission import Admission, request_limit
 from osiris.app.api import admin, auth, health, tasks
 from osiris.app.api import organizations as organizations_api
+from osiris.app.api import reviews as reviews_api
 from osiris.app.api import routing as routing_api
 from osiris.app.api import webhooks as webhooks_api
 from osiris.app.auth import TokenCache
@@ -116,8 +121,45 @@ async def bootstrap(runtime: Runtime) -> None:
             session, names=[s.default_repo, *s.local_projects], github=s.github_repo
         )
     if generated:
-        # Printed once, to the console only: it is not kept anywhere in plain text.
-        print(f"\n  OSIRIS admin account created: user 'admin', password '{generated}'\n", file=sys.stderr)
+        announce_admin_password(runtime.settings, generated)
+
+
+ADMIN_PASSWORD_FILE = "admin-password"
+
+
+def admin_password_path(settings: Settings) -> Path:
+    return settings.data_dir.resolve() / ADMIN_PASSWORD_FILE
+
+
+def store_admin_password(settings: Settings, password: str) -> Path:
+    """Keep the generated password for its owner: a file only they can read, in the data dir that
+    checks never see (sandbox.hidden_paths). Written whole or not at all."""
+    path = admin_password_path(settings)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f".{path.name}.{os.getpid()}")
+    fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+    try:
+        os.fchmod(fd, 0o600)
+        os.write(fd, f"{password}\n".encode())
+    finally:
+        os.close(fd)
+    os.replace(partial, path)
+    return path
+
+
+def announce_admin_password(settings: Settings, password: str) -> None:
+    """To the console, never through logging (whose records may be shipped anywhere): one line to
+    paste, and where the password is kept."""
+    try:
+        where = f"stored in {store_admin_password(settings, password)} (mode 0600)"
+    except OSError as exc:
+        where = f"not stored ({type(exc).__name__}): keep it now"
+    sys.stderr.write(
+        "\nOSIRIS admin account created: user 'admin'; its password is "
+        f"{where}. For the README's examples:\n"
+        f"export OSIRIS_ADMIN_PASSWORD={shlex.quote(password)}\n\n"
+    )
+    sys.stderr.flush()
 
 
 def create_app(settings: Settings | None = None, *, run_background: bool = True) -> FastAPI:
@@ -130,6 +172,7 @@ def create_app(settings: Settings | None = None, *, run_background: bool = True)
             app.state.runtime = runtime
             await bootstrap(runtime)
             await install_services(runtime)
+            log.info(integrations.summary(settings))  # names settings, never their values
             hub = Hub(runtime.dsn)
             runtime.services["hub"] = hub
             cache = TokenCache()
@@ -177,6 +220,7 @@ def create_app(settings: Settings | None = None, *, run_background: bool = True)
         app.include_router(router)
     app.include_router(webhooks_api.router)
     app.include_router(organizations_api.router)
+    app.include_router(reviews_api.router)
     for ext in _extensions():
         ext.install(app, settings)
 

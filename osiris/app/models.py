@@ -243,6 +243,44 @@ class Message(Base):
     created_at: Mapped[datetime] = _now()
 
 
+class ReviewComment(Base):
+    """A reviewer's comment on a line (or a range of lines) of a version's "Files changed" diff.
+
+    Its own row, not only a message: a thread is resolved and reopened (mutable state, with who and
+    when) and the agent is told which threads are still open, while messages are an append-only log
+    read through a cursor. Each comment is also carried to the agent by a `review_comment` message
+    (`message_id`), so `read_feedback`, subscriptions, live pages and mirroring see it like any other.
+    """
+
+    __tablename__ = "review_comments"
+    __table_args__ = (
+        CheckConstraint("side IN ('old', 'new')", name="side"),
+        CheckConstraint(
+            "line >= 1 AND (start_line IS NULL OR (start_line >= 1 AND start_line <= line))", name="lines"
+        ),
+        Index("ix_review_comments_task_id_id", "task_id", "id"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    org_id: Mapped[int] = mapped_column(ForeignKey("organizations.id", ondelete="CASCADE"), index=True)
+    task_id: Mapped[int] = mapped_column(ForeignKey("tasks.id", ondelete="CASCADE"))
+    message_id: Mapped[int | None] = mapped_column(ForeignKey("messages.id", ondelete="SET NULL"))
+    author_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
+    author_name: Mapped[str] = mapped_column(String(200))
+    version: Mapped[int] = mapped_column(Integer)
+    head_sha: Mapped[str] = mapped_column(String(64))
+    path: Mapped[str] = mapped_column(Text)
+    # old: `line` numbers the base (a removed or context line); new: the version (added or context)
+    side: Mapped[str] = mapped_column(String(3))
+    line: Mapped[int] = mapped_column(Integer)
+    start_line: Mapped[int | None] = mapped_column(Integer)  # a range: start_line..line on the same side
+    diff_hunk: Mapped[str] = mapped_column(Text)
+    body: Mapped[str] = mapped_column(Text)
+    resolved_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    resolved_by: Mapped[str | None] = mapped_column(String(200))
+    created_at: Mapped[datetime] = _now()
+
+
 class TaskEvent(Base):
     """The audit log, and the replay log for live clients (ids only grow)."""
 

@@ -6,6 +6,7 @@ from collections.abc import Sequence
 
 from sqlalchemy import Select, select
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import defer
 
 from osiris.app import routing
 from osiris.app.actors import Actor
@@ -77,9 +78,25 @@ async def pending_tasks(
     return (await session.execute(stmt)).scalars().all()
 
 
-async def artifacts_of(session: AsyncSession, task: Task) -> Sequence[Artifact]:
+async def artifacts_of(session: AsyncSession, task: Task, *, content: bool = True) -> Sequence[Artifact]:
+    """The task's versions, oldest first. `content=False` for listings: a version may hold
+    OSIRIS_MAX_ARTIFACT_BYTES, so many of them are not read into memory to be dropped (and reading
+    `.content` then raises instead of loading it)."""
     stmt = select(Artifact).where(Artifact.task_id == task.id).order_by(Artifact.version)
+    if not content:
+        stmt = stmt.options(defer(Artifact.content, raiseload=True))
     return (await session.execute(stmt)).scalars().all()
+
+
+async def pr_url_of(session: AsyncSession, task: Task) -> str | None:
+    """The task's change request link: the newest version that has one. Kept by every transition,
+    so an answer about a closed task still links to what was merged or closed."""
+    return await session.scalar(
+        select(Artifact.pr_url)
+        .where(Artifact.task_id == task.id, Artifact.pr_url.is_not(None))
+        .order_by(Artifact.version.desc())
+        .limit(1)
+    )
 
 
 async def artifact_version(session: AsyncSession, task: Task, version: int) -> Artifact | None:

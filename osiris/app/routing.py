@@ -94,6 +94,21 @@ async def set_task_skills(
     return task
 
 
+async def set_task_priority(session: AsyncSession, actor: Actor, task_id: int, *, priority: int) -> Task:
+    """A reviewer or admin re-ranks a task (0 low … 3 urgent); recorded as `priority_set`."""
+    from osiris.app import repository
+    from osiris.app.lifecycle import record_event
+
+    _require_supervisor(actor)
+    if priority not in range(4):
+        raise InvalidInput("priority is low, normal, high or urgent")
+    task = await repository.get_task(session, actor, task_id, for_update=True)
+    before, task.priority = task.priority, priority
+    await session.flush()
+    await record_event(session, task, actor, "priority_set", data={"from": before, "to": priority})
+    return task
+
+
 async def reserve_task(session: AsyncSession, actor: Actor, task_id: int, *, agent_id: int | None) -> Task:
     """Reserve a task for one agent of the organization (None lifts the reservation)."""
     from osiris.app import repository

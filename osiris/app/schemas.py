@@ -2,10 +2,20 @@
 
 from __future__ import annotations
 
+import json
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field, computed_field, field_validator
+from pydantic import (
+    AliasChoices,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    computed_field,
+    field_validator,
+    model_validator,
+)
 
 from osiris.app import routing
 from osiris.app.errors import InvalidInput
@@ -29,6 +39,20 @@ class TaskCreate(BaseModel):
     skills: list[str] = Field(default_factory=list, max_length=32)  # an agent needs all of them
 
 
+class GitAccess(BaseModel):
+    """Where an agent fetches a task's code and how git authenticates: placeholders, never a secret,
+    and never a token in a URL (URLs end up in shell history, `.git/config` and logs)."""
+
+    code_host: Literal["local", "github"]
+    clone_url: str
+    base_branch: str = Field(description="start from this branch")
+    branch: str = Field(description="the task branch: each published version is a commit on it")
+    auth_header: str = Field(description="send it with `git -c http.extraHeader=…`; fill in the placeholder")
+    clone_command: str = Field(description="a clone of the base branch, with the placeholder filled in")
+    fetch_task_branch: str = Field(description="fetches the published versions (after the first)")
+    note: str
+
+
 class TaskRead(_Out):
     id: int
     title: str
@@ -48,6 +72,8 @@ class TaskRead(_Out):
     updated_at: datetime
     skills: list[str] = []
     reserved_for_id: int | None = None
+    # Where to fetch the code and how to authenticate: on claim, claim-next and GET of one task.
+    git: GitAccess | None = None
 
 
 class ArtifactCreate(BaseModel):
@@ -72,7 +98,17 @@ class ArtifactRead(_Out):
 
 
 class ArtifactDetail(ArtifactRead):
-    content: str
+    content: str | dict[str, str] = Field(
+        description="files: an object of {path: file content}; patch and text: the text as submitted"
+    )
+
+    @field_validator("content", mode="before")
+    @classmethod
+    def _files_as_object(cls, value: Any, info: ValidationInfo) -> Any:
+        # A files artifact is stored as canonical JSON text; it is read back as the object it was.
+        if info.data.get("kind") == "files" and isinstance(value, str):
+            return json.loads(value)
+        return value
 
 
 class SubmissionRead(BaseModel):
@@ -134,10 +170,19 @@ class CancelIn(BaseModel):
     reason: str | None = Field(default=None, max_length=20_000)
 
 
+class FileDiffRead(BaseModel):
+    path: str
+    status: Literal["added", "deleted", "modified"]
+    diff: str = Field(description="this file's unified diff: a/<path> and b/<path>, or /dev/null")
+
+
 class VersionDiff(BaseModel):
     from_version: int
     to_version: int
-    diff: str
+    diff: str = Field(description="a unified diff: per file for two files versions, else of the text")
+    files: list[FileDiffRead] | None = Field(
+        default=None, description="two files versions: each changed file in path order; otherwise null"
+    )
 
 
 class TokenResponse(BaseModel):
@@ -168,6 +213,28 @@ class UserRead(_Out):
 class ApiTokenCreate(BaseModel):
     name: str = Field(min_length=1, max_length=100)
     username: str = Field(min_length=1, max_length=100, description="the user the token acts as")
+    expires_in_days: int | None = Field(default=None, ge=1, le=3650, description="unset: never expires")
+    expires_at: datetime | None = Field(default=None, description="or an exact time (with a time zone)")
+
+
+class UserUpdate(BaseModel):
+    role: Literal["admin", "reviewer", "agent"] | None = None
+    is_active: bool | None = Field(default=None, description="false revokes their tokens and live sockets")
+
+
+class PasswordReset(BaseModel):
+    password: str | None = Field(
+        default=None, min_length=8, max_length=200, description="unset: one is generated and returned once"
+    )
+
+
+class PasswordResetDone(BaseModel):
+    user: UserRead
+    password: str | None = Field(description="the generated password, shown once; null if you chose it")
+
+
+class PriorityUpdate(BaseModel):
+    priority: PriorityName
 
 
 class ApiTokenRead(_Out):
@@ -177,6 +244,7 @@ class ApiTokenRead(_Out):
     display_prefix: str
     created_at: datetime
     last_used_at: datetime | None
+    expires_at: datetime | None = None
     revoked_at: datetime | None
 
 
@@ -409,3 +477,67 @@ class ChannelAccountRead(_Out):
     account: str
     settings: dict[str, Any] = Field(default_factory=dict)
     created_at: datetime
+
+
+# --- review comments: reviewers' comments on lines of "Files changed" ----------------------------
+
+ReviewSide = Literal["old", "new"]
+ReviewVerdict = Literal["approve", "request_changes", "comment"]
+_SHA = r"^[0-9a-fA-F]{40}([0-9a-fA-F]{24})?$"
+
+
+class ReviewCommentCreate(BaseModel):
+    """A comment on `line` (or `start_line`..`line`) of `path` in the newest published version's diff.
+    `side` old numbers a removed or context line as in the base, new as in the version. `version` and
+    `head_sha` name what the reviewer saw: anything else is 409 `stale_approval`."""
+
+    path: str = Field(min_length=1, max_length=4096)
+    line: int = Field(ge=1, le=2**31 - 1)
+    start_line: int | None = Field(default=None, ge=1, le=2**31 - 1)
+    side: ReviewSide = "new"
+    body: str = Field(min_length=1, max_length=50_000)
+    version: int = Field(ge=1, le=2**31 - 1)
+    head_sha: str = Field(pattern=_SHA)
+
+
+class ReviewCommentUpdate(BaseModel):
+    resolved: bool
+
+
+class ReviewCommentRead(_Out):
+    id: int = Field(description="the thread's id")
+    task_id: int
+    message_id: int | None = Field(description="the message that carried it to the agent")
+    author_name: str
+    version: int
+    head_sha: str
+    path: str
+    side: ReviewSide
+    line: int
+    start_line: int | None
+    diff_hunk: str = Field(description="the diff lines around the commented line, with their @@ header")
+    body: str
+    resolved: bool
+    resolved_by: str | None
+    resolved_at: datetime | None
+    created_at: datetime
+
+    @model_validator(mode="before")
+    @classmethod
+    def _resolved(cls, data: Any) -> Any:
+        if hasattr(data, "resolved_at") and not isinstance(data, dict):
+            return {
+                **{f: getattr(data, f, None) for f in cls.model_fields},
+                "resolved": data.resolved_at is not None,
+            }
+        return data
+
+
+class ReviewCreate(BaseModel):
+    """A review as on a pull request: a verdict with an optional comment, pinned to what was seen.
+    `request_changes` needs a comment or at least one open inline comment; `comment` needs a comment."""
+
+    verdict: ReviewVerdict
+    body: str = Field(default="", max_length=50_000)
+    version: int | None = Field(default=None, ge=1, le=2**31 - 1)
+    head_sha: str | None = Field(default=None, pattern=_SHA)

@@ -1,16 +1,19 @@
-"""REST: a task's change request, for hosts whose change requests OSIRIS shows itself (local git)."""
+"""REST: a task's change request, for hosts whose change requests OSIRIS shows itself (local git),
+and the changes a version would merge, on every host."""
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Query
 from pydantic import BaseModel
 
 from osiris.app import checks, repository
 from osiris.app.auth import ActorDep, RuntimeDep, SessionDep
 from osiris.app.errors import NotFound
 from osiris.app.schemas import CheckRunRead
+from osiris.github_bridge import diffs
+from osiris.github_bridge.diffs import ChangesRead
 from osiris.github_bridge.port import ChangeRequestSource
 
 router = APIRouter(prefix="/api/v1/tasks", tags=["code host"])
@@ -58,3 +61,26 @@ async def get_change_request(
     )
     view.checks = CheckRunRead.model_validate(head_run) if head_run is not None else None
     return view
+
+
+@router.get("/{task_id}/changes", response_model=ChangesRead)
+async def get_changes(
+    task_id: int,
+    actor: ActorDep,
+    session: SessionDep,
+    runtime: RuntimeDep,
+    path: Annotated[str | None, Query(min_length=1, max_length=4096)] = None,
+) -> ChangesRead:
+    """The diff approving the newest published version would merge: base...head, file by file
+    (`path`: that file alone, up to the overall line cap). 404 until a version is published."""
+    task = await repository.get_task(session, actor, task_id)
+    artifacts = list(await repository.artifacts_of(session, task))
+    limits = runtime.settings
+    return await diffs.changes_of(
+        runtime.services["code_host"],
+        task,
+        artifacts,
+        max_file_lines=limits.changes_max_lines if path else limits.changes_max_file_lines,
+        max_lines=limits.changes_max_lines,
+        path=path,
+    )

@@ -29,10 +29,10 @@ from osiris.app import lifecycle
 from osiris.app.actors import system_actor
 from osiris.app.artifacts import ValidArtifact
 from osiris.app.config import Settings
-from osiris.app.errors import InvalidInput, PatchDoesNotApply, Unavailable
+from osiris.app.errors import InvalidInput, NotFound, PatchDoesNotApply, Unavailable
 from osiris.app.jobs import Retry
 from osiris.app.models import Artifact, ArtifactKind, Message, Repository, Task, TaskEvent
-from osiris.github_bridge import check_reports, github_patch
+from osiris.github_bridge import check_reports, diffs, github_patch
 from osiris.github_bridge.checkout_cache import CheckoutCache
 from osiris.github_bridge.github_client import GitHub, GitHubUnavailable, repo_path
 from osiris.github_bridge.port import MergeConflict, branch_name
@@ -71,6 +71,22 @@ class Head:
 
 def _status(exc: BadRequest) -> int:
     return int(exc.status_code)
+
+
+def _review_comment_position(meta: dict[str, Any]) -> dict[str, Any] | None:
+    """Where a portal comment on lines of the diff goes as a PR review comment (commit, path, line,
+    side; a range's start), or None for any other message."""
+    if meta.get("kind") != "review_comment" or meta.get("side") not in ("old", "new"):
+        return None
+    path, line, sha = meta.get("path"), meta.get("line"), meta.get("head_sha")
+    if not (isinstance(path, str) and isinstance(line, int) and isinstance(sha, str) and sha):
+        return None
+    side = "LEFT" if meta["side"] == "old" else "RIGHT"
+    position: dict[str, Any] = {"commit_id": sha, "path": path, "line": line, "side": side}
+    start = meta.get("start_line")
+    if isinstance(start, int) and start < line:
+        position.update(start_line=start, start_side=side)
+    return position
 
 
 class GitHubHost:
@@ -116,6 +132,9 @@ class GitHubHost:
                 "(OSIRIS_GITHUB_REPO, or the repository's github_repo)"
             )
         return full
+
+    async def clone_url(self, task: Task) -> str:
+        return self.settings.checks_github_clone_url.format(repo=await self.repo_for(task))
 
     async def osiris_repos(self, full_name: str) -> set[str] | None:
         """The OSIRIS repo names served by a GitHub repository; None means any ("*")."""
@@ -427,9 +446,20 @@ class GitHubHost:
 
     # --- comments -------------------------------------------------------------------------------
 
-    async def _comment_once(self, task: Task, repo: str, number: int, key: str, text: str) -> int:
-        """Post a comment at most once per key, even when a timed-out POST did reach GitHub."""
+    async def _comment_once(
+        self,
+        task: Task,
+        repo: str,
+        number: int,
+        key: str,
+        text: str,
+        *,
+        on_line: dict[str, Any] | None = None,
+    ) -> int:
+        """Post a comment at most once per key, even when a timed-out POST did reach GitHub.
+        `on_line` (commit_id, path, line, side, …) makes it a PR review comment on that line."""
         tag = marker(key)
+        where = ("pulls", str(number), "comments") if on_line else ("issues", str(number), "comments")
         async with self.sessions() as session, session.begin():
             tried = await session.scalar(
                 select(TaskEvent.id).where(
@@ -445,13 +475,11 @@ class GitHubHost:
                     session, locked, system_actor(task.org_id, "github"), INTENT_EVENT, data={"key": key}
                 )
         if tried is not None:  # an earlier attempt may have posted it before failing
-            comments = await self.gh.get_all(repo_path(repo, "issues", str(number), "comments"), per_page=100)
+            comments = await self.gh.get_all(repo_path(repo, *where), per_page=100)
             for c in comments:
                 if tag in (c.get("body") or ""):
                     return int(c["id"])
-        posted = await self.gh.post(
-            repo_path(repo, "issues", str(number), "comments"), {"body": f"{text}\n\n{tag}"}
-        )
+        posted = await self.gh.post(repo_path(repo, *where), {"body": f"{text}\n\n{tag}", **(on_line or {})})
         return int(posted["id"])
 
     async def comment(self, task: Task, message: Message) -> dict[str, Any]:
@@ -466,7 +494,22 @@ class GitHubHost:
             return {"skipped": "no pull request"}
         who = "the agent" if message.direction == "from_agent" else "OSIRIS"
         text = f"**{message.author_name}** ({who}, via OSIRIS):\n\n{message.body}"
-        comment_id = await self._comment_once(task, repo, pr.pr_number or 0, f"message:{message.id}", text)
+        number, key = pr.pr_number or 0, f"message:{message.id}"
+        on_line = _review_comment_position(message.meta or {})
+        mirrored: dict[str, Any] = {}
+        if on_line is not None:
+            try:
+                comment_id = await self._comment_once(task, repo, number, key, text, on_line=on_line)
+                mirrored = {"review_comment": True, "path": on_line["path"], "line": on_line["line"]}
+            except BadRequest as exc:
+                if _status(exc) != 422:  # GitHub refuses the position (an outdated commit): say where
+                    raise
+                on_line = None
+                where = f"`{(message.meta or {}).get('path')}` line {(message.meta or {}).get('line')}"
+                text = f"{text}\n\n_(on {where}, which GitHub would not take as a review comment)_"
+                key = f"{key}:fallback"
+        if on_line is None:
+            comment_id = await self._comment_once(task, repo, number, key, text)
         async with self.sessions() as session, session.begin():
             # Remembered so the comment's webhook echo is recognised as ours.
             await session.execute(
@@ -474,7 +517,7 @@ class GitHubHost:
                 .where(Message.id == message.id, Message.provider_id.is_(None))
                 .values(provider_id=str(comment_id))
             )
-        return {"pr_number": pr.pr_number, "comment_id": comment_id}
+        return {"pr_number": pr.pr_number, "comment_id": comment_id, **mirrored}
 
     # --- merge and close ------------------------------------------------------------------------
 
@@ -539,6 +582,50 @@ class GitHubHost:
             "merge_sha": sha,
             "already": already,
             "branch_deleted": deleted,
+        }
+
+    # --- what a merge would bring in (port.CodeHost.changes) -----------------------------------
+
+    async def changes(self, task: Task, *, head_sha: str, paths: list[str] | None = None) -> dict[str, Any]:
+        """The pull request's files (paginated; GitHub lists at most 3000) while its head is this
+        commit; once someone moved the head elsewhere, the compare API from the base to this commit."""
+        repo = await self.repo_for(task)
+        async with self.sessions() as session:
+            pr = await _latest_pr(session, task.id)
+        if pr is None or pr.pr_number is None:
+            raise NotFound(f"task {task.id} has no pull request yet")
+        number = str(pr.pr_number)
+        current = await self.gh.get(repo_path(repo, "pulls", number))
+        state = "merged" if current.get("merged") else current.get("state") or "open"
+        if state == "open" and current.get("draft"):
+            state = "draft"
+        head_moved = current["head"]["sha"] != head_sha
+        merge_base: str | None = None
+        if head_moved:
+            compared = await self.gh.get(repo_path(repo, "compare", f"{current['base']['sha']}...{head_sha}"))
+            entries = compared.get("files") or []
+            merge_base = (compared.get("merge_base_commit") or {}).get("sha")
+        else:
+            entries = await self.gh.get_all(repo_path(repo, "pulls", number, "files"), per_page=100)
+        mergeable = current.get("mergeable") if state in ("open", "draft") else None
+        conflicts: list[str] = []
+        if mergeable is False:
+            conflicts = await self._conflicting_files(repo, task.base_branch, branch_name(task.id))
+        files = [
+            _file_change(e)
+            for e in entries
+            if not paths or {e.get("filename"), e.get("previous_filename")} & set(paths)
+        ]
+        return {
+            "state": state,
+            "base_sha": current["base"]["sha"],
+            "merge_base_sha": merge_base,
+            "mergeable": mergeable,
+            "mergeable_state": current.get("mergeable_state"),
+            "conflicts": conflicts,
+            "head_moved": head_moved,
+            "truncated": False,
+            "files": files,
         }
 
     async def _conflicting_files(self, repo: str, base: str, branch: str) -> list[str]:
@@ -645,6 +732,27 @@ def _decode(path: str, item: Any) -> str:
         return raw.decode()
     except UnicodeDecodeError:
         raise PatchDoesNotApply(f"{path}: is not a text file") from None
+
+
+_GITHUB_STATUS = {"removed": "deleted", "renamed": "renamed", "copied": "copied", "added": "added"}
+
+
+def _file_change(entry: dict[str, Any]) -> dict[str, Any]:
+    """One entry of the PR files (or compare) API as a `diffs.FileChange`. GitHub leaves `patch`
+    out for a binary file (no line counted) and for one too large to show."""
+    patch = entry.get("patch")
+    status = _GITHUB_STATUS.get(entry.get("status", ""), "modified")
+    binary = patch is None and not entry.get("changes") and status != "renamed"
+    return {
+        "path": entry["filename"],
+        "old_path": entry.get("previous_filename") if status in ("renamed", "copied") else None,
+        "status": status,
+        "binary": binary,
+        "additions": int(entry.get("additions") or 0),
+        "deletions": int(entry.get("deletions") or 0),
+        "too_large": patch is None and not binary and bool(entry.get("changes")),
+        "hunks": [h.model_dump() for h in diffs.hunks_of(patch)] if patch else [],
+    }
 
 
 def _cell(text: str) -> str:

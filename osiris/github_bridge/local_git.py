@@ -28,8 +28,8 @@ from osiris.app.artifacts import ValidArtifact, validate_artifact
 from osiris.app.config import Settings
 from osiris.app.errors import InvalidInput, NotFound, Unavailable
 from osiris.app.models import Artifact, Message, Task
-from osiris.github_bridge import copies
-from osiris.github_bridge.gitcmd import IDENTITY, ZERO_SHA, Git, GitFailed, scratch
+from osiris.github_bridge import copies, diffs
+from osiris.github_bridge.gitcmd import EMPTY_TREE, IDENTITY, ZERO_SHA, Git, GitFailed, scratch
 from osiris.github_bridge.port import MergeConflict, branch_name
 from osiris.github_bridge.trees import build_tree
 
@@ -37,6 +37,7 @@ log = logging.getLogger(__name__)
 
 _REPO_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)*$")
 MAX_DIFF_BYTES = 2 * 1024 * 1024
+MAX_CHANGES_BYTES = 8 * 1024 * 1024  # of patch text read for "Files changed"
 _ATTEMPTS = 5  # compare-and-swap retries when another writer moves a ref under us
 
 
@@ -106,8 +107,14 @@ class LocalGitHost:
             raise Unavailable(f"repository {task.repo!r} has no branch {task.base_branch!r}")
         return sha
 
+    async def clone_url(self, task: Task) -> str:
+        """Served read-only by git_http to the tokens of the repository's organization."""
+        return f"{self.settings.public_url.rstrip('/')}/git/{task.repo}.git"
+
     def url(self, task: Task) -> str:
-        return f"{self.settings.public_url.rstrip('/')}/api/v1/tasks/{task.id}/change-request"
+        # A link for a person: the portal's task page opens at its work (a browser has no bearer
+        # token for the API's GET …/change-request, which scripts still use).
+        return f"{self.settings.public_url.rstrip('/')}/tasks/{task.id}#work"
 
     # --- the port ------------------------------------------------------------------------------
 
@@ -281,6 +288,50 @@ class LocalGitHost:
             "conflicts": conflicts,
         }
 
+    async def changes(self, task: Task, *, head_sha: str, paths: list[str] | None = None) -> dict[str, Any]:
+        return await asyncio.to_thread(self._changes, task, head_sha, paths)
+
+    def _changes(self, task: Task, head_sha: str, paths: list[str] | None) -> dict[str, Any]:
+        if self.git_dir(task.repo) is None:
+            raise NotFound(f"task {task.id} has no change request yet")
+        g = self._open(task.repo, task.base_branch, create=False)
+        if g.rev(head_sha) is None:
+            raise NotFound(f"commit {head_sha[:12]} is not in repository {task.repo!r}")
+        refs = _Refs(task)
+        base_ref = f"refs/heads/{task.base_branch}"
+        found = g.refs(*refs.all(), base_ref)
+        merged, closed, branch = found.get(refs.merged), found.get(refs.closed), found.get(refs.branch)
+        mergeable: bool | None = None
+        mergeable_state: str | None = None
+        conflicts: list[str] = []
+        if merged is not None:
+            state = "merged"
+            base_sha = merge_base = g.run("rev-parse", f"{merged}^1").strip()
+            old, new = base_sha, merged  # what the merge brought into the base
+        else:
+            base_sha = found.get(base_ref) or self._base(g, task)
+            status, out, _ = g.run_raw("merge-base", base_sha, head_sha)
+            merge_base = out.decode().strip() if status == 0 else None
+            old, new = merge_base or EMPTY_TREE, head_sha
+            if closed is not None:
+                state = "closed"
+            else:
+                state = "open" if found.get(refs.ready) == head_sha else "draft"
+                _, conflicts = merge_tree(g, base_sha, head_sha)
+                mergeable, mergeable_state = not conflicts, ("conflicts" if conflicts else "clean")
+        files, truncated = _diff_files(g, old, new, paths)
+        return {
+            "state": state,
+            "base_sha": base_sha,
+            "merge_base_sha": merge_base,
+            "mergeable": mergeable,
+            "mergeable_state": mergeable_state,
+            "conflicts": conflicts,
+            "head_moved": merged is None and branch is not None and branch != head_sha,
+            "truncated": truncated,
+            "files": files,
+        }
+
     # --- pre-review checks (port.CheckoutSource) -----------------------------------------------
 
     def base_file(self, task: Task, path: str) -> str | None:
@@ -357,6 +408,49 @@ def _changed_files(g: Git, span: list[str]) -> list[dict[str, Any]]:
             files.append({"status": status[:1], "path": out[i + 1]})
             i += 2
     return files
+
+
+_STATUS = {"A": "added", "D": "deleted", "R": "renamed", "C": "copied"}
+
+
+def _diff_files(g: Git, old: str, new: str, paths: list[str] | None) -> tuple[list[dict[str, Any]], bool]:
+    """Each changed file with its exact names (git's -z output), counts and hunks. The patch is read
+    up to MAX_CHANGES_BYTES, cut where a file starts; the files after the cut keep their counts."""
+    spec = ["--", *paths] if paths else []
+    listed = _changed_files(g, [old, new, *spec])
+    counts = g.run("diff", "--numstat", "-z", "-M", old, new, *spec).split("\0")
+    numbers: list[tuple[str, str]] = []
+    i = 0
+    while i < len(counts) and counts[i]:
+        added, deleted, name = counts[i].split("\t", 2)
+        numbers.append((added, deleted))
+        i += 3 if name == "" else 1  # a rename: "a\td\t\0old\0new\0"
+    _, raw, _ = g.run_raw(
+        "-c", "core.quotePath=false", "diff", "--no-color", "--no-ext-diff", "-M", old, new, *spec
+    )
+    truncated = len(raw) > MAX_CHANGES_BYTES
+    if truncated:  # a "\ndiff --git " is always a header: every line of content has a +, - or space first
+        cut = raw.rfind(b"\ndiff --git ", 0, MAX_CHANGES_BYTES + 1)
+        raw = raw[: cut + 1] if cut >= 0 else b""
+    parsed = diffs.parse_patch(raw.decode("utf-8", "replace"))
+    files = []
+    for n, entry in enumerate(listed):
+        added, deleted = numbers[n] if n < len(numbers) else ("0", "0")
+        binary = added == "-"
+        section = parsed[n] if n < len(parsed) and len(parsed) <= len(listed) else None
+        files.append(
+            {
+                "path": entry["path"],
+                "old_path": entry.get("old_path"),
+                "status": _STATUS.get(entry["status"], "modified"),
+                "binary": binary,
+                "additions": 0 if binary else int(added),
+                "deletions": 0 if binary else int(deleted),
+                "too_large": section is None and not binary,
+                "hunks": [h.model_dump() for h in section.hunks] if section is not None else [],
+            }
+        )
+    return files, truncated
 
 
 def _commits(g: Git, base: str, head: str) -> list[dict[str, str]]:

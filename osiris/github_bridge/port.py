@@ -58,6 +58,24 @@ class CodeHost(Protocol):
     async def comment(self, task: Task, message: Message) -> dict[str, Any]:
         """Mirror a message written in OSIRIS onto the change request."""
 
+    async def changes(self, task: Task, *, head_sha: str, paths: list[str] | None = None) -> dict[str, Any]:
+        """What merging `head_sha` (a version's published commit) into the base branch brings in:
+        the diff from their merge base (for a merged change, what the merge brought in). Returns
+        state, base_sha, merge_base_sha, mergeable (None when unknown), mergeable_state, conflicts,
+        head_moved, truncated, and files as `diffs.FileChange` fields (exact paths, counts, hunks;
+        `too_large` when the host sent no lines). `paths` may narrow it to those files. Raises
+        osiris.app.errors.NotFound when there is no change request yet."""
+
+
+@runtime_checkable
+class CloneSource(Protocol):
+    """A host agents fetch a task's code from (`GitAccess` on claim and GET of a task)."""
+
+    name: str  # "local" or "github"
+
+    async def clone_url(self, task: Task) -> str:
+        """The repository's HTTPS clone URL, without credentials."""
+
 
 @runtime_checkable
 class ChangeRequestSource(Protocol):

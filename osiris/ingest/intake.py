@@ -235,8 +235,13 @@ def title_from(text: str) -> str:
 
 
 def redact(address: str) -> str:
-    """For logs: enough to tell senders apart, not enough to contact them."""
-    return address[:-4].rstrip("0123456789") + "…" + address[-4:] if len(address) > 8 else "…"
+    """For logs: enough to tell senders apart, not enough to contact them: the last four characters,
+    after a channel prefix such as `whatsapp:+` (an email address keeps neither name nor domain)."""
+    if len(address) <= 8:
+        return "…"
+    if "@" in address:
+        return "…" + address[-4:]
+    return address[:-4].rstrip("0123456789") + "…" + address[-4:]
 
 
 # --- the organization --------------------------------------------------------------------------

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -19,8 +20,26 @@ from osiris.app.errors import OsirisError
 from osiris.app.runtime import Runtime
 from osiris.ingest import email as email_channel
 from osiris.ingest import flows
+from osiris.ingest.intake import redact
 
 log = logging.getLogger(__name__)
+
+# aiosmtpd logs each command line, sender and recipient at INFO (and message lines at DEBUG) on this
+# logger: addresses are personal data, so they reach our logs as `redact` leaves them.
+AIOSMTPD_LOGGER = "mail.log"
+_ADDRESS = re.compile(r"[^\s<>()\[\],;:\"'@]+@[^\s<>()\[\],;:\"'@]+")
+
+
+class RedactAddresses(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        redacted = _ADDRESS.sub(lambda m: redact(m.group(0)), message)
+        if redacted != message:
+            record.msg, record.args = redacted, ()
+        return True
+
+
+_REDACT = RedactAddresses()
 
 
 class IntakeHandler:
@@ -62,6 +81,9 @@ async def listener(app: FastAPI, runtime: Runtime) -> AsyncIterator[None]:
     """A startup hook: listen while the application runs. Port 0 picks a free port (tests)."""
     settings = runtime.settings
     handler = IntakeHandler(runtime)
+    aiosmtpd_log = logging.getLogger(AIOSMTPD_LOGGER)
+    if _REDACT not in aiosmtpd_log.filters:
+        aiosmtpd_log.addFilter(_REDACT)
 
     def protocol() -> Any:
         return SMTP(

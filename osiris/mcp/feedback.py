@@ -15,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from osiris.app.actors import Actor
 from osiris.app.errors import Forbidden
 from osiris.app.models import FeedbackCursor, Message, Task
-from osiris.mcp.schemas import TO_AGENT
+from osiris.mcp.schemas import TO_AGENT, FeedbackItem
 
 
 def _reader(actor: Actor) -> int:
@@ -53,3 +53,22 @@ async def messages_to_agent(
     if after_id is not None:
         stmt = stmt.where(Message.id > after_id)
     return (await session.execute(stmt.order_by(Message.id).limit(limit))).scalars().all()
+
+
+def with_thread_states(items: list[FeedbackItem], resolved: dict[int, bool]) -> list[FeedbackItem]:
+    """Each portal line comment as its thread is now (resolved or open), not as it was written."""
+
+    def state(thread_id: int | None) -> bool | None:
+        return resolved.get(thread_id) if thread_id is not None else None
+
+    return [
+        item.model_copy(
+            update={
+                "resolved": state(item.thread_id),
+                "comments": [c.model_copy(update={"resolved": state(c.thread_id)}) for c in item.comments],
+            }
+        )
+        if item.thread_id is not None or any(c.thread_id is not None for c in item.comments)
+        else item
+        for item in items
+    ]

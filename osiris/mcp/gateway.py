@@ -18,7 +18,7 @@ from osiris.app.actors import Actor
 from osiris.app.errors import Unauthenticated
 from osiris.app.models import Role
 from osiris.app.runtime import Runtime
-from osiris.app.schemas import PriorityName
+from osiris.app.schemas import ArtifactDetail, PriorityName
 from osiris.mcp import service
 from osiris.mcp.schemas import (
     ClaimedTask,
@@ -50,6 +50,7 @@ class Gateway(Protocol):
     ) -> SubmissionResult: ...
     async def read_feedback(self, task_id: int, *, since: int | None) -> FeedbackBatch: ...
     async def get_task(self, task_id: int) -> TaskContext: ...
+    async def get_artifact(self, task_id: int, *, version: int) -> ArtifactDetail: ...
     async def list_my_tasks(self) -> MyTasks: ...
     async def post_message(self, task_id: int, *, body: str) -> PostedMessage: ...
     async def release_task(self, task_id: int, *, reason: str) -> ReleasedTask: ...
@@ -121,6 +122,9 @@ class DatabaseGateway:
 
     async def get_task(self, task_id: int) -> TaskContext:
         return await self._run(lambda s, r, a: service.get_task(s, r, a, task_id))
+
+    async def get_artifact(self, task_id: int, *, version: int) -> ArtifactDetail:
+        return await self._run(lambda s, r, a: service.get_artifact(s, r, a, task_id, version=version))
 
     async def list_my_tasks(self) -> MyTasks:
         return await self._run(lambda s, r, a: service.list_my_tasks(s, r, a))

@@ -16,6 +16,7 @@ from osiris import __version__
 from osiris.app.errors import OsirisError, Unavailable
 from osiris.app.models import TaskStatus
 from osiris.app.schemas import (
+    ArtifactDetail,
     EventRead,
     MessageRead,
     PriorityName,
@@ -112,7 +113,7 @@ class RestGateway:
         detail = TaskDetail.model_validate(await self._call("GET", f"/api/v1/tasks/{task_id}"))
         task = TaskRead.model_validate(detail.model_dump(exclude={"artifacts", "messages"}))
         if renew:
-            task = (await self._renew(task)).model_copy(update={"pr_url": task.pr_url})
+            task = (await self._renew(task)).model_copy(update={"pr_url": task.pr_url, "git": task.git})
         me = await self.me()
         return task_context(task, you=me.user_id, messages=detail.messages, artifacts=detail.artifacts)
 
@@ -161,6 +162,12 @@ class RestGateway:
 
     async def get_task(self, task_id: int) -> TaskContext:
         return await self._context(task_id, renew=True)
+
+    async def get_artifact(self, task_id: int, *, version: int) -> ArtifactDetail:
+        await self._renew(TaskRead.model_validate(await self._call("GET", f"/api/v1/tasks/{task_id}")))
+        return ArtifactDetail.model_validate(
+            await self._call("GET", f"/api/v1/tasks/{task_id}/artifacts/{version}")
+        )
 
     async def list_my_tasks(self) -> MyTasks:
         me = await self.me()

@@ -12,7 +12,15 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field
 
 from osiris.app.models import Task
-from osiris.app.schemas import PRIORITY_NAMES, ArtifactRead, MessageRead, PriorityName, TaskRead
+from osiris.app.schemas import (
+    PRIORITY_NAMES,
+    ArtifactRead,
+    GitAccess,
+    MessageRead,
+    PriorityName,
+    ReviewCommentRead,
+    TaskRead,
+)
 
 # A message to the agent is feedback, whatever its channel: review comments, portal chat, follow-ups.
 TO_AGENT = "to_agent"
@@ -20,21 +28,39 @@ FEEDBACK_PAGE = 100  # read_feedback returns at most this many messages per call
 
 
 class InlineComment(BaseModel):
-    """One comment on a line of the diff."""
+    """One comment on a line (or a range of lines) of the diff."""
 
     file: str | None = None
     line: int | None = None
+    start_line: int | None = Field(default=None, description="a range's first line (`line` is its last)")
+    side: Literal["old", "new"] | None = Field(
+        default=None, description="old: the line's number in the base (a removed line); new: in your version"
+    )
     diff_hunk: str | None = Field(default=None, description="the diff context the comment is on")
+    version: int | None = Field(default=None, description="the version the comment was written on")
+    thread_id: int | None = Field(default=None, description="a portal review thread (see `threads`)")
+    resolved: bool | None = Field(default=None, description="whether a reviewer resolved the thread")
     body: str = ""
 
     @classmethod
     def from_meta(cls, meta: dict[str, Any]) -> InlineComment:
         line = meta.get("line", meta.get("original_line"))
+        start = meta.get("start_line")
+        side = meta.get("side")
+        side = {"LEFT": "old", "RIGHT": "new"}.get(side, side) if isinstance(side, str) else None
+        version = meta.get("version")
+        thread = meta.get("comment_id") if meta.get("side") in ("old", "new") else None
+        resolved = meta.get("resolved")
         return cls(
             # GitHub calls it `path`; accept either spelling from whoever recorded the message.
             file=meta.get("file") or meta.get("path"),
             line=line if isinstance(line, int) else None,
+            start_line=start if isinstance(start, int) else None,
+            side=side if side in ("old", "new") else None,
             diff_hunk=meta.get("diff_hunk"),
+            version=version if isinstance(version, int) else None,
+            thread_id=thread if isinstance(thread, int) else None,
+            resolved=resolved if isinstance(resolved, bool) else None,
             body=str(meta.get("body") or ""),
         )
 
@@ -47,7 +73,16 @@ class FeedbackItem(BaseModel):
     body: str
     file: str | None = Field(default=None, description="the file a review comment is on")
     line: int | None = Field(default=None, description="the line a review comment is on")
+    start_line: int | None = Field(default=None, description="a range's first line (`line` is its last)")
+    side: Literal["old", "new"] | None = Field(
+        default=None, description="old: the line's number in the base (a removed line); new: in your version"
+    )
     diff_hunk: str | None = Field(default=None, description="the diff context of a review comment")
+    version: int | None = Field(default=None, description="the version a review comment was written on")
+    thread_id: int | None = Field(
+        default=None, description="a portal review thread: its current state is in the batch's `threads`"
+    )
+    resolved: bool | None = Field(default=None, description="whether a reviewer has resolved the thread")
     comments: list[InlineComment] = Field(
         default_factory=list, description="the inline comments of a review that requested changes"
     )
@@ -70,7 +105,12 @@ class FeedbackItem(BaseModel):
             body=message.body,
             file=where.file,
             line=where.line,
+            start_line=where.start_line,
+            side=where.side,
             diff_hunk=where.diff_hunk,
+            version=where.version,
+            thread_id=where.thread_id,
+            resolved=where.resolved,
             comments=[InlineComment.from_meta(c) for c in inline if isinstance(c, dict)]
             if isinstance(inline, list)
             else [],
@@ -130,6 +170,10 @@ class TaskContext(BaseModel):
     repo: str
     base_branch: str = Field(description="start your work from this branch")
     branch: str = Field(description="the branch your submissions are published to")
+    git: GitAccess | None = Field(
+        default=None,
+        description="where to clone the code and how to authenticate git (a header, never a token in the URL)",
+    )
     messages: list[MessageRead] = Field(description="the whole conversation on the task, oldest first")
     feedback: list[FeedbackItem] = Field(
         description="the messages addressed to the agent (requester, reviewers, supervisors), oldest first"
@@ -163,6 +207,11 @@ class FeedbackBatch(BaseModel):
     task_status: str
     items: list[FeedbackItem] = Field(description="new messages to the agent, oldest first")
     cursor: int | None = Field(description="the last message id read; the next call continues after it")
+    threads: list[ReviewCommentRead] = Field(
+        default_factory=list,
+        description="every comment on lines of the diff on this task with its thread's state now "
+        "(`resolved`): the open ones are still to be addressed",
+    )
 
 
 class MyTasks(BaseModel):
@@ -198,6 +247,7 @@ def task_context(
         repo=task.repo,
         base_branch=task.base_branch,
         branch=task.branch,
+        git=task.git,
         messages=messages,
         feedback=[FeedbackItem.from_message(m) for m in messages if m.direction == TO_AGENT],
         artifacts=artifacts,
@@ -205,7 +255,7 @@ def task_context(
 
 
 NEXT_STEPS = (
-    "Check out `{base}` of `{repo}`, do the work on `{branch}`, then call submit_artifact with a unified "
+    "Check out `{base}` of `{repo}` ({clone}), do the work on `{branch}`, then call submit_artifact with a unified "
     "diff, a JSON object of files, or text. Ask with post_message if something is unclear. Subscribe to "
     "osiris://tasks/{id} (or call read_feedback) to hear about review comments; address them and submit "
     "again. Call release_task if you cannot finish. Any call on the task renews your lease."
@@ -214,7 +264,8 @@ NEXT_STEPS = (
 
 def claimed(context: TaskContext) -> ClaimedTask:
     t = context.task
-    steps = NEXT_STEPS.format(base=t.base_branch, repo=t.repo, branch=t.branch, id=t.id)
+    clone = f"`{t.git.clone_command}`; {t.git.note}" if t.git else "no clone URL is served"
+    steps = NEXT_STEPS.format(base=t.base_branch, repo=t.repo, branch=t.branch, id=t.id, clone=clone)
     return ClaimedTask(**dict(context), lease_expires_at=t.lease_expires_at, next_steps=steps)
 
 

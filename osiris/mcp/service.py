@@ -9,12 +9,20 @@ from __future__ import annotations
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from osiris.app import lifecycle, repository, submissions
+from osiris.app import lifecycle, repository, reviews, submissions
 from osiris.app.actors import Actor
-from osiris.app.api.tasks import latest_pr_url, task_read
+from osiris.app.api.tasks import latest_pr_url, task_read, task_with_git
+from osiris.app.errors import NotFound
 from osiris.app.models import Task, TaskStatus
 from osiris.app.runtime import Runtime
-from osiris.app.schemas import PRIORITIES, ArtifactRead, MessageRead, PriorityName
+from osiris.app.schemas import (
+    PRIORITIES,
+    ArtifactDetail,
+    ArtifactRead,
+    MessageRead,
+    PriorityName,
+    ReviewCommentRead,
+)
 from osiris.mcp import feedback
 from osiris.mcp.schemas import (
     FEEDBACK_PAGE,
@@ -56,15 +64,15 @@ async def _renew(session: AsyncSession, runtime: Runtime, actor: Actor, task: Ta
     return await lifecycle.heartbeat(session, actor, task.id, lease_seconds=runtime.settings.lease_seconds)
 
 
-async def _context(session: AsyncSession, actor: Actor, task: Task) -> TaskContext:
+async def _context(session: AsyncSession, runtime: Runtime, actor: Actor, task: Task) -> TaskContext:
     artifacts = (  # most claims are of fresh tasks: skip the query there is nothing for
-        [ArtifactRead.model_validate(a) for a in await repository.artifacts_of(session, task)]
+        [ArtifactRead.model_validate(a) for a in await repository.artifacts_of(session, task, content=False)]
         if task.artifact_count
         else []
     )
     messages = [MessageRead.model_validate(m) for m in await repository.messages_of(session, task)]
     return task_context(
-        task_read(task, pr_url=latest_pr_url(artifacts)),
+        await task_with_git(runtime, task, pr_url=latest_pr_url(artifacts)),
         you=actor.user_id,
         messages=messages,
         artifacts=artifacts,
@@ -95,7 +103,7 @@ async def read_pending_tasks(
 
 async def claim_task(session: AsyncSession, runtime: Runtime, actor: Actor, task_id: int) -> ClaimedTask:
     task = await lifecycle.claim_task(session, actor, task_id, lease_seconds=runtime.settings.lease_seconds)
-    context = await _context(session, actor, task)
+    context = await _context(session, runtime, actor, task)
     if context.feedback:  # the claim hands over all earlier feedback: read_feedback continues after it
         await feedback.advance(session, actor, task, context.feedback[-1].id)
     return claimed(context)
@@ -144,12 +152,29 @@ async def read_feedback(
     if items:
         await feedback.advance(session, actor, task, items[-1].id)
     cursor = items[-1].id if items else after
-    return FeedbackBatch(task_id=task.id, task_status=task.status, items=items, cursor=cursor)
+    threads = [ReviewCommentRead.model_validate(c) for c in await reviews.threads_of(session, task)]
+    return FeedbackBatch(
+        task_id=task.id,
+        task_status=task.status,
+        items=feedback.with_thread_states(items, {t.id: t.resolved for t in threads}),
+        cursor=cursor,
+        threads=threads,
+    )
 
 
 async def get_task(session: AsyncSession, runtime: Runtime, actor: Actor, task_id: int) -> TaskContext:
     task = await _renew(session, runtime, actor, await repository.get_task(session, actor, task_id))
-    return await _context(session, actor, task)
+    return await _context(session, runtime, actor, task)
+
+
+async def get_artifact(
+    session: AsyncSession, runtime: Runtime, actor: Actor, task_id: int, *, version: int
+) -> ArtifactDetail:
+    task = await _renew(session, runtime, actor, await repository.get_task(session, actor, task_id))
+    artifact = await repository.artifact_version(session, task, version)
+    if artifact is None:
+        raise NotFound(f"task {task_id} has no version {version}")
+    return ArtifactDetail.model_validate(artifact)
 
 
 async def list_my_tasks(session: AsyncSession, runtime: Runtime, actor: Actor) -> MyTasks:

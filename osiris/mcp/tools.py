@@ -19,7 +19,7 @@ from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from osiris.app.errors import OsirisError, Unavailable
-from osiris.app.schemas import PriorityName
+from osiris.app.schemas import ArtifactDetail, PriorityName
 from osiris.mcp.gateway import Gateway
 from osiris.mcp.schemas import (
     ClaimedTask,
@@ -56,6 +56,7 @@ IdempotencyKey = Annotated[
 Since = Annotated[
     int | None, Field(ge=0, description="a message id; omit to get what arrived since your last read")
 ]
+Version = Annotated[int, Field(ge=1, le=2**31 - 1, description="the version number (1 is the first)")]
 MessageBody = Annotated[str, Field(min_length=1, max_length=50_000, description="the question or answer")]
 
 # Reading renews the holder's lease; that is bookkeeping, not a change anyone else would see.
@@ -150,6 +151,12 @@ def register_tools(server: MCPServer, gateway: Gateway) -> None:
     async def get_task(task_id: TaskId) -> TaskContext:
         """A task with its conversation, feedback and submitted versions."""
         return await gateway.get_task(task_id)
+
+    @tool("Get a version", READ)
+    async def get_artifact(task_id: TaskId, version: Version) -> ArtifactDetail:
+        """One submitted version with its content: for files, an object of {path: file content};
+        for a patch or text, the text as submitted."""
+        return await gateway.get_artifact(task_id, version=version)
 
     @tool("List my tasks", READ)
     async def list_my_tasks() -> MyTasks:

@@ -14,7 +14,7 @@ from starlette.requests import HTTPConnection
 from osiris.app.actors import Actor
 from osiris.app.auth import actor_for
 from osiris.app.errors import Forbidden, OsirisError
-from osiris.app.models import Role, User
+from osiris.app.models import Organization, Role, User
 from osiris.app.runtime import Runtime
 from osiris.portal.sessions import CSRF_FIELD, PortalSession, SessionCodec, password_fingerprint
 
@@ -32,6 +32,7 @@ class Viewer:
     user: User
     actor: Actor
     session: PortalSession
+    org_name: str = ""  # shown in the header: an operator may hold accounts in several
 
     @property
     def is_admin(self) -> bool:
@@ -86,7 +87,9 @@ async def current_viewer(request: Request) -> Viewer:
         if session.user_id is not None:
             session.sign_out()
         raise LoginRequired
-    viewer = Viewer(user=user, actor=actor_for(user), session=session)
+    async with runtime_of(request).sessions() as db_session:
+        org = await db_session.get(Organization, user.org_id)
+    viewer = Viewer(user=user, actor=actor_for(user), session=session, org_name=org.name if org else "")
     request.state.viewer = viewer
     return viewer
 

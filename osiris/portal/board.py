@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request
+from datetime import UTC, datetime, timedelta
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Request
 from starlette.responses import Response
 
 from osiris.app import checks, db
@@ -35,10 +38,12 @@ async def board_page(
         channel=channel or None,
         q=(q or "").strip()[:200] or None,
     )
+    days = runtime_of(request).settings.portal_board_closed_days
     async with db.transaction(runtime_of(request).sessions) as session:
-        board = await queries.board(session, viewer.actor, filters)
-        shown = [t.id for col in board.columns for t in col.tasks if t.artifact_count]
-        card_checks = await checks.latest_status(session, shown)
+        board = await queries.board(session, viewer.actor, filters, closed_since=_window_start(days))
+        cards = [t for col in board.columns for t in col.tasks]
+        card_checks = await checks.latest_status(session, [t.id for t in cards if t.artifact_count])
+        facts = await queries.card_facts(session, viewer.actor, cards)
     return render(
         request,
         "board.html",
@@ -48,5 +53,42 @@ async def board_page(
             "priorities": list(PRIORITIES),
             "priority_filter": priority or "",
             "card_checks": card_checks,
+            "facts": facts,
+            "closed_days": days,
+            # Nothing at all yet: the board teaches how to file a task and connect an agent.
+            "empty": not filters.active and all(c.count == 0 and not c.older for c in board.columns),
+            "public_url": runtime_of(request).settings.public_url.rstrip("/"),
+        },
+    )
+
+
+def _window_start(days: int) -> datetime:
+    return datetime.now(UTC) - timedelta(days=days)
+
+
+@router.get("/archive")
+async def archive_page(
+    request: Request, viewer: ViewerDep, page: Annotated[int, Query(ge=1, le=10**6)] = 1
+) -> Response:
+    """Closed tasks older than the board's window, most recently closed first."""
+    days = runtime_of(request).settings.portal_board_closed_days
+    async with db.transaction(runtime_of(request).sessions) as session:
+        tasks, total = await queries.archive(
+            session, viewer.actor, closed_before=_window_start(days), page=page
+        )
+        facts = await queries.card_facts(session, viewer.actor, tasks)
+        people = await queries.people(session, viewer.actor)
+    pages = max(1, -(-total // queries.ARCHIVE_PAGE))
+    return render(
+        request,
+        "archive.html",
+        {
+            "tasks": tasks,
+            "facts": facts,
+            "people": people,
+            "total": total,
+            "page": page,
+            "pages": pages,
+            "closed_days": days,
         },
     )

@@ -6,12 +6,21 @@ from fastapi import FastAPI
 from starlette.staticfiles import StaticFiles
 
 from osiris.app.config import Settings
-from osiris.portal import admin, board, live, login, organizations, task_page, webhooks
+from osiris.portal import admin, board, live, login, organizations, start, task_page, webhooks
 from osiris.portal.rendering import HERE
 
 
 def install(app: FastAPI, settings: Settings) -> None:
-    for router in (login.router, board.router, task_page.router, admin.router, webhooks.router, live.router):
+    # start first: its /tasks/new must win over task_page's /tasks/{task_id}
+    for router in (
+        login.router,
+        board.router,
+        start.router,
+        task_page.router,
+        admin.router,
+        webhooks.router,
+        live.router,
+    ):
         app.include_router(router)
     app.include_router(organizations.router)  # repositories, channel accounts, organizations
     app.mount("/static/portal", StaticFiles(directory=HERE / "static"), name="portal-static")

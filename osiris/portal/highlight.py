@@ -6,8 +6,6 @@ agent's code is always escaped text, never markup.
 
 from __future__ import annotations
 
-import difflib
-import json
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -19,6 +17,7 @@ from pygments.lexers import DiffLexer, TextLexer, get_lexer_for_filename
 from pygments.util import ClassNotFound
 
 from osiris.app.models import Artifact, ArtifactKind
+from osiris.app.version_diff import diff_text, files_of
 
 MAX_RENDERED_CHARS = 400_000  # past this a page gets slow to read; the rest is on the PR or the API
 _FORMATTER = HtmlFormatter(cssclass="hl", wrapcode=True)
@@ -44,17 +43,6 @@ def _html(text: str, lexer: Lexer, max_chars: int = MAX_RENDERED_CHARS) -> tuple
     if truncated:
         text = text[:limit]
     return Markup(highlight(text, lexer, _FORMATTER)), truncated  # noqa: S704 - Pygments escapes
-
-
-def files_of(artifact: Artifact) -> dict[str, str]:
-    if artifact.kind == ArtifactKind.FILES.value:
-        try:
-            files = json.loads(artifact.content)
-        except json.JSONDecodeError:
-            files = None
-        if isinstance(files, dict):
-            return {str(k): str(v) for k, v in files.items()}
-    return {}
 
 
 @dataclass(frozen=True)
@@ -106,46 +94,8 @@ def render_file(artifact: Artifact, path: str, *, max_chars: int) -> RenderedFil
     return RenderedFile(path, *_html(body, _lexer_for(path, body), max_chars))
 
 
-def _lines(text: str) -> list[str]:
-    # Every line ends in a newline, or difflib glues a last line onto the next hunk line.
-    return [line + "\n" for line in text.splitlines()]
-
-
-def diff_text(older: Artifact, newer: Artifact) -> str:
-    """A unified diff between two versions; per file for files artifacts, so paths read naturally."""
-    a_files, b_files = files_of(older), files_of(newer)
-    if a_files or b_files:
-        chunks: list[str] = []
-        size = 0
-        for path in sorted(set(a_files) | set(b_files)):
-            if a_files.get(path) == b_files.get(path):
-                continue
-            if size > MAX_RENDERED_CHARS:  # _html shows no more than this; do not diff the rest
-                chunks.append("... more files differ; see the change request\n")
-                break
-            before = len(chunks)
-            chunks.extend(
-                difflib.unified_diff(
-                    _lines(a_files.get(path, "")),
-                    _lines(b_files.get(path, "")),
-                    fromfile=f"a/{path}" if path in a_files else "/dev/null",
-                    tofile=f"b/{path}" if path in b_files else "/dev/null",
-                )
-            )
-            size += sum(len(c) for c in chunks[before:])
-        return "".join(chunks)
-    return "".join(
-        difflib.unified_diff(
-            _lines(older.content),
-            _lines(newer.content),
-            fromfile=f"v{older.version}",
-            tofile=f"v{newer.version}",
-        )
-    )
-
-
 def render_diff(older: Artifact, newer: Artifact) -> RenderedFile:
-    text = diff_text(older, newer)
+    text = diff_text(older, newer, max_chars=MAX_RENDERED_CHARS)  # _html shows no more than this
     html, truncated = _html(text, DiffLexer(stripnl=False)) if text else (Markup(""), False)
     return RenderedFile(f"v{older.version} → v{newer.version}", html, truncated)
 

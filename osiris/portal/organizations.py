@@ -38,7 +38,8 @@ CHANNEL_LABELS = {"whatsapp": "WhatsApp (Twilio number)", "slack": "Slack (team 
 async def repositories_page(request: Request, viewer: ViewerDep) -> Response:
     async with db.transaction(runtime_of(request).sessions) as session:
         repos = await repositories_registry.list_repositories(session, viewer.actor)
-    return render(request, "admin/repositories.html", {"repositories": repos})
+    github = runtime_of(request).settings.github_enabled
+    return render(request, "admin/repositories.html", {"repositories": repos, "github": github})
 
 
 @router.post("/admin/repositories")

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 
 from sqlalchemy import Select, func, or_, select
+from sqlalchemy.dialects.postgresql import distinct_on
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from osiris.app import repository
@@ -13,6 +15,9 @@ from osiris.app.actors import Actor
 from osiris.app.models import Task, TaskEvent, TaskStatus, User
 
 COLUMN_LIMIT = 50  # cards shown per column; the count above it is the full number
+ARCHIVE_PAGE = 50  # closed tasks per archive page
+CLOSED = (TaskStatus.DONE, TaskStatus.REJECTED)
+CLOSED_VALUES = tuple(s.value for s in CLOSED)
 
 
 @dataclass(frozen=True)
@@ -33,8 +38,17 @@ class BoardFilters:
 @dataclass
 class Column:
     status: TaskStatus
-    count: int = 0
+    count: int = 0  # a closed column: those closed within the board's window
     tasks: list[Task] = field(default_factory=list)
+    older: int = 0  # a closed column: closed before the window, on the archive page
+
+
+@dataclass
+class CardFacts:
+    """What a card says beyond the task row: since when it is in its state, and who closed it."""
+
+    since: datetime | None = None
+    closed_by: str | None = None  # the approver (Done) or who cancelled (Cancelled)
 
 
 @dataclass
@@ -81,27 +95,86 @@ async def last_event_id(session: AsyncSession, actor: Actor, task_id: int | None
     return int(await session.scalar(stmt) or 0)
 
 
-async def board(session: AsyncSession, actor: Actor, f: BoardFilters) -> Board:
+async def board(session: AsyncSession, actor: Actor, f: BoardFilters, *, closed_since: datetime) -> Board:
+    """Open columns in full; Done and Cancelled only for tasks closed since `closed_since` (a closed
+    task is not updated again, so its updated_at is when it closed)."""
     last_id = await last_event_id(session, actor)
     base = filtered(actor, f).subquery()
-    counts = dict((await session.execute(select(base.c.status, func.count()).group_by(base.c.status))).all())
+    # Per status, split into inside the window (always, for open statuses) and before it.
+    marked = select(
+        base.c.status,
+        (base.c.status.notin_(CLOSED_VALUES) | (base.c.updated_at >= closed_since)).label("recent"),
+    ).subquery()
+    grouped = select(marked.c.status, marked.c.recent, func.count()).group_by(
+        marked.c.status, marked.c.recent
+    )
+    counts: dict[tuple[str, bool], int] = {
+        (status, bool(recent)): n for status, recent, n in await session.execute(grouped)
+    }
     columns = []
     for status in TaskStatus:
         # Open work: most urgent first; finished work: most recent first.
         order = (
             (Task.priority.desc(), Task.updated_at.desc())
-            if status in (TaskStatus.PENDING, TaskStatus.IN_PROGRESS, TaskStatus.REVIEW)
+            if status not in CLOSED
             else (Task.updated_at.desc(),)
         )
         stmt = filtered(actor, f).where(Task.status == status.value).order_by(*order, Task.id.desc())
+        if status in CLOSED:
+            stmt = stmt.where(Task.updated_at >= closed_since)
         tasks = (await session.execute(stmt.limit(COLUMN_LIMIT))).scalars().all()
-        columns.append(Column(status, counts.get(status.value, 0), list(tasks)))
+        column = Column(status, counts.get((status.value, True), 0), list(tasks))
+        column.older = counts.get((status.value, False), 0)
+        columns.append(column)
     org_tasks = repository.readable_tasks(actor).subquery()
     repos = (await session.execute(select(org_tasks.c.repo).distinct().order_by(org_tasks.c.repo))).scalars()
     channels = (
         await session.execute(select(org_tasks.c.channel).distinct().order_by(org_tasks.c.channel))
     ).scalars()
     return Board(columns, last_id, list(repos), list(channels), await people(session, actor))
+
+
+async def card_facts(session: AsyncSession, actor: Actor, tasks: Sequence[Task]) -> dict[int, CardFacts]:
+    """Per task: when it entered its current state (its latest status change) and, if closed, who
+    closed it (the latest approve or cancel). Two queries for the whole board."""
+    ids = [t.id for t in tasks]
+    facts = {i: CardFacts() for i in ids}
+    if not ids:
+        return facts
+    mine = (TaskEvent.org_id == actor.org_id, TaskEvent.task_id.in_(ids))
+    since = select(TaskEvent.task_id, func.max(TaskEvent.created_at)).where(
+        *mine, TaskEvent.to_status.is_not(None)
+    )
+    for task_id, at in await session.execute(since.group_by(TaskEvent.task_id)):
+        facts[task_id].since = at
+    closers = (
+        select(TaskEvent.task_id, TaskEvent.actor_name)
+        .where(*mine, TaskEvent.kind.in_(("approve", "cancel")))
+        .ext(distinct_on(TaskEvent.task_id))
+        .order_by(TaskEvent.task_id, TaskEvent.id.desc())
+    )
+    status = {t.id: t.status for t in tasks}
+    for task_id, name in await session.execute(closers):
+        if status[task_id] in CLOSED_VALUES:
+            facts[task_id].closed_by = name
+    return facts
+
+
+async def archive(
+    session: AsyncSession, actor: Actor, *, closed_before: datetime, page: int
+) -> tuple[Sequence[Task], int]:
+    """Tasks closed before the board's window, most recently closed first, a page at a time; and
+    how many there are in all."""
+    stmt = repository.readable_tasks(actor).where(
+        Task.status.in_(CLOSED_VALUES), Task.updated_at < closed_before
+    )
+    total = int(await session.scalar(select(func.count()).select_from(stmt.subquery())) or 0)
+    rows = await session.execute(
+        stmt.order_by(Task.updated_at.desc(), Task.id.desc())
+        .offset((page - 1) * ARCHIVE_PAGE)
+        .limit(ARCHIVE_PAGE)
+    )
+    return rows.scalars().all(), total
 
 
 async def people(session: AsyncSession, actor: Actor) -> dict[int, User]:
@@ -115,11 +188,29 @@ async def audit_log(
     *,
     before_id: int | None = None,
     kind: str | None = None,
+    actor_name: str | None = None,
+    task_id: int | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
     limit: int = 100,
-) -> Sequence[TaskEvent]:
-    stmt = select(TaskEvent).where(TaskEvent.org_id == actor.org_id)
+) -> Sequence[tuple[TaskEvent, str]]:
+    """The organization's events, newest first, each with its task's title; `until` is exclusive."""
+    stmt = (
+        select(TaskEvent, Task.title)
+        .join(Task, Task.id == TaskEvent.task_id)
+        .where(TaskEvent.org_id == actor.org_id, Task.org_id == actor.org_id)
+    )
     if before_id is not None:
         stmt = stmt.where(TaskEvent.id < before_id)
     if kind:
         stmt = stmt.where(TaskEvent.kind == kind)
-    return (await session.execute(stmt.order_by(TaskEvent.id.desc()).limit(limit))).scalars().all()
+    if actor_name:
+        stmt = stmt.where(TaskEvent.actor_name == actor_name)
+    if task_id is not None:
+        stmt = stmt.where(TaskEvent.task_id == task_id)
+    if since is not None:
+        stmt = stmt.where(TaskEvent.created_at >= since)
+    if until is not None:
+        stmt = stmt.where(TaskEvent.created_at < until)
+    rows = await session.execute(stmt.order_by(TaskEvent.id.desc()).limit(limit))
+    return [(event, title) for event, title in rows.all()]

@@ -7,6 +7,7 @@ headers, so no view has to remember any of it.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Coroutine
 from datetime import UTC, datetime
 from pathlib import Path
@@ -21,6 +22,7 @@ from starlette.templating import Jinja2Templates
 from osiris.app.errors import OsirisError
 from osiris.app.schemas import PRIORITY_NAMES
 from osiris.portal.access import LoginRequired, codec_of, portal_session
+from osiris.portal.accountability import status_label
 from osiris.portal.sessions import CSRF_FIELD
 
 HERE = Path(__file__).resolve().parent
@@ -51,13 +53,31 @@ def _ago(value: datetime | None) -> str:
     return "just now"
 
 
+def _duration(value: datetime | None) -> str:
+    """How long since `value`, for "in Review for 3 h"."""
+    ago = _ago(value)
+    return "under a minute" if ago == "just now" else ago.removesuffix(" ago")
+
+
 def _iso(value: datetime | None) -> str:
     return value.isoformat(timespec="seconds") if value else ""
+
+
+def _abs_time(value: datetime | None) -> str:
+    """An absolute time a person can quote (audit, accountability): UTC, to the second."""
+    return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC") if value else ""
+
+
+_API_CHANGE_REQUEST = re.compile(r"^https?://[^/?#]+(?:/[^?#]*)?/api/v1/tasks/(\d+)/change-request$")
 
 
 def _web_url(value: str | None) -> str | None:
     """Links that came from outside (a PR URL) only if they are web links, never `javascript:`."""
     if value and value.lower().startswith(("https://", "http://")):
+        if legacy := _API_CHANGE_REQUEST.match(value):
+            # Published before the local git host linked to the portal: that API URL answers a
+            # browser with 401, the task page's work section shows the same change request.
+            return f"/tasks/{legacy.group(1)}#work"
         return value
     return None
 
@@ -65,8 +85,11 @@ def _web_url(value: str | None) -> str | None:
 templates.env.filters["ago"] = _ago
 templates.env.filters["web_url"] = _web_url
 templates.env.filters["iso"] = _iso
+templates.env.filters["abs_time"] = _abs_time
+templates.env.filters["duration"] = _duration
 templates.env.globals["priority_name"] = lambda p: PRIORITY_NAMES.get(p, str(p))
 templates.env.globals["CSRF_FIELD"] = CSRF_FIELD
+templates.env.globals["status_label"] = status_label  # REJECTED reads "Cancelled"
 
 
 def render(

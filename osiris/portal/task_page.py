@@ -12,10 +12,10 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Request
 from starlette.responses import Response
 
-from osiris.app import checks, db, lifecycle, repository
+from osiris.app import checks, db, lifecycle, repository, reviews
 from osiris.app.errors import ChecksFailed, ChecksPending, InvalidInput, NotFound, NotPublished, StaleApproval
 from osiris.app.models import OPEN_STATUSES, TaskStatus
-from osiris.portal import highlight, queries
+from osiris.portal import accountability, highlight, queries, review
 from osiris.portal.access import FormDep, ViewerDep, runtime_of, text_field
 from osiris.portal.rendering import PortalRoute, redirect, render
 
@@ -53,6 +53,7 @@ async def task_page(
         artifacts = list(await repository.artifacts_of(session, task))
         messages = await repository.messages_of(session, task)
         timeline = await repository.events_of(session, task)
+        threads = list(await reviews.threads_of(session, task))  # comments on lines of the diff
         people = await queries.people(session, viewer.actor)
         check_runs = await checks.latest_runs(session, task)  # newest version first
         unapproved = (
@@ -84,10 +85,22 @@ async def task_page(
     older, newer = by_version.get(from_version or 0), by_version.get(to_version or 0)
     compared = await asyncio.to_thread(highlight.render_diff, older, newer) if older and newer else None
     published = next((a for a in reversed(artifacts) if a.pr_url or a.pr_number), None)
+    changes = await review.load(runtime_of(request), task, artifacts)  # "Files changed": what merges
+    placed = review.place(changes.changes, threads)
     return render(
         request,
         "task.html",
         {
+            "changes": changes.changes,
+            "changes_problem": changes.problem,
+            "split_rows": review.split_rows,
+            "threads": threads,
+            "threads_at": placed.at,
+            "file_keys": placed.file_keys,
+            "unplaced": placed.unplaced,
+            "open_threads": sum(1 for c in threads if c.resolved_at is None),
+            # A comment is on the diff shown, pinned like the approval to its version and commit.
+            "can_comment": viewer.may_review and task.status in OPEN_STATUSES and changes.changes is not None,
             "task": task,
             "artifacts": artifacts,
             "shown": shown,
@@ -97,7 +110,9 @@ async def task_page(
             "to_version": to_version,
             "published": published,
             "messages": messages,
-            "timeline": timeline,
+            "timeline": list(reversed(timeline)),  # newest first: the latest is at the top, no scrolling
+            "bookkeeping": accountability.BOOKKEEPING,
+            "closure": accountability.closure(task.status, timeline),  # who closed it, when, why
             "people": people,
             "last_event_id": last_id,
             "is_open": task.status in OPEN_STATUSES,
@@ -137,6 +152,32 @@ async def version_file(
     return render(request, "version_file.html", {"task": task, "artifact": artifact, "file": rendered})
 
 
+@router.get("/tasks/{task_id}/changes/file")
+async def changed_file(
+    request: Request,
+    task_id: int,
+    viewer: ViewerDep,
+    path: Annotated[str, Query(min_length=1, max_length=4096)],
+) -> Response:
+    """One file of "Files changed", for a file over the page's per-file cap: up to the overall cap."""
+    runtime = runtime_of(request)
+    async with db.transaction(runtime.sessions) as session:
+        task = await repository.get_task(session, viewer.actor, task_id)  # the same org-scoped read
+        artifacts = list(await repository.artifacts_of(session, task))
+    loaded = await review.load(runtime, task, artifacts, path=path)
+    return render(
+        request,
+        "changed_file.html",
+        {
+            "task": task,
+            "path": path,
+            "changes": loaded.changes,
+            "changes_problem": loaded.problem,
+            "split_rows": review.split_rows,
+        },
+    )
+
+
 @router.post("/tasks/{task_id}/messages")
 async def post_message(request: Request, task_id: int, viewer: ViewerDep, form: FormDep) -> Response:
     body = _text(text_field(form, "body"), "the message", required=True)
@@ -157,9 +198,16 @@ def _approved_version(version: str, head_sha: str) -> tuple[int, str]:
             f"this page showed version {int(version)} before it was published; reload it to review "
             "what will be merged"
         )
+    return int(version), _sha_field(head_sha) or ""
+
+
+def _sha_field(value: str) -> str | None:
+    head_sha = value.strip().lower()
+    if not head_sha:
+        return None
     if len(head_sha) not in (40, 64) or any(c not in "0123456789abcdef" for c in head_sha):
-        raise InvalidInput("the approve form's commit is not a commit id; reload the page")
-    return int(version), head_sha
+        raise InvalidInput("the form's commit is not a commit id; reload the page")
+    return head_sha
 
 
 @router.post("/tasks/{task_id}/approve")
@@ -190,6 +238,95 @@ async def request_changes(request: Request, task_id: int, viewer: ViewerDep, for
         )
     viewer.session.flash("ok", f"Changes requested; task #{task_id} is back with its agent.")
     return redirect(f"/tasks/{task_id}")
+
+
+def _version_field(value: str) -> int | None:
+    value = value.strip()
+    if not value:
+        return None
+    if not value.isdigit() or not 0 < int(value) < 2**31:
+        raise InvalidInput("the form's version is not a version number; reload the page")
+    return int(value)
+
+
+def _line_field(value: str, what: str, *, required: bool) -> int | None:
+    value = value.strip()
+    if not value and not required:
+        return None
+    if not value.isdigit() or not 0 < int(value) < 2**31:
+        raise InvalidInput(f"{what} must be a line number")
+    return int(value)
+
+
+@router.post("/tasks/{task_id}/review")
+async def submit_review(request: Request, task_id: int, viewer: ViewerDep, form: FormDep) -> Response:
+    """The one review form: a comment and a verdict, pinned to the version and commit shown."""
+    verdict = text_field(form, "verdict").strip() or "comment"
+    body = _text(text_field(form, "body"), "the review comment", required=False)
+    runtime = runtime_of(request)
+    async with db.transaction(runtime.sessions) as session:
+        await repository.get_task(session, viewer.actor, task_id)  # another org's task: 404 first
+        if verdict == "approve":  # exactly the approve form's pin: both fields, always
+            version, head_sha = _approved_version(text_field(form, "version"), text_field(form, "head_sha"))
+        else:
+            version = _version_field(text_field(form, "version"))
+            head_sha = _sha_field(text_field(form, "head_sha"))
+        await reviews.submit_review(
+            session,
+            runtime,
+            viewer.actor,
+            task_id,
+            verdict=verdict,
+            body=body,
+            version=version,
+            head_sha=head_sha,
+        )
+    said = {
+        "approve": f"Task #{task_id} approved; it will be merged.",
+        "request_changes": f"Changes requested; task #{task_id} is back with its agent.",
+        "comment": "Review comment sent to the agent.",
+    }
+    viewer.session.flash("ok", said.get(verdict, "Review submitted."))
+    return redirect(f"/tasks/{task_id}")
+
+
+@router.post("/tasks/{task_id}/comments")
+async def add_line_comment(request: Request, task_id: int, viewer: ViewerDep, form: FormDep) -> Response:
+    """A comment on a line (or `start_line`..`line`) of a file in "Files changed"."""
+    runtime = runtime_of(request)
+    async with db.transaction(runtime.sessions) as session:
+        await repository.get_task(session, viewer.actor, task_id)  # another org's task: 404 first
+        version = _version_field(text_field(form, "version"))
+        head_sha = _sha_field(text_field(form, "head_sha"))
+        if version is None or head_sha is None:
+            raise InvalidInput("the comment form must name the version and commit it shows; reload the page")
+        comment = await reviews.add_comment(
+            session,
+            runtime,
+            viewer.actor,
+            task_id,
+            path=text_field(form, "path"),
+            line=_line_field(text_field(form, "line"), "the line", required=True) or 0,
+            start_line=_line_field(text_field(form, "start_line"), "the first line", required=False),
+            side=text_field(form, "side").strip() or "new",
+            body=_text(text_field(form, "body"), "the comment", required=True),
+            version=version,
+            head_sha=head_sha,
+        )
+    viewer.session.flash("ok", f"Comment added on {comment.path} line {comment.line}; the agent can read it.")
+    return redirect(f"/tasks/{task_id}#comment-{comment.id}")
+
+
+@router.post("/tasks/{task_id}/comments/{comment_id}/resolve")
+async def resolve_line_comment(
+    request: Request, task_id: int, comment_id: int, viewer: ViewerDep, form: FormDep
+) -> Response:
+    """Resolve a thread (`resolved=1`) or reopen it (`resolved=0`)."""
+    resolved = text_field(form, "resolved").strip() != "0"
+    async with db.transaction(runtime_of(request).sessions) as session:
+        await reviews.set_resolved(session, viewer.actor, task_id, comment_id, resolved=resolved)
+    viewer.session.flash("ok", "Thread resolved." if resolved else "Thread reopened.")
+    return redirect(f"/tasks/{task_id}#comment-{comment_id}")
 
 
 @router.post("/tasks/{task_id}/cancel")

@@ -51,7 +51,8 @@ def test_two_worker_processes_share_one_embedded_database(tmp_path: Path) -> Non
         time.sleep(1)
         log = stderr.read_text()
         assert log.count("OSIRIS admin account created") == 1, log[-3000:]
-        password = log.split("password '", 1)[1].split("'", 1)[0]
+        password = log.split("export OSIRIS_ADMIN_PASSWORD=", 1)[1].split("\n", 1)[0]
+        assert (tmp_path / "data" / "admin-password").read_text() == password + "\n"
         jwt = httpx.post(url + "/api/v1/auth/token", data={"username": "admin", "password": password})
         headers = {"Authorization": f"Bearer {jwt.raise_for_status().json()['access_token']}"}
         # Fresh connections land on either process; each answers from the same data.

@@ -443,7 +443,11 @@ class FakeGitHub:
             answer = self.spec.complete(op, status, answer)
         problems = self.spec.check_response(op, status, answer)
         self.violations += [f"response: {p}" for p in problems]
-        return _json(status, answer)
+        response = _json(status, answer)
+        link = self.__dict__.pop("_link", None)  # a paginated list's next page
+        if link:
+            response.headers["Link"] = link
+        return response
 
     def _login(self, request: httpx.Request) -> str | None:
         auth = request.headers.get("authorization", "")
@@ -655,6 +659,61 @@ class FakeGitHub:
             "files": files,
         }
 
+    def _diff_entries(self, full: str, git: Git, base: str, head: str) -> list[dict[str, Any]]:
+        """Diff Entries of base...head as GitHub lists them: one per file, with its `patch` from the
+        first @@ (left out for a binary file), `previous_filename` for a rename."""
+        mb = git.run("merge-base", base, head).strip()
+        numstat = git.run("diff", "-z", "--numstat", "-M", mb, head).split("\0")
+        rows: list[tuple[str, str, str, str | None]] = []
+        i = 0
+        while i < len(numstat) and numstat[i]:
+            added, deleted, name = numstat[i].split("\t", 2)
+            if name:
+                rows.append((added, deleted, name, None))
+                i += 1
+            else:
+                rows.append((added, deleted, numstat[i + 2], numstat[i + 1]))
+                i += 3
+        statuses = git.run("diff", "-z", "--name-status", "-M", mb, head).split("\0")
+        letters = [t[0] for t in statuses if t and t[0] in "ACDMRT" and (len(t) == 1 or t[1:].isdigit())]
+        sections = re.split(r"(?m)^diff --git ", git.run("diff", "-M", "--no-color", mb, head))[1:]
+        entries = []
+        for n, (added, deleted, name, old) in enumerate(rows):
+            binary = added == "-"
+            body = sections[n] if n < len(sections) else ""
+            at = body.find("\n@@")
+            entry = {
+                "sha": head,
+                "filename": name,
+                "status": {"A": "added", "D": "removed", "R": "renamed", "C": "copied"}.get(
+                    letters[n], "modified"
+                ),
+                "additions": 0 if binary else int(added),
+                "deletions": 0 if binary else int(deleted),
+                "changes": 0 if binary else int(added) + int(deleted),
+                "blob_url": f"https://github.test/{full}/blob/{head}/{name}",
+                "raw_url": f"https://github.test/{full}/raw/{head}/{name}",
+                "contents_url": f"https://api.github.test/repos/{full}/contents/{name}?ref={head}",
+            }
+            if old is not None:
+                entry["previous_filename"] = old
+            if not binary and at >= 0:
+                entry["patch"] = body[at + 1 :].rstrip("\n")
+            entries.append(entry)
+        return entries
+
+    def op_get_repos_owner_repo_pulls_pull_number_files(self, p, q, b, login, r):
+        pr = self._pr(p)
+        git = self.repos[pr.repo]
+        head = git.rev(f"refs/heads/{pr.head}")
+        entries = self._diff_entries(pr.repo, git, f"refs/heads/{pr.base}", head) if head else []
+        per_page, page = min(int(q.get("per_page", 30)), 100), max(int(q.get("page", 1)), 1)
+        chunk = entries[(page - 1) * per_page : page * per_page]
+        if page * per_page < len(entries):  # GitHub pages with a Link header; gidgethub follows it
+            url = f"https://api.github.test/repos/{pr.repo}/pulls/{pr.number}/files"
+            self._link = f'<{url}?per_page={per_page}&page={page + 1}>; rel="next"'
+        return 200, chunk
+
     # --- pull requests ----------------------------------------------------------------------------
 
     def _pr_json(self, pr: PullRequest) -> dict[str, Any]:
@@ -662,6 +721,11 @@ class FakeGitHub:
         owner = pr.repo.split("/")[0]
         head_sha = git.rev(f"refs/heads/{pr.head}") or "0" * 40
         user = _user(pr.user, "Bot")
+        base_sha = git.rev(f"refs/heads/{pr.base}")
+        mergeable, state = None, "unknown"
+        if pr.state == "open" and not pr.merged and base_sha and head_sha != "0" * 40:
+            clean = git.code("merge-tree", "--write-tree", base_sha, head_sha) == 0  # as GitHub's test merge
+            mergeable, state = clean, ("draft" if pr.draft else "clean") if clean else "dirty"
         return {
             "id": pr.id,
             "node_id": pr.node_id,
@@ -671,7 +735,8 @@ class FakeGitHub:
             "body": pr.body,
             "draft": pr.draft,
             "merged": pr.merged,
-            "mergeable": None,
+            "mergeable": mergeable,
+            "mergeable_state": state,
             "merge_commit_sha": pr.merge_commit_sha,
             "merged_by": _user(pr.merged_by) if pr.merged_by else None,
             "user": user,
@@ -817,6 +882,33 @@ class FakeGitHub:
         pr = self._pr(p)
         mine = [c for c in self.review_comments if c["_pr"] == (pr.repo, pr.number)]
         return 200, [{k: v for k, v in c.items() if not k.startswith("_")} for c in mine]
+
+    def op_post_repos_owner_repo_pulls_pull_number_comments(self, p, q, b, login, r):
+        """One review comment on a line, as GitHub takes it: the commit must be one of the PR's and the
+        line must be in the diff of `path` on `side` (LEFT: the base's numbering), else 422."""
+        pr = self._pr(p)
+        git = self.repos[pr.repo]
+        head = git.rev(f"refs/heads/{pr.head}")
+        base = git.rev(f"refs/heads/{pr.base}")
+        commit = b.get("commit_id") or head
+        if git.code("merge-base", "--is-ancestor", commit, head or "") != 0:
+            return 422, {
+                "message": "Validation Failed",
+                "errors": ["commit_id is not part of the pull request"],
+            }
+        side = b.get("side", "RIGHT")
+        diff = git.run("diff", f"{base}...{commit}", "--", b.get("path", ""))
+        if not _line_in_diff(diff, int(b.get("line") or 0), side):
+            return 422, {
+                "message": "Validation Failed",
+                "errors": ["pull_request_review_thread.line must be part of the diff"],
+            }
+        review = {"id": next(self._ids)}
+        comment = self._review_comment(pr, review, b, login, commit)
+        comment.update(side=side, start_line=b.get("start_line"), start_side=b.get("start_side"))
+        self.review_comments.append(comment)
+        self._emit_review_comment(pr, comment)
+        return 201, {k: v for k, v in comment.items() if not k.startswith("_")}
 
     def op_post_repos_owner_repo_pulls_pull_number_reviews(self, p, q, b, login, r):
         """A person reviews: the review and its inline comments are stored and their webhooks queued."""
@@ -1384,6 +1476,29 @@ class _Transport(httpx.AsyncBaseTransport):
             )
         response.request = request
         return response
+
+
+def _line_in_diff(diff: str, line: int, side: str) -> bool:
+    """Whether `line` (old numbering for LEFT, new for RIGHT) is a line of one of the diff's hunks."""
+    old = new = 0
+    in_hunk = False
+    for row in diff.splitlines():
+        if row.startswith("@@"):
+            m = re.match(r"@@ -(\d+)(?:,\d+)? \+(\d+)(?:,\d+)? @@", row)
+            if m is None:
+                return False
+            old, new, in_hunk = int(m.group(1)), int(m.group(2)), True
+            continue
+        if not in_hunk or row.startswith("\\"):
+            continue
+        kind = row[:1]
+        if kind in (" ", "-") and side == "LEFT" and old == line:
+            return True
+        if kind in (" ", "+") and side == "RIGHT" and new == line:
+            return True
+        old += kind in (" ", "-")
+        new += kind in (" ", "+")
+    return False
 
 
 def _json(status: int, body: Any) -> httpx.Response:

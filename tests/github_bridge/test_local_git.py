@@ -104,7 +104,7 @@ async def test_submit_review_resubmit_approve_merges_into_base(client, factory, 
     r = await client.get(f"/api/v1/tasks/{task_id}", headers=reviewer)
     v1 = r.json()["artifacts"][0]
     assert (v1["branch"], v1["commit_sha"], v1["pr_number"]) == (branch, head1, task_id)
-    assert v1["pr_url"].endswith(f"/api/v1/tasks/{task_id}/change-request")
+    assert v1["pr_url"].endswith(f"/tasks/{task_id}#work")  # the portal page, not the API
     assert r.json()["pr_url"] == v1["pr_url"]
     events = (await client.get(f"/api/v1/tasks/{task_id}/events", headers=reviewer)).json()
     published = [e for e in events if e["kind"] == "published"]

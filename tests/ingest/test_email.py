@@ -254,3 +254,21 @@ async def test_end_to_end_every_step_is_a_threaded_mail(channels, runtime, facto
     assert len({m["Message-ID"] for m in sent}) == 4
     async with runtime.sessions() as session:
         assert (await session.execute(select(ChannelAttachment))).first() is None
+
+
+async def test_the_smtp_listener_logs_addresses_only_by_their_last_four_characters(runtime, caplog):
+    sender = f"dora.{secrets.token_hex(3)}@private.example"
+    msg = mail("Log me carefully", "hello", sender=sender)
+    port = runtime.services["smtp_port"]
+
+    def send() -> None:
+        with smtplib.SMTP("127.0.0.1", port, timeout=10) as smtp:
+            smtp.send_message(msg, from_addr=sender, to_addrs=[OUR_ADDRESS])
+
+    with caplog.at_level("DEBUG"):
+        await asyncio.to_thread(send)
+        await only_task(runtime)
+    logged = "\n".join(r.getMessage() for r in caplog.records)
+    assert "sender: …mple" in logged  # aiosmtpd's own INFO lines, redacted
+    for secret in (sender, sender.split("@")[0], "private.example", OUR_ADDRESS):
+        assert secret not in logged

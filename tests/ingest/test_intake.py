@@ -67,6 +67,7 @@ def test_text_cleanup():
     assert strip_quoted("top\n> quoted\nbottom") == "top\nbottom"
     assert clean_subject("RE: Fwd: [OSIRIS #4] Colours") == "Colours"
     assert redact("whatsapp:+15551234567") == "whatsapp:+…4567"
+    assert redact("alice.smith@example.com") == "….com"  # neither the name nor the domain
 
 
 def test_retry_after_reads_seconds_and_dates():

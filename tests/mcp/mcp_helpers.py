@@ -17,6 +17,7 @@ TOOLS = {
     "submit_artifact",
     "read_feedback",
     "get_task",
+    "get_artifact",
     "list_my_tasks",
     "post_message",
     "release_task",

@@ -93,7 +93,8 @@ async def metric(base_url: str, name: str) -> float:
     return 0.0
 
 
-APPROVE_FORM = re.compile(r'<form method="post" action="/tasks/\d+/approve".*?</form>', re.DOTALL)
+# The review form (its approve verdict is the old approve form's pin: version and commit).
+APPROVE_FORM = re.compile(r'<form method="post" action="/tasks/\d+/(?:approve|review)".*?</form>', re.DOTALL)
 HIDDEN = re.compile(r'<input type="hidden" name="([a-z_]+)" value="([^"]*)"')
 
 

@@ -131,8 +131,9 @@ async def test_review_a_task_live_in_the_browser(browser, live, factory, person)
         await expect(page.locator("#live-status")).to_have_attribute("data-state", "live")
 
         # Request changes with feedback; the agent reads it.
-        await page.get_by_label("What should change?").fill("Greet by name, please.")
-        await page.get_by_role("button", name="Request changes").click()
+        await page.locator("#review-body").fill("Greet by name, please.")
+        await page.get_by_label("Request changes").check()
+        await page.get_by_role("button", name="Submit review").click()
         await expect(page.locator("#task-status")).to_have_text("IN PROGRESS")
         await expect(page.locator("#thread")).to_contain_text("Greet by name, please.")
         feedback = structured(await agent.call_tool("read_feedback", {"task_id": task["id"]}))
@@ -151,12 +152,13 @@ async def test_review_a_task_live_in_the_browser(browser, live, factory, person)
         await expect(page.locator(".versions a")).to_have_count(2)
         await expect(page.locator("figure.diff")).to_contain_text("v1 → v2")
         await expect(page.locator("#timeline")).to_contain_text("submit")
-        await expect(page.get_by_role("button", name="Approve and merge")).to_be_visible()
+        await expect(page.get_by_label("Approve and merge")).to_be_visible()
         assert await page.evaluate("window.__stillTheSamePage") is True
         await page.screenshot(path=str(SHOTS / "portal-task.png"), full_page=True)
 
         # Approve: DONE here, and the card moves to Done on the board tab.
-        await page.get_by_role("button", name="Approve and merge").click()
+        await page.get_by_label("Approve and merge").check()
+        await page.get_by_role("button", name="Submit review").click()
         await expect(page.locator("#task-status")).to_have_text("DONE")
         await expect(board.locator(f'#col-DONE .card[data-task-id="{task["id"]}"]')).to_be_visible()
         assert (await api.get(f"/api/v1/tasks/{task['id']}")).json()["status"] == "DONE"

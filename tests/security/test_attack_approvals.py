@@ -206,7 +206,7 @@ async def test_the_portal_approve_form_is_pinned_and_a_stale_form_is_refused(
 
 
 def _approve_form(page: str) -> dict[str, str]:
-    form = re.search(r'<form method="post" action="/tasks/\d+/approve".*?</form>', page, re.DOTALL)
+    form = re.search(r'<form method="post" action="/tasks/\d+/(?:approve|review)".*?</form>', page, re.DOTALL)
     assert form, "the page has no approve form"
     fields = dict(re.findall(r'<input type="hidden" name="([a-z_]+)" value="([^"]*)"', form.group(0)))
     assert fields.keys() >= {"csrf_token", "version", "head_sha"}, fields

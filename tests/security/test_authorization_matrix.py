@@ -103,18 +103,31 @@ RULES: dict[tuple[str, str], Rule] = {
     ("GET", "/api/v1/tasks/{task_id}/events"): Rule(ANY, scoped=True),
     ("POST", "/api/v1/tasks/{task_id}/approve"): Rule(SUPERVISOR, scoped=True),
     ("POST", "/api/v1/tasks/{task_id}/reject"): Rule(SUPERVISOR, scoped=True),
+    ("POST", "/api/v1/tasks/{task_id}/request-changes"): Rule(SUPERVISOR, scoped=True),
     ("POST", "/api/v1/tasks/{task_id}/cancel"): Rule(SUPERVISOR, scoped=True),
     ("PUT", "/api/v1/tasks/{task_id}/skills"): Rule(SUPERVISOR, scoped=True),
     ("PUT", "/api/v1/tasks/{task_id}/assignee"): Rule(SUPERVISOR, scoped=True),
+    ("PUT", "/api/v1/tasks/{task_id}/priority"): Rule(SUPERVISOR, scoped=True),
     ("GET", "/api/v1/tasks/{task_id}/checks"): Rule(ANY, scoped=True),
     ("GET", "/api/v1/tasks/{task_id}/change-request"): Rule(ANY, scoped=True),
+    ("GET", "/api/v1/tasks/{task_id}/changes"): Rule(ANY, scoped=True, note="404 until published"),
     ("POST", "/api/v1/tasks/{task_id}/feedback/read"): Rule(ANY, scoped=True),
+    ("GET", "/api/v1/tasks/{task_id}/review-comments"): Rule(ANY, scoped=True),
+    ("POST", "/api/v1/tasks/{task_id}/review-comments"): Rule(
+        SUPERVISOR, scoped=True, note="comments on lines of the diff: never an agent"
+    ),
+    ("PATCH", "/api/v1/tasks/{task_id}/review-comments/{comment_id}"): Rule(
+        SUPERVISOR, scoped=True, note="resolving a thread: never an agent"
+    ),
+    ("POST", "/api/v1/tasks/{task_id}/reviews"): Rule(SUPERVISOR, scoped=True),
     ("GET", "/api/v1/tasks/{task_id}/attachments"): Rule(ANY, scoped=True),
     ("GET", "/api/v1/tasks/{task_id}/attachments/{attachment_id}"): Rule(ANY, scoped=True),
     # administration
     ("GET", "/api/v1/users"): Rule(ADMIN),
     ("POST", "/api/v1/users"): Rule(ADMIN),
     ("PUT", "/api/v1/users/{user_id}/skills"): Rule(ADMIN, scoped=True),
+    ("PATCH", "/api/v1/users/{user_id}"): Rule(ADMIN, scoped=True, note="role, is_active"),
+    ("POST", "/api/v1/users/{user_id}/password"): Rule(ADMIN, scoped=True, note="agents: 422"),
     ("GET", "/api/v1/tokens"): Rule(ADMIN),
     ("POST", "/api/v1/tokens"): Rule(ADMIN, scoped=True, note="the user is named in the body"),
     ("DELETE", "/api/v1/tokens/{token_id}"): Rule(ADMIN, scoped=True),
@@ -148,17 +161,36 @@ RULES: dict[tuple[str, str], Rule] = {
     ("GET", "/portal/highlight.css"): Rule(PUBLIC),
     ("GET", "/"): Rule(SUPERVISOR, note="the board lists only the viewer's organization"),
     ("GET", "/tasks/{task_id}"): Rule(SUPERVISOR, scoped=True),
+    ("GET", "/archive"): Rule(SUPERVISOR, note="closed tasks of the viewer's organization only"),
     ("GET", "/tasks/{task_id}/versions/{version}/files"): Rule(
         SUPERVISOR, scoped=True, note="one file of a large version; another organization's task: 404"
+    ),
+    ("GET", "/tasks/{task_id}/changes/file"): Rule(
+        SUPERVISOR, scoped=True, note="one file of Files changed; another organization's task: 404"
     ),
     ("POST", "/tasks/{task_id}/messages"): Rule(SUPERVISOR, scoped=True),
     ("POST", "/tasks/{task_id}/approve"): Rule(SUPERVISOR, scoped=True),
     ("POST", "/tasks/{task_id}/request-changes"): Rule(SUPERVISOR, scoped=True),
     ("POST", "/tasks/{task_id}/cancel"): Rule(SUPERVISOR, scoped=True),
+    ("POST", "/tasks/{task_id}/review"): Rule(SUPERVISOR, scoped=True),
+    ("POST", "/tasks/{task_id}/comments"): Rule(SUPERVISOR, scoped=True),
+    ("POST", "/tasks/{task_id}/comments/{comment_id}/resolve"): Rule(SUPERVISOR, scoped=True),
+    ("GET", "/tasks/new"): Rule(
+        SUPERVISOR, note="the New task form; repositories of the viewer's organization"
+    ),
+    ("POST", "/tasks"): Rule(SUPERVISOR, note="files a task in the viewer's organization"),
+    ("POST", "/tasks/{task_id}/priority"): Rule(SUPERVISOR, scoped=True),
+    ("POST", "/tasks/{task_id}/assignee"): Rule(SUPERVISOR, scoped=True),
+    ("POST", "/tasks/{task_id}/skills"): Rule(SUPERVISOR, scoped=True),
     ("GET", "/admin"): Rule(ADMIN),
     ("GET", "/admin/users"): Rule(ADMIN),
     ("POST", "/admin/users"): Rule(ADMIN),
     ("POST", "/admin/users/{user_id}/github"): Rule(ADMIN, scoped=True),
+    ("POST", "/admin/users/{user_id}/role"): Rule(ADMIN, scoped=True),
+    ("POST", "/admin/users/{user_id}/active"): Rule(ADMIN, scoped=True),
+    ("POST", "/admin/users/{user_id}/password"): Rule(ADMIN, scoped=True, note="agents: 422"),
+    ("POST", "/admin/users/{user_id}/skills"): Rule(ADMIN, scoped=True),
+    ("GET", "/admin/integrations"): Rule(ADMIN, note="setting names and URLs, never a value"),
     ("GET", "/admin/tokens"): Rule(ADMIN),
     ("POST", "/admin/tokens"): Rule(ADMIN, scoped=True, note="the user is named in the form"),
     ("POST", "/admin/tokens/{token_id}/revoke"): Rule(ADMIN, scoped=True),
@@ -201,6 +233,7 @@ MCP_RULES: dict[str, Rule] = {
     "read_pending_tasks": Rule(ANY, note="people see the whole queue; agents what routing allows"),
     "list_my_tasks": Rule(ANY),
     "get_task": Rule(ANY, scoped=True),
+    "get_artifact": Rule(ANY, scoped=True),
     "read_feedback": Rule(ANY, scoped=True, note="a person's token reads with its own cursor"),
     "post_message": Rule(ANY, scoped=True, holder=True),
     "claim_task": Rule(AGENT, scoped=True, note="a person's token cannot act as an agent"),
@@ -510,6 +543,22 @@ async def fill_params(session, world: World, case: Case, names: list[str], max_b
             case.params[name] = str(case.task_id)
         elif name == "version":
             case.params[name] = "1"
+        elif name == "comment_id":
+            comment = models.ReviewComment(
+                org_id=org_id,
+                task_id=int(case.params["task_id"]),
+                author_name="matrix" if own else LEAK,
+                version=1,
+                head_sha="ab" * 20,
+                path="notes.md",
+                side="new",
+                line=1,
+                diff_hunk="@@ -0,0 +1 @@\n+notes",
+                body="a note" if own else f"{LEAK} note",
+            )
+            session.add(comment)
+            await session.flush()
+            case.params[name] = str(comment.id)
         elif name == "attachment_id":
             task_id = int(case.params["task_id"])
             query = select(ChannelAttachment.id).where(ChannelAttachment.task_id == task_id)
@@ -585,10 +634,24 @@ SAMPLES: dict[tuple[str, str], Sample] = {
     },
     ("GET", "/api/v1/tasks/{task_id}/artifacts/diff"): lambda w, c: {"params": {"from": 1, "to": 1}},
     ("GET", "/tasks/{task_id}/versions/{version}/files"): lambda w, c: {"params": {"path": "notes.md"}},
+    ("GET", "/tasks/{task_id}/changes/file"): lambda w, c: {"params": {"path": "notes.md"}},
     ("POST", "/api/v1/tasks/{task_id}/messages"): lambda w, c: {"json": {"body": "a question"}},
     ("POST", "/api/v1/tasks/{task_id}/reject"): lambda w, c: {"json": {"feedback": "change it"}},
+    ("POST", "/api/v1/tasks/{task_id}/request-changes"): lambda w, c: {"json": {"feedback": "change it"}},
     ("PUT", "/api/v1/tasks/{task_id}/skills"): lambda w, c: {"json": {"skills": []}},
     ("PUT", "/api/v1/tasks/{task_id}/assignee"): lambda w, c: {"json": {"agent_id": None}},
+    ("PUT", "/api/v1/tasks/{task_id}/priority"): lambda w, c: {"json": {"priority": "high"}},
+    # on the worker (an agent): no change of role, and an agent has no password (422)
+    ("PATCH", "/api/v1/users/{user_id}"): lambda w, c: {"json": {"role": "agent", "is_active": True}},
+    ("POST", "/api/v1/users/{user_id}/password"): lambda w, c: {"json": {"password": PASSWORD}},
+    ("POST", "/tasks"): lambda w, c: _form(w, c, title="matrix filed", priority="normal"),
+    ("POST", "/tasks/{task_id}/priority"): lambda w, c: _form(w, c, priority="high"),
+    ("POST", "/tasks/{task_id}/assignee"): lambda w, c: _form(w, c, agent_id=""),
+    ("POST", "/tasks/{task_id}/skills"): lambda w, c: _form(w, c, skills=""),
+    ("POST", "/admin/users/{user_id}/role"): lambda w, c: _form(w, c, role="agent"),
+    ("POST", "/admin/users/{user_id}/active"): lambda w, c: _form(w, c, active="true"),
+    ("POST", "/admin/users/{user_id}/password"): lambda w, c: _form(w, c, password=PASSWORD),
+    ("POST", "/admin/users/{user_id}/skills"): lambda w, c: _form(w, c, skills="python"),
     ("POST", "/api/v1/users"): lambda w, c: {"json": {"username": _uniq("made"), "role": "agent"}},
     ("PUT", "/api/v1/users/{user_id}/skills"): lambda w, c: {"json": {"skills": ["python"]}},
     ("POST", "/api/v1/tokens"): lambda w, c: {
@@ -603,6 +666,27 @@ SAMPLES: dict[tuple[str, str], Sample] = {
     ("POST", "/tasks/{task_id}/approve"): lambda w, c: _form(w, c, version="1", head_sha="ab" * 20),
     ("POST", "/tasks/{task_id}/request-changes"): lambda w, c: _form(w, c, feedback="change it"),
     ("POST", "/tasks/{task_id}/cancel"): lambda w, c: _form(w, c),
+    ("POST", "/tasks/{task_id}/review"): lambda w, c: _form(w, c, verdict="comment", body="a note"),
+    ("POST", "/tasks/{task_id}/comments"): lambda w, c: _form(
+        w, c, path="notes.md", line="1", side="new", body="a note", version="1", head_sha="ab" * 20
+    ),
+    ("POST", "/tasks/{task_id}/comments/{comment_id}/resolve"): lambda w, c: _form(w, c, resolved="1"),
+    ("POST", "/api/v1/tasks/{task_id}/review-comments"): lambda w, c: {
+        "json": {
+            "path": "notes.md",
+            "line": 1,
+            "side": "new",
+            "body": "a note",
+            "version": 1,
+            "head_sha": "ab" * 20,
+        }
+    },
+    ("PATCH", "/api/v1/tasks/{task_id}/review-comments/{comment_id}"): lambda w, c: {
+        "json": {"resolved": True}
+    },
+    ("POST", "/api/v1/tasks/{task_id}/reviews"): lambda w, c: {
+        "json": {"verdict": "comment", "body": "a note"}
+    },
     ("POST", "/admin/users"): lambda w, c: _form(
         w, c, username=_uniq("made"), role="reviewer", password=PASSWORD
     ),
@@ -944,6 +1028,7 @@ async def test_mcp_tool_matrix(world, factory, live_app, record_property):
     args: dict[str, Callable[[Case], dict[str, Any]]] = {
         "submit_artifact": lambda c: {"task_id": c.task_id, "content": "notes v2", "kind": "text"},
         "post_message": lambda c: {"task_id": c.task_id, "body": "a question"},
+        "get_artifact": lambda c: {"task_id": c.task_id, "version": 1},
     }
 
     async def as_role(role: str) -> list[tuple[Case, str, str]]:

@@ -12,9 +12,12 @@ from osiris.app.schemas import (
     ApiTokenCreate,
     ApiTokenCreated,
     ApiTokenRead,
+    PasswordReset,
+    PasswordResetDone,
     SkillsUpdate,
     UserCreate,
     UserRead,
+    UserUpdate,
 )
 
 router = APIRouter(prefix="/api/v1", tags=["admin"])
@@ -45,6 +48,32 @@ async def set_user_skills(user_id: int, body: SkillsUpdate, actor: AdminDep, ses
     return UserRead.model_validate(await routing.set_user_skills(session, actor, user_id, skills=body.skills))
 
 
+@router.patch("/users/{user_id}", response_model=UserRead)
+async def update_user(
+    user_id: int, body: UserUpdate, actor: AdminDep, session: SessionDep, runtime: RuntimeDep
+) -> UserRead:
+    """Change a user's role, or deactivate (revokes their tokens, closes their live connections) or
+    reactivate them. The organization's last active admin cannot be demoted or deactivated (409)."""
+    user = await accounts.update_user(
+        session,
+        actor,
+        user_id,
+        role=Role(body.role) if body.role else None,
+        is_active=body.is_active,
+        cache=runtime.services.get("token_cache"),
+    )
+    return UserRead.model_validate(user)
+
+
+@router.post("/users/{user_id}/password", response_model=PasswordResetDone)
+async def reset_password(
+    user_id: int, body: PasswordReset, actor: AdminDep, session: SessionDep
+) -> PasswordResetDone:
+    """Set a person's password, or have one generated (returned once). Signs out their browsers."""
+    user, generated = await accounts.reset_password(session, actor, user_id, password=body.password)
+    return PasswordResetDone(user=UserRead.model_validate(user), password=generated)
+
+
 @router.get("/tokens", response_model=list[ApiTokenRead])
 async def list_tokens(actor: AdminDep, session: SessionDep) -> list[ApiTokenRead]:
     return [ApiTokenRead.model_validate(t) for t in await accounts.list_tokens(session, actor)]
@@ -55,7 +84,8 @@ async def create_token(body: ApiTokenCreate, actor: AdminDep, session: SessionDe
     user = await accounts.find_user(session, body.username)
     if user is None or user.org_id != actor.org_id:
         raise NotFound(f"no user {body.username!r}")
-    new = await accounts.create_token(session, user=user, name=body.name)
+    expires_at = accounts.token_expiry(expires_in_days=body.expires_in_days, expires_at=body.expires_at)
+    new = await accounts.create_token(session, user=user, name=body.name, expires_at=expires_at)
     return ApiTokenCreated(**ApiTokenRead.model_validate(new.token).model_dump(), token=new.secret)
 
 

@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
-import difflib
 import json
 from collections.abc import Sequence
 from typing import Annotated
 
 from fastapi import APIRouter, Body, Query, Response
 
-from osiris.app import lifecycle, repositories_registry, repository, submissions
+from osiris.app import lifecycle, repository, submissions, version_diff
 from osiris.app.auth import ActorDep, RuntimeDep, SessionDep
 from osiris.app.errors import InvalidInput, NotFound
+from osiris.app.git_access import git_access
 from osiris.app.models import Task
+from osiris.app.runtime import Runtime
 from osiris.app.schemas import (
     PRIORITIES,
     PRIORITY_NAMES,
@@ -23,6 +25,8 @@ from osiris.app.schemas import (
     ArtifactRead,
     CancelIn,
     EventRead,
+    FileDiffRead,
+    GitAccess,
     MessageCreate,
     MessageRead,
     PriorityName,
@@ -34,6 +38,7 @@ from osiris.app.schemas import (
     TaskRead,
     VersionDiff,
 )
+from osiris.github_bridge.port import branch_name
 
 router = APIRouter(prefix="/api/v1/tasks", tags=["tasks"])
 
@@ -43,15 +48,21 @@ def latest_pr_url(artifacts: Sequence[ArtifactRead]) -> str | None:
     return next((a.pr_url for a in reversed(artifacts) if a.pr_url), None)
 
 
-def task_read(task: Task, *, pr_url: str | None = None) -> TaskRead:
+def task_read(task: Task, *, pr_url: str | None = None, git: GitAccess | None = None) -> TaskRead:
     return TaskRead.model_validate(
         {
             **{c: getattr(task, c) for c in TaskRead.model_fields if hasattr(task, c) and c != "priority"},
             "priority": PRIORITY_NAMES[task.priority],
-            "branch": f"osiris/task-{task.id}",
+            "branch": branch_name(task.id),
             "pr_url": pr_url,
+            "git": git,
         }
     )
+
+
+async def task_with_git(runtime: Runtime, task: Task, *, pr_url: str | None = None) -> TaskRead:
+    """The task and where to fetch its code: what a claim and a read of one task answer."""
+    return task_read(task, pr_url=pr_url, git=await git_access(runtime.services.get("code_host"), task))
 
 
 def _cursor(task_id: int) -> str:
@@ -69,22 +80,14 @@ def _decode_cursor(cursor: str) -> int:
 async def create_task(
     body: TaskCreate, actor: ActorDep, session: SessionDep, runtime: RuntimeDep
 ) -> TaskRead:
-    s = runtime.settings
-    repo = await repositories_registry.repository_for_task(
-        session,
-        org_id=actor.org_id,
-        name=body.repo,
-        default_repo=s.default_repo,
-        auto_register=s.repositories_auto_register,
-    )
-    task = await lifecycle.create_task(
+    task = await lifecycle.file_task(
         session,
         actor,
+        runtime.settings,
         title=body.title,
         description=body.description,
         priority=PRIORITIES[body.priority],
-        repo=repo,
-        base_branch=s.default_base_branch,
+        repo=body.repo,
         requester=body.requester,
         skills=body.skills,
     )
@@ -151,16 +154,18 @@ async def claim_next(
         aging_seconds=s.routing_aging_seconds,
         aging_max_boost=s.routing_aging_max_boost,
     )
-    return task_read(task) if task else Response(status_code=204)
+    return await task_with_git(runtime, task) if task else Response(status_code=204)
 
 
 @router.get("/{task_id}", response_model=TaskDetail)
-async def get_task(task_id: int, actor: ActorDep, session: SessionDep) -> TaskDetail:
+async def get_task(task_id: int, actor: ActorDep, session: SessionDep, runtime: RuntimeDep) -> TaskDetail:
     task = await repository.get_task(session, actor, task_id)
-    artifacts = [ArtifactRead.model_validate(a) for a in await repository.artifacts_of(session, task)]
+    artifacts = [
+        ArtifactRead.model_validate(a) for a in await repository.artifacts_of(session, task, content=False)
+    ]
     messages = [MessageRead.model_validate(m) for m in await repository.messages_of(session, task)]
     return TaskDetail(
-        **task_read(task, pr_url=latest_pr_url(artifacts)).model_dump(),
+        **dict(await task_with_git(runtime, task, pr_url=latest_pr_url(artifacts))),
         artifacts=artifacts,
         messages=messages,
     )
@@ -169,18 +174,18 @@ async def get_task(task_id: int, actor: ActorDep, session: SessionDep) -> TaskDe
 @router.post("/{task_id}/claim", response_model=TaskRead)
 async def claim(task_id: int, actor: ActorDep, session: SessionDep, runtime: RuntimeDep) -> TaskRead:
     task = await lifecycle.claim_task(session, actor, task_id, lease_seconds=runtime.settings.lease_seconds)
-    return task_read(task)
+    return await task_with_git(runtime, task)
 
 
 @router.post("/{task_id}/heartbeat", response_model=TaskRead)
 async def heartbeat(task_id: int, actor: ActorDep, session: SessionDep, runtime: RuntimeDep) -> TaskRead:
     task = await lifecycle.heartbeat(session, actor, task_id, lease_seconds=runtime.settings.lease_seconds)
-    return task_read(task)
+    return await _linked(session, task)
 
 
 @router.post("/{task_id}/release", response_model=TaskRead)
 async def release(task_id: int, actor: ActorDep, session: SessionDep) -> TaskRead:
-    return task_read(await lifecycle.release_task(session, actor, task_id))
+    return await _linked(session, await lifecycle.release_task(session, actor, task_id))
 
 
 @router.post("/{task_id}/artifacts", status_code=201, response_model=SubmissionRead)
@@ -209,14 +214,16 @@ async def submit_artifact(
         artifact=ArtifactRead.model_validate(sub.artifact),
         created=sub.created,
         publish_job_id=sub.job_id,
-        task=task_read(task),
+        task=await _linked(session, task),
     )
 
 
 @router.get("/{task_id}/artifacts", response_model=list[ArtifactRead])
 async def list_artifacts(task_id: int, actor: ActorDep, session: SessionDep) -> list[ArtifactRead]:
     task = await repository.get_task(session, actor, task_id)
-    return [ArtifactRead.model_validate(a) for a in await repository.artifacts_of(session, task)]
+    return [
+        ArtifactRead.model_validate(a) for a in await repository.artifacts_of(session, task, content=False)
+    ]
 
 
 @router.get("/{task_id}/artifacts/diff", response_model=VersionDiff)
@@ -232,13 +239,13 @@ async def diff_versions(
     b = await repository.artifact_version(session, task, to_version)
     if a is None or b is None:
         raise NotFound("no such artifact version")
-    diff = difflib.unified_diff(
-        a.content.splitlines(keepends=True),
-        b.content.splitlines(keepends=True),
-        fromfile=f"v{from_version}",
-        tofile=f"v{to_version}",
+    changes = await asyncio.to_thread(version_diff.compare, a, b)
+    files = (
+        None
+        if changes.files is None
+        else [FileDiffRead.model_validate(f, from_attributes=True) for f in changes.files]
     )
-    return VersionDiff(from_version=from_version, to_version=to_version, diff="".join(diff))
+    return VersionDiff(from_version=from_version, to_version=to_version, diff=changes.diff, files=files)
 
 
 @router.get("/{task_id}/artifacts/{version}", response_model=ArtifactDetail)
@@ -276,6 +283,11 @@ async def list_events(
     return [EventRead.model_validate(e) for e in await repository.events_of(session, task, after_id=after_id)]
 
 
+async def _linked(session: SessionDep, task: Task) -> TaskRead:
+    """A transition's answer, with the change request link: a decision never makes it disappear."""
+    return task_read(task, pr_url=await repository.pr_url_of(session, task))
+
+
 @router.post("/{task_id}/approve", response_model=TaskRead)
 async def approve(
     task_id: int, actor: ActorDep, session: SessionDep, body: Annotated[ApproveIn | None, Body()] = None
@@ -284,18 +296,27 @@ async def approve(
     task = await lifecycle.approve_task(
         session, actor, task_id, comment=seen.comment, version=seen.version, head_sha=seen.head_sha
     )
-    return task_read(task)
+    return await _linked(session, task)
 
 
-@router.post("/{task_id}/reject", response_model=TaskRead)
-async def reject(
+@router.post("/{task_id}/request-changes", response_model=TaskRead)
+async def request_changes(
     task_id: int, body: RejectIn, actor: ActorDep, session: SessionDep, runtime: RuntimeDep
 ) -> TaskRead:
     """Request changes: the task goes back to its agent with the feedback as a message."""
     task = await lifecycle.request_changes(
         session, actor, task_id, feedback=body.feedback, lease_seconds=runtime.settings.lease_seconds
     )
-    return task_read(task)
+    return await _linked(session, task)
+
+
+@router.post("/{task_id}/reject", response_model=TaskRead, deprecated=True)
+async def reject(
+    task_id: int, body: RejectIn, actor: ActorDep, session: SessionDep, runtime: RuntimeDep
+) -> TaskRead:
+    """Deprecated alias of `POST /api/v1/tasks/{task_id}/request-changes` (same body, same answer).
+    It never cancels a task: that is `/cancel`, whose REJECTED state the portal calls Cancelled."""
+    return await request_changes(task_id, body, actor, session, runtime)
 
 
 @router.post("/{task_id}/cancel", response_model=TaskRead)
@@ -303,4 +324,4 @@ async def cancel(
     task_id: int, actor: ActorDep, session: SessionDep, body: Annotated[CancelIn | None, Body()] = None
 ) -> TaskRead:
     reason = body.reason if body else None
-    return task_read(await lifecycle.cancel_task(session, actor, task_id, reason=reason))
+    return await _linked(session, await lifecycle.cancel_task(session, actor, task_id, reason=reason))

@@ -95,6 +95,7 @@ async function refresh() {
   for (const region of document.querySelectorAll("[data-region][id]")) {
     const fresh = doc.getElementById(region.id);
     if (!fresh || fresh.dataset.key === region.dataset.key) continue;
+    if (typing(region)) continue; // never throw away what someone is writing; a later refresh catches up
     const focused = region.contains(document.activeElement) ? document.activeElement : null;
     const href = focused && focused.getAttribute("href");
     const replacement = document.importNode(fresh, true);
@@ -105,6 +106,13 @@ async function refresh() {
     // Marked while it waits in Review; once decided it looks like any other card again.
     document.querySelector(`#col-REVIEW .card[data-task-id="${id}"]`)?.classList.add("fresh");
   }
+}
+
+function typing(region) {
+  for (const field of region.querySelectorAll("textarea, input:not([type=hidden]):not([type=checkbox]):not([type=radio])")) {
+    if (field.value !== field.defaultValue) return true;
+  }
+  return false;
 }
 
 function signalReview(event) {

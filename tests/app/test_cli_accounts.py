@@ -1,0 +1,110 @@
+"""The operator's CLI for people and tokens, and the first run's generated admin password."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import stat
+import subprocess
+import sys
+
+import pytest
+
+from osiris.app import accounts
+from osiris.app.config import Settings
+from osiris.app.main import announce_admin_password
+
+
+async def _osiris(database_url: str, tmp_path, *args: str, stdin: str = "") -> subprocess.CompletedProcess:
+    env = os.environ | {
+        "DATABASE_URL": database_url,
+        "OSIRIS_SECRET_KEY": "cli-test-secret",
+        "OSIRIS_DATA_DIR": str(tmp_path / "cli-data"),
+    }
+    return await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-m", "osiris.app.cli", *args],
+        env=env,
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+
+
+async def test_set_password_reads_stdin_and_refuses_agents(database_url, runtime, factory, tmp_path):
+    rita = await factory.user("reviewer")
+    bot = await factory.user("agent")
+    out = await _osiris(
+        database_url, tmp_path, "user", "set-password", rita.username, stdin="a-new-password\n"
+    )
+    assert out.returncode == 0, out.stderr
+    assert "a-new-password" not in out.stdout + out.stderr
+    async with runtime.sessions() as s:
+        assert await accounts.authenticate_password(s, rita.username, "a-new-password") is not None
+
+    # never on the command line, where `ps` and shell history would show it
+    out = await _osiris(database_url, tmp_path, "user", "set-password", rita.username, "a-new-password")
+    assert out.returncode == 2 and "unrecognized arguments" in out.stderr
+    out = await _osiris(database_url, tmp_path, "user", "set-password", rita.username, stdin="short\n")
+    assert out.returncode == 1 and "invalid_input" in out.stderr
+    out = await _osiris(
+        database_url, tmp_path, "user", "set-password", bot.username, stdin="long-enough-pw\n"
+    )
+    assert out.returncode == 1 and "agents have no password" in out.stderr
+
+
+async def test_user_and_token_lists_never_show_a_secret(database_url, factory, tmp_path):
+    bot = await factory.user("agent")
+    secret = await factory.token(bot)
+    users = await _osiris(database_url, tmp_path, "user", "list")
+    assert users.returncode == 0, users.stderr
+    assert any(line.split()[1:3] == [bot.username, "agent"] for line in users.stdout.splitlines())
+
+    tokens = await _osiris(database_url, tmp_path, "token", "list", "--user", bot.username)
+    assert tokens.returncode == 0, tokens.stderr
+    header, *rows = tokens.stdout.splitlines()
+    assert header.split()[:4] == ["ID", "USER", "NAME", "PREFIX"]
+    assert len(rows) == 1 and rows[0].split()[1] == bot.username
+    assert secret[:10] in rows[0] and secret not in tokens.stdout
+
+
+async def test_token_revoke_goes_through_the_service_and_reaches_the_server(
+    database_url, factory, client, tmp_path
+):
+    bot = await factory.user("agent")
+    secret = await factory.token(bot)
+    headers = {"Authorization": f"Bearer {secret}"}
+    assert (await client.get("/api/v1/tasks", headers=headers)).status_code == 200  # now cached
+    async with factory.runtime.sessions() as s:
+        (token, _), *_ = await accounts.all_tokens(s, username=bot.username)
+
+    out = await _osiris(database_url, tmp_path, "token", "revoke", str(token.id))
+    assert out.returncode == 0, out.stderr
+    # the NOTIFY on commit evicted it from the running server's cache
+    for _ in range(50):
+        if (await client.get("/api/v1/tasks", headers=headers)).status_code == 401:
+            break
+        await asyncio.sleep(0.1)
+    else:
+        pytest.fail("the revoked token still works")
+    listed = await _osiris(database_url, tmp_path, "token", "list", "--user", bot.username)
+    assert listed.stdout.splitlines()[1].split()[-2:] != ["-", "-"]  # revoked at a time
+    missing = await _osiris(database_url, tmp_path, "token", "revoke", "999999999")
+    assert missing.returncode == 1 and "not_found" in missing.stderr
+
+
+def test_the_generated_admin_password_is_stored_privately_and_printed_pasteably(tmp_path, capsys, caplog):
+    settings = Settings(
+        data_dir=tmp_path / "data", database_url="postgresql://x@localhost/x", secret_key="k" * 32
+    )
+    caplog.set_level(logging.DEBUG)
+    announce_admin_password(settings, "generated-pw-123")
+    stored = tmp_path / "data" / "admin-password"
+    assert stored.read_text() == "generated-pw-123\n"
+    assert stat.S_IMODE(stored.stat().st_mode) == 0o600
+    err = capsys.readouterr().err
+    assert "export OSIRIS_ADMIN_PASSWORD=generated-pw-123\n" in err
+    assert str(stored) in err
+    assert "generated-pw-123" not in caplog.text  # never through the logging pipeline

@@ -1,0 +1,173 @@
+""" "Files changed" on the task page and `GET /api/v1/tasks/{id}/changes` on the local git host: the
+diff an approval would merge (base...head), renames, deletions, hostile file names, the caps."""
+
+from __future__ import annotations
+
+import re
+import secrets
+from html import unescape
+
+import pytest
+from portal_helpers import approve_form, sign_in
+
+from osiris.app import jobs
+
+pytestmark = pytest.mark.asyncio
+
+HOSTILE = 'x"<script>alert(1)</script>.py'  # a folder `x"<script>alert(1)<` holding `script>.py`
+
+
+def readme(repo: str) -> str:
+    return f"# {repo}\n\nA project managed by OSIRIS.\n"  # what the local host puts on a new base
+
+
+DELETE_LINES = (
+    "--- a/README.md\n+++ b/README.md\n@@ -1,3 +1,1 @@\n # {repo}\n-\n-A project managed by OSIRIS.\n"
+)
+RENAME = (
+    "diff --git a/README.md b/GUIDE.md\nsimilarity index 100%\nrename from README.md\nrename to GUIDE.md\n"
+)
+DELETE_FILE = (
+    "diff --git a/README.md b/README.md\ndeleted file mode 100644\n--- a/README.md\n+++ /dev/null\n"
+    "@@ -1,3 +0,0 @@\n-# {repo}\n-\n-A project managed by OSIRIS.\n"
+)
+
+
+async def drain(runtime) -> None:
+    await jobs.drain(runtime.dsn, jobs.JobContext(runtime.sessions, runtime.settings, runtime.services))
+
+
+async def published(client, runtime, agent: dict, content, *, kind: str = "patch") -> tuple[int, str]:
+    repo = f"chg-{secrets.token_hex(4)}"
+    r = await client.post("/api/v1/tasks", json={"title": "Change it", "repo": repo}, headers=agent)
+    task_id = r.json()["id"]
+    assert (await client.post(f"/api/v1/tasks/{task_id}/claim", headers=agent)).status_code == 200
+    body = content.format(repo=repo) if isinstance(content, str) else content
+    r = await client.post(
+        f"/api/v1/tasks/{task_id}/artifacts", json={"content": body, "kind": kind}, headers=agent
+    )
+    assert r.status_code == 201, r.text
+    await drain(runtime)
+    return task_id, repo
+
+
+async def page(browser_client, person, task_id: int) -> str:
+    reviewer = await person("reviewer")
+    assert (await sign_in(browser_client, reviewer.username)).status_code == 303
+    r = await browser_client.get(f"/tasks/{task_id}")
+    assert r.status_code == 200, r.text[:500]
+    return r.text
+
+
+def section(html: str) -> str:
+    match = re.search(r'<section id="changes".*?</section>', html, re.DOTALL)
+    assert match, "no Files changed section"
+    return match.group(0)
+
+
+async def test_a_deletion_of_base_content_is_shown_before_the_decision(
+    client, browser_client, factory, person, runtime
+):
+    _, agent = await factory.member("agent")
+    task_id, repo = await published(client, runtime, agent, DELETE_LINES)
+    html = await page(browser_client, person, task_id)
+    changes = section(html)
+    assert html.index('id="changes"') < html.index('id="decision"')  # read the diff, then decide
+    assert 'data-status="modified"' in changes and "README.md" in changes
+    removed = re.findall(
+        r'<tr class="ln ln-removed"><td class="num">(\d+)</td><td class="num"></td>', changes
+    )
+    assert removed == ["2", "3"], changes[:2000]
+    assert "A project managed by OSIRIS." in changes
+    assert '<span class="dels">−2</span>' in changes and "merges cleanly" in changes
+    # The approve form still names the version and commit this diff is of.
+    api = (await client.get(f"/api/v1/tasks/{task_id}/changes", headers=agent)).json()
+    assert approve_form(html)["head_sha"] == api["head_sha"]
+    assert api["mergeable"] is True and api["state"] == "draft" and api["version"] == 1
+    (f,) = api["files"]
+    assert (f["path"], f["status"], f["additions"], f["deletions"]) == ("README.md", "modified", 0, 2)
+    lines = [(ln["kind"], ln["old"], ln["new"], ln["text"]) for ln in f["hunks"][0]["lines"]]
+    assert lines == [
+        ("context", 1, 1, f"# {repo}"),
+        ("removed", 2, None, ""),
+        ("removed", 3, None, "A project managed by OSIRIS."),
+    ]
+
+
+async def test_a_renamed_file(client, browser_client, factory, person, runtime):
+    _, agent = await factory.member("agent")
+    task_id, _ = await published(client, runtime, agent, RENAME)
+    changes = section(await page(browser_client, person, task_id))
+    assert 'data-status="renamed"' in changes
+    assert '<span class="old-path">README.md</span> → GUIDE.md' in changes
+    api = (await client.get(f"/api/v1/tasks/{task_id}/changes", headers=agent)).json()
+    assert [(f["path"], f["old_path"], f["status"]) for f in api["files"]] == [
+        ("GUIDE.md", "README.md", "renamed")
+    ]
+
+
+async def test_a_deleted_file(client, browser_client, factory, person, runtime):
+    _, agent = await factory.member("agent")
+    task_id, _ = await published(client, runtime, agent, DELETE_FILE)
+    changes = section(await page(browser_client, person, task_id))
+    assert 'data-status="deleted"' in changes and '<span class="dels">−3</span>' in changes
+    assert len(re.findall(r'class="ln ln-removed"', changes)) == 3
+
+
+async def test_hostile_file_names_are_escaped(client, browser_client, factory, person, runtime):
+    _, agent = await factory.member("agent")
+    files = {HOSTILE: "print('<img src=x onerror=alert(1)>')\n"}
+    task_id, _ = await published(client, runtime, agent, files, kind="files")
+    html = await page(browser_client, person, task_id)
+    changes = section(html)
+    assert "<script>alert(1)" not in html and "<img src=x" not in html
+    assert "x&#34;&lt;script&gt;alert(1)&lt;/script&gt;.py" in changes, changes[:3000]
+    assert "&lt;img src=x onerror=alert(1)&gt;" in changes
+    api = (await client.get(f"/api/v1/tasks/{task_id}/changes", headers=agent)).json()
+    assert [(f["path"], f["status"]) for f in api["files"]] == [(HOSTILE, "added")]
+
+
+async def test_a_huge_diff_is_capped_with_a_link_to_the_file(
+    client, browser_client, factory, person, runtime
+):
+    _, agent = await factory.member("agent")
+    settings = runtime.settings
+    old_file, old_total = settings.changes_max_file_lines, settings.changes_max_lines
+    settings.changes_max_file_lines, settings.changes_max_lines = 50, 500
+    try:
+        files = {"big.txt": "".join(f"line {i}\n" for i in range(300)), "small.txt": "one\n"}
+        task_id, _ = await published(client, runtime, agent, files, kind="files")
+        changes = section(await page(browser_client, person, task_id))
+        assert "line 299" not in changes and "Diff too large to show here" in changes
+        assert "one" in changes  # the small file still shows
+        link = unescape(re.search(r'href="(/tasks/\d+/changes/file\?path=big.txt)"', changes).group(1))
+        r = await browser_client.get(link)
+        assert r.status_code == 200 and "line 299" in r.text  # its own view: up to the overall cap
+        api = (await client.get(f"/api/v1/tasks/{task_id}/changes", headers=agent)).json()
+        big = next(f for f in api["files"] if f["path"] == "big.txt")
+        assert big["too_large"] and big["hunks"] == [] and big["additions"] == 300 and api["truncated"]
+        settings.changes_max_lines = 100  # the file's own view is capped too
+        r = await browser_client.get(link)
+        assert r.status_code == 200 and "line 299" not in r.text and "too large" in r.text
+    finally:
+        settings.changes_max_file_lines, settings.changes_max_lines = old_file, old_total
+
+
+async def test_changes_are_scoped_to_the_organization(client, browser_client, factory, person, runtime):
+    _, agent = await factory.member("agent")
+    task_id, _ = await published(client, runtime, agent, DELETE_LINES)
+    other = await factory.org(f"other-{secrets.token_hex(3)}")
+    _, stranger = await factory.member("reviewer", org=other)
+    r = await client.get(f"/api/v1/tasks/{task_id}/changes", headers=stranger)
+    assert r.status_code == 404 and "managed by" not in r.text
+    outsider = await person("reviewer", org=other)
+    assert (await sign_in(browser_client, outsider.username)).status_code == 303
+    r = await browser_client.get(f"/tasks/{task_id}/changes/file", params={"path": "README.md"})
+    assert r.status_code == 404 and "managed by" not in r.text
+
+
+async def test_nothing_published_is_404_on_rest(client, factory):
+    _, agent = await factory.member("agent")
+    r = await client.post("/api/v1/tasks", json={"title": "Nothing yet"}, headers=agent)
+    r = await client.get(f"/api/v1/tasks/{r.json()['id']}/changes", headers=agent)
+    assert r.status_code == 404, r.text
