@@ -15,6 +15,11 @@ from osiris.app.models import Artifact, ArtifactKind
 
 FileStatus = Literal["added", "deleted", "modified"]
 TRUNCATION_NOTE = "... more files differ; see the change request\n"
+# difflib's matcher is quadratic in the worst case, and an agent chooses the content: a side longer
+# than this is not diffed line by line (a note says so), so a hostile version cannot pin a CPU.
+MAX_DIFF_LINES = 20_000
+# What one REST diff returns at most, before later files are left out (the portal caps lower).
+MAX_DIFF_CHARS = 2_000_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,7 +61,13 @@ def _lines(text: str) -> list[str]:
 
 
 def _unified(before: str, after: str, *, fromfile: str, tofile: str) -> str:
-    return "".join(difflib.unified_diff(_lines(before), _lines(after), fromfile=fromfile, tofile=tofile))
+    old, new = _lines(before), _lines(after)
+    if max(len(old), len(new)) > MAX_DIFF_LINES:
+        return (
+            f"--- {fromfile}\n+++ {tofile}\n"
+            f"(not diffed: {len(old)} -> {len(new)} lines, more than {MAX_DIFF_LINES}; see the change request)\n"
+        )
+    return "".join(difflib.unified_diff(old, new, fromfile=fromfile, tofile=tofile))
 
 
 def _file_diff(before: str | None, after: str | None, path: str) -> str:
@@ -69,7 +80,7 @@ def _file_diff(before: str | None, after: str | None, path: str) -> str:
     )
 
 
-def compare(older: Artifact, newer: Artifact, *, max_chars: int | None = None) -> VersionChanges:
+def compare(older: Artifact, newer: Artifact, *, max_chars: int | None = MAX_DIFF_CHARS) -> VersionChanges:
     """The diff from `older` to `newer`. Two files versions: per file, in sorted path order, added
     and deleted files against /dev/null, unchanged files left out; once `max_chars` of diff are
     written no further file is diffed. Anything else (patch, text, or versions of different kinds):

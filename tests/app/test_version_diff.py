@@ -32,3 +32,14 @@ def test_an_empty_file_added_still_has_headers_and_other_kinds_diff_as_text():
 
     mixed = version_diff.compare(_version(1, "text", "plan\n"), newer)
     assert mixed.files is None and mixed.diff.startswith("--- v1\n+++ v2\n")
+
+
+def test_a_hostile_version_is_not_diffed_line_by_line() -> None:
+    """An agent picks the content: 200,000 one-character lines would take difflib's quadratic
+    worst case for minutes. Past MAX_DIFF_LINES the file is named, counted and not diffed."""
+    many = "".join(f"{i % 7}\n" for i in range(200_000))
+    older = _version(1, "files", {"big.txt": many})
+    changes = version_diff.compare(older, _version(2, "files", {"big.txt": many + "x\n"}))
+    (only,) = changes.files
+    assert only.status == "modified"
+    assert "not diffed: 200000 -> 200001 lines" in only.diff
