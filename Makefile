@@ -51,3 +51,9 @@ screenshots: install-test
 
 clean:
 	rm -rf $(VENV) .osiris .pytest_cache
+
+# deploy/k8s/ from the Helm chart deploy/helm/osiris with its default values (Helm's engine from the
+# helm-python-sdk test extra; docs/deploy.md). tests/deploy fails when the two differ.
+.PHONY: k8s
+k8s: install-test
+	$(BIN)/python deploy/render.py

@@ -32,7 +32,7 @@ def running_server(data_dir: Path, *, env: dict[str, str] | None = None):
     }
     full_env |= env or {}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "osiris.app.cli", "serve"],
+        [sys.executable, "-m", "osiris.cli", "serve"],
         env=full_env,
         start_new_session=True,
         stdout=subprocess.DEVNULL,
@@ -65,7 +65,7 @@ def running_server(data_dir: Path, *, env: dict[str, str] | None = None):
 def cli(data_dir: Path, *args: str, env: dict[str, str] | None = None) -> str:
     full_env = os.environ | {"OSIRIS_DATA_DIR": str(data_dir)} | (env or {})
     out = subprocess.run(
-        [sys.executable, "-m", "osiris.app.cli", *args],
+        [sys.executable, "-m", "osiris.cli", *args],
         env=full_env,
         capture_output=True,
         text=True,

@@ -40,11 +40,11 @@ from fake_github import BOT, FakeGitHub  # noqa: E402
 
 from osiris.app import accounts, db, jobs  # noqa: E402
 from osiris.app.config import Settings  # noqa: E402
-from osiris.app.main import create_app  # noqa: E402
 from osiris.app.models import Role  # noqa: E402
 from osiris.github_bridge import webhooks  # noqa: E402
 from osiris.github_bridge.github_client import GitHub  # noqa: E402
 from osiris.github_bridge.github_host import GitHubHost  # noqa: E402
+from osiris.server import create_app  # noqa: E402
 
 SECRET = "bench-secret"
 SUMMARY: dict = {}  # the key numbers, for --json
@@ -110,9 +110,7 @@ async def run(samples: int, n_files: int) -> None:
     async with LifespanManager(app, startup_timeout=120):
         runtime = app.state.runtime
         http = httpx.AsyncClient(transport=fake.transport(), timeout=30)
-        runtime.services["code_host"] = GitHubHost(
-            settings, runtime.sessions, gh=GitHub(settings, client=http)
-        )
+        runtime.services.code_host = GitHubHost(settings, runtime.sessions, gh=GitHub(settings, client=http))
         worker = jobs.Worker(runtime.dsn, jobs.JobContext(runtime.sessions, settings, runtime.services))
         running = asyncio.create_task(worker.run())
         async with db.transaction(runtime.sessions) as session:

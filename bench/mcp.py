@@ -112,7 +112,7 @@ async def osiris_server(database_url: str, tmp: Path) -> AsyncIterator[str]:
         "OSIRIS_LOGIN_RATE_PER_MINUTE": "1000",
     }
     log = (tmp / "server.log").open("w")
-    cmd = [sys.executable, "-m", "osiris.app.cli", "serve", "--host", "127.0.0.1", "--port", str(port)]
+    cmd = [sys.executable, "-m", "osiris.cli", "serve", "--host", "127.0.0.1", "--port", str(port)]
     proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)  # noqa: ASYNC220
     try:
         async with httpx.AsyncClient(base_url=url) as http:

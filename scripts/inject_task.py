@@ -20,8 +20,8 @@ import uuid
 
 from osiris.app import db
 from osiris.app.config import Settings
-from osiris.app.main import start_runtime
 from osiris.ingest import intake
+from osiris.server import start_runtime
 
 
 def _ask(prompt: str) -> str:

@@ -23,9 +23,9 @@ from osiris.app import accounts, db
 from osiris.app.actors import Actor
 from osiris.app.auth import actor_for
 from osiris.app.config import Settings
-from osiris.app.main import asyncpg_dsn, create_app
 from osiris.app.models import Organization, Role, User
 from osiris.app.runtime import Runtime
+from osiris.server import asyncpg_dsn, create_app
 
 TABLES = (
     "organizations, users, api_tokens, tasks, artifacts, messages, task_events, deliveries, "

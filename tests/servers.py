@@ -19,8 +19,8 @@ from mcp.client.streamable_http import streamable_http_client
 from mcp.shared._httpx_utils import create_mcp_http_client
 
 from osiris.app.config import Settings
-from osiris.app.main import create_app
 from osiris.app.runtime import Runtime
+from osiris.server import create_app
 
 T = TypeVar("T")
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import secrets
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -11,7 +11,7 @@ from typing import Any
 from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from osiris.app import security, streams
+from osiris.app import routing, security, streams
 from osiris.app.actors import Actor
 from osiris.app.errors import Conflict, Forbidden, InvalidInput, NotFound
 from osiris.app.models import ApiToken, Organization, Role, User
@@ -361,3 +361,16 @@ async def reset_password(
     await session.flush()
     await streams.announce_revoked(session, streams.user_key(user.id))
     return user, generated
+
+
+async def set_user_skills(
+    session: AsyncSession, actor: Actor, user_id: int, *, skills: Iterable[str]
+) -> User:
+    if actor.role is not Role.ADMIN:
+        raise Forbidden("only an admin sets a user's skills")
+    user = await session.get(User, user_id, with_for_update=True)
+    if user is None or user.org_id != actor.org_id:
+        raise NotFound(f"user {user_id} not found")
+    user.skills = routing.normalize_skills(skills)
+    await session.flush()
+    return user

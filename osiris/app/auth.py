@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Annotated
 
 import jwt
-from cachetools import TTLCache
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy import or_, select, update
@@ -19,6 +18,7 @@ from osiris.app.actors import Actor
 from osiris.app.errors import Forbidden, Unauthenticated
 from osiris.app.models import ApiToken, Role, User
 from osiris.app.runtime import Runtime
+from osiris.app.token_cache import TokenCache
 
 
 def actor_for(user: User) -> Actor:
@@ -29,37 +29,6 @@ def actor_for(user: User) -> Actor:
         role=Role(user.role),
         superuser=bool(user.is_superuser),
     )
-
-
-class TokenCache:
-    """Opaque tokens resolved in the last few seconds, so most requests need no token query.
-
-    A revocation is broadcast with NOTIFY and evicts the entry at once on every replica; the short
-    TTL bounds the window should a notification be missed (e.g. while the listener reconnects).
-    An entry keeps its token's expiry: an expired token is refused at once, never served from here.
-    """
-
-    def __init__(self, ttl_seconds: float = 30.0, size: int = 10_000) -> None:
-        self._entries: TTLCache[str, tuple[Actor, datetime | None]] = TTLCache(maxsize=size, ttl=ttl_seconds)
-
-    def get(self, token_hash: str) -> Actor | None:
-        hit = self._entries.get(token_hash)
-        if hit is None:
-            return None
-        actor, expires_at = hit
-        if expires_at is not None and expires_at <= datetime.now(UTC):
-            self.evict(token_hash)
-            return None
-        return actor
-
-    def put(self, token_hash: str, actor: Actor, expires_at: datetime | None = None) -> None:
-        self._entries[token_hash] = (actor, expires_at)
-
-    def evict(self, token_hash: str) -> None:
-        self._entries.pop(token_hash, None)
-
-    def clear(self) -> None:
-        self._entries.clear()
 
 
 async def actor_from_token(
@@ -139,7 +108,7 @@ async def current_actor(
         session,
         credentials.credentials,
         signing_key=runtime.settings.signing_key(),
-        cache=runtime.services.get("token_cache"),
+        cache=runtime.services.token_cache,
     )
 
 

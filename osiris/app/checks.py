@@ -31,9 +31,9 @@ from sqlalchemy import select
 
 from osiris.app import jobs, lifecycle, sandbox
 from osiris.app.actors import system_actor
+from osiris.app.events import record_event
 from osiris.app.models import Artifact, CheckRun, Task, TaskEvent, TaskStatus
-from osiris.github_bridge.gitcmd import GitFailed
-from osiris.github_bridge.port import CheckoutSource, CheckReporter, RemoteCheckoutSource
+from osiris.app.ports import CheckoutFailed, CheckoutSource, CheckReporter, RemoteCheckoutSource
 
 log = logging.getLogger(__name__)
 
@@ -219,7 +219,7 @@ async def run_in_copy(
     host: Any, task: Task, sha: str, config: CheckConfig, settings: Any
 ) -> list[CommandResult]:
     """Each command in turn in a fresh copy of `sha`, in the sandbox this process chose. Raises
-    SandboxUnavailable (an explicit level that does not work here), GitFailed or OSError."""
+    SandboxUnavailable (an explicit level that does not work here), CheckoutFailed or OSError."""
     box = await asyncio.to_thread(sandbox.choose, settings)
     if isinstance(host, RemoteCheckoutSource):
         copy = await host.checkout(task, sha)  # the fetch itself runs on entering, in a thread
@@ -265,7 +265,7 @@ async def request_review(
     session: Any, task: Task, *, version: int, checks: str, check_run_id: int | None
 ) -> None:
     """Reviewers are asked: the event reviewers' views and notifications follow."""
-    await lifecycle.record_event(
+    await record_event(
         session,
         task,
         system_actor(task.org_id, "checks"),
@@ -331,7 +331,7 @@ async def _load(
 
 @jobs.job_handler(RUN_CHECKS)
 async def run_checks(payload: dict[str, Any], ctx: jobs.JobContext) -> None:
-    host = ctx.services.get("code_host")
+    host = ctx.services.code_host
     artifact, task, run = await _load(ctx, payload["artifact_id"])
     if artifact is None or task is None:
         return  # gone
@@ -347,7 +347,7 @@ async def run_checks(payload: dict[str, Any], ctx: jobs.JobContext) -> None:
         async with ctx.sessions() as session, session.begin():
             if run is not None:
                 await _close_skipped(session, run.id, artifact.version)
-            await lifecycle.record_event(
+            await record_event(
                 session,
                 task,
                 actor,
@@ -380,7 +380,7 @@ async def run_checks(payload: dict[str, Any], ctx: jobs.JobContext) -> None:
             starting = run.status == "queued"
             run.status = "running"
         if starting:
-            await lifecycle.record_event(
+            await record_event(
                 session, task, actor, "checks_started",
                 data={"version": artifact.version, "check_run_id": run.id, "commands": config.commands},
             )  # fmt: skip
@@ -398,7 +398,11 @@ async def run_checks(payload: dict[str, Any], ctx: jobs.JobContext) -> None:
         secrets_of_ours = await asyncio.to_thread(sandbox.secret_values, ctx.settings)
         try:
             ran = await run_in_copy(host, task, artifact.commit_sha, config, ctx.settings)
-        except (GitFailed, OSError, sandbox.SandboxUnavailable) as exc:  # the checks could not run at all
+        except (
+            CheckoutFailed,
+            OSError,
+            sandbox.SandboxUnavailable,
+        ) as exc:  # the checks could not run at all
             log.warning("checks could not run", extra={"task_id": task.id, "error": str(exc)})
             ran = [
                 CommandResult("checks", "(setup)", None, False, 0, f"the checks could not run: {exc}", False)
@@ -459,7 +463,7 @@ async def report(ctx: jobs.JobContext, host: Any, task_id: int, run_id: int, *, 
     previous = dict(earlier[-1]) if earlier else None
     outcome = await host.report_checks(task, run, commands=commands, previous=previous)
     async with ctx.sessions() as session, session.begin():
-        await lifecycle.record_event(
+        await record_event(
             session,
             task,
             system_actor(task.org_id, "checks"),
@@ -496,7 +500,7 @@ async def _finish(
             "mode": config.mode,
             "failing": failing,
         }
-        await lifecycle.record_event(session, task, actor, "checks_completed", data=summary)
+        await record_event(session, task, actor, "checks_completed", data=summary)
         if not _current(task, artifact):
             return  # a newer version or a person overtook this one: its outcome is only recorded
         if status == "failed" and config.mode == "block":

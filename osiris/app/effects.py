@@ -10,17 +10,16 @@ from __future__ import annotations
 import logging
 import os
 import signal
-from typing import Any, Protocol
+from typing import Any
 
 from sqlalchemy import select
 
 from osiris.app import checks, jobs, lifecycle
 from osiris.app.actors import system_actor
 from osiris.app.errors import InvalidArtifact, OsirisError, PatchDoesNotApply
+from osiris.app.events import record_event
 from osiris.app.models import Artifact, Message, Task, TaskStatus
-from osiris.github_bridge.port import PUBLISHED_FIELDS, CodeHost, MergeConflict
-
-__all__ = ["CodeHost", "Notifier"]  # CodeHost is defined in the bridge's port module
+from osiris.app.ports import PUBLISHED_FIELDS, CodeHost, MergeConflict, Notifier
 
 log = logging.getLogger(__name__)
 
@@ -33,17 +32,11 @@ def fault_point(name: str) -> None:
         os.kill(os.getpid(), signal.SIGKILL)
 
 
-class Notifier(Protocol):
-    """Tells a requester about their task in the channel they asked from."""
-
-    async def notify(self, task: Task, kind: str, text: str) -> dict[str, Any]: ...
-
-
 async def _record(ctx: jobs.JobContext, task_id: int, kind: str, data: dict[str, Any]) -> None:
     async with ctx.sessions() as session, session.begin():
         task = await session.get(Task, task_id)
         if task is not None:
-            await lifecycle.record_event(session, task, system_actor(task.org_id, "worker"), kind, data=data)
+            await record_event(session, task, system_actor(task.org_id, "worker"), kind, data=data)
 
 
 async def _load(ctx: jobs.JobContext, model: type, row_id: int) -> Any:
@@ -75,16 +68,14 @@ async def _store_published(
             if result.get(field) is not None:
                 setattr(artifact, field, result[field])
         data = {"version": artifact.version, "artifact_id": artifact.id, **result}
-        await lifecycle.record_event(
-            session, task, system_actor(task.org_id, "worker"), "published", data=data
-        )
+        await record_event(session, task, system_actor(task.org_id, "worker"), "published", data=data)
         if then_review and artifact.commit_sha is not None and task.artifact_count == artifact.version:
             await checks.after_publish(session, task, artifact, config=check_config)
 
 
 @jobs.job_handler(jobs.PUBLISH_ARTIFACT)
 async def publish_artifact(payload: dict[str, Any], ctx: jobs.JobContext) -> None:
-    host: CodeHost | None = ctx.services.get("code_host")
+    host: CodeHost | None = ctx.services.code_host
     fault_point("after_artifact_commit")
     artifact = await _load(ctx, Artifact, payload["artifact_id"])
     if artifact is None:
@@ -143,7 +134,7 @@ def _merge_feedback(task: Task, exc: OsirisError) -> str:
 
 @jobs.job_handler(jobs.MERGE_TASK)
 async def merge_task(payload: dict[str, Any], ctx: jobs.JobContext) -> None:
-    host: CodeHost | None = ctx.services.get("code_host")
+    host: CodeHost | None = ctx.services.code_host
     task = await _load(ctx, Task, payload["task_id"])
     if task is None:
         return
@@ -193,7 +184,7 @@ async def merge_task(payload: dict[str, Any], ctx: jobs.JobContext) -> None:
 
 @jobs.job_handler(jobs.CLOSE_TASK)
 async def close_task(payload: dict[str, Any], ctx: jobs.JobContext) -> None:
-    host: CodeHost | None = ctx.services.get("code_host")
+    host: CodeHost | None = ctx.services.code_host
     task = await _load(ctx, Task, payload["task_id"])
     if task is None:
         return
@@ -209,8 +200,8 @@ async def deliver_message(payload: dict[str, Any], ctx: jobs.JobContext) -> None
     if message is None:
         return
     task = await _load(ctx, Task, message.task_id)
-    host: CodeHost | None = ctx.services.get("code_host")
-    notifier: Notifier | None = ctx.services.get("notifier")
+    host: CodeHost | None = ctx.services.code_host
+    notifier: Notifier | None = ctx.services.notifier
     outcome: dict[str, Any] = {"message_id": message.id}
     if host is not None and task.artifact_count > 0:
         outcome["code_host"] = await host.comment(task, message)
@@ -221,7 +212,7 @@ async def deliver_message(payload: dict[str, Any], ctx: jobs.JobContext) -> None
 
 @jobs.job_handler(jobs.NOTIFY_REQUESTER)
 async def notify_requester(payload: dict[str, Any], ctx: jobs.JobContext) -> None:
-    notifier: Notifier | None = ctx.services.get("notifier")
+    notifier: Notifier | None = ctx.services.notifier
     task = await _load(ctx, Task, payload["task_id"])
     if task is None or notifier is None:
         return

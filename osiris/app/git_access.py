@@ -11,8 +11,8 @@ from typing import Any
 
 from osiris.app.errors import OsirisError
 from osiris.app.models import Task
+from osiris.app.ports import CloneSource, branch_name
 from osiris.app.schemas import GitAccess
-from osiris.github_bridge.port import CloneSource, branch_name
 
 OSIRIS_TOKEN = "<your token>"
 GITHUB_TOKEN = "<base64 of x-access-token:YOUR_GITHUB_TOKEN>"

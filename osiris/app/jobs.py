@@ -23,6 +23,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from osiris.app import metrics
+from osiris.app.runtime import Services
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +41,7 @@ class JobContext:
 
     sessions: Any  # async_sessionmaker[AsyncSession]
     settings: Any
-    services: dict[str, Any] = field(default_factory=dict)
+    services: Services = field(default_factory=Services)
 
 
 Handler = Callable[[dict[str, Any], JobContext], Awaitable[None]]

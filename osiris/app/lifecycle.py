@@ -8,7 +8,7 @@ TaskEvent and its side-effect jobs in the caller's transaction, and publishes th
 from __future__ import annotations
 
 import enum
-import json
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -19,7 +19,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.selectable import TextualSelect
 
-from osiris.app import jobs, metrics, outbound_webhooks, repositories_registry, repository, routing
+from osiris.app import events, jobs, metrics, outbound_webhooks, repositories_registry, repository, routing
 from osiris.app.actors import Actor
 from osiris.app.artifacts import ValidArtifact
 from osiris.app.errors import (
@@ -34,10 +34,20 @@ from osiris.app.errors import (
     StaleApproval,
     TaskNotFound,
 )
-from osiris.app.models import OPEN_STATUSES, Artifact, CheckRun, Message, Role, Task, TaskEvent, TaskStatus
-from osiris.github_bridge.port import branch_name
+from osiris.app.models import (
+    HUMAN_ROLES,
+    OPEN_STATUSES,
+    Artifact,
+    CheckRun,
+    Message,
+    Role,
+    Task,
+    TaskEvent,
+    TaskStatus,
+    User,
+)
+from osiris.app.ports import branch_name
 
-EVENTS_CHANNEL = "osiris_events"
 S = TaskStatus
 SYSTEM = "system"  # stands for the system actor in RULES
 REQUESTER = "requester"  # the person who asked, through their channel (no account)
@@ -104,64 +114,6 @@ def check(action: Action, status: str, actor: Actor, holder_id: int | None) -> T
     return rule.target
 
 
-# Statements on the hot paths are built once: composing them per call costs more than running them.
-_INSERT_EVENT = """
-    INSERT INTO task_events (org_id, task_id, kind, actor_id, actor_name, from_status, to_status, data)
-    {values}
-    RETURNING id, task_id, org_id, kind, to_status
-"""
-_ANNOUNCE = """
-    pg_notify('osiris_events', json_build_object(
-        'id', ev.id, 'task_id', ev.task_id, 'org_id', ev.org_id, 'kind', ev.kind, 'status', {status}
-    )::text)
-"""
-# Composed at import time from constants only (no input reaches the SQL text): hence the noqa.
-_RECORD_EVENT = text(
-    "WITH ev AS ("  # noqa: S608
-    + _INSERT_EVENT.format(
-        values="VALUES (:org_id, :task_id, :kind, :actor_id, :actor_name, :from_status, :to_status, "
-        "CAST(:data AS jsonb))"
-    )
-    + ") SELECT ev.id, "
-    + _ANNOUNCE.format(status="CAST(:status AS text)")
-    + ", "
-    + outbound_webhooks.MATCHING_SUBSCRIPTIONS_SQL
-    + " FROM ev"
-)
-
-
-async def record_event(
-    session: AsyncSession,
-    task: Task,
-    actor: Actor,
-    kind: str,
-    *,
-    from_status: str | None = None,
-    to_status: str | None = None,
-    data: dict[str, Any] | None = None,
-) -> int:
-    """Append to the task's log and announce it; returns the event id.
-
-    One statement inserts the row and calls pg_notify, which PostgreSQL delivers to every
-    listening replica only when the transaction commits (and never if it rolls back).
-    """
-    params = {
-        "org_id": task.org_id,
-        "task_id": task.id,
-        "kind": kind,
-        "actor_id": actor.user_id,
-        "actor_name": actor.name,
-        "from_status": from_status,
-        "to_status": to_status,
-        "data": json.dumps(data or {}),
-        "status": task.status,
-    }
-    event_id, _, webhooks = (await session.execute(_RECORD_EVENT, params)).one()
-    if webhooks:  # the org subscribed to this kind: deliver it if (and only if) we commit
-        await outbound_webhooks.enqueue_deliveries(session, event_id=event_id, subscription_ids=webhooks)
-    return event_id
-
-
 async def _move(
     session: AsyncSession,
     task: Task,
@@ -179,7 +131,7 @@ async def _move(
     task.updated_at = _now()
     await session.flush()
     metrics.TRANSITIONS.labels(action.value, target.value).inc()
-    event_id = await record_event(
+    event_id = await events.record_event(
         session, task, actor, action.value, from_status=source, to_status=target, data=data
     )
     if task.channel != "api":
@@ -240,7 +192,7 @@ async def create_task(
     session.add(task)
     await session.flush()
     await session.refresh(task)
-    await record_event(session, task, actor, "created", to_status=task.status)
+    await events.record_event(session, task, actor, "created", to_status=task.status)
     return task
 
 
@@ -292,12 +244,12 @@ def _claim_statement(which: str) -> TextualSelect:
         f"  WHERE id = ({which}) AND org_id = :org_id AND status = 'PENDING' AND {routing.CLAIMABLE_SQL}"
         "  RETURNING *"
         "), ev AS ("
-        + _INSERT_EVENT.format(
+        + events.INSERT_EVENT_SQL.format(
             values="SELECT org_id, id, 'claim', :actor_id, :actor_name, 'PENDING', status, '{}'::jsonb "
             "FROM claimed"
         )
         + ") SELECT claimed.*, ev.id AS event_id, "
-        + _ANNOUNCE.format(status="ev.to_status")
+        + events.ANNOUNCE_SQL.format(status="ev.to_status")
         + " AS announced, "
         + outbound_webhooks.MATCHING_SUBSCRIPTIONS_SQL
         + " AS webhook_ids FROM claimed JOIN ev ON ev.task_id = claimed.id"
@@ -755,7 +707,7 @@ async def add_message(
     )
     session.add(msg)
     await session.flush()
-    await record_event(session, task, actor, "message", data={"message_id": msg.id, "source": source})
+    await events.record_event(session, task, actor, "message", data={"message_id": msg.id, "source": source})
     if source in ("api", "portal", "mcp"):  # our own words go out; imported ones came from there
         await jobs.enqueue(session, jobs.DELIVER_MESSAGE, {"message_id": msg.id, "task_id": task.id})
     return msg
@@ -803,3 +755,49 @@ async def expire_leases(session: AsyncSession, *, limit: int = 100) -> list[int]
 
 
 __all__ = ["RULES", "Action", "TaskNotFound", "check"]
+
+
+# --- routing a task: what it needs and who may take it (the rules themselves are in routing) ---
+
+
+def _require_supervisor(actor: Actor) -> None:
+    if actor.role not in HUMAN_ROLES:
+        raise Forbidden("only a reviewer or an admin routes tasks")
+
+
+async def set_task_skills(
+    session: AsyncSession, actor: Actor, task_id: int, *, skills: Iterable[str]
+) -> Task:
+    _require_supervisor(actor)
+    task = await repository.get_task(session, actor, task_id, for_update=True)
+    before, task.skills = list(task.skills or []), routing.normalize_skills(skills)
+    await session.flush()
+    await events.record_event(session, task, actor, "skills_set", data={"from": before, "to": task.skills})
+    return task
+
+
+async def set_task_priority(session: AsyncSession, actor: Actor, task_id: int, *, priority: int) -> Task:
+    """A reviewer or admin re-ranks a task (0 low … 3 urgent); recorded as `priority_set`."""
+    _require_supervisor(actor)
+    if priority not in range(4):
+        raise InvalidInput("priority is low, normal, high or urgent")
+    task = await repository.get_task(session, actor, task_id, for_update=True)
+    before, task.priority = task.priority, priority
+    await session.flush()
+    await events.record_event(session, task, actor, "priority_set", data={"from": before, "to": priority})
+    return task
+
+
+async def reserve_task(session: AsyncSession, actor: Actor, task_id: int, *, agent_id: int | None) -> Task:
+    """Reserve a task for one agent of the organization (None lifts the reservation)."""
+    _require_supervisor(actor)
+    task = await repository.get_task(session, actor, task_id, for_update=True)
+    if agent_id is not None:
+        agent = await session.get(User, agent_id)
+        if agent is None or agent.org_id != actor.org_id or agent.role != Role.AGENT.value:
+            raise InvalidInput(f"user {agent_id} is not an agent of this organization")
+    # On a task already taken this applies when it comes back to the queue (release, lease expiry).
+    task.reserved_for_id = agent_id
+    await session.flush()
+    await events.record_event(session, task, actor, "reserved", data={"agent_id": agent_id})
+    return task

@@ -1,6 +1,6 @@
 """Outbound webhooks: an organization's task events POSTed, signed, to the URLs its admins subscribe.
 
-`lifecycle.record_event` (and the claim statement) find the matching subscriptions inside the very
+`events.record_event` (and the claim statement) find the matching subscriptions inside the very
 statement that writes the event (`MATCHING_SUBSCRIPTIONS_SQL`), so the common case, no subscription,
 costs no extra round trip; a match enqueues one `deliver_webhook` job per subscription in the same
 transaction. The job POSTs `{id, type, created_at, task, data}` signed like Stripe and Slack

@@ -16,8 +16,9 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from osiris.app import lifecycle, repository
+from osiris.app import changes, lifecycle, repository
 from osiris.app.actors import Actor
+from osiris.app.changes import DiffHunk, DiffLine
 from osiris.app.errors import (
     Forbidden,
     IllegalTransition,
@@ -27,11 +28,10 @@ from osiris.app.errors import (
     StaleApproval,
     Unavailable,
 )
+from osiris.app.events import record_event
 from osiris.app.jobs import Retry
 from osiris.app.models import OPEN_STATUSES, Artifact, ReviewComment, Role, Task
 from osiris.app.runtime import Runtime
-from osiris.github_bridge import diffs
-from osiris.github_bridge.diffs import DiffHunk, DiffLine
 
 MAX_BODY = 50_000  # the bound the REST API puts on a message
 HUNK_CONTEXT = 3  # lines of the diff kept on each side of the commented line(s)
@@ -84,7 +84,7 @@ def anchor(hunks: Iterable[DiffHunk], *, side: str, line: int, start_line: int |
 
 
 def _published(artifacts: list[Artifact], version: int, head_sha: str) -> Artifact:
-    shown = diffs.newest_published(artifacts)
+    shown = changes.newest_published(artifacts)
     if shown is None:
         raise NotPublished("no version is published yet; comment once the changes show")
     if version != shown.version or head_sha.lower() != (shown.commit_sha or "").lower():
@@ -122,12 +122,12 @@ async def add_comment(
         start_line = None
     artifacts = list(await repository.artifacts_of(session, task, content=False))
     shown = _published(artifacts, version, head_sha)
-    host = runtime.services.get("code_host")
+    host = runtime.services.code_host
     if host is None:
         raise Unavailable("no code host is configured, so there is no diff to comment on")
     limits = runtime.settings
     try:  # the host's diff of this one file: the line must be in what the reviewer saw
-        found = await diffs.changes_of(
+        found = await changes.changes_of(
             host,
             task,
             artifacts,
@@ -203,7 +203,7 @@ async def set_resolved(
     comment.resolved_at = datetime.now(UTC) if resolved else None
     comment.resolved_by = actor.name if resolved else None
     await session.flush()
-    await lifecycle.record_event(
+    await record_event(
         session,
         task,
         actor,

@@ -17,11 +17,10 @@ from collections.abc import Iterable
 from typing import Any
 
 from sqlalchemy import ColumnElement, and_, func, or_, select
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from osiris.app.actors import Actor
-from osiris.app.errors import Forbidden, InvalidInput, NotFound
-from osiris.app.models import HUMAN_ROLES, Role, Task, User
+from osiris.app.errors import InvalidInput
+from osiris.app.models import Task, User
 
 _SKILL = re.compile(r"^[a-z0-9][a-z0-9._+#-]{0,63}$")
 MAX_SKILLS = 32
@@ -73,68 +72,3 @@ def claimable_by(actor: Actor) -> ColumnElement[bool]:
 def effective_priority(*, aging_seconds: int, aging_max_boost: int) -> ColumnElement[Any]:
     age = func.extract("epoch", func.now() - Task.created_at)
     return Task.priority + func.least(func.floor(age / aging_seconds), aging_max_boost)
-
-
-def _require_supervisor(actor: Actor) -> None:
-    if actor.role not in HUMAN_ROLES:
-        raise Forbidden("only a reviewer or an admin routes tasks")
-
-
-async def set_task_skills(
-    session: AsyncSession, actor: Actor, task_id: int, *, skills: Iterable[str]
-) -> Task:
-    from osiris.app import repository
-    from osiris.app.lifecycle import record_event
-
-    _require_supervisor(actor)
-    task = await repository.get_task(session, actor, task_id, for_update=True)
-    before, task.skills = list(task.skills or []), normalize_skills(skills)
-    await session.flush()
-    await record_event(session, task, actor, "skills_set", data={"from": before, "to": task.skills})
-    return task
-
-
-async def set_task_priority(session: AsyncSession, actor: Actor, task_id: int, *, priority: int) -> Task:
-    """A reviewer or admin re-ranks a task (0 low … 3 urgent); recorded as `priority_set`."""
-    from osiris.app import repository
-    from osiris.app.lifecycle import record_event
-
-    _require_supervisor(actor)
-    if priority not in range(4):
-        raise InvalidInput("priority is low, normal, high or urgent")
-    task = await repository.get_task(session, actor, task_id, for_update=True)
-    before, task.priority = task.priority, priority
-    await session.flush()
-    await record_event(session, task, actor, "priority_set", data={"from": before, "to": priority})
-    return task
-
-
-async def reserve_task(session: AsyncSession, actor: Actor, task_id: int, *, agent_id: int | None) -> Task:
-    """Reserve a task for one agent of the organization (None lifts the reservation)."""
-    from osiris.app import repository
-    from osiris.app.lifecycle import record_event
-
-    _require_supervisor(actor)
-    task = await repository.get_task(session, actor, task_id, for_update=True)
-    if agent_id is not None:
-        agent = await session.get(User, agent_id)
-        if agent is None or agent.org_id != actor.org_id or agent.role != Role.AGENT.value:
-            raise InvalidInput(f"user {agent_id} is not an agent of this organization")
-    # On a task already taken this applies when it comes back to the queue (release, lease expiry).
-    task.reserved_for_id = agent_id
-    await session.flush()
-    await record_event(session, task, actor, "reserved", data={"agent_id": agent_id})
-    return task
-
-
-async def set_user_skills(
-    session: AsyncSession, actor: Actor, user_id: int, *, skills: Iterable[str]
-) -> User:
-    if actor.role is not Role.ADMIN:
-        raise Forbidden("only an admin sets a user's skills")
-    user = await session.get(User, user_id, with_for_update=True)
-    if user is None or user.org_id != actor.org_id:
-        raise NotFound(f"user {user_id} not found")
-    user.skills = normalize_skills(skills)
-    await session.flush()
-    return user

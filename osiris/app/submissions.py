@@ -31,7 +31,7 @@ async def submit(
     valid = validate_artifact(
         content, kind, max_bytes=limits.max_artifact_bytes, max_files=limits.max_artifact_files
     )
-    host = runtime.services.get("code_host")
+    host = runtime.services.code_host
     if host is not None:
         task = await repository.get_task(session, actor, task_id)
         # Raises PatchDoesNotApply with git's message, or InvalidArtifact when the tree it would

@@ -10,11 +10,10 @@ from pydantic import BaseModel
 
 from osiris.app import checks, repository
 from osiris.app.auth import ActorDep, RuntimeDep, SessionDep
+from osiris.app.changes import ChangesRead, changes_of
 from osiris.app.errors import NotFound
+from osiris.app.ports import ChangeRequestSource
 from osiris.app.schemas import CheckRunRead
-from osiris.github_bridge import diffs
-from osiris.github_bridge.diffs import ChangesRead
-from osiris.github_bridge.port import ChangeRequestSource
 
 router = APIRouter(prefix="/api/v1/tasks", tags=["code host"])
 
@@ -52,7 +51,7 @@ async def get_change_request(
     task_id: int, actor: ActorDep, session: SessionDep, runtime: RuntimeDep
 ) -> ChangeRequestRead:
     task = await repository.get_task(session, actor, task_id)
-    host = runtime.services.get("code_host")
+    host = runtime.services.code_host
     if not isinstance(host, ChangeRequestSource):
         raise NotFound("this code host keeps its change requests itself; follow the task's pr_url")
     view = ChangeRequestRead.model_validate(await host.change_request(task))
@@ -76,8 +75,8 @@ async def get_changes(
     task = await repository.get_task(session, actor, task_id)
     artifacts = list(await repository.artifacts_of(session, task))
     limits = runtime.settings
-    return await diffs.changes_of(
-        runtime.services["code_host"],
+    return await changes_of(
+        runtime.services.code_host,
         task,
         artifacts,
         max_file_lines=limits.changes_max_lines if path else limits.changes_max_file_lines,

@@ -17,6 +17,7 @@ from sqlalchemy import select
 
 from osiris.app import lifecycle
 from osiris.app.actors import system_actor
+from osiris.app.events import record_event
 from osiris.app.models import Artifact, Task, TaskStatus
 from osiris.github_bridge import logins
 from osiris.github_bridge.check_reports import CONTEXT_PREFIX, EXTERNAL_ID_PREFIX
@@ -71,7 +72,7 @@ async def _record(
         # review on the agent's word: recorded as what it is, and it moves nothing.
         info.update(not_counted="reported by the agent's GitHub login", github_login=sender, flagged=True)
         moves = False
-    await lifecycle.record_event(deps.session, task, actor, "ci_result", data=info)
+    await record_event(deps.session, task, actor, "ci_result", data=info)
     if moves:
         link = f" — {url}" if url else ""
         feedback = (

@@ -18,11 +18,12 @@ def github_configured(settings: Settings) -> bool:
 
 
 @contextlib.asynccontextmanager
-async def _close_code_host(app: FastAPI, runtime: Runtime) -> AsyncIterator[None]:
+async def lifespan(app: FastAPI, runtime: Runtime) -> AsyncIterator[None]:
+    """Part of the app's lifespan: the GitHub host's HTTP client is closed at shutdown."""
     try:
         yield
     finally:
-        host = runtime.services.get("code_host")
+        host = runtime.services.code_host
         if hasattr(host, "aclose"):
             await host.aclose()  # the GitHub host's HTTP client
 
@@ -33,7 +34,6 @@ def install(app: FastAPI, settings: Settings) -> None:
     app.include_router(webhooks.router)  # importing it also registers the github_event job
     if settings.git_http_enabled:
         app.include_router(git_http.router)
-    app.state.startup_hooks.append(_close_code_host)
 
 
 async def services(runtime: Runtime) -> None:
@@ -44,4 +44,4 @@ async def services(runtime: Runtime) -> None:
         return
     host = LocalGitHost(runtime.settings)
     await host.start()  # creates the configured bare repositories on first start
-    runtime.services["code_host"] = host
+    runtime.services.code_host = host

@@ -73,7 +73,7 @@ async def _authenticate(request: Request, runtime: Runtime) -> Actor | None:
                 session,
                 token,
                 signing_key=runtime.settings.signing_key(),
-                cache=runtime.services.get("token_cache"),
+                cache=runtime.services.token_cache,
             )
     except Unauthenticated:
         return None
@@ -88,7 +88,7 @@ async def _owned_by(runtime: Runtime, name: str, actor: Actor) -> bool:
 @router.api_route("/git/{path:path}", methods=["GET", "POST"], include_in_schema=False)
 async def smart_http(path: str, request: Request) -> Response:
     runtime: Runtime = request.app.state.runtime
-    host = runtime.services.get("code_host")
+    host = runtime.services.code_host
     if not isinstance(host, LocalGitHost):
         return _plain(404, "no local repositories are served here")
     actor = await _authenticate(request, runtime)

@@ -16,6 +16,8 @@ from typing import IO
 
 import git
 
+from osiris.app.ports import CheckoutFailed
+
 ZERO_SHA = "0" * 40
 EMPTY_TREE = "4b825dc642cb6eb9a060e54bf8d69288fbee4904"
 IDENTITY = {
@@ -26,7 +28,9 @@ IDENTITY = {
 }
 
 
-class GitFailed(Exception):
+class GitFailed(CheckoutFailed):
+    """A git command failed. At the port it is a `CheckoutFailed`: the checks' copies are made with git."""
+
     def __init__(self, args: tuple[str, ...], status: int, stderr: str) -> None:
         super().__init__(f"git {args[0] if args else ''} exited {status}: {stderr}")
         self.status = status

@@ -25,17 +25,17 @@ from gidgethub import BadRequest, GraphQLException
 from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from osiris.app import lifecycle
 from osiris.app.actors import system_actor
 from osiris.app.artifacts import ValidArtifact
 from osiris.app.config import Settings
 from osiris.app.errors import InvalidInput, NotFound, PatchDoesNotApply, Unavailable
+from osiris.app.events import record_event
 from osiris.app.jobs import Retry
 from osiris.app.models import Artifact, ArtifactKind, Message, Repository, Task, TaskEvent
+from osiris.app.ports import MergeConflict, branch_name
 from osiris.github_bridge import check_reports, diffs, github_patch
 from osiris.github_bridge.checkout_cache import CheckoutCache
 from osiris.github_bridge.github_client import GitHub, GitHubUnavailable, repo_path
-from osiris.github_bridge.port import MergeConflict, branch_name
 
 TRAILER = "Osiris-Artifact"
 _TRAILER_RE = re.compile(rf"^{TRAILER}: (\d+)\s*$", re.MULTILINE)
@@ -90,7 +90,7 @@ def _review_comment_position(meta: dict[str, Any]) -> dict[str, Any] | None:
 
 
 class GitHubHost:
-    """The code-host port on GitHub (see osiris/github_bridge/port.py)."""
+    """The code-host port on GitHub (see osiris/app/ports.py)."""
 
     name = "github"
 
@@ -471,7 +471,7 @@ class GitHubHost:
             if tried is None:
                 locked = await session.get(Task, task.id)
                 assert locked is not None  # noqa: S101
-                await lifecycle.record_event(
+                await record_event(
                     session, locked, system_actor(task.org_id, "github"), INTENT_EVENT, data={"key": key}
                 )
         if tried is not None:  # an earlier attempt may have posted it before failing
@@ -584,7 +584,7 @@ class GitHubHost:
             "branch_deleted": deleted,
         }
 
-    # --- what a merge would bring in (port.CodeHost.changes) -----------------------------------
+    # --- what a merge would bring in (ports.CodeHost.changes) -----------------------------------
 
     async def changes(self, task: Task, *, head_sha: str, paths: list[str] | None = None) -> dict[str, Any]:
         """The pull request's files (paginated; GitHub lists at most 3000) while its head is this
@@ -644,7 +644,7 @@ class GitHubHost:
         found = await self.gh.patch(repo_path(repo, "pulls", str(pr.pr_number)), {"state": "closed"})
         return {"pr_number": pr.pr_number, "state": found.get("state")}
 
-    # --- pre-review checks (port.RemoteCheckoutSource, port.CheckReporter) ------------------------
+    # --- pre-review checks (ports.RemoteCheckoutSource, ports.CheckReporter) ------------------------
 
     async def checks_file(self, task: Task, path: str) -> str | None:
         """`.osiris.yml` on the base branch, through the contents API; kept for a short while, since
@@ -738,7 +738,7 @@ _GITHUB_STATUS = {"removed": "deleted", "renamed": "renamed", "copied": "copied"
 
 
 def _file_change(entry: dict[str, Any]) -> dict[str, Any]:
-    """One entry of the PR files (or compare) API as a `diffs.FileChange`. GitHub leaves `patch`
+    """One entry of the PR files (or compare) API as a `FileChange`. GitHub leaves `patch`
     out for a binary file (no line counted) and for one too large to show."""
     patch = entry.get("patch")
     status = _GITHUB_STATUS.get(entry.get("status", ""), "modified")
@@ -762,5 +762,5 @@ def _cell(text: str) -> str:
 def install_github_host(runtime: Any) -> GitHubHost:
     """For extension.services(): GitHub is configured, so it is the code host the jobs use."""
     host = GitHubHost(runtime.settings, runtime.sessions)
-    runtime.services["code_host"] = host
+    runtime.services.code_host = host
     return host

@@ -28,9 +28,9 @@ from osiris.app.artifacts import ValidArtifact, validate_artifact
 from osiris.app.config import Settings
 from osiris.app.errors import InvalidInput, NotFound, Unavailable
 from osiris.app.models import Artifact, Message, Task
+from osiris.app.ports import MergeConflict, branch_name
 from osiris.github_bridge import copies, diffs
 from osiris.github_bridge.gitcmd import EMPTY_TREE, IDENTITY, ZERO_SHA, Git, GitFailed, scratch
-from osiris.github_bridge.port import MergeConflict, branch_name
 from osiris.github_bridge.trees import build_tree
 
 log = logging.getLogger(__name__)
@@ -42,7 +42,7 @@ _ATTEMPTS = 5  # compare-and-swap retries when another writer moves a ref under 
 
 
 class LocalGitHost:
-    """Implements port.CodeHost and port.ChangeRequestSource on local repositories."""
+    """Implements ports.CodeHost and ports.ChangeRequestSource on local repositories."""
 
     name = "local"
 
@@ -332,7 +332,7 @@ class LocalGitHost:
             "files": files,
         }
 
-    # --- pre-review checks (port.CheckoutSource) -----------------------------------------------
+    # --- pre-review checks (ports.CheckoutSource) -----------------------------------------------
 
     def base_file(self, task: Task, path: str) -> str | None:
         """A file on the task's base branch (e.g. `.osiris.yml`), or None when it is not there."""

@@ -26,8 +26,8 @@ from osiris.app.auth import actor_for
 from osiris.app.models import Artifact, Role, Task, User
 from osiris.github_bridge.github_client import repo_path
 
-if TYPE_CHECKING:  # webhooks imports this module: no import back at run time
-    from osiris.github_bridge.webhooks import Deps
+if TYPE_CHECKING:
+    from osiris.github_bridge.deps import Deps
 
 
 class Standing(enum.StrEnum):

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import re
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -19,7 +18,6 @@ from fastapi.responses import JSONResponse
 from gidgethub import BadRequest, ValidationFailure, routing, sansio
 from sqlalchemy import func, select
 from sqlalchemy.dialects.postgresql import insert
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from osiris.app import jobs, lifecycle, repositories_registry
 from osiris.app.actors import Actor, system_actor
@@ -35,9 +33,11 @@ from osiris.app.errors import (
     StaleApproval,
     Unauthenticated,
 )
+from osiris.app.events import record_event
 from osiris.app.models import Artifact, Delivery, Message, Task, TaskEvent, TaskStatus
 from osiris.app.runtime import Runtime
 from osiris.github_bridge import ci_webhooks
+from osiris.github_bridge.deps import Deps
 from osiris.github_bridge.github_client import repo_path
 from osiris.github_bridge.github_host import GitHubHost, is_ours
 from osiris.github_bridge.logins import (  # who a login is to a task: the one rule
@@ -47,7 +47,6 @@ from osiris.github_bridge.logins import (  # who a login is to a task: the one r
     mapped_user,
     reviewer,
 )
-from osiris.ingest import github_issues  # issues as requests: a chat channel riding on this route
 
 log = logging.getLogger(__name__)
 
@@ -139,24 +138,20 @@ async def receive_github(request: Request, runtime: RuntimeDep) -> JSONResponse:
 # --- the job -------------------------------------------------------------------------------------
 
 
-@dataclass
-class Deps:
-    """What a handler may use, passed explicitly (handlers never read the environment)."""
+def event_job(router: routing.Router) -> jobs.Handler:
+    """The github_event job, dispatching through `router`: the composition root combines this
+    module's ROUTER with the other edges' (GitHub issues) and registers the result."""
 
-    session: AsyncSession
-    settings: Settings
-    host: GitHubHost
+    async def handle_github_event(payload: dict[str, Any], ctx: jobs.JobContext) -> None:
+        host = ctx.services.code_host
+        if not isinstance(host, GitHubHost):
+            log.info("github event ignored: the code host is not GitHub")
+            return
+        event = sansio.Event(payload["data"], event=payload["event"], delivery_id=payload["delivery_id"])
+        async with ctx.sessions() as session, session.begin():
+            await dispatch(router, event, host.gh, Deps(session, ctx.settings, host))
 
-
-@jobs.job_handler(GITHUB_EVENT)
-async def handle_github_event(payload: dict[str, Any], ctx: jobs.JobContext) -> None:
-    host = ctx.services.get("code_host")
-    if not isinstance(host, GitHubHost):
-        log.info("github event ignored: the code host is not GitHub")
-        return
-    event = sansio.Event(payload["data"], event=payload["event"], delivery_id=payload["delivery_id"])
-    async with ctx.sessions() as session, session.begin():
-        await dispatch(event, host.gh, Deps(session, ctx.settings, host))
+    return handle_github_event
 
 
 # --- finding the task and the person -------------------------------------------------------------
@@ -542,9 +537,7 @@ async def _run_command(
             )
             if latest is None:
                 return False, "there is no version to publish"
-            await lifecycle.record_event(
-                deps.session, task, actor, "retry_requested", data={"version": latest.version}
-            )
+            await record_event(deps.session, task, actor, "retry_requested", data={"version": latest.version})
             await jobs.enqueue(
                 deps.session,
                 jobs.PUBLISH_ARTIFACT,
@@ -620,7 +613,7 @@ async def _unapproved_merge(deps: Deps, task: Task, who: Judged, pr: dict[str, A
     """A merge on GitHub that nobody approved in OSIRIS: recorded as the merger's, flagged, and the
     task stays where it was. A reviewer's approval later accepts it (`lifecycle.approve_task` sees
     this event), or they revert it on GitHub; the audit log and the task page show it until then."""
-    await lifecycle.record_event(
+    await record_event(
         deps.session,
         task,
         who.actor,
@@ -660,21 +653,19 @@ async def _not_counted(
     except BadRequest as exc:  # e.g. 422: the branch is gone, so the PR cannot be opened again
         data.update(pr_state=pr.get("state"), restore_failed=f"{int(exc.status_code)} {exc}")
     kind = f"pr_{action}_by_{who.standing.value}"  # e.g. pr_closed_by_agent, pr_reopened_by_requester
-    await lifecycle.record_event(deps.session, task, who.actor, kind, data=data)
+    await record_event(deps.session, task, who.actor, kind, data=data)
 
 
-ROUTER = routing.Router(
-    reviews, review_comments, issue_comments, pull_requests, github_issues.ROUTER, ci_webhooks.ci_results
-)
+ROUTER = routing.Router(reviews, review_comments, issue_comments, pull_requests, ci_webhooks.ci_results)
 
 
-async def dispatch(event: sansio.Event, gh: Any, deps: Deps) -> None:
+async def dispatch(router: routing.Router, event: sansio.Event, gh: Any, deps: Deps) -> None:
     """Run the handlers for one event; a refused move is undone and logged, never a failed job."""
     try:
         async with deps.session.begin_nested():
-            await ROUTER.dispatch(event, gh, deps)
+            await router.dispatch(event, gh, deps)
     except OsirisError as exc:
         log.info("github event %s (%s) not applied: %s", event.event, event.delivery_id, exc.code)
 
 
-__all__ = ["GITHUB_EVENT", "ROUTER", "dispatch", "router"]
+__all__ = ["GITHUB_EVENT", "ROUTER", "dispatch", "event_job", "router"]

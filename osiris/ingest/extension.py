@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import httpx
@@ -24,8 +26,16 @@ assert notify  # imported for its job handler
 def install(app: FastAPI, settings: Settings) -> None:
     app.include_router(webhooks.router)
     app.include_router(attachments.router)
-    if settings.smtp_listen_port is not None:
-        app.state.startup_hooks.append(smtp.listener)
+
+
+@asynccontextmanager
+async def lifespan(app: FastAPI, runtime: Runtime) -> AsyncIterator[None]:
+    """Part of the app's lifespan: the SMTP listener, when email comes in directly."""
+    if runtime.settings.smtp_listen_port is None:
+        yield
+        return
+    async with smtp.listener(app, runtime):
+        yield
 
 
 def senders(
@@ -66,9 +76,9 @@ def senders(
 
 
 async def services(runtime: Runtime, **overrides: Any) -> None:
-    runtime.services["channel_limiter"] = RateLimiter(runtime.settings.channel_rate_per_minute)
+    runtime.services.channel_limiter = RateLimiter(runtime.settings.channel_rate_per_minute)
     found = senders(runtime.settings, **overrides)
     # Issue comments go through the code host's GitHub client, found when sending (GitHub may not be
     # the code host; then no task ever has the "github" channel).
     found["github"] = GitHubIssueSender(runtime.services)
-    runtime.services["notifier"] = ChannelNotifier(runtime.sessions, found)
+    runtime.services.notifier = ChannelNotifier(runtime.sessions, found)

@@ -36,7 +36,7 @@ async def accept(runtime: Runtime, inbound: Inbound, *, after: After | None = No
     policy = intake.Policy.from_settings(runtime.settings)
     async with db.transaction(runtime.sessions) as session:
         outcome = await intake.receive(
-            session, inbound, policy=policy, limiter=runtime.services.get("channel_limiter")
+            session, inbound, policy=policy, limiter=runtime.services.channel_limiter
         )
         if after is not None:
             await after(session, outcome)

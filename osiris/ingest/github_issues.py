@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from gidgethub import BadRequest, routing, sansio
 from sqlalchemy import case, func, select
@@ -19,16 +19,16 @@ from sqlalchemy import case, func, select
 from osiris.app import accounts, lifecycle, repositories_registry
 from osiris.app.actors import requester_actor
 from osiris.app.errors import IllegalTransition
+from osiris.app.events import record_event
 from osiris.app.models import OPEN_STATUSES, ChannelNotification, Task, TaskStatus
+from osiris.app.runtime import Services
 from osiris.github_bridge import logins
+from osiris.github_bridge.deps import Deps
 from osiris.github_bridge.github_client import repo_path
 from osiris.github_bridge.github_host import GitHubHost, is_ours, marker
 from osiris.ingest import intake
 from osiris.ingest.intake import Inbound, Outcome
 from osiris.ingest.notify import SendFailed, Target, enqueue_reply
-
-if TYPE_CHECKING:  # the bridge imports this module for its router: no import back at run time
-    from osiris.github_bridge.webhooks import Deps
 
 CHANNEL = "github"
 OPEN = [s.value for s in OPEN_STATUSES]
@@ -210,7 +210,7 @@ async def _agent_withdrawal(deps: Deps, gh: Any, task: Task, data: Mapping[str, 
     except BadRequest as exc:  # locked, deleted, issues turned off: recorded, the task is unchanged
         info["restore_failed"] = f"{int(exc.status_code)} {exc}"
     actor = logins.commenter(task, login, await logins.mapped_user(deps, task, login))
-    await lifecycle.record_event(deps.session, task, actor, f"issue_{action}_by_agent", data=info)
+    await record_event(deps.session, task, actor, f"issue_{action}_by_agent", data=info)
 
 
 # --- comments on issues ------------------------------------------------------------------------
@@ -266,11 +266,11 @@ class GitHubIssueSender:
     bridge's extension (and replaced by a fake in tests).
     """
 
-    def __init__(self, services: Mapping[str, Any]) -> None:
+    def __init__(self, services: Services) -> None:
         self.services = services
 
     async def send(self, target: Target, text: str, key: str) -> dict[str, Any]:
-        host = self.services.get("code_host")
+        host = self.services.code_host
         if not isinstance(host, GitHubHost):
             raise SendFailed("GitHub is not the code host here")
         repo, number = parse_thread(target.to)

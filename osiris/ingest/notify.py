@@ -22,8 +22,9 @@ from sqlalchemy import func, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from osiris.app import jobs, lifecycle
+from osiris.app import jobs
 from osiris.app.actors import system_actor
+from osiris.app.events import record_event
 from osiris.app.models import ChannelAccount, ChannelNotification, Message, Task, TaskEvent
 from osiris.ingest.intake import STATUS_WORDS, pr_url
 
@@ -285,7 +286,7 @@ async def enqueue_reply(
 
 @jobs.job_handler(CHANNEL_REPLY)
 async def channel_reply(payload: dict[str, Any], ctx: jobs.JobContext) -> None:
-    notifier: ChannelNotifier | None = ctx.services.get("notifier")
+    notifier: ChannelNotifier | None = ctx.services.notifier
     if notifier is None:
         return
     target = Target(**payload["target"])
@@ -305,6 +306,6 @@ async def channel_reply(payload: dict[str, Any], ctx: jobs.JobContext) -> None:
                 .where(Task.id == task.id, Task.channel_thread.not_like("%:%.%"))
                 .values(channel_thread=f"{result['channel']}:{result['ts']}")
             )
-        await lifecycle.record_event(
+        await record_event(
             session, task, system_actor(task.org_id, "channel"), "requester_replied", data=result
         )

@@ -97,8 +97,8 @@ async def listener(app: FastAPI, runtime: Runtime) -> AsyncIterator[None]:
     server = await asyncio.get_running_loop().create_server(
         protocol, host=settings.smtp_listen_host, port=settings.smtp_listen_port
     )
-    runtime.services["smtp_port"] = server.sockets[0].getsockname()[1]
-    log.info("smtp listener on %s:%s", settings.smtp_listen_host, runtime.services["smtp_port"])
+    runtime.services.smtp_port = server.sockets[0].getsockname()[1]
+    log.info("smtp listener on %s:%s", settings.smtp_listen_host, runtime.services.smtp_port)
     try:
         yield
     finally:

@@ -37,7 +37,7 @@ class OsirisTokenVerifier:
                     token,
                     signing_key=runtime.settings.signing_key(),
                     # The REST API's cache: revocations evict it on every replica through NOTIFY.
-                    cache=runtime.services.get("token_cache"),
+                    cache=runtime.services.token_cache,
                 )
         except Unauthenticated:
             return None

@@ -52,16 +52,17 @@ def install(app: FastAPI, settings: Settings) -> None:
     app.router.routes.insert(0, Route(MCP_PATH, endpoint=RevocableRequests(mcp_app, runtime)))
     app.include_router(routes.router)
     app.state.mcp_server = server
+    app.state.mcp_subscriptions = subscriptions
 
-    @asynccontextmanager
-    async def run_mcp(app: FastAPI, runtime: Runtime) -> AsyncIterator[None]:
-        hub = runtime.services.get("hub")
-        if hub is not None:
-            hub.add_listener(_notifier(subscriptions))
-        async with server.session_manager.run():
-            yield
 
-    app.state.startup_hooks.append(run_mcp)
+@asynccontextmanager
+async def lifespan(app: FastAPI, runtime: Runtime) -> AsyncIterator[None]:
+    """Part of the app's lifespan: the MCP session manager, and resource updates from the hub."""
+    hub = runtime.services.hub
+    if hub is not None:
+        hub.add_listener(_notifier(app.state.mcp_subscriptions))
+    async with app.state.mcp_server.session_manager.run():
+        yield
 
 
 def _notifier(subscriptions: TaskSubscriptions) -> Any:
@@ -97,7 +98,7 @@ class RevocableRequests:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         token = _bearer(scope)
-        open_streams = self.runtime().services.get("open_streams") if token else None
+        open_streams = self.runtime().services.open_streams if token else None
         if token is None or open_streams is None:
             await self.app(scope, receive, send)
             return

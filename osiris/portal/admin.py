@@ -12,7 +12,7 @@ from urllib.parse import urlencode
 from fastapi import APIRouter, Query, Request
 from starlette.responses import Response
 
-from osiris.app import accounts, db, integrations, organizations, routing
+from osiris.app import accounts, db, integrations, organizations
 from osiris.app.errors import InvalidInput, NotFound
 from osiris.app.models import Role
 from osiris.portal import queries
@@ -90,7 +90,7 @@ async def set_role(request: Request, user_id: int, viewer: AdminDep, form: FormD
             viewer.actor,
             user_id,
             role=Role(role_name),
-            cache=runtime_of(request).services.get("token_cache"),
+            cache=runtime_of(request).services.token_cache,
         )
     hint = " Reset their password so they can sign in." if user.is_human and not user.password_hash else ""
     viewer.session.flash("ok", f"{user.username} is now {user.role}.{hint}")
@@ -108,7 +108,7 @@ async def set_active(request: Request, user_id: int, viewer: AdminDep, form: For
             viewer.actor,
             user_id,
             is_active=active == "true",
-            cache=runtime_of(request).services.get("token_cache"),
+            cache=runtime_of(request).services.token_cache,
         )
     done = (
         "reactivated" if user.is_active else "deactivated: their tokens are revoked, their live pages closed"
@@ -133,7 +133,7 @@ async def reset_password(request: Request, user_id: int, viewer: AdminDep, form:
 async def set_skills(request: Request, user_id: int, viewer: AdminDep, form: FormDep) -> Response:
     skills = [s for s in text_field(form, "skills").replace(",", " ").split() if s]
     async with db.transaction(runtime_of(request).sessions) as session:
-        user = await routing.set_user_skills(session, viewer.actor, user_id, skills=skills)
+        user = await accounts.set_user_skills(session, viewer.actor, user_id, skills=skills)
     viewer.session.flash("ok", f"{user.username} now has skills: {', '.join(user.skills) or 'none'}.")
     return redirect("/admin/users")
 
@@ -201,7 +201,7 @@ async def create_token(request: Request, viewer: AdminDep, form: FormDep) -> Res
 @router.post("/tokens/{token_id}/revoke")
 async def revoke_token(request: Request, token_id: int, viewer: AdminDep, form: FormDep) -> Response:
     async with db.transaction(runtime_of(request).sessions) as session:
-        cache = runtime_of(request).services.get("token_cache")
+        cache = runtime_of(request).services.token_cache
         token = await accounts.revoke_token(session, viewer.actor, token_id, cache=cache)
     viewer.session.flash("ok", f"Token {token.name} ({token.display_prefix}…) revoked.")
     return redirect("/admin/tokens")

@@ -26,6 +26,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import weakref
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
@@ -67,18 +68,37 @@ class _Dropped(Exception):
     """The client's socket did not take a message in time."""
 
 
+@dataclass
+class _ProcessState:
+    """The portal's own per-process objects, kept beside the runtime (the core knows nothing of them)."""
+
+    cache: events.EventCache
+    gate: asyncio.Semaphore
+
+
+_STATE: weakref.WeakKeyDictionary[Runtime, _ProcessState] = weakref.WeakKeyDictionary()
+
+
+def _state(runtime: Runtime) -> _ProcessState:
+    state = _STATE.get(runtime)
+    if state is None:
+        state = _STATE[runtime] = _ProcessState(
+            events.EventCache(runtime.sessions), asyncio.Semaphore(CATCHUP_QUERIES)
+        )
+    return state
+
+
 def event_cache(runtime: Runtime) -> events.EventCache:
-    cache = runtime.services.get("portal_events")
-    if cache is None:
-        cache = runtime.services["portal_events"] = events.EventCache(runtime.sessions)
-    return cache
+    return _state(runtime).cache
+
+
+def forget_events(runtime: Runtime) -> None:
+    """Drop the cached events (tests truncate tables and restart ids; a real database never does)."""
+    _STATE.pop(runtime, None)
 
 
 def _catchup_gate(runtime: Runtime) -> asyncio.Semaphore:
-    gate = runtime.services.get("portal_catchup_gate")
-    if gate is None:
-        gate = runtime.services["portal_catchup_gate"] = asyncio.Semaphore(CATCHUP_QUERIES)
-    return gate
+    return _state(runtime).gate
 
 
 def _origin_ok(ws: WebSocket) -> bool:
@@ -107,7 +127,7 @@ async def authenticate(ws: WebSocket) -> Credential | None:
                     session,
                     token,
                     signing_key=runtime.settings.signing_key(),
-                    cache=runtime.services.get("token_cache"),  # evicted on revocation, like REST's
+                    cache=runtime.services.token_cache,  # evicted on revocation, like REST's
                 )
         except OsirisError:
             return None
@@ -146,7 +166,7 @@ async def serve(ws: WebSocket, *, task_id: int | None, after: int | None) -> Non
         except OsirisError:
             await ws.close(code=CLOSE_POLICY)
             return
-    open_streams: streams.OpenStreams = runtime.services["open_streams"]
+    open_streams: streams.OpenStreams = runtime.services.open_streams
     revoked = asyncio.Event()
     why: list[str] = []
 
@@ -253,7 +273,7 @@ class _Sent:
 class _Stream:
     def __init__(self, ws: WebSocket, runtime: Runtime, actor: Actor, *, task_id: int | None) -> None:
         self.ws, self.runtime, self.actor, self.task_id = ws, runtime, actor, task_id
-        self.hub: Hub = runtime.services["hub"]
+        self.hub: Hub = runtime.services.hub
         self.cache = event_cache(runtime)
         self.timeout = runtime.settings.portal_ws_send_timeout_seconds
         self.page_size = max(1, runtime.settings.portal_ws_replay_limit)

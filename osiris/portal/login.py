@@ -36,7 +36,7 @@ async def login(request: Request, form: FormDep) -> Response:
     context = {"next": target, "username": username}
     client = request.client.host if request.client else "unknown"
     try:
-        runtime.services["login_limiter"].hit("portal", client, username.lower())
+        runtime.services.login_limiter.hit("portal", client, username.lower())
     except RateLimited:
         context["error"] = "Too many sign-in attempts. Wait a minute and try again."
         return render(request, "login.html", context, status=429)

@@ -1,5 +1,5 @@
 """The task page's "Files changed": the diff approving the newest published version would merge,
-read from the code host (`port.CodeHost.changes`), shaped for a unified and a side-by-side table.
+read from the code host (`ports.CodeHost.changes`), shaped for a unified and a side-by-side table.
 
 A host that cannot answer now (GitHub rate-limited, a repository missing) costs the section, never
 the page: the reviewer sees why, and the decision still names the pinned version and commit.
@@ -10,12 +10,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from osiris.app.changes import ChangesRead, DiffHunk, DiffLine, changes_of, newest_published
 from osiris.app.errors import OsirisError
 from osiris.app.jobs import Retry
 from osiris.app.models import Artifact, ReviewComment, Task
 from osiris.app.runtime import Runtime
-from osiris.github_bridge import diffs
-from osiris.github_bridge.diffs import ChangesRead, DiffHunk, DiffLine
 
 
 @dataclass(frozen=True)
@@ -25,14 +24,14 @@ class Loaded:
 
 
 async def load(runtime: Runtime, task: Task, artifacts: list[Artifact], *, path: str | None = None) -> Loaded:
-    host = runtime.services.get("code_host")
+    host = runtime.services.code_host
     if host is None or not artifacts:
         return Loaded(None, None)
-    if diffs.newest_published(artifacts) is None:
+    if newest_published(artifacts) is None:
         return Loaded(None, "not published yet: the changes show once the code host has the commit")
     limits = runtime.settings
     try:
-        found = await diffs.changes_of(
+        found = await changes_of(
             host,
             task,
             artifacts,

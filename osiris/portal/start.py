@@ -6,7 +6,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
-from osiris.app import db, lifecycle, repositories_registry, routing
+from osiris.app import db, lifecycle, repositories_registry
 from osiris.app.errors import InvalidInput
 from osiris.app.schemas import PRIORITIES, PRIORITY_NAMES
 from osiris.portal.access import FormDep, ViewerDep, runtime_of, text_field
@@ -73,7 +73,7 @@ async def create_task(request: Request, viewer: ViewerDep, form: FormDep) -> Res
 async def set_priority(request: Request, task_id: int, viewer: ViewerDep, form: FormDep) -> Response:
     priority = _priority(text_field(form, "priority"))
     async with db.transaction(runtime_of(request).sessions) as session:
-        await routing.set_task_priority(session, viewer.actor, task_id, priority=priority)
+        await lifecycle.set_task_priority(session, viewer.actor, task_id, priority=priority)
     viewer.session.flash("ok", f"Task #{task_id} is now {PRIORITY_NAMES[priority]} priority.")
     return redirect(f"/tasks/{task_id}")
 
@@ -85,7 +85,7 @@ async def reserve(request: Request, task_id: int, viewer: ViewerDep, form: FormD
     if value and not (value.isdigit() and len(value) < 18):
         raise InvalidInput("choose an agent of this organization")
     async with db.transaction(runtime_of(request).sessions) as session:
-        await routing.reserve_task(session, viewer.actor, task_id, agent_id=int(value) if value else None)
+        await lifecycle.reserve_task(session, viewer.actor, task_id, agent_id=int(value) if value else None)
     viewer.session.flash("ok", f"Task #{task_id} {'reserved' if value else 'open to any matching agent'}.")
     return redirect(f"/tasks/{task_id}")
 
@@ -93,7 +93,7 @@ async def reserve(request: Request, task_id: int, viewer: ViewerDep, form: FormD
 @router.post("/tasks/{task_id}/skills")
 async def set_skills(request: Request, task_id: int, viewer: ViewerDep, form: FormDep) -> Response:
     async with db.transaction(runtime_of(request).sessions) as session:
-        task = await routing.set_task_skills(
+        task = await lifecycle.set_task_skills(
             session, viewer.actor, task_id, skills=_skills(text_field(form, "skills"))
         )
     viewer.session.flash("ok", f"Task #{task_id} needs skills: {', '.join(task.skills) or 'none'}.")

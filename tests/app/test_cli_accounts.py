@@ -13,7 +13,7 @@ import pytest
 
 from osiris.app import accounts
 from osiris.app.config import Settings
-from osiris.app.main import announce_admin_password
+from osiris.server import announce_admin_password
 
 
 async def _osiris(database_url: str, tmp_path, *args: str, stdin: str = "") -> subprocess.CompletedProcess:
@@ -24,7 +24,7 @@ async def _osiris(database_url: str, tmp_path, *args: str, stdin: str = "") -> s
     }
     return await asyncio.to_thread(
         subprocess.run,
-        [sys.executable, "-m", "osiris.app.cli", *args],
+        [sys.executable, "-m", "osiris.cli", *args],
         env=env,
         input=stdin,
         capture_output=True,

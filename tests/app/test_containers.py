@@ -8,8 +8,8 @@ from pathlib import Path
 
 import yaml
 
-from osiris.app.cli import build_parser
 from osiris.app.config import Settings
+from osiris.cli import build_parser
 
 ROOT = Path(__file__).resolve().parents[2]
 

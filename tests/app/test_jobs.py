@@ -9,7 +9,7 @@ import asyncpg
 import pytest
 
 from osiris.app import db, jobs, lifecycle
-from osiris.app.main import asyncpg_dsn
+from osiris.server import asyncpg_dsn
 
 CALLS: list[tuple[str, dict, float]] = []
 

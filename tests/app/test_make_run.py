@@ -73,7 +73,7 @@ def test_make_run_serves_the_embedded_default_and_keeps_data(tmp_path):
         _wait_ready(url, proc)
         # the CLI works while the server runs on the same data dir; the token is alone on stdout
         out = subprocess.run(
-            [sys.executable, "-m", "osiris.app.cli", "token", "create", "smoke-bot"],
+            [sys.executable, "-m", "osiris.cli", "token", "create", "smoke-bot"],
             env=_env(data, port),
             capture_output=True,
             text=True,

@@ -9,7 +9,8 @@ import asyncio
 import pytest
 from sqlalchemy import func, select
 
-from osiris.app import accounts, cli, db, repositories_registry
+from osiris import cli
+from osiris.app import accounts, db, repositories_registry
 from osiris.app.models import ApiToken, Organization, Repository, Role, Task, User
 
 PASSWORD = "operator-password-1"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import httpx
 from asgi_lifespan import LifespanManager
 
-from osiris.app.main import create_app
+from osiris.server import create_app
 
 
 async def test_pool_exhaustion_is_a_503_with_retry_after(settings, factory):

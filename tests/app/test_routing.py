@@ -128,7 +128,7 @@ async def test_reserved_race_only_the_named_agent_wins(runtime, factory):
     agents = [await _agent(factory) for _ in range(6)]
     task_id = await _task(runtime, reviewer)
     async with db.transaction(runtime.sessions) as s:
-        await routing.reserve_task(s, reviewer, task_id, agent_id=agents[3].user_id)
+        await lifecycle.reserve_task(s, reviewer, task_id, agent_id=agents[3].user_id)
     outcomes = await asyncio.gather(*(_claim(runtime, a, task_id) for a in agents), return_exceptions=True)
     assert [not isinstance(o, Exception) for o in outcomes] == [False, False, False, True, False, False]
 

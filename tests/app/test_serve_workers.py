@@ -26,7 +26,7 @@ def test_two_worker_processes_share_one_embedded_database(tmp_path: Path) -> Non
     env |= {"OSIRIS_DATA_DIR": str(tmp_path / "data"), "OSIRIS_PORT": str(port)}
     stderr = tmp_path / "serve.log"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "osiris.app.cli", "serve", "--workers", "2"],
+        [sys.executable, "-m", "osiris.cli", "serve", "--workers", "2"],
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=stderr.open("wb"),

@@ -29,7 +29,7 @@ async def test_worker_process_publishes_a_submission(database_url, runtime, fact
     }
     out = await asyncio.to_thread(
         subprocess.run,
-        [sys.executable, "-m", "osiris.app.cli", "worker", "--drain"],
+        [sys.executable, "-m", "osiris.cli", "worker", "--drain"],
         env=env,
         capture_output=True,
         text=True,

@@ -89,7 +89,7 @@ async def github(app, runtime, client, tmp_path: Path, monkeypatch) -> AsyncIter
         monkeypatch.setattr(s, name, value)
     http = httpx.AsyncClient(transport=fake.transport(), timeout=5)
     host = GitHubHost(s, runtime.sessions, gh=GitHub(s, client=http))
-    monkeypatch.setitem(runtime.services, "code_host", host)
+    monkeypatch.setattr(runtime.services, "code_host", host)
     _ensure_route(app)
     yield GitHubEnv(fake, host, runtime, client)
     await http.aclose()

@@ -209,7 +209,7 @@ async def test_with_a_github_app_each_version_is_one_check_run(
     http = httpx.AsyncClient(transport=env.fake.transport(), timeout=5)
     host = GitHubHost(s, env.runtime.sessions, gh=GitHub(s, client=http))
     host.checkouts.root = env.host.checkouts.root
-    monkeypatch.setitem(env.runtime.services, "code_host", host)
+    monkeypatch.setattr(env.runtime.services, "code_host", host)
     env.host = host
     try:
         admin_h, agent_h, _ = await _people(factory)

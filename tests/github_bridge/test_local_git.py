@@ -13,11 +13,11 @@ import pytest
 
 from osiris.app import effects, jobs
 from osiris.app.errors import PatchDoesNotApply
-from osiris.app.main import asyncpg_dsn
 from osiris.app.models import Artifact, Task
 from osiris.github_bridge.gitcmd import Git, Scratch
 from osiris.github_bridge.local_git import LocalGitHost
 from osiris.github_bridge.trees import Change, splice
+from osiris.server import asyncpg_dsn
 
 
 def sh(*cmd: str, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -52,7 +52,7 @@ def readme_patch(new_line: str) -> str:
 
 @pytest.fixture
 def host(runtime) -> LocalGitHost:
-    found = runtime.services["code_host"]
+    found = runtime.services.code_host
     assert isinstance(found, LocalGitHost)
     return found
 

@@ -119,7 +119,7 @@ async def test_push_is_refused(server, client, factory, runtime, tmp_path):
     await git("-c", "user.name=e", "-c", "user.email=e@x", "commit", "-qm", "evil", cwd=clone)
     status, out = await git("push", "origin", "HEAD:main", cwd=clone)
     assert status != 0, out
-    repo = runtime.services["code_host"].repo_path(name)
+    repo = runtime.services.code_host.repo_path(name)
     status, listed = await git("--git-dir", str(repo), "log", "--format=%s", "main")
     assert "evil" not in listed
 

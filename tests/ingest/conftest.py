@@ -17,9 +17,9 @@ from twilio.request_validator import RequestValidator
 
 from osiris.app import jobs
 from osiris.app.config import Settings
-from osiris.app.main import create_app
 from osiris.app.runtime import Runtime
 from osiris.ingest import extension
+from osiris.server import create_app
 
 from .fakes import FakeSlack, FakeTelegram, FakeTwilio, SmtpSink
 

@@ -193,7 +193,7 @@ async def test_a_domain_not_on_the_allowlist_gets_a_polite_no_by_mail(
 
 async def test_the_smtp_listener_takes_mail_and_the_answer_threads(runtime, drain, smtp_sink):
     msg = mail("Translate the About page", "into German, urgent")
-    port = runtime.services["smtp_port"]
+    port = runtime.services.smtp_port
 
     def send() -> None:
         with smtplib.SMTP("127.0.0.1", port, timeout=10) as smtp:
@@ -215,7 +215,7 @@ async def test_the_smtp_listener_takes_mail_and_the_answer_threads(runtime, drai
 
 
 async def test_the_smtp_listener_refuses_other_domains(runtime):
-    port = runtime.services["smtp_port"]
+    port = runtime.services.smtp_port
 
     def send() -> dict:
         with smtplib.SMTP("127.0.0.1", port, timeout=10) as smtp:
@@ -259,7 +259,7 @@ async def test_end_to_end_every_step_is_a_threaded_mail(channels, runtime, facto
 async def test_the_smtp_listener_logs_addresses_only_by_their_last_four_characters(runtime, caplog):
     sender = f"dora.{secrets.token_hex(3)}@private.example"
     msg = mail("Log me carefully", "hello", sender=sender)
-    port = runtime.services["smtp_port"]
+    port = runtime.services.smtp_port
 
     def send() -> None:
         with smtplib.SMTP("127.0.0.1", port, timeout=10) as smtp:

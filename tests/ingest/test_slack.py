@@ -200,7 +200,7 @@ async def test_slack_rate_limits_are_retried_and_refusals_recorded(
     task = await only_task(runtime)
     _, agent = await factory.member("agent")
     await client.post(f"/api/v1/tasks/{task.id}/claim", headers=agent)
-    notifier: ChannelNotifier = runtime.services["notifier"]
+    notifier: ChannelNotifier = runtime.services.notifier
     fake_slack.fail_with = (429, {"ok": False, "error": "ratelimited"}, {"Retry-After": "11"})
     with pytest.raises(jobs.Retry) as raised:
         await notifier.notify(task, "PENDING", "pending")
@@ -260,7 +260,7 @@ async def test_each_workspace_is_answered_with_its_own_bot_token(
     channels, runtime, drain, fake_slack, monkeypatch, factory
 ):
     """An app installed in several workspaces: replies go out with the requester's workspace token."""
-    sender = runtime.services["notifier"].senders["slack"]
+    sender = runtime.services.notifier.senders["slack"]
     monkeypatch.setitem(sender.team_tokens, "TBETA", "xoxb-beta-workspace")
     monkeypatch.setitem(fake_slack.workspace_tokens, "xoxb-beta-workspace", "TBETA")
     monkeypatch.setattr(fake_slack, "teams", [])

@@ -10,9 +10,9 @@ import logging
 import pytest
 from sqlalchemy import select
 
-from osiris.app.cli import main as cli_main
 from osiris.app.models import ChannelNotification, Delivery, Message, Task
 from osiris.app.ratelimit import RateLimiter
+from osiris.cli import main as cli_main
 from osiris.ingest import telegram
 
 from .conftest import PUBLIC_URL, TELEGRAM_BOT_ID, TELEGRAM_SECRET, TELEGRAM_TOKEN
@@ -28,7 +28,7 @@ def _fresh_rate_limit(request, monkeypatch):
     """The same two people write in every test: each test starts with their per-minute budget."""
     if "runtime" in request.fixturenames or "channels" in request.fixturenames:
         runtime = request.getfixturevalue("runtime")
-        monkeypatch.setitem(
+        monkeypatch.setattr(
             runtime.services, "channel_limiter", RateLimiter(runtime.settings.channel_rate_per_minute)
         )
 

@@ -186,7 +186,7 @@ async def test_a_status_change_sends_exactly_one_twilio_message(
         f"Task #{task.id} (Fix typo on the landing page) was picked up by an agent and is being worked on."
     )
     # The job running again (a retry after a crash) finds the message sent and sends nothing.
-    notifier: ChannelNotifier = runtime.services["notifier"]
+    notifier: ChannelNotifier = runtime.services.notifier
     again = await notifier.notify(await task_by_id(runtime, task.id), "IN_PROGRESS", "ignored")
     assert again == {"skipped": "nothing new to tell"} and len(fake_twilio.calls) == 1
 
@@ -198,7 +198,7 @@ async def test_twilio_busy_asks_the_queue_to_retry_after_its_delay(
     task = (await _tasks(runtime))[-1]
     _, agent = await factory.member("agent")
     await client.post(f"/api/v1/tasks/{task.id}/claim", headers=agent)
-    notifier: ChannelNotifier = runtime.services["notifier"]
+    notifier: ChannelNotifier = runtime.services.notifier
     fake_twilio.fail_with = (429, {"Retry-After": "7"})
     with pytest.raises(jobs.Retry) as raised:
         await notifier.notify(task, "PENDING", "Task is pending")

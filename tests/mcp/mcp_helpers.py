@@ -55,4 +55,4 @@ def osiris_command() -> list[str]:
     if installed.exists():
         return [str(installed), "mcp"]
     found = shutil.which("osiris")
-    return [found, "mcp"] if found else [sys.executable, "-m", "osiris.app.cli", "mcp"]
+    return [found, "mcp"] if found else [sys.executable, "-m", "osiris.cli", "mcp"]

@@ -12,6 +12,7 @@ from servers import LiveServer
 
 from osiris.app.config import Settings
 from osiris.app.models import Role, User
+from osiris.portal.live import forget_events
 
 
 @pytest.fixture
@@ -63,5 +64,5 @@ def live_server(settings: Settings, database_url: str) -> Iterator[LiveServer]:
 @pytest.fixture
 def live(live_server: LiveServer) -> LiveServer:
     # Tests truncate tables and restart ids; a real database never reuses an event id.
-    live_server.runtime.services.pop("portal_events", None)
+    forget_events(live_server.runtime)
     return live_server

@@ -24,6 +24,7 @@ from websockets.exceptions import InvalidStatus
 
 from osiris.app import db, lifecycle
 from osiris.app.actors import system_actor
+from osiris.app.events import record_event
 from osiris.app.models import TaskEvent
 from osiris.app.realtime import Hub
 from osiris.portal import events
@@ -185,9 +186,9 @@ async def test_an_event_committed_after_a_higher_id_is_replayed_on_resume(factor
         task = await lifecycle.create_task(s, agent, title="Skew", repo="r", base_branch="main")
     async with factory.runtime.sessions() as slow:
         async with slow.begin():
-            low = await lifecycle.record_event(slow, task, agent, "slow-writer")  # not committed yet
+            low = await record_event(slow, task, agent, "slow-writer")  # not committed yet
             async with db.transaction(factory.runtime.sessions) as fast:
-                high = await lifecycle.record_event(fast, task, agent, "fast-writer")
+                high = await record_event(fast, task, agent, "fast-writer")
             assert low < high
             # the client has seen `high` and disconnects here; `low` commits afterwards
         async with factory.runtime.sessions() as s:
@@ -224,7 +225,7 @@ async def test_a_client_that_reads_nothing_through_a_flood_gets_every_event_once
     for b in range(bursts):
         async with db.transaction(factory.runtime.sessions) as s:
             for n in range(per_burst):
-                await lifecycle.record_event(s, task, system_actor(task.org_id), "note", data={"n": n})
+                await record_event(s, task, system_actor(task.org_id), "note", data={"n": n})
         for n in range(5):
             async with db.transaction(factory.runtime.sessions) as s:
                 await lifecycle.post_message(s, agent, task.id, body=f"between {b}.{n}", source="api")
@@ -338,7 +339,7 @@ async def test_a_slow_client_is_dropped_without_slowing_another(live, factory, p
     for _ in range(batches):
         async with db.transaction(factory.runtime.sessions) as s:
             for _ in range(per_batch):
-                await lifecycle.record_event(s, task, system_actor(task.org_id), "note", data={"pad": bulky})
+                await record_event(s, task, system_actor(task.org_id), "note", data={"pad": bulky})
         last_commit = time.monotonic()
         await asyncio.sleep(0.02)
     finished = await reader
@@ -395,7 +396,7 @@ async def second_process(settings, database_url, tmp_path):
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-c",
-        "from osiris.app.cli import main; raise SystemExit(main())",
+        "from osiris.cli import main; raise SystemExit(main())",
         "serve",
         "--host",
         "127.0.0.1",

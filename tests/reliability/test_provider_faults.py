@@ -38,11 +38,11 @@ from test_github_lifecycle import _people as _github_people  # noqa: E402
 from test_github_lifecycle import _status, _submit, _task  # noqa: E402
 
 from osiris.app import effects, jobs  # noqa: E402
-from osiris.app.main import create_app  # noqa: E402
 from osiris.app.models import ChannelNotification, TaskEvent  # noqa: E402
 from osiris.github_bridge.github_client import GitHub  # noqa: E402
 from osiris.github_bridge.github_host import GitHubHost  # noqa: E402
 from osiris.ingest import extension  # noqa: E402
+from osiris.server import create_app  # noqa: E402
 
 SEED = 20261125
 RATES = {"github": 0.15, "twilio": 0.35, "slack": 0.35}  # share of each provider's calls that fail
@@ -108,7 +108,7 @@ async def osiris(settings, world: World) -> AsyncIterator[tuple[httpx.AsyncClien
     async with LifespanManager(app, startup_timeout=60, shutdown_timeout=30):
         runtime = app.state.runtime
         gh_http = httpx.AsyncClient(transport=world.github_chaos, timeout=5)
-        runtime.services["code_host"] = GitHubHost(s, runtime.sessions, gh=GitHub(s, client=gh_http))
+        runtime.services.code_host = GitHubHost(s, runtime.sessions, gh=GitHub(s, client=gh_http))
         await extension.services(runtime, twilio_transport=world.twilio_chaos)
         worker = jobs.Worker(runtime.dsn, jobs.JobContext(runtime.sessions, s, runtime.services))
         running = asyncio.create_task(worker.run(reconnect_seconds=0.2))

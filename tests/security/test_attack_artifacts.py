@@ -17,10 +17,10 @@ import pytest
 from servers import mcp_over_http
 
 from osiris.app.errors import InvalidArtifact
-from osiris.app.main import asyncpg_dsn
 from osiris.github_bridge.gitcmd import Git, Scratch
 from osiris.github_bridge.local_git import LocalGitHost
 from osiris.github_bridge.trees import Change, _splice, fsck_trees
+from osiris.server import asyncpg_dsn
 
 EXT_URL = 'ext::sh -c "touch /tmp/pwned"'
 
@@ -99,7 +99,7 @@ def git(repo: Path, *args: str, check: bool = True) -> subprocess.CompletedProce
 
 @pytest.fixture
 def repo(live_app) -> tuple[str, Path]:
-    host = live_app.runtime.services["code_host"]
+    host = live_app.runtime.services.code_host
     assert isinstance(host, LocalGitHost)
     name = f"attack-{secrets.token_hex(4)}"
     host._open(name, "main", create=True)  # exists before the attack, so "unchanged" means something

@@ -83,7 +83,7 @@ def serve(tmp: Path, env: dict[str, str], *, workers: int = 1) -> Iterator[tuple
     full |= {"OSIRIS_DATA_DIR": str(tmp / "data"), "OSIRIS_PORT": str(port)} | env
     log = tmp / "serve.log"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "osiris.app.cli", "serve", "--workers", str(workers)],
+        [sys.executable, "-m", "osiris.cli", "serve", "--workers", str(workers)],
         env=full,
         cwd=tmp,
         stdout=subprocess.DEVNULL,

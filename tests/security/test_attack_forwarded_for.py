@@ -8,7 +8,7 @@ import httpx
 import pytest
 from servers import LiveServer
 
-from osiris.app.cli import proxy_options
+from osiris.cli import proxy_options
 
 pytestmark = pytest.mark.asyncio
 RATE = 3

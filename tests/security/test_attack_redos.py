@@ -28,10 +28,10 @@ from slack_sdk.signature import SignatureVerifier
 from sqlalchemy import func, select
 from twilio.request_validator import RequestValidator
 
-from osiris.app.main import create_app
 from osiris.app.models import ChannelReceipt, Delivery, Message, Task
 from osiris.github_bridge import webhooks as github_webhooks
 from osiris.ingest import telegram
+from osiris.server import create_app
 
 PUBLIC_URL = "https://osiris.example.com"
 TWILIO_TOKEN = "twilio-" + secrets.token_hex(8)

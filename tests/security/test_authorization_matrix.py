@@ -37,7 +37,9 @@ from osiris.app import accounts, db, lifecycle, models, repositories_registry, s
 from osiris.app.actors import Actor
 from osiris.app.artifacts import validate_artifact
 from osiris.app.auth import actor_for
+from osiris.app.events import record_event
 from osiris.app.models import ChannelAttachment, Role, Task, User
+from osiris.portal.live import forget_events
 
 ROLES = ("anonymous", "agent", "reviewer", "admin")
 PASSWORD = "correct horse battery"
@@ -1121,17 +1123,17 @@ async def test_websocket_matrix(world, factory, live_app, record_property):
     assert not bad, "\n".join(bad)
 
     # Live, not replayed: the board streams our organization's new events and never the other's.
-    live_app.runtime.services.pop("portal_events", None)  # ids restart with every test's tables
+    forget_events(live_app.runtime)  # ids restart with every test's tables
     url = world.base_url.replace("http://", "ws://") + "/ws/board"
     headers = {"Authorization": f"Bearer {world.creds.bearer['agent']}"}
     async with ws_connect(url, additional_headers=headers, open_timeout=10) as ws:
         assert json.loads(await asyncio.wait_for(ws.recv(), 10))["type"] == "ready"
         async with db.transaction(factory.runtime.sessions) as session:
             theirs = await session.get(Task, world.other["task"])
-            await lifecycle.record_event(session, theirs, world.actors["admin"], "matrix_probe")
+            await record_event(session, theirs, world.actors["admin"], "matrix_probe")
         async with db.transaction(factory.runtime.sessions) as session:
             ours = (await session.scalars(select(Task).where(Task.org_id == world.own_id).limit(1))).one()
-            await lifecycle.record_event(session, ours, world.actors["admin"], "matrix_probe")
+            await record_event(session, ours, world.actors["admin"], "matrix_probe")
         streamed = []
         while not streamed or streamed[-1].get("task_id") != ours.id:
             streamed.append(json.loads(await asyncio.wait_for(ws.recv(), 10)))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from osiris.app import accounts, routing
+from osiris.app import accounts
 from osiris.app.auth import AdminDep, RuntimeDep, SessionDep
 from osiris.app.errors import NotFound
 from osiris.app.models import Role
@@ -39,13 +39,15 @@ async def create_user(body: UserCreate, actor: AdminDep, session: SessionDep) ->
         github_login=body.github_login,
     )
     if body.skills:
-        user = await routing.set_user_skills(session, actor, user.id, skills=body.skills)
+        user = await accounts.set_user_skills(session, actor, user.id, skills=body.skills)
     return UserRead.model_validate(user)
 
 
 @router.put("/users/{user_id}/skills", response_model=UserRead)
 async def set_user_skills(user_id: int, body: SkillsUpdate, actor: AdminDep, session: SessionDep) -> UserRead:
-    return UserRead.model_validate(await routing.set_user_skills(session, actor, user_id, skills=body.skills))
+    return UserRead.model_validate(
+        await accounts.set_user_skills(session, actor, user_id, skills=body.skills)
+    )
 
 
 @router.patch("/users/{user_id}", response_model=UserRead)
@@ -60,7 +62,7 @@ async def update_user(
         user_id,
         role=Role(body.role) if body.role else None,
         is_active=body.is_active,
-        cache=runtime.services.get("token_cache"),
+        cache=runtime.services.token_cache,
     )
     return UserRead.model_validate(user)
 
@@ -93,5 +95,5 @@ async def create_token(body: ApiTokenCreate, actor: AdminDep, session: SessionDe
 async def revoke_token(
     token_id: int, actor: AdminDep, session: SessionDep, runtime: RuntimeDep
 ) -> ApiTokenRead:
-    cache = runtime.services.get("token_cache")
+    cache = runtime.services.token_cache
     return ApiTokenRead.model_validate(await accounts.revoke_token(session, actor, token_id, cache=cache))

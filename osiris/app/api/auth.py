@@ -23,7 +23,7 @@ async def issue_token(
     request: Request,
 ) -> TokenResponse:
     client = request.client.host if request.client else "unknown"
-    runtime.services["login_limiter"].hit(client, form.username)
+    runtime.services.login_limiter.hit(client, form.username)
     user = await accounts.authenticate_password(session, form.username, form.password)
     if user is None:
         raise Unauthenticated("wrong user name or password")

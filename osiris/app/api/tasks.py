@@ -15,6 +15,7 @@ from osiris.app.auth import ActorDep, RuntimeDep, SessionDep
 from osiris.app.errors import InvalidInput, NotFound
 from osiris.app.git_access import git_access
 from osiris.app.models import Task
+from osiris.app.ports import branch_name
 from osiris.app.runtime import Runtime
 from osiris.app.schemas import (
     PRIORITIES,
@@ -38,7 +39,6 @@ from osiris.app.schemas import (
     TaskRead,
     VersionDiff,
 )
-from osiris.github_bridge.port import branch_name
 
 router = APIRouter(prefix="/api/v1/tasks", tags=["tasks"])
 
@@ -62,7 +62,7 @@ def task_read(task: Task, *, pr_url: str | None = None, git: GitAccess | None = 
 
 async def task_with_git(runtime: Runtime, task: Task, *, pr_url: str | None = None) -> TaskRead:
     """The task and where to fetch its code: what a claim and a read of one task answer."""
-    return task_read(task, pr_url=pr_url, git=await git_access(runtime.services.get("code_host"), task))
+    return task_read(task, pr_url=pr_url, git=await git_access(runtime.services.code_host, task))
 
 
 def _cursor(task_id: int) -> str:

@@ -1,10 +1,13 @@
-"""create_app(): the one ASGI application — REST API, webhooks, MCP, portal, and their lifespan."""
+"""create_app(): the one ASGI application — REST API, webhooks, MCP, portal, and their lifespan.
+
+The composition root: it sits above the core (osiris.app) and every edge package and wires them
+together; nothing in osiris.app imports it."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import importlib
+import functools
 import logging
 import os
 import shlex
@@ -38,36 +41,39 @@ from osiris.app.api import organizations as organizations_api
 from osiris.app.api import reviews as reviews_api
 from osiris.app.api import routing as routing_api
 from osiris.app.api import webhooks as webhooks_api
-from osiris.app.auth import TokenCache
 from osiris.app.config import Settings, get_settings
 from osiris.app.ratelimit import RateLimiter
 from osiris.app.realtime import Hub
 from osiris.app.runtime import Runtime
 from osiris.app.security import TOKENS_CHANNEL
 from osiris.app.streams import REVOKED_CHANNEL, OpenStreams
+from osiris.app.token_cache import TokenCache
 
 log = logging.getLogger(__name__)
 assert effects  # imported for its job handlers  # noqa: S101
 
-# Edges that live in packages of their own. Each module exposes `install(app, settings)` (routes,
-# mounts, lifespan hooks) and may expose `async def services(runtime)` (ports for job handlers).
-EXTENSIONS = (
-    "osiris.github_bridge.extension",
-    "osiris.mcp.extension",
-    "osiris.ingest.extension",
-    "osiris.portal.extension",
-)
 
-
+# The edges, each in a package of its own. Each module exposes `install(app, settings)` (routes and
+# mounts) and may expose `async def services(runtime)` (the ports it implements, for job handlers)
+# and `lifespan(app, runtime)` (what it runs while the app runs: the MCP session manager, the SMTP
+# listener). Imported when an app or a worker is assembled, not when a CLI command only needs the
+# database.
+@functools.cache
 def _extensions() -> list:
-    found = []
-    for name in EXTENSIONS:
-        try:
-            found.append(importlib.import_module(name))
-        except ModuleNotFoundError as exc:
-            if exc.name is None or not name.startswith(exc.name):
-                raise  # a real missing dependency inside an extension must not be hidden
-    return found
+    from gidgethub import routing
+
+    from osiris.github_bridge import extension as code_host
+    from osiris.github_bridge import webhooks as github_webhooks
+    from osiris.ingest import extension as channels
+    from osiris.ingest import github_issues
+    from osiris.mcp import extension as mcp
+    from osiris.portal import extension as portal
+
+    # One router for GitHub's webhook events, over both edges that answer them (pull requests and
+    # reviews in the bridge, issues as requests in ingest), assembled here as bedevere's __main__ does.
+    github_events = routing.Router(github_webhooks.ROUTER, github_issues.ROUTER)
+    jobs.job_handler(github_webhooks.GITHUB_EVENT)(github_webhooks.event_job(github_events))
+    return [code_host, mcp, channels, portal]
 
 
 def asyncpg_dsn(sqlalchemy_url: str) -> str:
@@ -168,26 +174,27 @@ def create_app(settings: Settings | None = None, *, run_background: bool = True)
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         async with start_runtime(settings) as runtime:
-            runtime.services["login_limiter"] = RateLimiter(settings.login_rate_per_minute)
+            runtime.services.login_limiter = RateLimiter(settings.login_rate_per_minute)
             app.state.runtime = runtime
             await bootstrap(runtime)
             await install_services(runtime)
             log.info(integrations.summary(settings))  # names settings, never their values
             hub = Hub(runtime.dsn)
-            runtime.services["hub"] = hub
+            runtime.services.hub = hub
             cache = TokenCache()
-            runtime.services["token_cache"] = cache
+            runtime.services.token_cache = cache
             hub.listen(TOKENS_CHANNEL, cache.evict)
             # Open WebSockets and MCP streams of a revoked credential close on every replica.
             streams = OpenStreams(per_credential=settings.live_max_per_credential)
-            runtime.services["open_streams"] = streams
+            runtime.services.open_streams = streams
             hub.listen(TOKENS_CHANNEL, streams.token_revoked)
             hub.listen(REVOKED_CHANNEL, streams.key_revoked)
             background: list[asyncio.Task] = []
             worker = None
             async with contextlib.AsyncExitStack() as stack:
-                for hook in app.state.startup_hooks:
-                    await stack.enter_async_context(hook(app, runtime))
+                for ext in _extensions():  # the edges' own parts of the lifespan
+                    if hasattr(ext, "lifespan"):
+                        await stack.enter_async_context(ext.lifespan(app, runtime))
                 await hub.start()
                 if run_background:
                     background.append(asyncio.create_task(_sweep_leases(runtime), name="lease-sweeper"))
@@ -214,7 +221,6 @@ def create_app(settings: Settings | None = None, *, run_background: bool = True)
         lifespan=lifespan,
     )
     app.state.settings = settings
-    app.state.startup_hooks = []  # async context managers (app, runtime) run inside the lifespan
     problems.install(app)
     for router in (health.router, auth.router, tasks.router, admin.router, routing_api.router):
         app.include_router(router)
@@ -245,7 +251,8 @@ def create_app(settings: Settings | None = None, *, run_background: bool = True)
 
 async def install_services(runtime: Runtime) -> None:
     """Ports that job handlers and edges use (code host, notifiers), from every extension."""
-    runtime.services.setdefault("login_limiter", RateLimiter(runtime.settings.login_rate_per_minute))
+    if runtime.services.login_limiter is None:
+        runtime.services.login_limiter = RateLimiter(runtime.settings.login_rate_per_minute)
     for ext in _extensions():
         if hasattr(ext, "services"):
             await ext.services(runtime)

@@ -31,7 +31,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from osiris.app import logs
-    from osiris.app.main import create_app
+    from osiris.server import create_app
 
     settings = _settings(args)
     logs.configure(settings.log_level, json=settings.log_json)
@@ -65,7 +65,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         try:
             # uvicorn's supervisor starts each worker from an import string; the settings reach
             # them through the environment (--data-dir is already there, see _settings).
-            uvicorn.run("osiris.app.cli:app_from_environment", factory=True, workers=workers, **options)
+            uvicorn.run("osiris.cli:app_from_environment", factory=True, workers=workers, **options)
         finally:
             if embedded is not None:
                 embedded.stop()
@@ -77,7 +77,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 def app_from_environment():  # type: ignore[no-untyped-def]
     """The app of one `osiris serve --workers N` process."""
     from osiris.app import logs
-    from osiris.app.main import create_app
+    from osiris.server import create_app
 
     settings = Settings()
     process_env.scrub()
@@ -87,7 +87,7 @@ def app_from_environment():  # type: ignore[no-untyped-def]
 
 def cmd_worker(args: argparse.Namespace) -> int:
     from osiris.app import jobs, logs
-    from osiris.app.main import _sweep_leases, start_runtime
+    from osiris.server import _sweep_leases, start_runtime
 
     settings = _settings(args)
     process_env.scrub()  # this process runs the checks: nothing of ours for them to find
@@ -95,7 +95,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
     async def run() -> None:
         async with start_runtime(settings) as runtime:
-            from osiris.app.main import install_services
+            from osiris.server import install_services
 
             await install_services(runtime)
             ctx = jobs.JobContext(runtime.sessions, settings, runtime.services)
@@ -113,7 +113,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:
-    from osiris.app.main import start_runtime
+    from osiris.server import start_runtime
 
     async def run() -> None:
         async with start_runtime(_settings(args)):
@@ -138,8 +138,8 @@ def _read_password(args: argparse.Namespace) -> str | None:
 
 def cmd_user_create(args: argparse.Namespace) -> int:
     from osiris.app import accounts, db, organizations, routing
-    from osiris.app.main import start_runtime
     from osiris.app.models import Role
+    from osiris.server import start_runtime
 
     async def run() -> None:
         async with start_runtime(_settings(args)) as runtime, db.transaction(runtime.sessions) as session:
@@ -177,7 +177,7 @@ def _new_password(args: argparse.Namespace) -> str:
 
 def cmd_user_set_password(args: argparse.Namespace) -> int:
     from osiris.app import accounts, db
-    from osiris.app.main import admin_password_path, start_runtime
+    from osiris.server import admin_password_path, start_runtime
 
     password = _new_password(args)
     settings = _settings(args)
@@ -205,7 +205,7 @@ def _when(value) -> str | None:  # type: ignore[no-untyped-def]
 
 def cmd_user_list(args: argparse.Namespace) -> int:
     from osiris.app import accounts, db
-    from osiris.app.main import start_runtime
+    from osiris.server import start_runtime
 
     async def run() -> None:
         async with start_runtime(_settings(args)) as runtime, db.transaction(runtime.sessions) as session:
@@ -232,7 +232,7 @@ def cmd_user_list(args: argparse.Namespace) -> int:
 
 def cmd_token_list(args: argparse.Namespace) -> int:
     from osiris.app import accounts, db
-    from osiris.app.main import start_runtime
+    from osiris.server import start_runtime
 
     async def run() -> None:
         async with start_runtime(_settings(args)) as runtime, db.transaction(runtime.sessions) as session:
@@ -259,7 +259,7 @@ def cmd_token_list(args: argparse.Namespace) -> int:
 def cmd_token_revoke(args: argparse.Namespace) -> int:
     from osiris.app import accounts, db
     from osiris.app.actors import system_actor
-    from osiris.app.main import start_runtime
+    from osiris.server import start_runtime
 
     async def run() -> None:
         async with start_runtime(_settings(args)) as runtime, db.transaction(runtime.sessions) as session:
@@ -274,7 +274,7 @@ def cmd_token_revoke(args: argparse.Namespace) -> int:
 
 def cmd_org_create(args: argparse.Namespace) -> int:
     from osiris.app import db, organizations
-    from osiris.app.main import start_runtime
+    from osiris.server import start_runtime
 
     async def run() -> None:
         async with start_runtime(_settings(args)) as runtime, db.transaction(runtime.sessions) as session:
@@ -286,8 +286,8 @@ def cmd_org_create(args: argparse.Namespace) -> int:
 
 def cmd_token_create(args: argparse.Namespace) -> int:
     from osiris.app import accounts, db
-    from osiris.app.main import start_runtime
     from osiris.app.models import Role
+    from osiris.server import start_runtime
 
     async def run() -> None:
         async with start_runtime(_settings(args)) as runtime, db.transaction(runtime.sessions) as session:

@@ -1,7 +1,10 @@
-"""The code-host port: what the lifecycle's jobs and edges need from wherever the code lives.
+"""The ports: every protocol the core calls out through, and the errors that cross them.
 
-Implemented by the local git host (`local_git.LocalGitHost`) and by GitHub. Job handlers in
-`osiris.app.effects` call it from `JobContext.services["code_host"]`; the submit path calls `check`.
+The core (job handlers in `osiris.app.effects` and `osiris.app.checks`, the submit path, git access)
+calls these; the adapters implement them: the local git host (`github_bridge.local_git.LocalGitHost`)
+and GitHub (`github_bridge.github_host.GitHubHost`) for the code host, `ingest.notify.ChannelNotifier`
+for the notifier. Adapters import this module; nothing here imports an adapter. The ports a process
+has are registered in `JobContext.services` (`code_host`, `notifier`).
 """
 
 from __future__ import annotations
@@ -34,6 +37,12 @@ class MergeConflict(OsirisError):
         super().__init__(detail, files=self.files)
 
 
+class CheckoutFailed(Exception):
+    """A copy of a commit for the pre-review checks could not be made (a git command failed, a fetch
+    timed out). The adapters raise it (their git errors are this kind); `checks.py` turns it into an
+    `error` result."""
+
+
 class CodeHost(Protocol):
     """Publishing, merging and closing one task's change request. Every method is idempotent."""
 
@@ -62,7 +71,7 @@ class CodeHost(Protocol):
         """What merging `head_sha` (a version's published commit) into the base branch brings in:
         the diff from their merge base (for a merged change, what the merge brought in). Returns
         state, base_sha, merge_base_sha, mergeable (None when unknown), mergeable_state, conflicts,
-        head_moved, truncated, and files as `diffs.FileChange` fields (exact paths, counts, hunks;
+        head_moved, truncated, and files as `osiris.app.changes.FileChange` fields (exact paths, counts, hunks;
         `too_large` when the host sent no lines). `paths` may narrow it to those files. Raises
         osiris.app.errors.NotFound when there is no change request yet."""
 
@@ -121,3 +130,9 @@ class CheckReporter(Protocol):
     ) -> dict[str, Any]:
         """Report `run` (a CheckRun: running, or finished); `previous` is what the last report of
         this run returned. Returns what to remember of this report (ids, state)."""
+
+
+class Notifier(Protocol):
+    """Tells a requester about their task in the channel they asked from."""
+
+    async def notify(self, task: Task, kind: str, text: str) -> dict[str, Any]: ...

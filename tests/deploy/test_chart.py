@@ -1,0 +1,320 @@
+"""The Helm chart under deploy/helm/osiris and the manifests rendered from it under deploy/k8s:
+Helm's linter and renderer (Helm's Go SDK, from the helm-python-sdk wheel), the Kubernetes JSON
+schemas (kubernetes-validate's bundled copy, the schemas kubeconform uses), and every command, flag,
+environment name and probe held against the real OSIRIS."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+from deploy_manifests import (
+    CHART,
+    committed,
+    credential_env_names,
+    env_names,
+    helm,
+    kubernetes_validate,
+    one,
+    osiris_script,
+    pods,
+    render_module,
+    rendered,
+)
+
+from osiris.cli import build_parser
+
+# The oldest Kubernetes the chart declares (Chart.yaml kubeVersion) and the newest schemas bundled.
+OLDEST_KUBERNETES = "1.25.0"
+# Values that switch on everything off by default, so those templates are rendered and checked too.
+EVERYTHING_ON = {
+    "metrics": {"serviceMonitor": {"enabled": True, "labels": {"release": "prometheus"}}},
+    "persistence": {"enabled": True, "storageClass": "nfs"},
+    "autoscaling": {"enabled": False},
+    "service": {"sessionAffinity": "None"},
+    "ingress": {"cookieAffinity": False, "tls": {"enabled": False}},
+    "credentials": {"values": {"OSIRIS_SECRET_KEY": "k" * 40, "OSIRIS_GITHUB_TOKEN": "ghp_x"}},
+    "imagePullSecrets": [{"name": "registry"}],
+}
+API, WORKER, MIGRATE = "osiris-api", "osiris-worker", "osiris-migrate"
+
+
+def all_variants() -> list[tuple[str, list[dict]]]:
+    return [("deploy/k8s (default values)", committed()), ("everything on", rendered(EVERYTHING_ON))]
+
+
+# --- Helm ----------------------------------------------------------------------------------------
+
+
+def test_helm_lint_finds_nothing() -> None:
+    helm_python = helm()
+    for values in (None, EVERYTHING_ON):
+        report = helm_python.lint(str(CHART), values, strict=True, kube_version="v1.30.0")
+        assert report["total_charts_linted"] == 1
+        assert report["errors"] == [], report
+        # severity 1 is "info" (Helm's "icon is recommended"); warnings and errors fail
+        assert [m for m in report["messages"] if m["severity"] >= 2] == [], report
+
+
+def test_committed_manifests_are_what_the_chart_renders() -> None:
+    helm()
+    assert render_module.main(["--check"]) == 0, "run: .venv/bin/python deploy/render.py"
+
+
+# --- Kubernetes schemas --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kube", [OLDEST_KUBERNETES, "latest"])
+def test_manifests_validate_against_the_kubernetes_schemas(kube: str) -> None:
+    kv = kubernetes_validate()
+    version = kv.latest_version() if kube == "latest" else kube
+    for variant, docs in all_variants():
+        for doc in docs:
+            if doc["apiVersion"].startswith("monitoring.coreos.com/"):
+                continue  # a CRD: no schema is bundled; test_service_monitor checks it
+            try:
+                kv.validate(doc, version, strict=True)  # strict: an unknown field is an error too
+            except kv.ValidationError as exc:
+                pytest.fail(f"{variant}: {doc['kind']}/{doc['metadata']['name']} on {version}: {exc}")
+
+
+def test_an_invalid_manifest_is_refused() -> None:
+    """The validator really validates: a misspelt field and a wrong type are caught."""
+    kv = kubernetes_validate()
+    deployment = one(committed(), "Deployment", API)
+    bad = {**deployment, "spec": {**deployment["spec"], "replica": 2}}
+    with pytest.raises(kv.ValidationError):
+        kv.validate(bad, kv.latest_version(), strict=True)
+    pdb = one(committed(), "PodDisruptionBudget", API)
+    with pytest.raises(kv.ValidationError):
+        kv.validate({**pdb, "spec": {**pdb["spec"], "selector": "api"}}, kv.latest_version(), strict=True)
+
+
+def test_service_monitor() -> None:
+    docs = rendered(EVERYTHING_ON)
+    monitor = one(docs, "ServiceMonitor", "osiris")
+    service = one(docs, "Service", "osiris")
+    assert monitor["apiVersion"] == "monitoring.coreos.com/v1"
+    assert monitor["metadata"]["labels"]["release"] == "prometheus"
+    labels = service["metadata"]["labels"]
+    assert monitor["spec"]["selector"]["matchLabels"].items() <= labels.items()
+    [endpoint] = monitor["spec"]["endpoints"]
+    assert endpoint["path"] == "/metrics"
+    assert endpoint["port"] in {p["name"] for p in service["spec"]["ports"]}
+    assert not [d for d in committed() if d["kind"] == "ServiceMonitor"], "a CRD must stay off by default"
+
+
+# --- the real CLI --------------------------------------------------------------------------------
+
+
+def _containers(docs: list[dict]) -> dict[str, dict]:
+    return {obj["metadata"]["name"]: c for obj, spec in pods(docs) for c in spec["containers"]}
+
+
+def test_commands_are_real_osiris_commands_and_flags() -> None:
+    containers = _containers(committed())
+    assert containers[API]["args"][0] == "serve"
+    assert containers[WORKER]["args"] == ["worker"]
+    assert containers[MIGRATE]["args"] == ["migrate"]
+    parser = build_parser()
+    script = osiris_script()
+    for name, container in containers.items():
+        args = container["args"]
+        parser.parse_args(args)  # an unknown flag or a bad value exits here
+        # and the installed command documents each flag used
+        help_text = subprocess.run(
+            [str(script), args[0], "--help"], capture_output=True, text=True, check=True, timeout=60
+        ).stdout
+        for flag in (a for a in args[1:] if a.startswith("--")):
+            assert flag in help_text, f"{name}: {flag} is not in `osiris {args[0]} --help`"
+
+
+def test_serve_listens_where_the_probes_and_the_service_look() -> None:
+    docs = committed()
+    api = _containers(docs)[API]
+    args = build_parser().parse_args(api["args"])
+    config = one(docs, "ConfigMap", "osiris-config")["data"]
+    [port] = api["ports"]
+    assert port["name"] == "http"
+    assert args.port == port["containerPort"] == int(config["OSIRIS_PORT"])
+    assert args.host == config["OSIRIS_HOST"] == "0.0.0.0"
+    assert api["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http"}
+    assert api["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
+    service = one(docs, "Service", "osiris")
+    assert [p["targetPort"] for p in service["spec"]["ports"]] == ["http"]
+    # that serve answers on these paths: test_local_run.py
+
+
+# --- settings ------------------------------------------------------------------------------------
+
+
+def test_every_environment_name_is_a_real_setting() -> None:
+    known = {env for name in type_fields() for env in env_names(name)}
+    for variant, docs in all_variants():
+        config = one(docs, "ConfigMap", "osiris-config")["data"]
+        assert set(config) <= known, f"{variant}: not settings: {set(config) - known}"
+        for obj, spec in pods(docs):
+            for c in spec["containers"]:
+                names = {e["name"] for e in c.get("env", [])}
+                assert names <= known, f"{variant}: {obj['metadata']['name']}: {names - known}"
+        for secret in (d for d in docs if d["kind"] == "Secret"):
+            assert set(secret.get("stringData") or {}) <= known
+
+
+def type_fields() -> list[str]:
+    from osiris.app.config import Settings
+
+    return list(Settings.model_fields)
+
+
+def test_every_credential_setting_comes_from_a_secret_and_nothing_else_does() -> None:
+    docs = committed()
+    api = _containers(docs)[API]
+    from_secrets = {e["name"]: e["valueFrom"]["secretKeyRef"] for e in api["env"] if "valueFrom" in e}
+    assert set(from_secrets) == credential_env_names() | {"DATABASE_URL"}
+    assert from_secrets["DATABASE_URL"] == {"name": "osiris-database", "key": "url"}
+    for name in credential_env_names():
+        assert from_secrets[name]["key"] == name
+        # unset unless given, except the signing key Settings requires with DATABASE_URL
+        assert from_secrets[name].get("optional", False) is (name != "OSIRIS_SECRET_KEY")
+    config = one(docs, "ConfigMap", "osiris-config")["data"]
+    assert not set(config) & (credential_env_names() | env_names("database_url"))
+
+
+def test_the_config_map_is_valid_settings(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
+    """Settings accepts the ConfigMap's values as they are (types, JSON, networks)."""
+    from osiris.app.config import Settings
+
+    monkeypatch.chdir(tmp_path)  # no .env
+    for variant, docs in all_variants():
+        for key, value in one(docs, "ConfigMap", "osiris-config")["data"].items():
+            monkeypatch.setenv(key, value)
+        monkeypatch.setenv("DATABASE_URL", "postgresql://osiris@db/osiris")
+        monkeypatch.setenv("OSIRIS_SECRET_KEY", "s" * 40)
+        settings = Settings()
+        assert settings.run_worker is False, variant  # the worker Deployment runs the jobs
+        assert str(settings.data_dir) == "/home/osiris/data"
+        assert settings.trusted_proxies == ["10.0.0.0/8"]
+
+
+def test_no_empty_credential_is_rendered() -> None:
+    """An empty OSIRIS_GITHUB_TOKEN would be a token (""), not unset: only given values appear."""
+    secret = one(rendered(EVERYTHING_ON), "Secret", "osiris-credentials")
+    assert secret["stringData"] == {"OSIRIS_SECRET_KEY": "k" * 40, "OSIRIS_GITHUB_TOKEN": "ghp_x"}
+    assert one(committed(), "Secret", "osiris-credentials")["stringData"] == {}
+    existing = rendered({"credentials": {"existingSecret": "mine"}})
+    assert not [d for d in existing if d["kind"] == "Secret"]
+    refs = {e["valueFrom"]["secretKeyRef"]["name"] for e in _containers(existing)[API]["env"]}
+    assert refs == {"osiris-database", "mine"}
+
+
+# --- pods ----------------------------------------------------------------------------------------
+
+
+def test_every_pod_is_non_root_read_only_and_without_a_kubernetes_token() -> None:
+    for variant, docs in all_variants():
+        config = one(docs, "ConfigMap", "osiris-config")["data"]
+        for obj, spec in pods(docs):
+            where = f"{variant}: {obj['metadata']['name']}"
+            assert spec["automountServiceAccountToken"] is False, where
+            assert spec["securityContext"]["runAsNonRoot"] is True, where
+            assert spec["securityContext"]["runAsUser"] == 10001, where  # the image's user
+            assert spec["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}, where
+            for c in spec["containers"]:
+                sc = c["securityContext"]
+                assert sc["readOnlyRootFilesystem"] is True, where
+                assert sc["allowPrivilegeEscalation"] is False, where
+                assert sc["capabilities"]["drop"] == ["ALL"], where
+                assert "add" not in sc["capabilities"], where
+                mounts = {m["mountPath"] for m in c["volumeMounts"]}
+                assert "/tmp" in mounts, where  # tempfile: check copies, git scratch
+                if obj["kind"] == "Deployment":  # the data dir: repositories, caches
+                    assert config["OSIRIS_DATA_DIR"] in mounts, where
+        assert one(docs, "ServiceAccount", "osiris")["automountServiceAccountToken"] is False
+
+
+def test_the_worker_runs_jobs_apart_from_the_api_with_fewer_credentials() -> None:
+    docs = committed()
+    containers = _containers(docs)
+    worker_env = {e["name"] for e in containers[WORKER]["env"]}
+    assert worker_env < {e["name"] for e in containers[API]["env"]}
+    # never the admin password (serve's bootstrap) nor the inbound webhook verifiers (the API's)
+    for name in (
+        "OSIRIS_ADMIN_PASSWORD",
+        "OSIRIS_GITHUB_WEBHOOK_SECRET",
+        "OSIRIS_SLACK_SIGNING_SECRET",
+        "OSIRIS_EMAIL_WEBHOOK_SECRET",
+        "OSIRIS_TELEGRAM_WEBHOOK_SECRET",
+    ):
+        assert name not in worker_env
+    assert {"DATABASE_URL", "OSIRIS_SECRET_KEY"} <= worker_env
+    worker = one(docs, "Deployment", WORKER)["spec"]["template"]["spec"]
+    assert worker["enableServiceLinks"] is False  # no other Services' addresses in its environment
+    assert worker["containers"][0]["securityContext"]["runAsNonRoot"] is True
+    assert one(docs, "ConfigMap", "osiris-config")["data"]["OSIRIS_RUN_WORKER"] == "false"
+
+
+def test_api_scales_and_survives_disruption() -> None:
+    docs = committed()
+    deployment = one(docs, "Deployment", API)
+    pod_labels = deployment["spec"]["template"]["metadata"]["labels"]
+    hpa = one(docs, "HorizontalPodAutoscaler", API)
+    assert hpa["spec"]["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment", "name": API}
+    assert hpa["spec"]["minReplicas"] >= 2
+    [metric] = hpa["spec"]["metrics"]
+    assert metric["resource"]["name"] == "cpu"
+    assert "replicas" not in deployment["spec"]  # the HPA owns it
+    pdb = one(docs, "PodDisruptionBudget", API)
+    assert pdb["spec"]["selector"]["matchLabels"].items() <= pod_labels.items()
+    assert pdb["spec"]["minAvailable"] >= 1
+    off = one(rendered(EVERYTHING_ON), "Deployment", API)
+    assert off["spec"]["replicas"] >= 2
+    for obj, _ in pods(docs):  # no pod of the worker or job matches the API's selector
+        if obj["metadata"]["name"] != API:
+            labels = obj["spec"]["template"]["metadata"]["labels"]
+            assert not pdb["spec"]["selector"]["matchLabels"].items() <= labels.items()
+
+
+def test_ingress_keeps_websockets_and_mcp_sessions() -> None:
+    docs = committed()
+    ingress = one(docs, "Ingress", "osiris")
+    notes = ingress["metadata"]["annotations"]
+    assert int(notes["nginx.ingress.kubernetes.io/proxy-read-timeout"]) >= 3600
+    assert int(notes["nginx.ingress.kubernetes.io/proxy-send-timeout"]) >= 3600
+    assert notes["nginx.ingress.kubernetes.io/proxy-http-version"] == "1.1"
+    assert notes["nginx.ingress.kubernetes.io/affinity"] == "cookie"
+    service = one(docs, "Service", "osiris")
+    assert service["spec"]["sessionAffinity"] == "ClientIP"
+    [rule] = ingress["spec"]["rules"]
+    [path] = rule["http"]["paths"]
+    assert path["backend"]["service"]["name"] == service["metadata"]["name"]
+    # both affinities can be turned off
+    everything = rendered(EVERYTHING_ON)
+    assert (
+        "nginx.ingress.kubernetes.io/affinity"
+        not in one(everything, "Ingress", "osiris")["metadata"]["annotations"]
+    )
+    assert one(everything, "Service", "osiris")["spec"]["sessionAffinity"] == "None"
+
+
+def test_migrations_run_as_a_hook_after_the_secret_they_need() -> None:
+    docs = committed()
+    job = one(docs, "Job", MIGRATE)
+    secret = one(docs, "Secret", "osiris-credentials")
+    hooks = job["metadata"]["annotations"]
+    assert set(hooks["helm.sh/hook"].split(",")) == {"pre-install", "pre-upgrade"}
+    assert secret["metadata"]["annotations"]["helm.sh/hook"] == hooks["helm.sh/hook"]
+    assert int(secret["metadata"]["annotations"]["helm.sh/hook-weight"]) < int(hooks["helm.sh/hook-weight"])
+    assert job["spec"]["template"]["spec"]["restartPolicy"] == "Never"
+
+
+def test_render_script_runs_as_a_program() -> None:
+    helm()
+    proc = subprocess.run(
+        [sys.executable, str(CHART.parents[1] / "render.py"), "--check"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr

@@ -1,0 +1,182 @@
+"""The manifests' own commands, run here: `osiris migrate` (the hook Job), then `osiris serve` with
+the API Deployment's args and environment (its ConfigMap and credentials), probed where its
+readiness and liveness probes and the ServiceMonitor look, and `osiris worker` with the worker
+Deployment's narrower credentials, all against a fresh, empty database.
+
+What differs from a pod, and why: the port is a free one and the host is 127.0.0.1 (tests listen on
+loopback only), and OSIRIS_DATA_DIR is a temporary folder (the pod's emptyDir)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import asyncpg
+import httpx
+import pytest
+from deploy_manifests import committed, one, osiris_script
+from sqlalchemy.engine import make_url
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+async def empty_database(database_url: str) -> AsyncIterator[str]:
+    """A new database with nothing in it, on the server the run's `database_url` fixture
+    (tests/conftest.py) set up: OSIRIS_TEST_DATABASE_URL's, or the embedded one."""
+    base = make_url(database_url).set(drivername="postgresql")
+    name = f"osiris_deploy_{secrets.token_hex(4)}"
+    admin = await asyncpg.connect(base.render_as_string(hide_password=False))
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}"')
+        yield base.set(database=name).render_as_string(hide_password=False)
+    finally:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await admin.close()
+
+
+def _env(container: dict, config: dict[str, str], credentials: dict[str, str]) -> dict[str, str]:
+    """The container's environment as Kubernetes would build it: envFrom the ConfigMap, then each
+    env entry (a secretKeyRef resolves to the credential, or is left out when optional and absent)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OSIRIS_") and k != "DATABASE_URL"}
+    if container.get("envFrom"):
+        env |= config
+    for entry in container.get("env", []):
+        if "value" in entry:
+            env[entry["name"]] = entry["value"]
+            continue
+        ref = entry["valueFrom"]["secretKeyRef"]
+        if ref["key"] in credentials:
+            env[entry["name"]] = credentials[ref["key"]]
+        else:
+            assert ref.get("optional"), f"{entry['name']}: a required key is missing"
+    return env
+
+
+async def _migrated(url: str) -> bool:
+    conn = await asyncpg.connect(url)
+    try:
+        at_head = await conn.fetchval("SELECT count(*) FROM alembic_version") == 1
+        return at_head and await conn.fetchval("SELECT to_regclass('public.tasks') IS NOT NULL")
+    finally:
+        await conn.close()
+
+
+def _pod_args(args: list[str], port: int) -> list[str]:
+    out = list(args)
+    for flag, value in (("--host", "127.0.0.1"), ("--port", str(port))):
+        if flag in out:
+            out[out.index(flag) + 1] = value
+    return out
+
+
+def _wait_ready(proc: subprocess.Popen, url: str, log: Path) -> None:
+    deadline = time.monotonic() + 120
+    while True:
+        assert proc.poll() is None, log.read_text()[-3000:]
+        try:
+            if httpx.get(url, timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        assert time.monotonic() < deadline, f"not ready in 120 s:\n{log.read_text()[-3000:]}"
+        time.sleep(0.2)
+
+
+def test_migrate_serve_and_worker_as_the_manifests_run_them(empty_database: str, tmp_path: Path) -> None:
+    docs = committed()
+    config = dict(one(docs, "ConfigMap", "osiris-config")["data"])
+    config["OSIRIS_DATA_DIR"] = str(tmp_path / "data")
+    credentials = {
+        "url": empty_database,  # the database Secret's key
+        "OSIRIS_SECRET_KEY": secrets.token_urlsafe(48),
+        "OSIRIS_ADMIN_PASSWORD": "deploy-test-" + secrets.token_hex(8),
+    }
+    containers = {
+        obj["metadata"]["name"]: obj["spec"]["template"]["spec"]["containers"][0]
+        for obj in docs
+        if obj["kind"] in ("Deployment", "Job")
+    }
+    script = str(osiris_script())
+
+    # 1. the migration Job, on an empty database
+    job = containers["osiris-migrate"]
+    done = subprocess.run(
+        [script, *job["args"]],
+        env=_env(job, config, credentials),
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert asyncio.run(_migrated(empty_database))
+
+    # 2. the API Deployment's container
+    api = containers["osiris-api"]
+    port = _free_port()
+    api_env = _env(api, config, credentials)
+    api_env["OSIRIS_PORT"] = str(port)
+    serve_log = tmp_path / "serve.log"
+    serve = subprocess.Popen(
+        [script, *_pod_args(api["args"], port)],
+        env=api_env,
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=serve_log.open("wb"),
+        start_new_session=True,
+    )
+    # 3. the worker Deployment's container, with only its own credentials
+    worker = containers["osiris-worker"]
+    worker_log = tmp_path / "worker.log"
+    work = subprocess.Popen(
+        [script, *worker["args"]],
+        env=_env(worker, config, credentials),
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=worker_log.open("wb"),
+        start_new_session=True,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        ready = api["readinessProbe"]["httpGet"]["path"]
+        live = api["livenessProbe"]["httpGet"]["path"]
+        _wait_ready(serve, base + ready, serve_log)
+        assert httpx.get(base + live, timeout=5).json() == {"status": "ok"}
+        assert httpx.get(base + ready, timeout=5).json() == {"status": "ok", "database": "ok"}
+        assert "osiris_" in httpx.get(base + "/metrics", timeout=5).text  # the ServiceMonitor's path
+        # the admin password from the Secret works; a task made here is a job for the worker pod
+        token = httpx.post(
+            base + "/api/v1/auth/token",
+            data={"username": "admin", "password": credentials["OSIRIS_ADMIN_PASSWORD"]},
+            timeout=10,
+        )
+        headers = {"Authorization": f"Bearer {token.raise_for_status().json()['access_token']}"}
+        created = httpx.post(base + "/api/v1/tasks", json={"title": "from the manifests"}, headers=headers)
+        assert created.status_code == 201, created.text
+        time.sleep(2)
+        assert work.poll() is None, worker_log.read_text()[-3000:]
+        assert serve.poll() is None, serve_log.read_text()[-3000:]
+    finally:
+        for proc in (serve, work):
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGTERM)
+        serve.wait(60)
+        work.wait(60)
+    # uvicorn re-raises the SIGTERM after a clean shutdown, as under tini in the pod
+    assert serve.returncode in (0, -signal.SIGTERM), serve_log.read_text()[-3000:]
+    assert "Application shutdown complete" in serve_log.read_text()
+    assert work.returncode in (0, -signal.SIGTERM), worker_log.read_text()[-3000:]
+    # serve ran no job worker of its own (OSIRIS_RUN_WORKER=false): the worker pod does that
+    assert "OSIRIS admin account created" not in serve_log.read_text()  # the Secret's password was used
