@@ -15,22 +15,15 @@ published is the publish job, measured by bench/github_sync.py). Prints p50/p95/
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import json
-import statistics
-import sys
 import tempfile
 import time
 from datetime import datetime
 from pathlib import Path
 
 import httpx
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _server import running_server  # noqa: E402
-
-ADMIN_PASSWORD = "bench-admin-password"
+from _server import admin_headers, arguments, bearer, new_member, percentile_ms, running_server, write_summary
 
 
 def _at(event: dict) -> float:
@@ -62,57 +55,45 @@ async def one_version(
 
 async def bench(url: str, runs: int) -> list[tuple[float, float, float]]:
     async with httpx.AsyncClient(base_url=url, timeout=30) as client:
-        r = await client.post("/api/v1/auth/token", data={"username": "admin", "password": ADMIN_PASSWORD})
-        admin = {"Authorization": f"Bearer {r.json()['access_token']}"}
-        await client.post("/api/v1/users", json={"username": "bench-agent", "role": "agent"}, headers=admin)
-        r = await client.post(
-            "/api/v1/tokens", json={"name": "bench", "username": "bench-agent"}, headers=admin
-        )
-        agent = {"Authorization": f"Bearer {r.json()['token']}"}
+        admin = await admin_headers(client)
+        agent = bearer((await new_member(client, admin, "bench-agent"))[0])
         await one_version(client, agent, admin, 0)  # warm-up: first copy, first job
         return [await one_version(client, agent, admin, n) for n in range(1, runs + 1)]
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = arguments(__doc__)
     parser.add_argument("--runs", type=int, default=20)
     parser.add_argument("--command", default="sleep 0.1")
-    parser.add_argument("--json", type=Path, help="also write the key numbers here (bench/report.py)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="osiris-bench-checks-") as tmp:
         env = {
-            "OSIRIS_ADMIN_PASSWORD": ADMIN_PASSWORD,
             "OSIRIS_CHECKS": json.dumps({"default": [args.command]}),
             "OSIRIS_CHECKS_MODE": json.dumps({"default": "block"}),
         }
         with running_server(Path(tmp) / "data", env=env) as (url, _proc, _):
             results = asyncio.run(bench(url, args.runs))
-    overhead = sorted(r[0] * 1000 for r in results)
-    totals = [r[1] * 1000 for r in results]
-    own = [r[2] * 1000 for r in results]
-    p95 = statistics.quantiles(overhead, n=20)[18] if len(overhead) > 1 else overhead[0]
+    overhead, totals, own = ([r[i] for r in results] for i in range(3))
+    p50, p95, own_p50 = percentile_ms(overhead, 0.5), percentile_ms(overhead, 0.95), percentile_ms(own, 0.5)
     print(f"check command: {args.command!r}, {len(results)} versions")
-    print(f"published -> result recorded: median {statistics.median(totals):.0f} ms")
-    print(f"the command's own time:       median {statistics.median(own):.0f} ms")
+    print(f"published -> result recorded: median {percentile_ms(totals, 0.5):.0f} ms")
+    print(f"the command's own time:       median {own_p50:.0f} ms")
     print(
-        f"OSIRIS overhead: p50 {statistics.median(overhead):.0f} ms, p95 {p95:.0f} ms, "
-        f"max {overhead[-1]:.0f} ms (goal p95 < 300 ms)"
+        f"OSIRIS overhead: p50 {p50:.0f} ms, p95 {p95:.0f} ms, "
+        f"max {percentile_ms(overhead, 1):.0f} ms (goal p95 < 300 ms)"
     )
-    if args.json:
-        summary = {
-            "name": f"pre-review check overhead ({args.command!r})",
-            "baseline_label": "the command's own time, median",
-            "baseline": round(statistics.median(own)),
-            "osiris_label": "OSIRIS overhead, p95",
-            "osiris": round(p95),
-            "ratio": round(p95 / statistics.median(own), 2),
-            "unit": "ms",
-            "goal": "overhead p95 < 300 ms",
-            "notes": f"{len(results)} versions; overhead p50 {statistics.median(overhead):.0f} ms",
-        }
-        args.json.write_text(json.dumps(summary, indent=2) + "\n")
+    write_summary(
+        args.json,
+        name=f"pre-review check overhead ({args.command!r})",
+        baseline_label="the command's own time, median",
+        baseline=round(own_p50),
+        osiris_label="OSIRIS overhead, p95",
+        osiris=round(p95),
+        ratio=round(p95 / own_p50, 2),
+        unit="ms",
+        goal="overhead p95 < 300 ms",
+        notes=f"{len(results)} versions; overhead p50 {p50:.0f} ms",
+    )
 
 
 if __name__ == "__main__":

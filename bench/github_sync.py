@@ -12,19 +12,13 @@ The GitHub part (the same measurement against the GitHub fake) belongs in `githu
 
 from __future__ import annotations
 
-import argparse
-import json
-import statistics
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import httpx
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _server import cli, running_server  # noqa: E402
+from _server import arguments, cli, percentile_ms, running_server, write_summary
 
 APP = "def main():\n    return 1\n"
 DEEP = "pkg_07/mod_3/file_042.py"
@@ -84,10 +78,6 @@ def one_sample(http: httpx.Client, repo: str, n: int, deadline: float) -> float:
         time.sleep(0.002)
 
 
-def p95(values: list[float]) -> float:
-    return statistics.quantiles(values, n=20)[18] * 1000
-
-
 def local_part(samples: int, n_files: int) -> dict:
     with tempfile.TemporaryDirectory(prefix="osiris-bench-") as tmp:
         data = Path(tmp)
@@ -108,8 +98,8 @@ def local_part(samples: int, n_files: int) -> dict:
                         took = one_sample(http, name, n, deadline)
                         if n >= 3:  # the first rounds warm caches and connections
                             times[name].append(took)
-        small, large = p95(times["bench-small"]), p95(times["bench-large"])
-        med = {k: statistics.median(v) * 1000 for k, v in times.items()}
+        small, large = percentile_ms(times["bench-small"], 0.95), percentile_ms(times["bench-large"], 0.95)
+        med = {k: percentile_ms(v, 0.5) for k, v in times.items()}
         print(f"local  submit → change request visible, {samples} samples each")
         print(
             f"  small ({sizes['bench-small']} files): p95 {small:7.1f} ms   median {med['bench-small']:6.1f} ms"
@@ -133,14 +123,11 @@ def local_part(samples: int, n_files: int) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = arguments(__doc__)
     parser.add_argument("--samples", type=int, default=40)
     parser.add_argument("--files", type=int, default=50_000)
-    parser.add_argument("--json", type=Path, help="also write the key numbers here (bench/report.py)")
     args = parser.parse_args()
-    summary = local_part(args.samples, args.files)
-    if args.json:
-        args.json.write_text(json.dumps(summary, indent=2) + "\n")
+    write_summary(args.json, **local_part(args.samples, args.files))
 
 
 if __name__ == "__main__":

@@ -9,42 +9,39 @@
     OSIRIS_TEST_DATABASE_URL=postgresql://postgres@127.0.0.1:5432/test \\
         .venv/bin/python bench/github_sync_github.py [--samples 30] [--files 50000]
 
-Without OSIRIS_TEST_DATABASE_URL an embedded PostgreSQL runs under a temporary folder.
+The scratch database is created on OSIRIS_BENCH_DATABASE_URL's server (else OSIRIS_TEST_DATABASE_URL's)
+and dropped at the end; without either, an embedded PostgreSQL runs under a temporary folder.
 """
 
+# ruff: noqa: E402 - the SDK (which the app imports) may be imported only once bench/ is off sys.path
 from __future__ import annotations
 
-import argparse
+import _server
+
+_server.use_repository_root()  # run as a script, bench/ is first on sys.path: bench/mcp.py would hide the SDK
+
 import asyncio
-import json
-import os
+import contextlib
+import logging
 import secrets
-import statistics
-import sys
 import tempfile
 import time
 from collections import Counter
 from pathlib import Path
 
-import asyncpg
 import httpx
+from _server import ADMIN_PASSWORD, arguments, percentile_ms, scratch_database, write_summary
 from asgi_lifespan import LifespanManager
 from pydantic import SecretStr
-from sqlalchemy.engine import make_url
 
-ROOT = Path(__file__).resolve().parents[1]
-# Run as a script, bench/ is first on sys.path, where bench/mcp.py would hide the `mcp` SDK the app imports.
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != ROOT / "bench"]
-sys.path.insert(0, str(ROOT / "tests" / "github_bridge"))
-from fake_github import BOT, FakeGitHub  # noqa: E402
-
-from osiris.app import accounts, db, jobs  # noqa: E402
-from osiris.app.config import Settings  # noqa: E402
-from osiris.app.models import Role  # noqa: E402
-from osiris.github_bridge import webhooks  # noqa: E402
-from osiris.github_bridge.github_client import GitHub  # noqa: E402
-from osiris.github_bridge.github_host import GitHubHost  # noqa: E402
-from osiris.server import create_app  # noqa: E402
+from osiris.app import accounts, db, jobs
+from osiris.app.config import Settings
+from osiris.app.models import Role
+from osiris.github_bridge.github_client import GitHub
+from osiris.github_bridge.github_host import GitHubHost
+from osiris.server import create_app
+from tests.support.fake_github import BOT, FakeGitHub
+from tests.support.github_harness import ensure_webhook_route
 
 SECRET = "bench-secret"
 SUMMARY: dict = {}  # the key numbers, for --json
@@ -59,29 +56,7 @@ def patch(n: int) -> str:
     )
 
 
-def p95(xs: list[float]) -> float:
-    return statistics.quantiles(xs, n=20)[18] * 1000 if len(xs) >= 2 else xs[0] * 1000
-
-
-async def database(tmp: Path) -> tuple[str, object]:
-    server = os.environ.get("OSIRIS_TEST_DATABASE_URL")
-    if not server:
-        embedded = db.EmbeddedPostgres(tmp)
-        url = embedded.start()
-        return url, embedded
-    base = make_url(server)
-    name = f"osiris_bench_{secrets.token_hex(3)}"
-    conn = await asyncpg.connect(base.set(drivername="postgresql").render_as_string(hide_password=False))
-    await conn.execute(f'CREATE DATABASE "{name}"')
-    await conn.close()
-    return base.set(drivername="postgresql+asyncpg", database=name).render_as_string(
-        hide_password=False
-    ), name
-
-
-async def run(samples: int, n_files: int) -> None:
-    tmp = Path(tempfile.mkdtemp(prefix="osiris-bench-gh-"))
-    url, handle = await database(tmp)
+async def run(url: str, tmp: Path, samples: int, n_files: int) -> None:
     fake = FakeGitHub(tmp / "github", secret=SECRET)
     (tmp / "github").mkdir()
     t = time.perf_counter()
@@ -96,7 +71,7 @@ async def run(samples: int, n_files: int) -> None:
         database_url=url,
         data_dir=tmp / "data",
         secret_key="bench-" + secrets.token_hex(16),
-        admin_password="bench-admin-password",
+        admin_password=ADMIN_PASSWORD,
         run_worker=False,
         log_level="WARNING",
         github_token=SecretStr("osiris-token"),
@@ -105,8 +80,7 @@ async def run(samples: int, n_files: int) -> None:
         github_repo={"small": SMALL, "large": LARGE},
     )
     app = create_app(settings, run_background=False)
-    if not any(getattr(r, "path", None) == "/api/v1/webhooks/github" for r in app.routes):
-        app.include_router(webhooks.router)
+    ensure_webhook_route(app)
     async with LifespanManager(app, startup_timeout=120):
         runtime = app.state.runtime
         http = httpx.AsyncClient(transport=fake.transport(), timeout=30)
@@ -141,16 +115,6 @@ async def run(samples: int, n_files: int) -> None:
             await asyncio.wait_for(running, 30)
             await api.aclose()
             await http.aclose()
-    if isinstance(handle, str):
-        conn = await asyncpg.connect(
-            make_url(os.environ["OSIRIS_TEST_DATABASE_URL"])
-            .set(drivername="postgresql")
-            .render_as_string(hide_password=False)
-        )
-        await conn.execute(f'DROP DATABASE IF EXISTS "{handle}" WITH (FORCE)')
-        await conn.close()
-    else:
-        handle.stop()  # type: ignore[attr-defined]
 
 
 async def new_task(api: httpx.AsyncClient, agent_h: dict, admin_h: dict, repo: str, title: str) -> int:
@@ -190,13 +154,13 @@ async def speed(api, fake: FakeGitHub, agent_h, admin_h, samples: int) -> None:
             await until(lambda repo=repo, task_id=task_id: pr_for(fake, repo, task_id) is not None)
             if n >= 3:  # warm-up rounds
                 times[name].append(time.perf_counter() - start)
-    small, large = p95(times["small"]), p95(times["large"])
+    small, large = percentile_ms(times["small"], 0.95), percentile_ms(times["large"], 0.95)
     print(f"github submit → draft PR visible, {samples} samples each (check + publish job, fake GitHub)")
     print(
-        f"  small (10 files):      p95 {small:7.1f} ms   median {statistics.median(times['small']) * 1000:6.1f} ms"
+        f"  small (10 files):      p95 {small:7.1f} ms   median {percentile_ms(times['small'], 0.5):6.1f} ms"
     )
     print(
-        f"  large (50,000+ files): p95 {large:7.1f} ms   median {statistics.median(times['large']) * 1000:6.1f} ms"
+        f"  large (50,000+ files): p95 {large:7.1f} ms   median {percentile_ms(times['large'], 0.5):6.1f} ms"
     )
     print(
         f"  ratio large/small p95: {large / small:.2f}  (goal ≤ 1.5: {'ok' if large / small <= 1.5 else 'ABOVE GOAL'})"
@@ -266,29 +230,27 @@ async def calls(api, fake: FakeGitHub, agent_h, admin_h) -> None:
 
 
 def main() -> None:
-    import logging
-
     logging.disable(logging.INFO)  # httpx logs every request at INFO
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = arguments(__doc__)
     parser.add_argument("--samples", type=int, default=30)
     parser.add_argument("--files", type=int, default=50_000)
-    parser.add_argument("--json", type=Path, help="also write the key numbers here (bench/report.py)")
     args = parser.parse_args()
-    asyncio.run(run(args.samples, args.files))
-    if args.json:
-        summary = {
-            "name": "GitHub (fake): submit → draft PR visible, p95",
-            "baseline_label": "10 files",
-            "baseline": SUMMARY.get("small"),
-            "osiris_label": f"{args.files + 2} files",
-            "osiris": SUMMARY.get("large"),
-            "ratio": SUMMARY.get("ratio"),
-            "unit": "ms",
-            "goal": "ratio <= 1.5; <= 12 API calls per lifecycle, no polling",
-            "notes": "; ".join(SUMMARY.get("calls", []))
-            + f"; OpenAPI violations {SUMMARY.get('violations')}",
-        }
-        args.json.write_text(json.dumps(summary, indent=2) + "\n")
+    with tempfile.TemporaryDirectory(prefix="osiris-bench-gh-") as tmpdir, contextlib.ExitStack() as stack:
+        tmp = Path(tmpdir)
+        url = stack.enter_context(scratch_database(tmp))
+        asyncio.run(run(url, tmp, args.samples, args.files))
+    write_summary(
+        args.json,
+        name="GitHub (fake): submit → draft PR visible, p95",
+        baseline_label="10 files",
+        baseline=SUMMARY.get("small"),
+        osiris_label=f"{args.files + 2} files",
+        osiris=SUMMARY.get("large"),
+        ratio=SUMMARY.get("ratio"),
+        unit="ms",
+        goal="ratio <= 1.5; <= 12 API calls per lifecycle, no polling",
+        notes="; ".join(SUMMARY.get("calls", [])) + f"; OpenAPI violations {SUMMARY.get('violations')}",
+    )
 
 
 if __name__ == "__main__":

@@ -7,23 +7,16 @@ Goal: ratio ≥ 0.3.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
-import json
-import os
 import secrets
-import signal
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 import httpx
+from _server import arguments, free_port, running_server, serving, write_summary
 from twilio.request_validator import RequestValidator
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _server import free_port, running_server  # noqa: E402
 
 PATH = "/api/v1/webhooks/twilio"
 PUBLIC_URL = "https://osiris.bench.invalid"
@@ -80,34 +73,19 @@ async def measure(url: str, n: int, concurrency: int) -> float:
     return n / (time.perf_counter() - start)
 
 
-def bare_server() -> tuple[subprocess.Popen, str]:
+def bare_rate(n: int, concurrency: int) -> float:
+    """The same requests against the bare endpoint, served by uvicorn in a process of its own."""
     port = free_port()
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-c",
-            BARE_APP
-            + f"\nimport uvicorn\nuvicorn.run(app, host='127.0.0.1', port={port}, log_level='warning')",
-        ],
-        start_new_session=True,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    serve = f"\nimport uvicorn\nuvicorn.run(app, host='127.0.0.1', port={port}, log_level='warning')"
     url = f"http://127.0.0.1:{port}"
-    for _ in range(200):
-        try:
-            httpx.get(url + "/docs", timeout=1)
-            return proc, url
-        except httpx.HTTPError:
-            time.sleep(0.05)
-    raise RuntimeError("bare server did not start")
+    with serving([sys.executable, "-c", BARE_APP + serve], url, ready="/docs"):
+        return asyncio.run(measure(url, n, concurrency))
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
+    parser = arguments(__doc__)
     parser.add_argument("--requests", type=int, default=600)
     parser.add_argument("--concurrency", type=int, default=20)
-    parser.add_argument("--json", type=Path, help="also write the key numbers here (bench/report.py)")
     args = parser.parse_args()
     env = {
         "OSIRIS_TWILIO_AUTH_TOKEN": TOKEN,
@@ -117,28 +95,22 @@ def main() -> None:
     }
     with running_server(Path(tempfile.mkdtemp(prefix="osiris-bench-")), env=env) as (url, _, _):
         osiris_rate = asyncio.run(measure(url, args.requests, args.concurrency))
-    proc, url = bare_server()
-    try:
-        bare_rate = asyncio.run(measure(url, args.requests, args.concurrency))
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(30)
+    bare = bare_rate(args.requests, args.concurrency)
     print(f"signed Twilio webhooks, task created and committed: {osiris_rate:8.1f} req/s")
-    print(f"bare FastAPI endpoint parsing the same form       : {bare_rate:8.1f} req/s")
-    print(f"ratio: {osiris_rate / bare_rate:.2f} (goal >= 0.3)")
-    if args.json:
-        summary = {
-            "name": "signed Twilio webhooks accepted/s",
-            "baseline_label": "bare FastAPI form endpoint",
-            "baseline": round(bare_rate, 1),
-            "osiris_label": "task created and committed",
-            "osiris": round(osiris_rate, 1),
-            "ratio": round(osiris_rate / bare_rate, 2),
-            "unit": "req/s",
-            "goal": "ratio >= 0.3",
-            "notes": f"{args.requests} requests, concurrency {args.concurrency}",
-        }
-        args.json.write_text(json.dumps(summary, indent=2) + "\n")
+    print(f"bare FastAPI endpoint parsing the same form       : {bare:8.1f} req/s")
+    print(f"ratio: {osiris_rate / bare:.2f} (goal >= 0.3)")
+    write_summary(
+        args.json,
+        name="signed Twilio webhooks accepted/s",
+        baseline_label="bare FastAPI form endpoint",
+        baseline=round(bare, 1),
+        osiris_label="task created and committed",
+        osiris=round(osiris_rate, 1),
+        ratio=round(osiris_rate / bare, 2),
+        unit="req/s",
+        goal="ratio >= 0.3",
+        notes=f"{args.requests} requests, concurrency {args.concurrency}",
+    )
 
 
 if __name__ == "__main__":

@@ -21,19 +21,16 @@ Loopback only.
 
     .venv/bin/python bench/load.py [--duration 60] [--agents 100] [--ws-clients 20] [--phases 1 2]
 
-Phase 2 uses a scratch database on OSIRIS_BENCH_DATABASE_URL when set (e.g.
-postgresql://postgres@127.0.0.1:5432/postgres), else the embedded PostgreSQL both processes share.
+Phase 2 uses a scratch database on OSIRIS_BENCH_DATABASE_URL (else OSIRIS_TEST_DATABASE_URL) when set
+(e.g. postgresql://postgres@127.0.0.1:5432/postgres), else the embedded PostgreSQL both processes share.
 """
 
-# ruff: noqa: E402 - sys.path must be fixed before the SDK is imported (see below)
+# ruff: noqa: E402 - the SDK may be imported only once bench/ is off sys.path
 from __future__ import annotations
 
-import sys
-from pathlib import Path
+import _server
 
-# Run as a script, Python puts bench/ first on sys.path, where bench/mcp.py would hide the `mcp` SDK.
-_HERE = Path(__file__).resolve().parent
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
+_server.use_repository_root()  # run as a script, bench/ is first on sys.path: bench/mcp.py would hide the SDK
 
 import argparse
 import asyncio
@@ -46,28 +43,29 @@ import tempfile
 import time
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import asyncpg
 import httpx
+from _server import (
+    admin_headers,
+    arguments,
+    embedded_dsn,
+    memory_mib,
+    new_member,
+    percentile_ms,
+    running_server,
+    scratch_database,
+    seed_tasks,
+    write_summary,
+)
 from mcp.client import Client
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared._httpx_utils import create_mcp_http_client
-from sqlalchemy.engine import make_url
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
-sys.path.append(str(_HERE))  # the SDK is imported: now bench/'s helpers may be found
-from _server import running_server  # noqa: I001
-
-ADMIN_PASSWORD = "bench-admin-password"
 OPS = ("my_tasks", "read_pending", "claim", "submit", "approve", "request_changes")
-
-
-def pct(samples: list[float], q: float) -> float:
-    if not samples:
-        return float("nan")
-    ordered = sorted(samples)
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))] * 1000
 
 
 @dataclass
@@ -336,13 +334,6 @@ def load_average() -> str:
     return " ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
-def vm_hwm_mib(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
-
-
 async def server_5xx(url: str) -> int:
     async with httpx.AsyncClient(timeout=30) as http:
         text = (await http.get(url + "/metrics")).text
@@ -355,30 +346,18 @@ async def server_5xx(url: str) -> int:
 
 async def setup(url: str, agents: int) -> tuple[list[tuple[str, int]], str, str]:
     async with httpx.AsyncClient(base_url=url, timeout=60) as http:
-        r = await http.post("/api/v1/auth/token", data={"username": "admin", "password": ADMIN_PASSWORD})
-        admin = {"Authorization": f"Bearer {r.raise_for_status().json()['access_token']}"}
-
-        async def user(name: str, role: str) -> tuple[str, int]:
-            r = await http.post("/api/v1/users", json={"username": name, "role": role}, headers=admin)
-            uid = r.raise_for_status().json()["id"]
-            r = await http.post("/api/v1/tokens", json={"name": "load", "username": name}, headers=admin)
-            return r.raise_for_status().json()["token"], uid
-
-        tokens = [await user(f"load-agent-{i}", "agent") for i in range(agents)]
-        review_token, _ = await user("load-reviewer", "reviewer")
-        watch_token, _ = await user("load-watcher", "reviewer")
+        admin = await admin_headers(http)
+        tokens = [await new_member(http, admin, f"load-agent-{i}") for i in range(agents)]
+        review_token, _ = await new_member(http, admin, "load-reviewer", "reviewer")
+        watch_token, _ = await new_member(http, admin, "load-watcher", "reviewer")
     return tokens, review_token, watch_token
 
 
 async def seed(dsn: str, n: int) -> tuple[int, int]:
+    """`n` pending tasks; returns the organization and the last event id before the window opens."""
+    org = await seed_tasks(dsn, n, "load")
     conn = await asyncpg.connect(dsn)
     try:
-        org = await conn.fetchval("SELECT id FROM organizations ORDER BY id LIMIT 1")
-        await conn.executemany(
-            "INSERT INTO tasks (org_id, title, description, repo, base_branch, priority)"
-            " VALUES ($1, $2, 'seeded by bench/load.py', 'default', 'main', $3)",
-            [(org, f"load {i}", i % 4) for i in range(n)],
-        )
         return org, await conn.fetchval("SELECT coalesce(max(id), 0) FROM task_events")
     finally:
         await conn.close()
@@ -479,7 +458,7 @@ async def run_phase(label: str, urls: list[str], pids: list[int], dsn: str, args
             f"{args.tasks} seeded tasks; running {args.duration:.0f} s",
             flush=True,
         )
-        rss_start = [vm_hwm_mib(p) for p in pids]
+        rss_start = [memory_mib(p, "VmHWM") for p in pids]
         cpu0 = time.process_time()
         start = time.monotonic()
         review = asyncio.create_task(
@@ -507,7 +486,7 @@ async def run_phase(label: str, urls: list[str], pids: list[int], dsn: str, args
     for t in watch_tasks:
         t.cancel()
     await asyncio.gather(*watch_tasks, return_exceptions=True)
-    rss = [vm_hwm_mib(p) for p in pids]
+    rss = [memory_mib(p, "VmHWM") for p in pids]
     five = [await server_5xx(u) for u in urls]
 
     missing = [len(expected - set(w.ids)) for w in watchers]
@@ -530,7 +509,9 @@ async def run_phase(label: str, urls: list[str], pids: list[int], dsn: str, args
         for transport in ("MCP", "REST"):
             xs = stats.lat.get((transport, op))
             if xs:
-                print(f"{op:<18}{transport:>10}{len(xs):>8}{pct(xs, 0.5):>10.1f}{pct(xs, 0.99):>10.1f}")
+                print(
+                    f"{op:<18}{transport:>10}{len(xs):>8}{percentile_ms(xs, 0.5):>10.1f}{percentile_ms(xs, 0.99):>10.1f}"
+                )
     conflicts = {k: n for k, n in c.items() if "conflict" in k}
     print(f"conflicts (lost races, expected): {conflicts or 'none'}")
     print(
@@ -584,8 +565,8 @@ async def run_phase(label: str, urls: list[str], pids: list[int], dsn: str, args
         "seconds": round(elapsed, 1),
         "submissions_per_s": round(submits / elapsed, 2),
         "approvals": c["approves"],
-        "p50_ms": {f"{t} {op}": round(pct(xs, 0.5), 1) for (t, op), xs in stats.lat.items()},
-        "p99_ms": {f"{t} {op}": round(pct(xs, 0.99), 1) for (t, op), xs in stats.lat.items()},
+        "p50_ms": {f"{t} {op}": round(percentile_ms(xs, 0.5), 1) for (t, op), xs in stats.lat.items()},
+        "p99_ms": {f"{t} {op}": round(percentile_ms(xs, 0.99), 1) for (t, op), xs in stats.lat.items()},
         "artifacts": v["artifacts"],
         "published_once": v["published_once"],
         "ws_events": len(expected),
@@ -602,40 +583,16 @@ async def run_phase(label: str, urls: list[str], pids: list[int], dsn: str, args
     }
 
 
-@contextlib.contextmanager
-def scratch_database():
-    server = os.environ.get("OSIRIS_BENCH_DATABASE_URL")
-    if not server:
-        yield None
-        return
-    base = make_url(server).set(drivername="postgresql")
-    name = f"osiris_load_{os.getpid()}_{secrets.token_hex(3)}"
-    admin = base.render_as_string(hide_password=False)
-
-    async def sql(statement: str) -> None:
-        conn = await asyncpg.connect(admin)
-        try:
-            await conn.execute(statement)
-        finally:
-            await conn.close()
-
-    asyncio.run(sql(f'CREATE DATABASE "{name}"'))
-    try:
-        yield base.set(database=name).render_as_string(hide_password=False)
-    finally:
-        asyncio.run(sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-
-
 def phase(n_servers: int, args: argparse.Namespace) -> dict:
     with tempfile.TemporaryDirectory(prefix="osiris-load-") as tmp, contextlib.ExitStack() as stack:
         data = Path(tmp) / "data"
-        env = {"OSIRIS_ADMIN_PASSWORD": ADMIN_PASSWORD, "OSIRIS_HOST": "127.0.0.1"}
-        dsn = f"postgresql://postgres@/postgres?host={(data / 'pg').resolve()}"
+        env: dict[str, str] = {}
+        dsn = embedded_dsn(data)
         label = "phase 1, embedded default"
         if n_servers > 1:
-            scratch = stack.enter_context(scratch_database())
+            scratch = stack.enter_context(scratch_database(None))
             label = f"phase 2, {n_servers} processes, one data dir, " + (
-                "scratch database on OSIRIS_BENCH_DATABASE_URL" if scratch else "shared embedded PostgreSQL"
+                "scratch database" if scratch else "shared embedded PostgreSQL"
             )
             if scratch:
                 dsn = scratch
@@ -659,7 +616,7 @@ def phase(n_servers: int, args: argparse.Namespace) -> dict:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = arguments(__doc__)
     p.add_argument("--duration", type=float, default=60.0, help="seconds of load per phase")
     p.add_argument("--agents", type=int, default=100, help="agents, half MCP and half REST")
     p.add_argument("--ws-clients", type=int, default=20, help="portal /ws/board clients")
@@ -668,32 +625,30 @@ def main() -> None:
     p.add_argument("--reject-share", type=float, default=0.25, help="share of first reviews sent back")
     p.add_argument("--drain", type=float, default=180.0, help="at most this long for the job queue")
     p.add_argument("--phases", type=int, nargs="+", default=[1, 2], help="server counts to run")
-    p.add_argument("--json", type=Path, help="also write the key numbers here")
     args = p.parse_args()
     results = {f"{n} server(s)": phase(n, args) for n in args.phases}
-    if args.json:
-        first = next(iter(results.values()))
-        last = list(results.values())[-1]
-        summary = {
-            "name": f"load: {args.agents} agents (MCP+REST) + {args.ws_clients} board WebSockets, {args.duration:.0f} s",
-            "baseline_label": f"submissions/s, {first['servers']} server",
-            "baseline": first["submissions_per_s"],
-            "osiris_label": f"submissions/s, {last['servers']} servers",
-            "osiris": last["submissions_per_s"],
-            "ratio": round(last["submissions_per_s"] / first["submissions_per_s"], 2)
-            if first["submissions_per_s"]
-            else None,
-            "unit": "submissions/s",
-            "goal": "nothing lost or duplicated, every event to every client, no 5xx",
-            "notes": "; ".join(
-                f"{k}: {'checks hold' if r['ok'] else 'CHECKS FAILED'}, {r['artifacts']} artifacts, "
-                f"WS missing {r['ws_missing']}, 5xx {r['server_5xx'] + r['client_5xx']}, "
-                f"peak RSS {'/'.join(map(str, r['peak_rss_mib']))} MiB"
-                for k, r in results.items()
-            ),
-            "phases": results,
-        }
-        args.json.write_text(json.dumps(summary, indent=2) + "\n")
+    first = next(iter(results.values()))
+    last = list(results.values())[-1]
+    write_summary(
+        args.json,
+        name=f"load: {args.agents} agents (MCP+REST) + {args.ws_clients} board WebSockets, {args.duration:.0f} s",
+        baseline_label=f"submissions/s, {first['servers']} server",
+        baseline=first["submissions_per_s"],
+        osiris_label=f"submissions/s, {last['servers']} servers",
+        osiris=last["submissions_per_s"],
+        ratio=round(last["submissions_per_s"] / first["submissions_per_s"], 2)
+        if first["submissions_per_s"]
+        else None,
+        unit="submissions/s",
+        goal="nothing lost or duplicated, every event to every client, no 5xx",
+        notes="; ".join(
+            f"{k}: {'checks hold' if r['ok'] else 'CHECKS FAILED'}, {r['artifacts']} artifacts, "
+            f"WS missing {r['ws_missing']}, 5xx {r['server_5xx'] + r['client_5xx']}, "
+            f"peak RSS {'/'.join(map(str, r['peak_rss_mib']))} MiB"
+            for k, r in results.items()
+        ),
+        phases=results,
+    )
 
 
 if __name__ == "__main__":

@@ -12,39 +12,38 @@ Without a database URL (OSIRIS_BENCH_DATABASE_URL, else OSIRIS_TEST_DATABASE_URL
 PostgreSQL in a temporary folder. The whole run is bounded by --deadline seconds.
 """
 
-# ruff: noqa: E402 - sys.path must be fixed before the SDK is imported (see below)
+# ruff: noqa: E402 - the SDK may be imported only once bench/ is off sys.path
 from __future__ import annotations
 
-import sys
-from pathlib import Path
+import _server
 
-# Run as a script, Python puts bench/ first on sys.path, where this very file would hide the `mcp` SDK.
-_HERE = Path(__file__).resolve().parent
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
+_server.use_repository_root()  # run as a script, bench/ is first on sys.path: this file would hide the SDK
 
 import argparse
 import asyncio
 import contextlib
-import json
-import os
 import secrets
-import socket
-import statistics
-import subprocess
 import tempfile
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
-import asyncpg
 import httpx
+from _server import (
+    admin_headers,
+    agent_tokens,
+    arguments,
+    percentile_ms,
+    running_server,
+    scratch_database,
+    write_summary,
+)
 from mcp.client import Client
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared._httpx_utils import create_mcp_http_client
 from mcp_types import CLIENT_CAPABILITIES_META_KEY, PROTOCOL_VERSION_META_KEY
-from sqlalchemy.engine import make_url
 
-ADMIN_PASSWORD = "bench-admin-password"
 ROWS: list[dict] = []  # every printed row, for --json
 
 
@@ -53,101 +52,14 @@ class Timings:
     samples: list[float] = field(default_factory=list)
 
     def pct(self, q: float) -> float:
-        ordered = sorted(self.samples)
-        return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))] * 1000
+        return percentile_ms(self.samples, q)
 
     @property
     def p50(self) -> float:
-        return statistics.median(self.samples) * 1000
-
-
-# --- the server ----------------------------------------------------------------------------------
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@contextlib.asynccontextmanager
-async def private_database(tmp: Path) -> AsyncIterator[str]:
-    server = os.environ.get("OSIRIS_BENCH_DATABASE_URL") or os.environ.get("OSIRIS_TEST_DATABASE_URL")
-    if not server:
-        from osiris.app.db import EmbeddedPostgres
-
-        embedded = EmbeddedPostgres(tmp)
-        try:
-            yield embedded.start()
-        finally:
-            embedded.stop()
-        return
-    base = make_url(server)
-    name = f"osiris_bench_{os.getpid()}_{secrets.token_hex(3)}"
-    admin = base.set(drivername="postgresql").render_as_string(hide_password=False)
-    conn = await asyncpg.connect(admin)
-    await conn.execute(f'CREATE DATABASE "{name}"')
-    await conn.close()
-    try:
-        yield base.set(drivername="postgresql", database=name).render_as_string(hide_password=False)
-    finally:
-        conn = await asyncpg.connect(admin)
-        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        await conn.close()
-
-
-@contextlib.asynccontextmanager
-async def osiris_server(database_url: str, tmp: Path) -> AsyncIterator[str]:
-    port = _free_port()
-    url = f"http://127.0.0.1:{port}"
-    env = {
-        **os.environ,
-        "DATABASE_URL": database_url,
-        "OSIRIS_SECRET_KEY": secrets.token_urlsafe(32),
-        "OSIRIS_ADMIN_PASSWORD": ADMIN_PASSWORD,
-        "OSIRIS_DATA_DIR": str(tmp / "data"),
-        "OSIRIS_PUBLIC_URL": url,
-        "OSIRIS_RUN_WORKER": "false",  # measure the request path, not publishing jobs
-        "OSIRIS_LOG_LEVEL": "WARNING",
-        "OSIRIS_LOGIN_RATE_PER_MINUTE": "1000",
-    }
-    log = (tmp / "server.log").open("w")
-    cmd = [sys.executable, "-m", "osiris.cli", "serve", "--host", "127.0.0.1", "--port", str(port)]
-    proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)  # noqa: ASYNC220
-    try:
-        async with httpx.AsyncClient(base_url=url) as http:
-            for _ in range(600):
-                with contextlib.suppress(httpx.HTTPError):
-                    if (await http.get("/readyz")).status_code == 200:
-                        break
-                if proc.poll() is not None:
-                    raise RuntimeError(f"the server exited; see {tmp / 'server.log'}")
-                await asyncio.sleep(0.1)
-            else:
-                raise RuntimeError("the server did not become ready in 60 s")
-        yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
+        return self.pct(0.5)
 
 
 # --- setting up agents and tasks ----------------------------------------------------------------
-
-
-async def make_agents(http: httpx.AsyncClient, admin: dict[str, str], n: int) -> list[str]:
-    tokens = []
-    for i in range(n):
-        name = f"bench-agent-{i}"
-        r = await http.post("/api/v1/users", json={"username": name, "role": "agent"}, headers=admin)
-        r.raise_for_status()
-        r = await http.post("/api/v1/tokens", json={"name": "bench", "username": name}, headers=admin)
-        r.raise_for_status()
-        tokens.append(r.json()["token"])
-    return tokens
 
 
 async def make_tasks(http: httpx.AsyncClient, admin: dict[str, str], n: int, label: str) -> list[int]:
@@ -337,71 +249,68 @@ def row(name: str, sessions: int, rest: Timings, mcp: Timings) -> str:
     )
 
 
-async def run(args: argparse.Namespace) -> None:
-    deadline = time.monotonic() + args.deadline
-    with tempfile.TemporaryDirectory(prefix="osiris-bench-") as tmpdir:
-        tmp = Path(tmpdir)
-        async with private_database(tmp) as database_url, osiris_server(database_url, tmp) as url:
-            async with httpx.AsyncClient(base_url=url, timeout=60) as http:
-                r = await http.post(
-                    "/api/v1/auth/token", data={"username": "admin", "password": ADMIN_PASSWORD}
-                )
-                r.raise_for_status()
-                admin = {"Authorization": f"Bearer {r.json()['access_token']}"}
-                most = max(args.sessions)
-                tokens = await make_agents(http, admin, most)
-                await make_tasks(http, admin, args.backlog, "backlog")
+async def run(url: str, args: argparse.Namespace, deadline: float) -> None:
+    async with httpx.AsyncClient(base_url=url, timeout=60) as http:
+        admin = await admin_headers(http)
+        tokens = await agent_tokens(http, admin, max(args.sessions))
+        await make_tasks(http, admin, args.backlog, "backlog")
 
-                print(f"OSIRIS MCP vs REST, loopback {url}; times in ms; ratio = MCP / REST")
-                print(
-                    f"{'operation':<22}{'sessions':>8}{'n':>6}{'REST p50':>10}{'REST p95':>10}"
-                    f"{'MCP p50':>10}{'MCP p95':>10}{'p50':>10}{'p95':>10}"
+        print(f"OSIRIS MCP vs REST, loopback {url}; times in ms; ratio = MCP / REST")
+        print(
+            f"{'operation':<22}{'sessions':>8}{'n':>6}{'REST p50':>10}{'REST p95':>10}"
+            f"{'MCP p50':>10}{'MCP p95':>10}{'p50':>10}{'p95':>10}"
+        )
+        for sessions in args.sessions:
+            rest_agents = [RestAgent(url, t) for t in tokens[:sessions]]
+            wire_agents = [WireAgent(url, t) for t in tokens[:sessions]]
+            # An exit stack closes the MCP sessions in reverse order, as their task groups need.
+            async with contextlib.AsyncExitStack() as stack:
+                for agent in [*rest_agents, *wire_agents]:
+                    stack.push_async_callback(agent.close)
+                mcp_agents = [await stack.enter_async_context(McpAgent(url, t)) for t in tokens[:sessions]]
+                await measure_round(
+                    http, admin, sessions, rest_agents, mcp_agents, wire_agents, args, deadline
                 )
-                for sessions in args.sessions:
-                    rest_agents = [RestAgent(url, t) for t in tokens[:sessions]]
-                    wire_agents = [WireAgent(url, t) for t in tokens[:sessions]]
-                    # An exit stack closes the MCP sessions in reverse order, as their task groups need.
-                    async with contextlib.AsyncExitStack() as stack:
-                        for agent in [*rest_agents, *wire_agents]:
-                            stack.push_async_callback(agent.close)
-                        mcp_agents = [
-                            await stack.enter_async_context(McpAgent(url, t)) for t in tokens[:sessions]
-                        ]
-                        await measure_round(
-                            http, admin, sessions, rest_agents, mcp_agents, wire_agents, args, deadline
-                        )
-                if time.monotonic() > deadline:
-                    print(f"(stopped at the {args.deadline:.0f} s deadline: fewer samples than asked)")
+        if time.monotonic() > deadline:
+            print(f"(stopped at the {args.deadline:.0f} s deadline: fewer samples than asked)")
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = arguments(__doc__, deadline=240.0)
     p.add_argument("--sessions", type=int, nargs="+", default=[1, 50], help="concurrent agents per round")
     p.add_argument("--reads", type=int, default=500, help="read_pending_tasks calls per round")
     p.add_argument("--claims", type=int, default=200, help="claims per round")
     p.add_argument("--backlog", type=int, default=100, help="pending tasks in the queue while reading")
-    p.add_argument("--deadline", type=float, default=240.0, help="stop measuring after this many seconds")
-    p.add_argument("--json", type=Path, help="also write the key numbers here (bench/report.py)")
     args = p.parse_args()
-    asyncio.run(run(args))
+    deadline = time.monotonic() + args.deadline
+    with tempfile.TemporaryDirectory(prefix="osiris-bench-") as tmpdir, contextlib.ExitStack() as stack:
+        tmp = Path(tmpdir)
+        env = {
+            "DATABASE_URL": stack.enter_context(scratch_database(tmp)),
+            "OSIRIS_SECRET_KEY": secrets.token_urlsafe(32),
+            "OSIRIS_RUN_WORKER": "false",  # measure the request path, not publishing jobs
+            "OSIRIS_LOGIN_RATE_PER_MINUTE": "1000",
+        }
+        url, _proc, _ = stack.enter_context(running_server(tmp / "data", env=env))
+        asyncio.run(run(url, args, deadline))
     if args.json:
         most = max(r["sessions"] for r in ROWS)
         main_row = next(r for r in ROWS if r["op"] == "claim_task" and r["sessions"] == most)
-        summary = {
-            "name": f"MCP vs REST latency, claim_task p50 at {most} agents",
-            "baseline_label": "REST",
-            "baseline": round(main_row["rest_p50"], 1),
-            "osiris_label": "MCP (official client)",
-            "osiris": round(main_row["mcp_p50"], 1),
-            "ratio": round(main_row["mcp_p50"] / main_row["rest_p50"], 2),
-            "unit": "ms",
-            "goal": "MCP <= 2x REST",
-            "notes": "; ".join(
+        write_summary(
+            args.json,
+            name=f"MCP vs REST latency, claim_task p50 at {most} agents",
+            baseline_label="REST",
+            baseline=round(main_row["rest_p50"], 1),
+            osiris_label="MCP (official client)",
+            osiris=round(main_row["mcp_p50"], 1),
+            ratio=round(main_row["mcp_p50"] / main_row["rest_p50"], 2),
+            unit="ms",
+            goal="MCP <= 2x REST",
+            notes="; ".join(
                 f"{r['op']} @{r['sessions']}: p50 {r['mcp_p50'] / r['rest_p50']:.2f}x, p95 {r['p95_ratio']:.2f}x"
                 for r in ROWS
             ),
-        }
-        args.json.write_text(json.dumps(summary, indent=2) + "\n")
+        )
 
 
 if __name__ == "__main__":

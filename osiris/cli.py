@@ -1,16 +1,19 @@
 """The `osiris` command: serve, worker, migrate, mcp, user create/set-password/list, org create,
-token create/list/revoke, telegram set-webhook."""
+token create/list/revoke, client create/list/revoke, telegram set-webhook."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import os
 import sys
 from pathlib import Path
 
 from osiris.app import process_env
 from osiris.app.config import Settings
+
+log = logging.getLogger("osiris.cli")
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -52,6 +55,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
         "port": args.port or settings.port,
         "log_config": None,
         "timeout_graceful_shutdown": 10,
+        # Live events are small JSON texts encoded once per process; compressing them again for
+        # each WebSocket client cost more CPU than anything else per delivery (issue 17).
+        "ws_per_message_deflate": False,
         **proxy_options(settings),
     }
     if workers > 1:
@@ -90,6 +96,10 @@ def cmd_worker(args: argparse.Namespace) -> int:
     from osiris.server import _sweep_leases, start_runtime
 
     settings = _settings(args)
+    for field, given in (("worker_jobs", args.jobs), ("worker_skip_jobs", args.skip_jobs)):
+        if given is not None:  # the flag wins over the environment
+            kinds = [k.strip() for k in given.split(",") if k.strip()]
+            settings = settings.model_copy(update={field: kinds})
     process_env.scrub()  # this process runs the checks: nothing of ours for them to find
     logs.configure(settings.log_level, json=settings.log_json)
 
@@ -98,6 +108,8 @@ def cmd_worker(args: argparse.Namespace) -> int:
             from osiris.server import install_services
 
             await install_services(runtime)
+            kinds = jobs.handlers_for(settings)  # a misspelt kind stops here, before any work
+            log.info("job worker takes: %s", ", ".join(sorted(kinds)))
             ctx = jobs.JobContext(runtime.sessions, settings, runtime.services)
             if args.drain:
                 await jobs.drain(runtime.dsn, ctx)
@@ -238,7 +250,7 @@ def cmd_token_list(args: argparse.Namespace) -> int:
         async with start_runtime(_settings(args)) as runtime, db.transaction(runtime.sessions) as session:
             tokens = await accounts.all_tokens(session, username=args.user)
         _table(  # the prefix identifies a token; the secret itself was shown once and is not kept
-            ("ID", "USER", "NAME", "PREFIX", "CREATED", "LAST USED", "REVOKED"),
+            ("ID", "USER", "NAME", "PREFIX", "CREATED", "LAST USED", "EXPIRES", "REVOKED"),
             [
                 (
                     t.id,
@@ -247,6 +259,7 @@ def cmd_token_list(args: argparse.Namespace) -> int:
                     f"{t.display_prefix}…",
                     _when(t.created_at),
                     _when(t.last_used_at),
+                    _when(t.expires_at),
                     _when(t.revoked_at),
                 )
                 for t, user in tokens
@@ -305,6 +318,75 @@ def cmd_token_create(args: argparse.Namespace) -> int:
     return _run_reporting_errors(run)
 
 
+def cmd_client_create(args: argparse.Namespace) -> int:
+    from osiris.app import accounts, db, oauth
+    from osiris.app.models import Role
+    from osiris.server import start_runtime
+
+    async def run() -> None:
+        settings = _settings(args)
+        async with start_runtime(settings) as runtime, db.transaction(runtime.sessions) as session:
+            user = await accounts.find_user(session, args.name)
+            if user is None:
+                org = await accounts.default_org(session)
+                user = await accounts.create_user(session, org_id=org.id, username=args.name, role=Role.AGENT)
+            new = await oauth.create_client(
+                session, user=user, name=args.client_name or f"{args.name}-cli", scopes=args.scope
+            )
+            client_id, secret, scopes = new.client.client_id, new.secret, new.client.scopes
+        base = oauth.issuer(settings.public_url)
+        print(
+            f"client for {args.name}: scopes {' '.join(scopes)}; token endpoint {base}{oauth.TOKEN_PATH}; "
+            f"resource {oauth.mcp_audience(base)} (MCP) or {oauth.api_audience(base)} (REST). "
+            "The secret is shown only now.",
+            file=sys.stderr,
+        )
+        # alone on stdout, in the form of an env file: `osiris client create bot >> agent.env`
+        print(f"OSIRIS_CLIENT_ID={client_id}\nOSIRIS_CLIENT_SECRET={secret}")
+
+    return _run_reporting_errors(run)
+
+
+def cmd_client_list(args: argparse.Namespace) -> int:
+    from osiris.app import db, oauth
+    from osiris.server import start_runtime
+
+    async def run() -> None:
+        async with start_runtime(_settings(args)) as runtime, db.transaction(runtime.sessions) as session:
+            clients = await oauth.list_clients(session, None)
+        _table(  # never a secret: it was shown once and only its hash is kept
+            ("CLIENT ID", "USER", "NAME", "SCOPES", "CREATED", "LAST USED", "REVOKED"),
+            [
+                (
+                    c.client_id,
+                    user,
+                    c.name,
+                    " ".join(c.scopes),
+                    _when(c.created_at),
+                    _when(c.last_used_at),
+                    _when(c.revoked_at),
+                )
+                for c, user in clients
+            ],
+        )
+
+    return _run_reporting_errors(run)
+
+
+def cmd_client_revoke(args: argparse.Namespace) -> int:
+    from osiris.app import db, oauth
+    from osiris.server import start_runtime
+
+    async def run() -> None:
+        async with start_runtime(_settings(args)) as runtime, db.transaction(runtime.sessions) as session:
+            # NOTIFY on commit: every server drops its access tokens and closes their live streams
+            client = await oauth.find_client(session, args.client_id, org_id=None)
+            await oauth.revoke_client(session, client)
+        print(f"client {args.client_id} revoked; its access tokens no longer work", file=sys.stderr)
+
+    return _run_reporting_errors(run)
+
+
 def cmd_telegram_set_webhook(args: argparse.Namespace) -> int:
     from osiris.ingest import telegram
 
@@ -358,6 +440,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     worker = sub.add_parser("worker", help="run side-effect jobs and the lease sweeper")
     worker.add_argument("--drain", action="store_true", help="run queued jobs, then exit")
+    worker.add_argument(
+        "--jobs",
+        metavar="KINDS",
+        help="only these job kinds, comma-separated, e.g. run_checks (default OSIRIS_WORKER_JOBS, else all)",
+    )
+    worker.add_argument(
+        "--skip-jobs",
+        metavar="KINDS",
+        help="every job kind but these, e.g. run_checks (default OSIRIS_WORKER_SKIP_JOBS, else none)",
+    )
     worker.set_defaults(fn=cmd_worker)
 
     sub.add_parser("migrate", help="apply database migrations").set_defaults(fn=cmd_migrate)
@@ -414,6 +506,25 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("id", type=int, help="the token's id (`osiris token list`)")
     tr.set_defaults(fn=cmd_token_revoke)
 
+    client = sub.add_parser(
+        "client", help="manage agents' OAuth clients (the client credentials grant)"
+    ).add_subparsers(dest="client_command", required=True)
+    cc = client.add_parser(
+        "create", help="register a client for an agent (created if missing); prints its id and secret once"
+    )
+    cc.add_argument("name", help="the agent user the client acts as (people cannot have one)")
+    cc.add_argument(
+        "--scope",
+        action="append",
+        help="a scope to grant (repeat, or space-separated); default: the agent's work loop "
+        "(tasks:read tasks:claim tasks:submit tasks:message repos:read); also tasks:create",
+    )
+    cc.add_argument("--client-name", help="a label for the client")
+    cc.set_defaults(fn=cmd_client_create)
+    client.add_parser("list", help="clients (never their secrets)").set_defaults(fn=cmd_client_list)
+    cr = client.add_parser("revoke", help="revoke a client: its access tokens stop at once")
+    cr.add_argument("client_id", help="the client's id (`osiris client list`)")
+    cr.set_defaults(fn=cmd_client_revoke)
     telegram = sub.add_parser("telegram", help="the Telegram bot").add_subparsers(
         dest="telegram_command", required=True
     )

@@ -16,7 +16,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
-from asgi_correlation_id import CorrelationIdMiddleware
+from asgi_correlation_id import CorrelationIdMiddleware, correlation_id
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from sqlalchemy import text
@@ -32,15 +32,18 @@ from osiris.app import (
     lifecycle,
     metrics,
     problems,
-    repositories_registry,
+    reminders,
+    repositories,
     sandbox,
 )
 from osiris.app.admission import Admission, request_limit
 from osiris.app.api import admin, auth, health, tasks
+from osiris.app.api import oauth as oauth_api
 from osiris.app.api import organizations as organizations_api
+from osiris.app.api import review_reminders as review_reminders_api
 from osiris.app.api import reviews as reviews_api
 from osiris.app.api import routing as routing_api
-from osiris.app.api import webhooks as webhooks_api
+from osiris.app.api import webhook_subscriptions as webhook_subscriptions_api
 from osiris.app.config import Settings, get_settings
 from osiris.app.ratelimit import RateLimiter
 from osiris.app.realtime import Hub
@@ -60,10 +63,10 @@ assert effects  # imported for its job handlers  # noqa: S101
 # database.
 @functools.cache
 def _extensions() -> list:
-    from gidgethub import routing
+    from gidgethub.routing import Router
 
     from osiris.github_bridge import extension as code_host
-    from osiris.github_bridge import webhooks as github_webhooks
+    from osiris.github_bridge import github_events
     from osiris.ingest import extension as channels
     from osiris.ingest import github_issues
     from osiris.mcp import extension as mcp
@@ -71,9 +74,24 @@ def _extensions() -> list:
 
     # One router for GitHub's webhook events, over both edges that answer them (pull requests and
     # reviews in the bridge, issues as requests in ingest), assembled here as bedevere's __main__ does.
-    github_events = routing.Router(github_webhooks.ROUTER, github_issues.ROUTER)
-    jobs.job_handler(github_webhooks.GITHUB_EVENT)(github_webhooks.event_job(github_events))
+    router = Router(github_events.ROUTER, github_issues.ROUTER)
+    jobs.job_handler(github_events.GITHUB_EVENT)(github_events.event_job(router))
     return [code_host, mcp, channels, portal]
+
+
+class _RequestId(CorrelationIdMiddleware):
+    """X-Request-ID on every request. A WebSocket gets its id for its log lines too, but its
+    messages go straight out: the wrapper that adds the header to an HTTP response would be one more
+    call per live event and client (the board's fan-out, issue 17)."""
+
+    async def __call__(self, scope, receive, send) -> None:  # type: ignore[no-untyped-def]
+        if scope["type"] != "websocket":
+            await super().__call__(scope, receive, send)
+            return
+        given = dict(scope["headers"]).get(self.header_name.lower().encode(), b"").decode("latin-1")
+        valid = given and (self.validator is None or self.validator(given))
+        correlation_id.set(given if valid else self.generator())
+        await self.app(scope, receive, send)
 
 
 def asyncpg_dsn(sqlalchemy_url: str) -> str:
@@ -81,13 +99,22 @@ def asyncpg_dsn(sqlalchemy_url: str) -> str:
 
 
 async def _sweep_leases(runtime: Runtime) -> None:
+    next_scan = 0.0  # review reminders (app/reminders.py) ride the same loop, at their own pace
     while True:
-        await asyncio.sleep(runtime.settings.sweep_interval_seconds)
+        await asyncio.sleep(
+            min(runtime.settings.sweep_interval_seconds, runtime.settings.review_reminder_scan_seconds)
+        )
         try:
             async with db.transaction(runtime.sessions) as session:
                 returned = await lifecycle.expire_leases(session)
             if returned:
                 log.info("returned expired claims to PENDING", extra={"task_ids": returned})
+            if asyncio.get_running_loop().time() >= next_scan:
+                next_scan = asyncio.get_running_loop().time() + runtime.settings.review_reminder_scan_seconds
+                async with db.transaction(runtime.sessions) as session:
+                    claimed = await reminders.scan_due(session, runtime.settings)
+                if claimed:
+                    log.info("review reminders due", extra={"reminder_ids": claimed})
         except Exception as exc:  # the database may be away; try again next round
             log.warning("lease sweep failed: %s", type(exc).__name__)
 
@@ -123,7 +150,7 @@ async def bootstrap(runtime: Runtime) -> None:
         await session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": BOOTSTRAP_LOCK_KEY})
         generated = await accounts.bootstrap_admin(session, password=pw.get_secret_value() if pw else None)
         s = runtime.settings
-        await repositories_registry.register_configured(
+        await repositories.register_configured(
             session, names=[s.default_repo, *s.local_projects], github=s.github_repo
         )
     if generated:
@@ -199,6 +226,7 @@ def create_app(settings: Settings | None = None, *, run_background: bool = True)
                 if run_background:
                     background.append(asyncio.create_task(_sweep_leases(runtime), name="lease-sweeper"))
                     if settings.run_worker:
+                        jobs.handlers_for(settings)  # a misspelt OSIRIS_WORKER_JOBS stops the start
                         ctx = jobs.JobContext(runtime.sessions, settings, runtime.services)
                         worker = jobs.Worker(runtime.dsn, ctx)
                         background.append(asyncio.create_task(worker.run(), name="job-worker"))
@@ -224,9 +252,11 @@ def create_app(settings: Settings | None = None, *, run_background: bool = True)
     problems.install(app)
     for router in (health.router, auth.router, tasks.router, admin.router, routing_api.router):
         app.include_router(router)
-    app.include_router(webhooks_api.router)
+    app.include_router(webhook_subscriptions_api.router)
     app.include_router(organizations_api.router)
     app.include_router(reviews_api.router)
+    app.include_router(review_reminders_api.router)
+    app.include_router(oauth_api.router)
     for ext in _extensions():
         ext.install(app, settings)
 
@@ -238,7 +268,7 @@ def create_app(settings: Settings | None = None, *, run_background: bool = True)
     )
     app.add_middleware(metrics.RequestMetrics)
     app.add_middleware(problems.BodySizeLimit, max_bytes=2 * settings.max_artifact_bytes + 65536)
-    app.add_middleware(CorrelationIdMiddleware, header_name="X-Request-ID")
+    app.add_middleware(_RequestId, header_name="X-Request-ID")
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware,

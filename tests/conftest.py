@@ -17,8 +17,8 @@ import asyncpg
 import httpx
 import pytest
 from asgi_lifespan import LifespanManager
-from sqlalchemy.engine import make_url
 
+from bench._server import create_database, drop_database
 from osiris.app import accounts, db
 from osiris.app.actors import Actor
 from osiris.app.auth import actor_for
@@ -26,6 +26,7 @@ from osiris.app.config import Settings
 from osiris.app.models import Organization, Role, User
 from osiris.app.runtime import Runtime
 from osiris.server import asyncpg_dsn, create_app
+from tests.support.settings import make_settings
 
 TABLES = (
     "organizations, users, api_tokens, tasks, artifacts, messages, task_events, deliveries, "
@@ -48,29 +49,18 @@ async def database_url(tmp_root: Path) -> AsyncIterator[str]:
         yield url
         embedded.stop()
         return
-    base = make_url(server)
-    name = f"osiris_t_{os.getpid()}_{secrets.token_hex(3)}"
-    admin_dsn = base.set(drivername="postgresql").render_as_string(hide_password=False)
-    conn = await asyncpg.connect(admin_dsn)
-    await conn.execute(f'CREATE DATABASE "{name}"')
-    await conn.close()
-    url = base.set(drivername="postgresql+asyncpg", database=name).render_as_string(hide_password=False)
+    created = await create_database(server, "osiris_t")
+    url = created.set(drivername="postgresql+asyncpg").render_as_string(hide_password=False)
     await db.upgrade(url)
     yield url
-    conn = await asyncpg.connect(admin_dsn)
-    await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    await conn.close()
+    await drop_database(server, created)
 
 
 @pytest.fixture(scope="session")
 def settings(database_url: str, tmp_root: Path) -> Settings:
-    return Settings(
-        database_url=database_url,
-        data_dir=tmp_root / "data",
-        secret_key="test-secret-" + secrets.token_hex(16),
-        admin_password="admin-password-for-tests",
-        run_worker=False,
-        sweep_interval_seconds=3600,
+    return make_settings(
+        database_url,
+        tmp_root / "data",
         lease_seconds=600,
         # The venv's python may live under /root, which the namespace level's uid (nobody) cannot
         # execute; that level is driven end to end in tests/security/test_attack_checks.py.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import secrets
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -11,7 +12,7 @@ from typing import Any
 from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from osiris.app import routing, security, streams
+from osiris.app import oauth, routing, security, streams
 from osiris.app.actors import Actor
 from osiris.app.errors import Conflict, Forbidden, InvalidInput, NotFound
 from osiris.app.models import ApiToken, Organization, Role, User
@@ -29,6 +30,23 @@ async def default_org(session: AsyncSession) -> Organization:
     return org
 
 
+# Names shown in the portal, typed in commands and matched in chats: no spaces, no control or
+# look-alike characters, nothing a shell or a Markdown mention would read differently.
+USERNAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@+-]{0,99}", re.ASCII)
+GITHUB_LOGIN = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,38})(?:\[bot\])?", re.ASCII)  # an App: name[bot]
+
+
+def valid_github_login(login: str | None) -> str | None:
+    login = (login or "").strip().lstrip("@")  # "@name", as people write it, is the same login
+    if not login:
+        return None
+    if not GITHUB_LOGIN.fullmatch(login):
+        raise InvalidInput(
+            "a GitHub login is 1-39 letters, digits and hyphens, starting with a letter or digit"
+        )
+    return login
+
+
 async def create_user(
     session: AsyncSession,
     *,
@@ -42,8 +60,11 @@ async def create_user(
     username = username.strip()
     if is_superuser and role is not Role.ADMIN:
         raise InvalidInput("a superuser must be an admin")
-    if not username or len(username) > 100:
-        raise InvalidInput("username must be 1-100 characters")
+    if not USERNAME.fullmatch(username):
+        raise InvalidInput(
+            "a user name is 1-100 letters, digits and . _ @ + -, starting with a letter or a digit"
+        )
+    github_login = valid_github_login(github_login)
     if role is not Role.AGENT and password is not None and len(password) < 8:
         raise InvalidInput("password must be at least 8 characters")
     if await session.scalar(select(User.id).where(User.username == username)) is not None:
@@ -223,9 +244,7 @@ async def set_github_login(
 
     One login maps to one user per organization, so a review on GitHub is attributed unambiguously.
     """
-    login = (github_login or "").strip().lstrip("@") or None
-    if login is not None and len(login) > 100:
-        raise InvalidInput("a GitHub login has at most 100 characters")
+    login = valid_github_login(github_login)
     user = await session.scalar(select(User).where(User.id == user_id, User.org_id == actor.org_id))
     if user is None:
         raise NotFound(f"user {user_id} not found")
@@ -283,6 +302,8 @@ async def _end_credentials(
         await session.execute(select(func.pg_notify(security.TOKENS_CHANNEL, row.token_hash)))
         if cache is not None:
             cache.evict(row.token_hash)
+    # OAuth access tokens too (their lookup also requires an active agent, so a role change ends them)
+    await oauth.end_user_tokens(session, user.id, revoke=revoke_tokens, cache=cache)
     await streams.announce_revoked(session, streams.user_key(user.id))
 
 

@@ -15,6 +15,10 @@ class Actor:
     role: Role | None  # None: the system (lease sweeper, webhooks acting on their own) or a requester
     requester: bool = False  # a person who asked through a channel; has no account
     superuser: bool = False  # the operator: may manage organizations (only through their endpoints)
+    # An OAuth access token's grant (osiris/app/oauth.py): the scopes it carries and the resource
+    # (RFC 8707 audience) it was issued for. None: not limited (API tokens, JWTs, portal sessions).
+    scopes: frozenset[str] | None = None
+    audience: str | None = None
 
     @property
     def rule_role(self) -> Role | str:

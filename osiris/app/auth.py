@@ -13,7 +13,7 @@ from sqlalchemy import or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql import func
 
-from osiris.app import security
+from osiris.app import oauth, security
 from osiris.app.actors import Actor
 from osiris.app.errors import Forbidden, Unauthenticated
 from osiris.app.models import ApiToken, Role, User
@@ -32,9 +32,17 @@ def actor_for(user: User) -> Actor:
 
 
 async def actor_from_token(
-    session: AsyncSession, token: str, *, signing_key: str, cache: TokenCache | None = None
+    session: AsyncSession,
+    token: str,
+    *,
+    signing_key: str,
+    cache: TokenCache | None = None,
+    audience: str | None = None,
 ) -> Actor:
-    """Resolve a bearer token, opaque (`osr_…`) or JWT; raise Unauthenticated for anything else."""
+    """Resolve a bearer token, opaque (`osr_…`), an OAuth access token (`osa_…`, only for the
+    `audience` it was issued for) or JWT; raise Unauthenticated for anything else."""
+    if token.startswith(oauth.ACCESS_TOKEN_PREFIX):
+        return await oauth.actor_from_access_token(session, token, audience=audience, cache=cache)
     if token.startswith(security.TOKEN_PREFIX):
         token_hash = security.hash_token(token)
         if cache is not None and (hit := cache.get(token_hash)) is not None:
@@ -94,22 +102,31 @@ async def get_session(runtime: RuntimeDep) -> AsyncIterator[AsyncSession]:
 
 # scope="function": commit before the response is sent, so a 2xx means the data is durable.
 SessionDep = Annotated[AsyncSession, Depends(get_session, scope="function")]
-_bearer = HTTPBearer(auto_error=False, description="An `osr_…` API token or a JWT from /api/v1/auth/token")
+_bearer = HTTPBearer(
+    auto_error=False,
+    description="An `osr_…` API token, an OAuth access token from /oauth/token, or a JWT from /api/v1/auth/token",
+)
 
 
 async def current_actor(
     session: SessionDep,
     runtime: RuntimeDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+    request: Request,
 ) -> Actor:
     if credentials is None or credentials.scheme.lower() != "bearer":
         raise Unauthenticated("send Authorization: Bearer <token>")
-    return await actor_from_token(
+    actor = await actor_from_token(
         session,
         credentials.credentials,
         signing_key=runtime.settings.signing_key(),
         cache=runtime.services.token_cache,
+        audience=oauth.api_audience(runtime.settings.public_url),
     )
+    if actor.scopes is not None:  # an OAuth access token: only the routes its scopes name
+        route = request.scope.get("route")
+        oauth.require_route_scope(actor, request.method, getattr(route, "path", request.url.path))
+    return actor
 
 
 ActorDep = Annotated[Actor, Depends(current_actor)]

@@ -6,6 +6,7 @@ import ipaddress
 import json
 import os
 import secrets
+from datetime import timedelta
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Literal
@@ -48,6 +49,12 @@ class Settings(BaseSettings):
     log_level: str = "INFO"
     log_json: bool = False  # one JSON object per log line
     run_worker: bool = True  # `serve` runs a job worker in-process unless turned off
+    # The job kinds this process's worker takes (`serve`'s in-process one and `osiris worker`), as
+    # names, comma-separated or JSON. Empty: all. E.g. OSIRIS_WORKER_SKIP_JOBS=run_checks on the API
+    # and the main worker, OSIRIS_WORKER_JOBS=run_checks on an isolated checks worker that holds no
+    # other secret (docs/deploy.md). An unknown name stops the worker at start.
+    worker_jobs: Annotated[list[str], NoDecode] = []
+    worker_skip_jobs: Annotated[list[str], NoDecode] = []
 
     # --- auth ----------------------------------------------------------------------------------
     # Signs session cookies and JWTs. Required with DATABASE_URL; the embedded default generates
@@ -57,6 +64,9 @@ class Settings(BaseSettings):
     admin_password: SecretStr | None = None
     jwt_ttl_seconds: int = 3600  # lifetime of a token from /api/v1/auth/token
     login_rate_per_minute: int = 10  # password attempts per client and user name
+    # Lifetime of an OAuth access token from /oauth/token (agents' client credentials grant); the
+    # same per-minute limit as logins applies to the token endpoint, per client address and client id
+    oauth_token_ttl_seconds: int = Field(default=600, ge=30, le=86400)
 
     # --- lifecycle -----------------------------------------------------------------------------
     lease_seconds: int = 600  # a claim expires this long after the holder's last call
@@ -72,6 +82,9 @@ class Settings(BaseSettings):
     max_artifact_files: int = Field(default=100_000, ge=1)
     default_repo: str = "default"  # the repository a task is for when none is named
     default_base_branch: str = "main"  # the branch work is based on and merged into
+    # The reliability suite only: the process kills itself (as kill -9 would) at this named step of
+    # publishing (`effects.fault_point`). Off unless set.
+    fault_inject: str | None = None
 
     # --- integrations (used by the code host and channel modules) ------------------------------
     github_webhook_secret: SecretStr | None = None  # verifies X-Hub-Signature-256
@@ -119,6 +132,18 @@ class Settings(BaseSettings):
             return {"*": text} if text else {}
         return value
 
+    @field_validator("worker_jobs", "worker_skip_jobs", mode="before")
+    @classmethod
+    def _job_names(cls, value: object) -> object:
+        if isinstance(value, str):
+            text = value.strip()
+            return (
+                json.loads(text)
+                if text.startswith("[")
+                else [v.strip() for v in text.split(",") if v.strip()]
+            )
+        return value
+
     @field_validator("trusted_proxies", mode="before")
     @classmethod
     def _proxy_networks(cls, value: object) -> object:
@@ -132,7 +157,9 @@ class Settings(BaseSettings):
 
     @property
     def github_enabled(self) -> bool:
-        return self.github_token is not None or self.github_app_id is not None
+        """GitHub is the code host (a token or an App is set; an empty value is not set). The one
+        answer: the bridge installs the GitHub host on it, the Integrations page shows it."""
+        return bool(self.github_token or self.github_app_id)
 
     # --- channels (osiris/ingest; see docs/channels.md) ----------------------------------------
     # Lists are JSON in the environment, e.g. OSIRIS_TWILIO_ALLOWED_NUMBERS='["+15551234567"]';
@@ -298,6 +325,24 @@ class Settings(BaseSettings):
     # the archive page (/archive).
     portal_board_closed_days: int = Field(default=7, ge=1)
 
+    # --- review reminders (osiris/app/reminders.py, docs/channels.md) ----------------------------
+    # A task in REVIEW this long since anyone last acted on it (a transition, a message, a review)
+    # is announced again to its reviewers on every channel they registered, once per interval; from
+    # the second interval on, to the organization's admins too. Seconds or ISO 8601 (PT4H); 0: off.
+    # An organization (organizations.review_remind_after_seconds) or a repository
+    # (repositories.review_remind_after_seconds, which wins) may set its own.
+    review_remind_after: timedelta = timedelta(hours=4)
+    # How often each process looks for reviews that are due (one statement; replicas never double up).
+    review_reminder_scan_seconds: float = Field(default=60.0, gt=0)
+
+    @field_validator("review_remind_after", mode="before")
+    @classmethod
+    def _seconds_or_duration(cls, value: object) -> object:
+        """`14400` in the environment is seconds (pydantic reads a bare number string as hours:…)."""
+        if isinstance(value, str) and value.strip().replace(".", "", 1).isdigit():
+            return timedelta(seconds=float(value))
+        return value
+
     @property
     def embedded(self) -> bool:
         """True when OSIRIS runs its own PostgreSQL under the data dir."""
@@ -313,13 +358,20 @@ class Settings(BaseSettings):
         """The key for JWTs and cookies: configured, or generated once per embedded data dir."""
         if self.secret_key is not None:
             return self.secret_key.get_secret_value()
-        path = self.data_dir / "secret.key"
+        path = (self.data_dir / "secret.key").absolute()
+        # Read once per process and data dir: every request's authentication asks for it.
+        if (key := _GENERATED_KEYS.get(path)) is not None:
+            return key
         if not path.exists():
             self.data_dir.mkdir(parents=True, exist_ok=True)
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
             with os.fdopen(fd, "w") as fh:
                 fh.write(secrets.token_urlsafe(48))
-        return path.read_text().strip()
+        key = _GENERATED_KEYS[path] = path.read_text().strip()
+        return key
+
+
+_GENERATED_KEYS: dict[Path, str] = {}  # the embedded default's generated signing keys, by file
 
 
 def _local_hosts(public_url: str) -> list[str]:
@@ -342,3 +394,15 @@ def _local_origins(public_url: str) -> list[str]:
 @lru_cache
 def get_settings() -> Settings:
     return Settings()
+
+
+class McpClientSettings(BaseSettings):
+    """`osiris mcp`, the stdio MCP server on an agent's machine: where OSIRIS is and the agent's
+    token. Apart from `Settings`: that client holds none of the server's configuration and must not
+    refuse to start over it; like before, the environment only (no `.env`)."""
+
+    model_config = SettingsConfigDict(env_prefix="OSIRIS_", extra="ignore")
+
+    url: str = "http://127.0.0.1:8000"
+    token: str = ""  # an agent's API token
+    mcp_poll_seconds: float = 2.0  # how often subscribed tasks are checked for changes

@@ -14,8 +14,10 @@ from typing import Any
 
 from sqlalchemy import select
 
-from osiris.app import checks, jobs, lifecycle
+from osiris.app import check_runs, jobs, lifecycle
 from osiris.app.actors import system_actor
+from osiris.app.check_config import CheckConfig, resolve_config
+from osiris.app.config import Settings
 from osiris.app.errors import InvalidArtifact, OsirisError, PatchDoesNotApply
 from osiris.app.events import record_event
 from osiris.app.models import Artifact, Message, Task, TaskStatus
@@ -24,10 +26,10 @@ from osiris.app.ports import PUBLISHED_FIELDS, CodeHost, MergeConflict, Notifier
 log = logging.getLogger(__name__)
 
 
-def fault_point(name: str) -> None:
+def fault_point(name: str, settings: Settings) -> None:
     """Die here, as `kill -9` would, when OSIRIS_FAULT_INJECT names this point (the reliability suite
     proves a crash at each step of a publication loses and duplicates nothing). Off unless set."""
-    if os.environ.get("OSIRIS_FAULT_INJECT") == name:
+    if settings.fault_inject == name:
         log.warning("fault injected at %s: killing the process", name)
         os.kill(os.getpid(), signal.SIGKILL)
 
@@ -50,7 +52,7 @@ async def _store_published(
     result: dict[str, Any],
     *,
     then_review: bool = False,
-    check_config: checks.CheckConfig | None = None,
+    check_config: CheckConfig | None = None,
 ) -> None:
     """Write where the version landed on its row and tell live clients, in one transaction; with
     `then_review`, also queue the pre-review checks of `check_config` (or, without any, ask reviewers)."""
@@ -70,13 +72,13 @@ async def _store_published(
         data = {"version": artifact.version, "artifact_id": artifact.id, **result}
         await record_event(session, task, system_actor(task.org_id, "worker"), "published", data=data)
         if then_review and artifact.commit_sha is not None and task.artifact_count == artifact.version:
-            await checks.after_publish(session, task, artifact, config=check_config)
+            await check_runs.after_publish(session, task, artifact, config=check_config)
 
 
 @jobs.job_handler(jobs.PUBLISH_ARTIFACT)
 async def publish_artifact(payload: dict[str, Any], ctx: jobs.JobContext) -> None:
     host: CodeHost | None = ctx.services.code_host
-    fault_point("after_artifact_commit")
+    fault_point("after_artifact_commit", ctx.settings)
     artifact = await _load(ctx, Artifact, payload["artifact_id"])
     if artifact is None:
         return
@@ -99,11 +101,11 @@ async def publish_artifact(payload: dict[str, Any], ctx: jobs.JobContext) -> Non
         data = {"version": artifact.version, "code": exc.code, "detail": exc.detail}
         await _record(ctx, task.id, "publish_failed", data)
         return
-    fault_point("after_branch_push")
+    fault_point("after_branch_push", ctx.settings)
     # Read before the transaction (git or the code host's API): checks configured → a queued CheckRun.
-    check_config = await checks.resolve_config(ctx.settings, host, task) if result.get("commit_sha") else None
+    check_config = await resolve_config(ctx.settings, host, task) if result.get("commit_sha") else None
     await _store_published(ctx, artifact.id, result, then_review=True, check_config=check_config)
-    fault_point("after_change_request")
+    fault_point("after_change_request", ctx.settings)
 
 
 async def _publish_running(ctx: jobs.JobContext, task_id: int) -> bool:

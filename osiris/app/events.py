@@ -14,9 +14,9 @@ from typing import Any
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from osiris.app import outbound_webhooks
 from osiris.app.actors import Actor
 from osiris.app.models import Task
+from osiris.app.outbound_webhooks import delivery, subscriptions
 
 EVENTS_CHANNEL = "osiris_events"
 
@@ -42,7 +42,7 @@ _RECORD_EVENT = text(
     + ") SELECT ev.id, "
     + ANNOUNCE_SQL.format(status="CAST(:status AS text)")
     + ", "
-    + outbound_webhooks.MATCHING_SUBSCRIPTIONS_SQL
+    + subscriptions.MATCHING_SUBSCRIPTIONS_SQL
     + " FROM ev"
 )
 
@@ -75,5 +75,5 @@ async def record_event(
     }
     event_id, _, webhooks = (await session.execute(_RECORD_EVENT, params)).one()
     if webhooks:  # the org subscribed to this kind: deliver it if (and only if) we commit
-        await outbound_webhooks.enqueue_deliveries(session, event_id=event_id, subscription_ids=webhooks)
+        await delivery.enqueue_deliveries(session, event_id=event_id, subscription_ids=webhooks)
     return event_id

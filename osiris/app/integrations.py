@@ -39,8 +39,8 @@ def status(settings: Settings) -> list[Integration]:
     base = settings.public_url.rstrip("/")
     hook = f"{base}/api/v1/webhooks"
     github_hook = f"{hook}/github"
-    app = settings.github_app_id is not None
-    token = settings.github_token is not None and not app
+    app = bool(settings.github_app_id)  # as Settings.github_enabled reads them
+    token = bool(settings.github_token) and not app
     found = [
         Integration(
             "local",

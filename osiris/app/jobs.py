@@ -32,7 +32,7 @@ MERGE_TASK = "merge_task"
 CLOSE_TASK = "close_task"
 DELIVER_MESSAGE = "deliver_message"
 NOTIFY_REQUESTER = "notify_requester"
-DELIVER_WEBHOOK = "deliver_webhook"  # osiris/app/outbound_webhooks.py
+DELIVER_WEBHOOK = "deliver_webhook"  # osiris/app/outbound_webhooks/delivery.py
 
 
 @dataclass
@@ -54,6 +54,24 @@ def job_handler(name: str) -> Callable[[Handler], Handler]:
         return fn
 
     return register
+
+
+class UnknownJobKind(ValueError):
+    """OSIRIS_WORKER_JOBS or OSIRIS_WORKER_SKIP_JOBS names a job kind no handler has."""
+
+
+def handlers_for(settings: Any) -> dict[str, Handler]:
+    """The handlers a worker registers: every kind, or only `worker_jobs`, minus `worker_skip_jobs`.
+    pgqueuer hands a worker only the kinds it registered, so a checks-only worker never sees (and
+    never needs the secrets of) a publish or a reply. A misspelt name fails loudly rather than
+    leaving a kind of job unworked."""
+    only, skip = list(getattr(settings, "worker_jobs", [])), list(getattr(settings, "worker_skip_jobs", []))
+    unknown = sorted(set(only + skip) - HANDLERS.keys())
+    if unknown:
+        raise UnknownJobKind(
+            f"unknown job kind(s) {', '.join(unknown)}; known: {', '.join(sorted(HANDLERS))}"
+        )
+    return {name: h for name, h in HANDLERS.items() if (not only or name in only) and name not in skip}
 
 
 async def _raw_connection(session: AsyncSession) -> asyncpg.Connection:
@@ -165,7 +183,7 @@ class Worker:
     async def _work(self) -> None:
         self._conn = await asyncpg.connect(self.dsn)
         qm = QueueManager(Queries(AsyncpgDriver(self._conn)))
-        for name, handler in HANDLERS.items():
+        for name, handler in handlers_for(self.ctx.settings).items():
             qm.entrypoint(
                 name,
                 executor_factory=lambda params: DatabaseRetryEntrypointExecutor(
@@ -198,7 +216,7 @@ async def drain(dsn: str, ctx: JobContext, *, limit_seconds: float = 30.0) -> No
     try:
         qm = QueueManager(Queries(AsyncpgDriver(conn)))
         worker = Worker(dsn, ctx)
-        for name, handler in HANDLERS.items():
+        for name, handler in handlers_for(ctx.settings).items():
             qm.entrypoint(name)(worker._wrap(name, handler))
         run = qm.run(mode=QueueExecutionMode.drain, batch_size=5, dequeue_timeout=timedelta(seconds=0.5))
         await asyncio.wait_for(run, limit_seconds)

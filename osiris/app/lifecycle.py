@@ -15,11 +15,12 @@ from typing import Any
 
 from sqlalchemy import BigInteger, column, func, select, text, update
 from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy.dialects.postgresql.asyncpg import dialect as asyncpg_dialect
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from sqlalchemy.sql.selectable import TextualSelect
 
-from osiris.app import events, jobs, metrics, outbound_webhooks, repositories_registry, repository, routing
+from osiris.app import db, events, jobs, metrics, repositories, routing, task_queries
 from osiris.app.actors import Actor
 from osiris.app.artifacts import ValidArtifact
 from osiris.app.errors import (
@@ -46,6 +47,7 @@ from osiris.app.models import (
     TaskStatus,
     User,
 )
+from osiris.app.outbound_webhooks import delivery, subscriptions
 from osiris.app.ports import branch_name
 
 S = TaskStatus
@@ -159,7 +161,7 @@ class Submission:
 # --- creation ----------------------------------------------------------------------------------
 
 
-async def create_task(
+async def create_task(  # noqa: PLR0913 - a new task's fields, keyword-only, as TaskCreate has them
     session: AsyncSession,
     actor: Actor,
     *,
@@ -196,7 +198,7 @@ async def create_task(
     return task
 
 
-async def file_task(
+async def file_task(  # noqa: PLR0913 - create_task's fields, less what the repository rule decides
     session: AsyncSession,
     actor: Actor,
     settings: Any,
@@ -209,9 +211,9 @@ async def file_task(
     skills: list[str] | None = None,
     channel: str = "api",
 ) -> Task:
-    """A new task from REST or the portal: the repository rule (`repositories_registry`), then
+    """A new task from REST or the portal: the repository rule (`repositories`), then
     `create_task`. `settings` gives the default repository and branch and auto-registration."""
-    name = await repositories_registry.repository_for_task(
+    name = await repositories.repository_for_task(
         session,
         org_id=actor.org_id,
         name=repo,
@@ -251,7 +253,7 @@ def _claim_statement(which: str) -> TextualSelect:
         + ") SELECT claimed.*, ev.id AS event_id, "
         + events.ANNOUNCE_SQL.format(status="ev.to_status")
         + " AS announced, "
-        + outbound_webhooks.MATCHING_SUBSCRIPTIONS_SQL
+        + subscriptions.MATCHING_SUBSCRIPTIONS_SQL
         + " AS webhook_ids FROM claimed JOIN ev ON ev.task_id = claimed.id"
     )
     extra = (column("event_id", BigInteger), column("announced"), column("webhook_ids", ARRAY(BigInteger)))
@@ -265,6 +267,115 @@ _CLAIM_NEXT = _claim_statement(
     f" AND {routing.CLAIMABLE_SQL}"
     f" ORDER BY {routing.EFFECTIVE_PRIORITY_SQL} DESC, id LIMIT 1 FOR UPDATE SKIP LOCKED"
 )
+
+
+# The claim in autocommit, the REST hot path (issue 17): the statement above is a whole transaction
+# by itself when nothing else has to commit with it, and then runs on a connection of its own without
+# BEGIN and COMMIT (two of its three round trips). Nothing else has to when the task came through the
+# API (no requester to notify, NOTIFY_REQUESTER) and its organization has no webhook subscription for
+# claims (no deliver_webhook job): the statement claims only such a task. For any other task at the
+# head of the queue it claims nothing and returns that task's id as `picked` without a claimed row;
+# the caller then claims in a transaction, with the jobs, as `claim_next` always did. The picking,
+# the routing rules, the event and the announcement are the same SQL as above.
+def _claim_alone_statement(pick: str) -> tuple[str, tuple[str, ...]]:
+    sql = (
+        f"WITH pick AS MATERIALIZED ({pick}), alone AS MATERIALIZED ("  # noqa: S608 - constants only
+        "  SELECT pick.id, pick.channel = 'api' AND cardinality(("
+        f"    SELECT {subscriptions.MATCHING_SUBSCRIPTIONS_SQL}"
+        "    FROM (SELECT pick.org_id, CAST('claim' AS varchar) AS kind) AS ev)) = 0 AS alone"
+        "  FROM pick"
+        "), claimed AS ("
+        "  UPDATE tasks SET status = 'IN_PROGRESS', assignee_id = :actor_id,"
+        "         lease_expires_at = :lease, updated_at = :now"
+        "  WHERE id = (SELECT id FROM alone WHERE alone) AND org_id = :org_id AND status = 'PENDING'"
+        f"    AND {routing.CLAIMABLE_SQL}"
+        "  RETURNING *"
+        "), ev AS ("
+        + events.INSERT_EVENT_SQL.format(
+            values="SELECT org_id, id, 'claim', :actor_id, :actor_name, 'PENDING', status, '{}'::jsonb "
+            "FROM claimed"
+        )
+        + ") SELECT alone.id AS picked, claimed.*, ev.id AS event_id,"
+        " CASE WHEN ev.id IS NOT NULL THEN "
+        + events.ANNOUNCE_SQL.format(status="ev.to_status")
+        + " END AS announced"
+        " FROM alone LEFT JOIN claimed ON claimed.id = alone.id LEFT JOIN ev ON ev.task_id = claimed.id"
+    )
+    # asyncpg's numbered parameters, in the order the names first appear
+    compiled = text(sql).compile(dialect=asyncpg_dialect())
+    return compiled.string, tuple(compiled.positiontup or ())
+
+
+_ALONE_NEXT = _claim_alone_statement(
+    "SELECT id, org_id, channel FROM tasks WHERE org_id = :org_id AND status = 'PENDING'"  # noqa: S608
+    " AND (CAST(:repo AS text) IS NULL OR repo = CAST(:repo AS text))"
+    f" AND {routing.CLAIMABLE_SQL}"
+    f" ORDER BY {routing.EFFECTIVE_PRIORITY_SQL} DESC, id LIMIT 1 FOR UPDATE SKIP LOCKED"
+)
+_ALONE_BY_ID = _claim_alone_statement(
+    "SELECT id, org_id, channel FROM tasks WHERE id = :task_id AND org_id = :org_id"
+)
+_TASK_COLUMNS = tuple(c.key for c in Task.__table__.c)
+
+
+async def _claim_alone(
+    engine: AsyncEngine, actor: Actor, statement: tuple[str, tuple[str, ...]], **params: Any
+) -> Task | None | bool:
+    """The claim as one autocommitted statement: the claimed task, None when nothing was there to
+    claim, or False when the task needs a transaction (the caller then claims in one)."""
+    now = _now()
+    params |= {
+        "actor_id": actor.user_id,
+        "actor_name": actor.name,
+        "org_id": actor.org_id,
+        "now": now,
+        "lease": now + timedelta(seconds=params.pop("lease_seconds")),
+    }
+    sql, names = statement
+    async with db.autocommit(engine) as conn:
+        row = await conn.fetchrow(sql, *(params[n] for n in names))
+    if row is None:
+        return None
+    if row["event_id"] is None:
+        return False
+    _CLAIMED.inc()
+    # Detached, like a row a session has let go of: read its attributes, never lazy-load.
+    return Task(**{c: row[c] for c in _TASK_COLUMNS})
+
+
+_CLAIMED = metrics.TRANSITIONS.labels(Action.CLAIM.value, TaskStatus.IN_PROGRESS.value)
+
+
+async def claim_next_autocommit(
+    engine: AsyncEngine,
+    session: AsyncSession,
+    actor: Actor,
+    *,
+    lease_seconds: int,
+    repo: str | None = None,
+    aging: routing.Aging,
+) -> Task | None:
+    """`claim_next`, in autocommit when the claim writes nothing else (see `_claim_alone_statement`),
+    else in `session`'s transaction. Same choice of task, same rules, same event and announcement."""
+    check(Action.CLAIM, TaskStatus.PENDING, actor, None)
+    task = await _claim_alone(
+        engine, actor, _ALONE_NEXT, lease_seconds=lease_seconds, repo=repo, **aging.params()
+    )
+    if task is False:
+        return await claim_next(session, actor, lease_seconds=lease_seconds, repo=repo, aging=aging)
+    return task
+
+
+async def claim_task_autocommit(
+    engine: AsyncEngine, session: AsyncSession, actor: Actor, task_id: int, *, lease_seconds: int
+) -> Task:
+    """`claim_task`, in autocommit when the claim writes nothing else; a refusal is explained by
+    `claim_task` in `session`, as are tasks that need a transaction."""
+    check(Action.CLAIM, TaskStatus.PENDING, actor, None)
+    task = await _claim_alone(engine, actor, _ALONE_BY_ID, task_id=task_id, lease_seconds=lease_seconds)
+    if not task:
+        return await claim_task(session, actor, task_id, lease_seconds=lease_seconds)
+    return task
 
 
 async def _claim(session: AsyncSession, actor: Actor, statement: TextualSelect, **params: Any) -> Task | None:
@@ -287,7 +398,7 @@ async def _claim(session: AsyncSession, actor: Actor, statement: TextualSelect, 
         return None
     task, event_id, webhooks = row
     if webhooks:
-        await outbound_webhooks.enqueue_deliveries(session, event_id=event_id, subscription_ids=webhooks)
+        await delivery.enqueue_deliveries(session, event_id=event_id, subscription_ids=webhooks)
     metrics.TRANSITIONS.labels(Action.CLAIM.value, task.status).inc()
     if task.channel != "api":
         await jobs.enqueue(session, jobs.NOTIFY_REQUESTER, {"task_id": task.id, "event_id": event_id})
@@ -298,7 +409,7 @@ async def claim_task(session: AsyncSession, actor: Actor, task_id: int, *, lease
     check(Action.CLAIM, TaskStatus.PENDING, actor, None)  # the role check, before any SQL
     task = await _claim(session, actor, _CLAIM_BY_ID, task_id=task_id, lease_seconds=lease_seconds)
     if task is None:
-        current = await repository.get_task(session, actor, task_id)  # TaskNotFound if absent
+        current = await task_queries.get_task(session, actor, task_id)  # TaskNotFound if absent
         if current.status != TaskStatus.PENDING.value:
             raise NotClaimable(f"task {task_id} is {current.status}, not PENDING")
         if current.reserved_for_id is not None and current.reserved_for_id != actor.user_id:
@@ -313,8 +424,7 @@ async def claim_next(
     *,
     lease_seconds: int,
     repo: str | None = None,
-    aging_seconds: int = 3600,
-    aging_max_boost: int = 2,
+    aging: routing.Aging,
 ) -> Task | None:
     """Take the best pending task this agent may take; concurrent callers skip the rows others are
     taking. Best is `routing.EFFECTIVE_PRIORITY_SQL` (priority lifted by age), then oldest."""
@@ -325,8 +435,7 @@ async def claim_next(
         _CLAIM_NEXT,
         repo=repo,
         lease_seconds=lease_seconds,
-        aging_seconds=aging_seconds,
-        aging_max_boost=aging_max_boost,
+        **aging.params(),
     )
 
 
@@ -346,7 +455,7 @@ async def heartbeat(session: AsyncSession, actor: Actor, task_id: int, *, lease_
     )
     task = (await session.execute(stmt)).scalar_one_or_none()
     if task is None:
-        current = await repository.get_task(session, actor, task_id)
+        current = await task_queries.get_task(session, actor, task_id)
         if current.assignee_id != actor.user_id:
             raise NotYourTask(f"you do not hold task {task_id}")
         raise IllegalTransition(f"task {task_id} is {current.status}; there is no lease to renew")
@@ -354,7 +463,7 @@ async def heartbeat(session: AsyncSession, actor: Actor, task_id: int, *, lease_
 
 
 async def release_task(session: AsyncSession, actor: Actor, task_id: int, *, reason: str = "") -> Task:
-    task = await repository.get_task(session, actor, task_id, for_update=True)
+    task = await task_queries.get_task(session, actor, task_id, for_update=True)
     await _move(
         session, task, actor, Action.RELEASE, data={"reason": reason}, assignee_id=None, lease_expires_at=None
     )
@@ -375,7 +484,7 @@ async def submit_artifact(
     The task row lock serialises submissions, so versions are 1..n without gaps; the unique
     (task, version) constraint backs that up. A repeated idempotency key returns the first result.
     """
-    task = await repository.get_task(session, actor, task_id, for_update=True)
+    task = await task_queries.get_task(session, actor, task_id, for_update=True)
     if idempotency_key:
         existing = (
             await session.execute(
@@ -541,7 +650,7 @@ async def approve_task(
     version must be published (`not_published`), and its blocking checks that are queued, running
     or failing refuse it (`checks_pending` / `checks_failed`), whatever the edge. `already_merged`
     (a person merged the PR on the code host) records a fact, not a request: none of these apply."""
-    task = await repository.get_task(session, actor, task_id, for_update=True)
+    task = await task_queries.get_task(session, actor, task_id, for_update=True)
     check(Action.APPROVE, task.status, actor, task.assignee_id)  # role and state first
     if not already_merged and await unapproved_merge(session, task) is not None:
         already_merged = True  # merged on the code host without an approval: this accepts that fact
@@ -579,7 +688,7 @@ async def approve_task(
 async def cancel_task(
     session: AsyncSession, actor: Actor, task_id: int, *, reason: str | None = None
 ) -> Task:
-    task = await repository.get_task(session, actor, task_id, for_update=True)
+    task = await task_queries.get_task(session, actor, task_id, for_update=True)
     had_artifacts = task.artifact_count > 0
     await _move(
         session,
@@ -625,7 +734,7 @@ async def checks_failed(
     )
 
 
-async def _back_to_holder(
+async def _back_to_holder(  # noqa: PLR0913 - the three ways back to the holder differ in these values only
     session: AsyncSession,
     actor: Actor,
     task_id: int,
@@ -640,7 +749,7 @@ async def _back_to_holder(
 ) -> Task:
     """Work goes back to the agent who holds it, with a fresh lease and the feedback as a message:
     a reviewer's request for changes, or a system move (a merge conflict, failing checks)."""
-    task = await repository.get_task(session, actor, task_id, for_update=True)
+    task = await task_queries.get_task(session, actor, task_id, for_update=True)
     data = meta if meta_in_event else None
     await _move(session, task, actor, action, data=data, lease_expires_at=_lease(lease_seconds))
     await add_message(
@@ -660,7 +769,7 @@ async def reopen_task(
     session: AsyncSession, actor: Actor, task_id: int, *, reason: str | None = None
 ) -> Task:
     """A rejected task whose change request a person reopened goes back to REVIEW."""
-    task = await repository.get_task(session, actor, task_id, for_update=True)
+    task = await task_queries.get_task(session, actor, task_id, for_update=True)
     check(Action.REOPEN, task.status, actor, task.assignee_id)  # role and state first
     if task.artifact_count == 0:
         raise IllegalTransition("only a task with a submitted version can be reopened for review")
@@ -671,7 +780,7 @@ async def reopen_task(
 # --- messages ----------------------------------------------------------------------------------
 
 
-async def add_message(
+async def add_message(  # noqa: PLR0913 - a message row's fields, keyword-only
     session: AsyncSession,
     task: Task,
     actor: Actor,
@@ -716,7 +825,7 @@ async def add_message(
 async def post_message(
     session: AsyncSession, actor: Actor, task_id: int, *, body: str, source: str
 ) -> Message:
-    task = await repository.get_task(session, actor, task_id, for_update=actor.is_agent)
+    task = await task_queries.get_task(session, actor, task_id, for_update=actor.is_agent)
     if actor.is_agent and task.assignee_id != actor.user_id:
         raise NotYourTask("an agent may only write on a task it holds")
     msg = await add_message(session, task, actor, body=body, source=source)
@@ -769,7 +878,7 @@ async def set_task_skills(
     session: AsyncSession, actor: Actor, task_id: int, *, skills: Iterable[str]
 ) -> Task:
     _require_supervisor(actor)
-    task = await repository.get_task(session, actor, task_id, for_update=True)
+    task = await task_queries.get_task(session, actor, task_id, for_update=True)
     before, task.skills = list(task.skills or []), routing.normalize_skills(skills)
     await session.flush()
     await events.record_event(session, task, actor, "skills_set", data={"from": before, "to": task.skills})
@@ -781,7 +890,7 @@ async def set_task_priority(session: AsyncSession, actor: Actor, task_id: int, *
     _require_supervisor(actor)
     if priority not in range(4):
         raise InvalidInput("priority is low, normal, high or urgent")
-    task = await repository.get_task(session, actor, task_id, for_update=True)
+    task = await task_queries.get_task(session, actor, task_id, for_update=True)
     before, task.priority = task.priority, priority
     await session.flush()
     await events.record_event(session, task, actor, "priority_set", data={"from": before, "to": priority})
@@ -791,7 +900,7 @@ async def set_task_priority(session: AsyncSession, actor: Actor, task_id: int, *
 async def reserve_task(session: AsyncSession, actor: Actor, task_id: int, *, agent_id: int | None) -> Task:
     """Reserve a task for one agent of the organization (None lifts the reservation)."""
     _require_supervisor(actor)
-    task = await repository.get_task(session, actor, task_id, for_update=True)
+    task = await task_queries.get_task(session, actor, task_id, for_update=True)
     if agent_id is not None:
         agent = await session.get(User, agent_id)
         if agent is None or agent.org_id != actor.org_id or agent.role != Role.AGENT.value:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import enum
-from datetime import datetime
+from datetime import datetime, time
 from typing import Any
 
 from sqlalchemy import (
@@ -20,8 +20,10 @@ from sqlalchemy import (
     MetaData,
     String,
     Text,
+    Time,
     UniqueConstraint,
     func,
+    text,
 )
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -80,6 +82,13 @@ class Organization(Base):
     slug: Mapped[str] = mapped_column(String(64), unique=True)
     name: Mapped[str] = mapped_column(String(200))
     created_at: Mapped[datetime] = _now()
+    # Review reminders (osiris/app/reminders.py): this organization's interval (None: the setting
+    # OSIRIS_REVIEW_REMIND_AFTER; 0: off) and its quiet hours, local to `timezone` (none held back
+    # when either end is None; start > end wraps past midnight).
+    review_remind_after_seconds: Mapped[int | None] = mapped_column(Integer)
+    quiet_hours_start: Mapped[time | None] = mapped_column(Time)
+    quiet_hours_end: Mapped[time | None] = mapped_column(Time)
+    timezone: Mapped[str] = mapped_column(String(64), server_default="UTC")
 
 
 class User(Base):
@@ -119,9 +128,11 @@ class Repository(Base):
     name: Mapped[str] = mapped_column(String(100))
     github_repo: Mapped[str | None] = mapped_column(String(200))  # "owner/name" on GitHub, if any
     created_at: Mapped[datetime] = _now()
+    # Review reminders for this repository's tasks: overrides the organization's interval (0: off).
+    review_remind_after_seconds: Mapped[int | None] = mapped_column(Integer)
 
 
-# Migration 0008; repositories_registry's ON CONFLICT names this expression as its target.
+# Migration 0008; repositories's ON CONFLICT names this expression as its target.
 Index("uq_repositories_lower_name", func.lower(Repository.name), unique=True)
 
 
@@ -477,4 +488,103 @@ class WebhookDelivery(Base):
     duration_ms: Mapped[int] = mapped_column(Integer)
     response_excerpt: Mapped[str] = mapped_column(Text, server_default="")
     retry_after_seconds: Mapped[float | None] = mapped_column(Float)  # when another attempt follows
+    created_at: Mapped[datetime] = _now()
+
+
+class OAuthClient(Base):
+    """An agent's OAuth 2.1 client (the client credentials grant): its secret is stored hashed, like
+    API tokens, and shown once; revoking it ends every access token it was given (osiris/app/oauth.py)."""
+
+    __tablename__ = "oauth_clients"
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    org_id: Mapped[int] = mapped_column(ForeignKey("organizations.id", ondelete="CASCADE"), index=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    client_id: Mapped[str] = mapped_column(String(64), unique=True)
+    name: Mapped[str] = mapped_column(String(100))
+    secret_hash: Mapped[str] = mapped_column(String(64))  # SHA-256 of a 256-bit random secret
+    display_prefix: Mapped[str] = mapped_column(String(16))
+    scopes: Mapped[list[str]] = mapped_column(JSONB, server_default="[]")
+    created_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
+    created_at: Mapped[datetime] = _now()
+    last_used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class OAuthAccessToken(Base):
+    """A short-lived access token from the token endpoint: opaque, stored as its SHA-256, bound to one
+    resource (RFC 8707 audience), a set of scopes, the client's agent and its organization."""
+
+    __tablename__ = "oauth_access_tokens"
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    client_pk: Mapped[int] = mapped_column(ForeignKey("oauth_clients.id", ondelete="CASCADE"), index=True)
+    org_id: Mapped[int] = mapped_column(ForeignKey("organizations.id", ondelete="CASCADE"))
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    scopes: Mapped[list[str]] = mapped_column(JSONB, server_default="[]")
+    resource: Mapped[str] = mapped_column(String(2000))
+    created_at: Mapped[datetime] = _now()
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+# --- review reminders (osiris/app/reminders.py) -----------------------------------------------
+
+
+class UserChannel(Base):
+    """A person's address on a chat channel, in the form the channel's messages carry as their sender
+    (`T0123:U0456`, `ann@example.com`, `whatsapp:+15551234567`, `telegram:111222333`).
+
+    Reminders go to verified addresses, and a chat message acts as a user (approve, request changes)
+    only from one: registering gives a one-time code, which the person then sends from that address.
+    A verified address belongs to one user in the whole deployment.
+    """
+
+    __tablename__ = "user_channels"
+    __table_args__ = (
+        UniqueConstraint("user_id", "channel", "address", name="uq_user_channels_user_channel_address"),
+        Index(
+            "uq_user_channels_verified_address",
+            "channel",
+            "address",
+            unique=True,
+            postgresql_where="verified_at IS NOT NULL",
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    org_id: Mapped[int] = mapped_column(ForeignKey("organizations.id", ondelete="CASCADE"), index=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    channel: Mapped[str] = mapped_column(String(32))
+    address: Mapped[str] = mapped_column(String(300))
+    verify_code_hash: Mapped[str | None] = mapped_column(String(64))  # SHA-256; None once verified
+    verified_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = _now()
+
+
+# 122 random bits from pg_strong_random (gen_random_uuid is core since PostgreSQL 13)
+REPLY_CODE_DEFAULT = text("replace(gen_random_uuid()::text, '-', '')")
+
+
+class ReviewReminder(Base):
+    """One reminder of a waiting review: a task, the activity it has waited since (the event), and the
+    interval number. The unique key is the claim: replicas scanning at once insert it once."""
+
+    __tablename__ = "review_reminders"
+    __table_args__ = (
+        UniqueConstraint("task_id", "anchor_event_id", "interval_no", name="uq_review_reminders_interval"),
+        Index("ix_review_reminders_task_id_id", "task_id", "id"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    org_id: Mapped[int] = mapped_column(ForeignKey("organizations.id", ondelete="CASCADE"), index=True)
+    task_id: Mapped[int] = mapped_column(ForeignKey("tasks.id", ondelete="CASCADE"))
+    anchor_event_id: Mapped[int] = mapped_column(BigInteger)  # the last activity; a newer one resets
+    interval_no: Mapped[int] = mapped_column(Integer)  # 1: reviewers; 2 and later: admins too
+    version: Mapped[int] = mapped_column(Integer)  # what the reminder showed: chat approvals pin to it
+    head_sha: Mapped[str] = mapped_column(String(64))
+    escalated: Mapped[bool] = mapped_column(Boolean, server_default="false")
+    # Goes out only in the reminder's email: an email's From is not proof of its sender, so an
+    # answer by email counts only if it carries the code of a reminder that reached that inbox.
+    reply_code: Mapped[str] = mapped_column(String(32), server_default=REPLY_CODE_DEFAULT)
     created_at: Mapped[datetime] = _now()

@@ -1,7 +1,7 @@
 """Organizations and the channel accounts that route inbound messages to them: the operator's business.
 
 An organization's own admins manage its users, tokens and repositories (accounts.py,
-repositories_registry.py); creating organizations and deciding which Twilio number, Slack team, email
+repositories.py); creating organizations and deciding which Twilio number, Slack team, email
 domain, GitHub installation or repository and Telegram bot belongs to which is for the superuser.
 An organization's admins tune their own accounts' settings (allowed senders, repository, keywords).
 """
@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from osiris.app import db, repositories_registry
+from osiris.app import db, repositories
 from osiris.app.actors import Actor
 from osiris.app.errors import Conflict, Forbidden, InvalidInput, NotFound, UnknownRepository
 from osiris.app.models import ChannelAccount, Organization, Role
@@ -115,9 +115,7 @@ async def update_channel_account_settings(
     row = await session.get(ChannelAccount, account_id, with_for_update=True)
     if row is None or (not actor.superuser and row.org_id != actor.org_id):
         raise NotFound(f"channel account {account_id} not found")
-    if settings.repo is not None and (
-        await repositories_registry.owner_of(session, settings.repo) != row.org_id
-    ):
+    if settings.repo is not None and (await repositories.owner_of(session, settings.repo) != row.org_id):
         raise UnknownRepository(f"no repository {settings.repo!r} in this organization")
     row.settings = settings.stored()
     await session.flush()

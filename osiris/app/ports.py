@@ -1,6 +1,6 @@
 """The ports: every protocol the core calls out through, and the errors that cross them.
 
-The core (job handlers in `osiris.app.effects` and `osiris.app.checks`, the submit path, git access)
+The core (the job handlers in `app.effects` and `app.check_runs`, the submit path, git access)
 calls these; the adapters implement them: the local git host (`github_bridge.local_git.LocalGitHost`)
 and GitHub (`github_bridge.github_host.GitHubHost`) for the code host, `ingest.notify.ChannelNotifier`
 for the notifier. Adapters import this module; nothing here imports an adapter. The ports a process
@@ -9,8 +9,10 @@ has are registered in `JobContext.services` (`code_host`, `notifier`).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from contextlib import AbstractContextManager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
@@ -22,9 +24,19 @@ from osiris.app.models import Artifact, Message, Task
 PUBLISHED_FIELDS = ("branch", "commit_sha", "pr_number", "pr_url")
 
 
+BRANCH_PREFIX = "osiris/task-"
+_BRANCH = re.compile(rf"^{re.escape(BRANCH_PREFIX)}(\d+)$")
+
+
 def branch_name(task_id: int) -> str:
     """Deterministic, so a retried publish finds what an earlier attempt made."""
-    return f"osiris/task-{task_id}"
+    return f"{BRANCH_PREFIX}{task_id}"
+
+
+def task_id_of_branch(branch: str | None) -> int | None:
+    """The task a branch was named for by `branch_name`, or None for any other branch."""
+    match = _BRANCH.match(branch or "")
+    return int(match.group(1)) if match else None
 
 
 class MergeConflict(OsirisError):
@@ -39,7 +51,7 @@ class MergeConflict(OsirisError):
 
 class CheckoutFailed(Exception):
     """A copy of a commit for the pre-review checks could not be made (a git command failed, a fetch
-    timed out). The adapters raise it (their git errors are this kind); `checks.py` turns it into an
+    timed out). The adapters raise it (their git errors are this kind); `check_runs.py` turns it into an
     `error` result."""
 
 
@@ -136,3 +148,30 @@ class Notifier(Protocol):
     """Tells a requester about their task in the channel they asked from."""
 
     async def notify(self, task: Task, kind: str, text: str) -> dict[str, Any]: ...
+
+
+@dataclass(frozen=True)
+class ReviewPrompt:
+    """A review reminder as the channels show it: the words, and what approving from chat pins to."""
+
+    task_id: int
+    version: int
+    head_sha: str
+    text: str
+    url: str  # the task's page in the portal (approve there)
+    reply_code: str = ""  # shown in email only: an answer by email must carry it (review_replies)
+
+
+class ReviewerNotifier(Protocol):
+    """Sends a review reminder to one reviewer's verified address on one chat channel (Slack with
+    Approve / Request changes controls); `key` makes a retried job send it once."""
+
+    async def remind(self, channel: str, address: str, prompt: ReviewPrompt, key: str) -> dict[str, Any]: ...
+
+
+@runtime_checkable
+class ReviewRequester(Protocol):
+    """A code host that can ask people to review the change request (GitHub's requested reviewers)."""
+
+    async def request_review(self, task: Task, logins: list[str]) -> dict[str, Any]:
+        """Ask these logins to review the task's change request (again: GitHub notifies them anew)."""

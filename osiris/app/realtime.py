@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,6 +21,8 @@ import asyncpg
 
 log = logging.getLogger(__name__)
 CHANNEL = "osiris_events"
+PREPARE_TIMEOUT = 5.0  # seconds a batch waits for its preparation at most; subscribers then load it
+PENDING_MAX = 10_000  # events waiting for a preparation at most; beyond, they go out unprepared
 
 
 @dataclass(eq=False)
@@ -41,6 +43,9 @@ class Hub:
         self._task: asyncio.Task[None] | None = None
         self._listeners: list[Callable[[dict[str, Any]], None]] = []
         self._channels: dict[str, list[Callable[[str], None]]] = {}
+        self._prepare: Callable[[list[dict[str, Any]]], Awaitable[object]] | None = None
+        self._pending: list[dict[str, Any]] = []
+        self._dispatcher: asyncio.Task[None] | None = None
         self.connected = asyncio.Event()
 
     def listen(self, channel: str, callback: Callable[[str], None]) -> None:
@@ -60,15 +65,31 @@ class Hub:
         """A plain callback for every event (e.g. the MCP resource notifier)."""
         self._listeners.append(fn)
 
+    def prepare_with(self, fn: Callable[[list[dict[str, Any]]], Awaitable[object]]) -> None:
+        """An async step each batch of notified events goes through before subscribers are woken
+        (it replaces the previous one). The portal loads and encodes the rows there, once per
+        process, so each of a thousand clients of an event wakes once and finds it ready. Plain
+        listeners are called at once, without waiting for it."""
+        self._prepare = fn
+
     def publish_local(self, event: dict[str, Any]) -> None:
+        self._deliver([event])
+        self._call_listeners(event)
+
+    def _deliver(self, events: list[dict[str, Any]]) -> None:
+        """Into every interested subscriber's queue, in order; a full queue marks it behind."""
         for sub in list(self._subs):
-            if not sub.wants(event):
-                continue
-            try:
-                sub.queue.put_nowait(event)
-            except asyncio.QueueFull:
-                sub.overflowed = True
-                self._subs.discard(sub)
+            for event in events:
+                if not sub.wants(event):
+                    continue
+                try:
+                    sub.queue.put_nowait(event)
+                except asyncio.QueueFull:
+                    sub.overflowed = True
+                    self._subs.discard(sub)
+                    break
+
+    def _call_listeners(self, event: dict[str, Any]) -> None:
         for fn in self._listeners:
             try:
                 fn(event)
@@ -80,7 +101,28 @@ class Hub:
             event = json.loads(payload)
         except json.JSONDecodeError:
             return
-        self.publish_local(event)
+        self._call_listeners(event)
+        if self._prepare is None or len(self._pending) >= PENDING_MAX:
+            self._deliver([event])
+            return
+        # Events that arrive while a batch is being prepared form the next batch: a burst is
+        # prepared (one query) and handed to each subscriber (one wake-up) together.
+        self._pending.append(event)
+        if self._dispatcher is None or self._dispatcher.done():
+            self._dispatcher = asyncio.get_running_loop().create_task(self._dispatch())
+
+    async def _dispatch(self) -> None:
+        while self._pending:
+            batch, self._pending = self._pending, []
+            orgs = {sub.org_id for sub in self._subs}
+            wanted = [event for event in batch if event.get("org_id") in orgs]
+            if wanted and self._prepare is not None:
+                try:
+                    async with asyncio.timeout(PREPARE_TIMEOUT):
+                        await self._prepare(wanted)
+                except Exception:  # the subscribers load what they need themselves
+                    log.warning("preparing live events failed", exc_info=True)
+            self._deliver(batch)
 
     def _mark_all_behind(self) -> None:
         for sub in list(self._subs):
@@ -135,10 +177,11 @@ class Hub:
             await asyncio.wait_for(self.connected.wait(), 10)
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        for task in (self._task, self._dispatcher):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
 
 
 def _each(callbacks: list[Callable[[str], None]], payload: str) -> None:

@@ -14,11 +14,13 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import ColumnElement, and_, func, or_, select
 
 from osiris.app.actors import Actor
+from osiris.app.config import Settings
 from osiris.app.errors import InvalidInput
 from osiris.app.models import Task, User
 
@@ -69,6 +71,23 @@ def claimable_by(actor: Actor) -> ColumnElement[bool]:
     )
 
 
-def effective_priority(*, aging_seconds: int, aging_max_boost: int) -> ColumnElement[Any]:
+@dataclass(frozen=True)
+class Aging:
+    """How a waiting task gains priority: one step per `seconds` waited, at most `max_boost` steps."""
+
+    seconds: int
+    max_boost: int
+
+    @classmethod
+    def of(cls, settings: Settings) -> Aging:
+        """The deployment's aging: the one place `routing_aging_*` are read."""
+        return cls(settings.routing_aging_seconds, settings.routing_aging_max_boost)
+
+    def params(self) -> dict[str, int]:
+        """The binds of `EFFECTIVE_PRIORITY_SQL`."""
+        return {"aging_seconds": self.seconds, "aging_max_boost": self.max_boost}
+
+
+def effective_priority(aging: Aging) -> ColumnElement[Any]:
     age = func.extract("epoch", func.now() - Task.created_at)
-    return Task.priority + func.least(func.floor(age / aging_seconds), aging_max_boost)
+    return Task.priority + func.least(func.floor(age / aging.seconds), aging.max_boost)

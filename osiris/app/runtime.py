@@ -10,7 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from osiris.app.config import Settings
 
 if TYPE_CHECKING:  # annotations only: these modules import this one
-    from osiris.app.ports import CodeHost, Notifier
+    from osiris.app.ports import CodeHost, Notifier, ReviewerNotifier
     from osiris.app.ratelimit import RateLimiter
     from osiris.app.realtime import Hub
     from osiris.app.streams import OpenStreams
@@ -25,6 +25,7 @@ class Services:
 
     code_host: CodeHost | None = None  # the local git host or GitHub (osiris.app.ports.CodeHost)
     notifier: Notifier | None = None  # replies and notices to requesters, over their channel
+    reviewer_notifier: ReviewerNotifier | None = None  # review reminders to reviewers' own addresses
     hub: Hub | None = None  # the one LISTEN connection of the process
     token_cache: TokenCache | None = None  # bearer tokens seen lately, evicted on revocation
     open_streams: OpenStreams | None = None  # live WebSockets and MCP streams, closed on revocation

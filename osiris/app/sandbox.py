@@ -2,7 +2,7 @@
 
 A check runs the agent's code, so it is treated as hostile. Every level runs it in a throw-away copy
 of one commit (never a work tree linked to a live repository) under a fresh temp dir, with an
-environment built from scratch (`checks.check_env`). The levels add, from strongest:
+environment built from scratch (`check_runner.check_env`). The levels add, from strongest:
 
 - `namespace` (the server is root): `unshare` a pid, mount, ipc and uts namespace, hide the server's
   paths under empty tmpfs mounts, give the check a private /tmp holding only its copy, then drop to
@@ -79,7 +79,7 @@ while [ "$1" != -- ]; do
 done
 shift
 cd "$work/src" || fail "no copy"
-unset OLDPWD  # ours; the check's environment is only what checks.check_env built
+unset OLDPWD  # ours; the check's environment is only what check_runner.check_env built
 "$@"
 """
 

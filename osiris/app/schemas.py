@@ -24,6 +24,18 @@ PriorityName = Literal["low", "normal", "high", "urgent"]
 PRIORITIES: dict[str, int] = {"low": 0, "normal": 1, "high": 2, "urgent": 3}
 PRIORITY_NAMES = {v: k for k, v in PRIORITIES.items()}
 ArtifactKindIn = Literal["auto", "patch", "files", "text"]
+MAX_TEXT = 50_000  # characters of anything a person or an agent writes: a message, feedback, a comment
+
+
+def bounded_text(value: str, what: str, *, required: bool) -> str:
+    """`value` stripped, within `MAX_TEXT` (and not empty when `required`): the bound the schemas
+    below put on REST input, for text that comes another way (the portal's forms, the services)."""
+    value = value.strip()
+    if required and not value:
+        raise InvalidInput(f"{what} must not be empty")
+    if len(value) > MAX_TEXT:
+        raise InvalidInput(f"{what} is limited to {MAX_TEXT} characters")
+    return value
 
 
 class _Out(BaseModel):
@@ -119,7 +131,7 @@ class SubmissionRead(BaseModel):
 
 
 class MessageCreate(BaseModel):
-    body: str = Field(min_length=1, max_length=50_000)
+    body: str = Field(min_length=1, max_length=MAX_TEXT)
 
 
 class MessageRead(_Out):
@@ -163,7 +175,7 @@ class ApproveIn(BaseModel):
 
 
 class RejectIn(BaseModel):
-    feedback: str = Field(min_length=1, max_length=50_000)
+    feedback: str = Field(min_length=1, max_length=MAX_TEXT)
 
 
 class CancelIn(BaseModel):
@@ -495,7 +507,7 @@ class ReviewCommentCreate(BaseModel):
     line: int = Field(ge=1, le=2**31 - 1)
     start_line: int | None = Field(default=None, ge=1, le=2**31 - 1)
     side: ReviewSide = "new"
-    body: str = Field(min_length=1, max_length=50_000)
+    body: str = Field(min_length=1, max_length=MAX_TEXT)
     version: int = Field(ge=1, le=2**31 - 1)
     head_sha: str = Field(pattern=_SHA)
 
@@ -538,6 +550,6 @@ class ReviewCreate(BaseModel):
     `request_changes` needs a comment or at least one open inline comment; `comment` needs a comment."""
 
     verdict: ReviewVerdict
-    body: str = Field(default="", max_length=50_000)
+    body: str = Field(default="", max_length=MAX_TEXT)
     version: int | None = Field(default=None, ge=1, le=2**31 - 1)
     head_sha: str | None = Field(default=None, pattern=_SHA)

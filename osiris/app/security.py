@@ -12,10 +12,15 @@ from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
 TOKEN_PREFIX = "osr_"
+ACCESS_TOKEN_PREFIX = "osa_"  # OAuth access tokens (osiris/app/oauth.py), hashed the same way
 TOKENS_CHANNEL = "osiris_tokens"  # NOTIFY payload: the hash of a token that stopped being valid
 _hasher = PasswordHasher()
-# Verifying against this keeps the time of an unknown-user login equal to a wrong-password one.
-_DUMMY_HASH = _hasher.hash("osiris-timing-equaliser")
+# Verifying against this keeps the time of an unknown-user login equal to a wrong-password one. A
+# constant (of "osiris-timing-equaliser"): hashing it at import cost every start a tenth of a second
+# (issue 17). tests/app/test_start_up.py checks it has the hasher's parameters, i.e. costs the same.
+_DUMMY_HASH = (
+    "$argon2id$v=19$m=65536,t=3,p=4$a5lLmOGJW5OPt2oESoGt3A$WdTnJWX46RH2m23FhfrD4mqxi3ObqjZMXLf1ibZOZ7s"
+)
 
 
 def hash_password(password: str) -> str:

@@ -27,7 +27,8 @@ REVOKED_CHANNEL = "osiris_revoked"  # NOTIFY payload: a stream key (`session:…
 
 def token_key(token: str) -> str:
     """The key of a bearer token: an API token by the hash its revocation announces, a JWT by its own."""
-    if token.startswith(security.TOKEN_PREFIX):
+    # OAuth access tokens are revoked by the same hash (osiris/app/oauth.py)
+    if token.startswith((security.TOKEN_PREFIX, security.ACCESS_TOKEN_PREFIX)):
         return f"token:{security.hash_token(token)}"
     return f"jwt:{hashlib.sha256(token.encode()).hexdigest()}"
 

@@ -10,7 +10,7 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from osiris.app import lifecycle, repository
+from osiris.app import lifecycle, task_queries
 from osiris.app.actors import Actor
 from osiris.app.artifacts import validate_artifact
 from osiris.app.runtime import Runtime
@@ -33,7 +33,7 @@ async def submit(
     )
     host = runtime.services.code_host
     if host is not None:
-        task = await repository.get_task(session, actor, task_id)
+        task = await task_queries.get_task(session, actor, task_id)
         # Raises PatchDoesNotApply with git's message, or InvalidArtifact when the tree it would
         # build holds something git's fsck or git_safety refuses; nothing has been written yet.
         await host.check(task, valid)

@@ -8,7 +8,7 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Query
 from pydantic import BaseModel
 
-from osiris.app import checks, repository
+from osiris.app import check_runs, task_queries
 from osiris.app.auth import ActorDep, RuntimeDep, SessionDep
 from osiris.app.changes import ChangesRead, changes_of
 from osiris.app.errors import NotFound
@@ -50,13 +50,13 @@ class ChangeRequestRead(BaseModel):
 async def get_change_request(
     task_id: int, actor: ActorDep, session: SessionDep, runtime: RuntimeDep
 ) -> ChangeRequestRead:
-    task = await repository.get_task(session, actor, task_id)
+    task = await task_queries.get_task(session, actor, task_id)
     host = runtime.services.code_host
     if not isinstance(host, ChangeRequestSource):
         raise NotFound("this code host keeps its change requests itself; follow the task's pr_url")
     view = ChangeRequestRead.model_validate(await host.change_request(task))
     head_run = next(
-        (r for r in await checks.latest_runs(session, task) if r.commit_sha == view.head_sha), None
+        (r for r in await check_runs.latest_runs(session, task) if r.commit_sha == view.head_sha), None
     )
     view.checks = CheckRunRead.model_validate(head_run) if head_run is not None else None
     return view
@@ -72,8 +72,8 @@ async def get_changes(
 ) -> ChangesRead:
     """The diff approving the newest published version would merge: base...head, file by file
     (`path`: that file alone, up to the overall line cap). 404 until a version is published."""
-    task = await repository.get_task(session, actor, task_id)
-    artifacts = list(await repository.artifacts_of(session, task))
+    task = await task_queries.get_task(session, actor, task_id)
+    artifacts = list(await task_queries.artifacts_of(session, task))
     limits = runtime.settings
     return await changes_of(
         runtime.services.code_host,

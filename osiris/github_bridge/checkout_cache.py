@@ -17,16 +17,14 @@ from __future__ import annotations
 import base64
 import contextlib
 import fcntl
-import os
 import re
 import shutil
-import subprocess
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 from osiris.github_bridge import copies
-from osiris.github_bridge.gitcmd import GitFailed
+from osiris.github_bridge.gitcmd import GitFailed, run_bounded, scratch_env
 
 _PART = re.compile(r"^[A-Za-z0-9_.-]{1,100}$")
 FETCHED = "refs/osiris-fetched"  # where fetched branches land in a cache clone
@@ -59,34 +57,9 @@ class CheckoutCache:
     def url(self, repo: str) -> str:
         return self.url_template.format(repo=repo)
 
-    def _env(self, token: str | None) -> dict[str, str]:
-        env = {
-            "PATH": os.environ.get("PATH", "/usr/local/bin:/usr/bin:/bin"),
-            "HOME": str(self.root),
-            "LANG": "C",
-            "GIT_TERMINAL_PROMPT": "0",
-            "GIT_CONFIG_NOSYSTEM": "1",
-            "GIT_CONFIG_GLOBAL": os.devnull,
-        }
-        return env | (auth_env(token) if token else {})
-
     def _git(self, git_dir: Path, *args: str, token: str | None = None, timeout: float = 60.0) -> str:
-        try:
-            proc = subprocess.run(  # noqa: S603 - fixed program, arguments are ours
-                ["git", f"--git-dir={git_dir}", *args],  # noqa: S607 - git from PATH, like gitcmd
-                env=self._env(token),
-                capture_output=True,
-                timeout=timeout,
-                check=False,
-            )
-        except subprocess.TimeoutExpired:
-            raise GitFailed(args, -1, f"timed out after {timeout:g}s") from None
-        if proc.returncode != 0:
-            err = proc.stderr.decode("utf-8", "replace")
-            if token:
-                err = err.replace(token, "***")
-            raise GitFailed(args, proc.returncode, err.strip()[-2000:])
-        return proc.stdout.decode("utf-8", "replace")
+        env = scratch_env(self.root, **(auth_env(token) if token else {}))
+        return run_bounded(args, env=env, timeout=timeout, git_dir=git_dir, secret=token)
 
     def _has(self, git_dir: Path, sha: str) -> bool:
         try:

@@ -12,7 +12,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from gidgethub import routing, sansio
+from gidgethub import sansio
+from gidgethub.routing import Router
 from sqlalchemy import select
 
 from osiris.app import lifecycle
@@ -25,7 +26,7 @@ from osiris.github_bridge.check_reports import CONTEXT_PREFIX, EXTERNAL_ID_PREFI
 EVENTS = frozenset({"check_run", "check_suite", "status"})
 FAILED = frozenset({"failure", "timed_out", "error", "action_required", "startup_failure"})
 
-ci_results = routing.Router()
+ci_results = Router()
 
 
 async def _current_task(deps: Any, full_name: str | None, sha: str | None) -> tuple[Task, Artifact] | None:

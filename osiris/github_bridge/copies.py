@@ -1,4 +1,4 @@
-"""Throw-away copies of one commit, for the pre-review checks (osiris/app/checks.py, sandbox.py).
+"""Throw-away copies of one commit, for the pre-review checks (osiris/app/check_runner.py, sandbox.py).
 
 A copy shares nothing with the repository it came from: no `.git` file pointing back at it, no
 linked work tree registered in it, no alternates, no hard links. `git read-tree` into an index file
@@ -12,41 +12,17 @@ environment built here: no global or system configuration, so no filter driver o
 from __future__ import annotations
 
 import contextlib
-import os
 import shutil
-import subprocess
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-from osiris.github_bridge.gitcmd import GitFailed
+from osiris.github_bridge.gitcmd import run_bounded, scratch_env
 
 
 def _git(git_dir: Path, dest: Path, index: Path, *args: str, timeout: float) -> None:
-    env = {
-        "PATH": os.environ.get("PATH", "/usr/local/bin:/usr/bin:/bin"),
-        "HOME": str(index.parent),
-        "LANG": "C",
-        "GIT_DIR": str(git_dir),
-        "GIT_WORK_TREE": str(dest),
-        "GIT_INDEX_FILE": str(index),
-        "GIT_CONFIG_NOSYSTEM": "1",
-        "GIT_CONFIG_GLOBAL": os.devnull,
-        "GIT_TERMINAL_PROMPT": "0",
-    }
-    try:
-        proc = subprocess.run(  # noqa: S603 - fixed program, arguments are ours
-            ["git", *args],  # noqa: S607 - git from PATH, like gitcmd
-            env=env,
-            cwd=dest,
-            capture_output=True,
-            timeout=timeout,
-            check=False,
-        )
-    except subprocess.TimeoutExpired:
-        raise GitFailed(args, -1, f"timed out after {timeout:g}s") from None
-    if proc.returncode != 0:
-        raise GitFailed(args, proc.returncode, proc.stderr.decode("utf-8", "replace").strip()[-2000:])
+    env = scratch_env(index.parent, GIT_DIR=str(git_dir), GIT_WORK_TREE=str(dest), GIT_INDEX_FILE=str(index))
+    run_bounded(args, env=env, cwd=dest, timeout=timeout)
 
 
 def export_commit(git_dir: Path, sha: str, dest: Path, *, timeout: float = 600.0) -> None:

@@ -9,12 +9,8 @@ from fastapi import FastAPI
 
 from osiris.app.config import Settings
 from osiris.app.runtime import Runtime
-from osiris.github_bridge import change_requests, git_http, webhooks
+from osiris.github_bridge import change_requests, git_http, github_events
 from osiris.github_bridge.local_git import LocalGitHost
-
-
-def github_configured(settings: Settings) -> bool:
-    return bool(settings.github_token or settings.github_app_id)
 
 
 @contextlib.asynccontextmanager
@@ -31,13 +27,13 @@ async def lifespan(app: FastAPI, runtime: Runtime) -> AsyncIterator[None]:
 def install(app: FastAPI, settings: Settings) -> None:
     app.include_router(change_requests.router)
     # The webhook route is always there: unconfigured, it refuses every delivery (no secret).
-    app.include_router(webhooks.router)  # importing it also registers the github_event job
+    app.include_router(github_events.router)  # importing it also registers the github_event job
     if settings.git_http_enabled:
         app.include_router(git_http.router)
 
 
 async def services(runtime: Runtime) -> None:
-    if github_configured(runtime.settings):
+    if runtime.settings.github_enabled:
         from osiris.github_bridge.github_host import install_github_host
 
         install_github_host(runtime)

@@ -28,11 +28,12 @@ from pathlib import Path
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import PlainTextResponse, StreamingResponse
 
-from osiris.app import db, repositories_registry
+from osiris.app import db, oauth, repositories
 from osiris.app.actors import Actor
 from osiris.app.auth import actor_from_token
 from osiris.app.errors import InvalidInput, Unauthenticated
 from osiris.app.runtime import Runtime
+from osiris.github_bridge.gitcmd import program_path
 from osiris.github_bridge.local_git import LocalGitHost
 
 log = logging.getLogger(__name__)
@@ -74,6 +75,8 @@ async def _authenticate(request: Request, runtime: Runtime) -> Actor | None:
                 token,
                 signing_key=runtime.settings.signing_key(),
                 cache=runtime.services.token_cache,
+                # OAuth access tokens issued for the REST API base also fetch (scope repos:read)
+                audience=oauth.api_audience(runtime.settings.public_url),
             )
     except Unauthenticated:
         return None
@@ -82,7 +85,7 @@ async def _authenticate(request: Request, runtime: Runtime) -> Actor | None:
 async def _owned_by(runtime: Runtime, name: str, actor: Actor) -> bool:
     """A repository is served only to tokens of the organization it is registered to."""
     async with runtime.sessions() as session:
-        return await repositories_registry.owner_of(session, name) == actor.org_id
+        return await repositories.owner_of(session, name) == actor.org_id
 
 
 @router.api_route("/git/{path:path}", methods=["GET", "POST"], include_in_schema=False)
@@ -95,6 +98,8 @@ async def smart_http(path: str, request: Request) -> Response:
     if actor is None:
         # Basic, so that git itself asks for (or sends from the URL) a user name and the token.
         return _plain(401, "authentication required", **{"WWW-Authenticate": 'Basic realm="OSIRIS git"'})
+    if actor.scopes is not None and oauth.REPOS_READ not in actor.scopes:
+        return _plain(403, f"insufficient_scope: this needs the scope {oauth.REPOS_READ}")
     match = _PATH.match(path)
     if match is None or ".." in path.split("/"):
         return _plain(404, "not found")
@@ -120,8 +125,8 @@ async def smart_http(path: str, request: Request) -> Response:
 
 def _cgi_env(request: Request, git_dir: Path, rest: str, actor: Actor, body_length: int) -> dict[str, str]:
     env = {
-        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-        "HOME": os.environ.get("HOME", "/"),
+        "PATH": program_path(),
+        "HOME": os.environ.get("HOME", "/"),  # the CGI runs as this process: its own home
         "GIT_PROJECT_ROOT": str(git_dir.parent),
         "GIT_HTTP_EXPORT_ALL": "1",
         "PATH_INFO": f"/{git_dir.name}/{rest}",

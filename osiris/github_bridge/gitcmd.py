@@ -7,6 +7,8 @@ work tree, so the cost of an operation follows what it changes, not the size of 
 from __future__ import annotations
 
 import contextlib
+import os
+import subprocess
 import tempfile
 import uuid
 from collections.abc import Iterator
@@ -26,6 +28,52 @@ IDENTITY = {
     "GIT_COMMITTER_NAME": "OSIRIS",
     "GIT_COMMITTER_EMAIL": "osiris@localhost",
 }
+
+
+def program_path() -> str:
+    """PATH for a git process whose environment is otherwise built from scratch: this process's own,
+    so git is found where the server found it (inherited from the process, not an OSIRIS setting)."""
+    return os.environ.get("PATH", "/usr/local/bin:/usr/bin:/bin")
+
+
+def scratch_env(home: Path, **extra: str) -> dict[str, str]:
+    """The whole environment of a git process started outside `Git` (checks' copies, cache clones):
+    PATH, a home of its own, no system or global config, never a prompt."""
+    return {
+        "PATH": program_path(),
+        "HOME": str(home),
+        "LANG": "C",
+        "GIT_TERMINAL_PROMPT": "0",
+        "GIT_CONFIG_NOSYSTEM": "1",
+        "GIT_CONFIG_GLOBAL": os.devnull,
+        **extra,
+    }
+
+
+def run_bounded(
+    args: tuple[str, ...],
+    *,
+    env: dict[str, str],
+    timeout: float,
+    git_dir: Path | None = None,
+    cwd: Path | None = None,
+    secret: str | None = None,
+) -> str:
+    """`git <args>` with a time limit; its stdout, or GitFailed with the tail of its stderr (`secret`,
+    a token it was given, masked)."""
+    argv = ["git", *([f"--git-dir={git_dir}"] if git_dir is not None else []), *args]
+    try:
+        proc = subprocess.run(  # noqa: S603 - fixed program, arguments are ours
+            argv, env=env, cwd=cwd, capture_output=True, timeout=timeout, check=False
+        )
+    except subprocess.TimeoutExpired:
+        raise GitFailed(args, -1, f"timed out after {timeout:g}s") from None
+    if proc.returncode != 0:
+        err = proc.stderr.decode("utf-8", "replace")
+        if secret:
+            err = err.replace(secret, "***")
+        raise GitFailed(args, proc.returncode, err.strip()[-2000:])
+    return proc.stdout.decode("utf-8", "replace")
 
 
 class GitFailed(CheckoutFailed):

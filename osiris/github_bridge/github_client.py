@@ -11,7 +11,6 @@ from __future__ import annotations
 import time
 from collections import Counter
 from collections.abc import Mapping
-from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -22,6 +21,7 @@ from gidgethub import httpx as gh_httpx
 
 from osiris.app.config import Settings
 from osiris.app.jobs import Retry
+from osiris.app.retry_after import header_value, parse_retry_after
 
 USER_AGENT = "osiris-code-host"
 _TOKEN_MARGIN_SECONDS = 300  # renew an installation token this long before GitHub expires it
@@ -41,16 +41,10 @@ def _header(headers: Mapping[str, str], name: str) -> str | None:
 
 def retry_delay(status: int, headers: Mapping[str, str], body: bytes, default: float) -> float | None:
     """How long to wait before asking again, or None when the answer is final."""
-    retry_after = _header(headers, "retry-after")
-    seconds: float | None = None
-    if retry_after is not None:
-        try:
-            seconds = float(retry_after)
-        except ValueError:
-            try:
-                seconds = parsedate_to_datetime(retry_after).timestamp() - time.time()
-            except (TypeError, ValueError):
-                seconds = default
+    hint = header_value(headers)  # an unreadable one still says "later": our default then
+    seconds = None if hint is None else parse_retry_after(hint)
+    if hint is not None and seconds is None:
+        seconds = default
     if status >= 500 or status == 429:
         return _clamp(seconds if seconds is not None else default)
     if status == 403:

@@ -14,7 +14,7 @@ import base64
 import re
 import time
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import UTC
@@ -41,6 +41,7 @@ TRAILER = "Osiris-Artifact"
 _TRAILER_RE = re.compile(rf"^{TRAILER}: (\d+)\s*$", re.MULTILINE)
 INTENT_EVENT = "github_intent"
 BASE_FILE_TTL_SECONDS = 30.0  # `.osiris.yml` read through the API is reused this long
+CHECKED_BASE_TTL_SECONDS = 60.0  # a first version is built on the base commit its check read, this soon
 READY_MUTATION = """
 mutation($id: ID!) {
   markPullRequestReadyForReview(input: {pullRequestId: $id}) { pullRequest { isDraft } }
@@ -102,6 +103,9 @@ class GitHubHost:
         self.gh = gh or GitHub(settings)
         self._contents: OrderedDict[tuple[str, str, str], str | None] = OrderedDict()
         self._base_files: dict[tuple[str, str, str], tuple[float, str | None]] = {}
+        # The base branch's head a task's first patch was checked against, for its publish: the
+        # commit the patch is known to apply to, and one GET of the branch fewer (issue 17).
+        self._checked_base: OrderedDict[tuple[int, str, str], tuple[float, Head]] = OrderedDict()
         self.checkouts = CheckoutCache(
             settings.data_dir / "cache" / "github",
             settings.checks_github_clone_url,
@@ -173,10 +177,22 @@ class GitHubHost:
                 item = None
             out[path] = _decode(path, item) if item is not None else None
             if re.fullmatch(r"[0-9a-f]{40}", ref):
-                self._contents[key] = out[path]
-                while len(self._contents) > 256:
-                    self._contents.popitem(last=False)
+                self._cache_contents([(key, out[path])])
         return out
+
+    def _remember_base(self, task: Task, repo: str, head: Head) -> None:
+        self._checked_base[(task.id, repo, task.base_branch)] = (
+            time.monotonic() + CHECKED_BASE_TTL_SECONDS,
+            head,
+        )
+        while len(self._checked_base) > 256:
+            self._checked_base.popitem(last=False)
+
+    def _checked_base_head(self, task: Task, repo: str) -> Head | None:
+        """The base head the task's first version was checked against moments ago (this process),
+        taken once; None when there is none or it is older than CHECKED_BASE_TTL_SECONDS."""
+        hit = self._checked_base.pop((task.id, repo, task.base_branch), None)
+        return hit[1] if hit is not None and hit[0] > time.monotonic() else None
 
     # --- check ----------------------------------------------------------------------------------
 
@@ -193,6 +209,7 @@ class GitHubHost:
                 if head is None:
                     raise InvalidInput(f"base branch {task.base_branch!r} does not exist on {repo}")
                 parent = head.sha
+                self._remember_base(task, repo, head)
             originals = await self._read(repo, parent, github_patch.sources(artifact.content))
         except GitHubUnavailable as exc:
             raise Unavailable(f"GitHub is unavailable: {exc}") from None
@@ -237,7 +254,9 @@ class GitHubHost:
             "github_calls": self.gh.calls - calls_before,
         }
 
-    async def _commit(
+    # Each branch below is a state a crashed or raced earlier attempt can leave on GitHub; read in order,
+    # they are the retry's whole story.
+    async def _commit(  # noqa: C901 - one idempotent step over every state GitHub can be in
         self,
         task: Task,
         artifact: Artifact,
@@ -261,7 +280,7 @@ class GitHubHost:
         else:
             parent, exists = None, False
         if parent is None:
-            parent = await self._branch_head(repo, task.base_branch)
+            parent = self._checked_base_head(task, repo) or await self._branch_head(repo, task.base_branch)
             if parent is None:
                 raise InvalidInput(f"base branch {task.base_branch!r} does not exist on {repo}")
 
@@ -309,7 +328,8 @@ class GitHubHost:
 
     async def _make_commit(self, task: Task, artifact: Artifact, repo: str, parent: Head) -> tuple[str, str]:
         entries = []
-        for change in await self._changes(task, artifact, repo, parent.sha):
+        changes = await self._changes(task, artifact, repo, parent.sha)
+        for change in changes:
             entry: dict[str, Any] = {"path": change.path, "mode": change.mode, "type": "blob"}
             if change.content is None:
                 entry["sha"] = None  # deletes the path
@@ -332,7 +352,20 @@ class GitHubHost:
                 "committer": who,
             },
         )
+        # What the touched files hold in the new commit is known: we wrote it. The next version's
+        # patch applies to it without reading it back (one GET per file and version fewer).
+        self._cache_contents(
+            ((repo, commit["sha"], c.path), c.content)
+            for c in changes
+            if c.mode in (github_patch.REGULAR, github_patch.EXECUTABLE)  # what `_read` would decode
+        )
         return commit["sha"], tree["sha"]
+
+    def _cache_contents(self, items: Iterable[tuple[tuple[str, str, str], str | None]]) -> None:
+        for key, content in items:
+            self._contents[key] = content
+        while len(self._contents) > 256:
+            self._contents.popitem(last=False)
 
     async def _changes(
         self, task: Task, artifact: Artifact, repo: str, parent_sha: str

@@ -7,7 +7,7 @@ its versions, or any agent-role account mapped to the login), the requester (wit
 duties), bots and anyone not an approver under `github_approvers` are recorded as themselves and
 never stand in for a reviewer.
 
-Kept apart from `webhooks.py` so the issue intake and the CI edge, which that module imports, can
+Kept apart from `github_events.py` so the issue intake and the CI edge, which that module imports, can
 ask the same question without an import cycle.
 """
 

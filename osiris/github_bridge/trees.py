@@ -17,6 +17,7 @@ import hashlib
 import struct
 import uuid
 import zlib
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from osiris.app.artifacts import ValidArtifact, check_path, patch_paths
@@ -246,30 +247,42 @@ def _splice(
     for folder in sorted(listing, key=lambda d: d.count("/") if d else -1, reverse=True):
         entries = dict(listing[folder])
         prefix = f"{folder}/" if folder else ""
-        for name, change in by_folder.get(folder, ()):
-            existing = entries.get(name)
-            if f"{prefix}{name}" in listing or (existing is not None and existing.type != "blob"):
-                if change is not None:
-                    raise _clash(f"{prefix}{name} is a directory")
-            if change is None:
-                entries.pop(name, None)
-            else:
-                # A whole-file write keeps an executable bit, never a symlink: new content for a
-                # symlink would be a new target nobody checked.
-                keep = EXECUTABLE if existing is not None and existing.mode == EXECUTABLE else REGULAR
-                entries[name] = Entry(change.mode or keep, "blob", change.sha)
-        for sub in subdirs.get(folder, ()):
-            sha = built[sub]
-            name = sub.rpartition("/")[2]
-            existing = entries.get(name)
-            if existing is not None and existing.type != "tree":
-                raise _clash(f"{prefix}{name} is a file, not a directory")
-            if sha is None:
-                entries.pop(name, None)
-            else:
-                entries[name] = Entry("40000", "tree", sha)
+        _set_files(entries, prefix, by_folder.get(folder, ()), listing)
+        _set_subtrees(
+            entries, prefix, {sub.rpartition("/")[2]: built[sub] for sub in subdirs.get(folder, ())}
+        )
         built[folder] = _tree_object(entries, trees) if entries else None
     return built[""] or EMPTY_TREE, trees
+
+
+def _set_files(
+    entries: dict[str, Entry], prefix: str, changes: Iterable[tuple[str, Change | None]], listing: Listing
+) -> None:
+    """One directory's changed files, written into its `entries` (None removes the file)."""
+    for name, change in changes:
+        existing = entries.get(name)
+        if f"{prefix}{name}" in listing or (existing is not None and existing.type != "blob"):
+            if change is not None:
+                raise _clash(f"{prefix}{name} is a directory")
+        if change is None:
+            entries.pop(name, None)
+        else:
+            # A whole-file write keeps an executable bit, never a symlink: new content for a
+            # symlink would be a new target nobody checked.
+            keep = EXECUTABLE if existing is not None and existing.mode == EXECUTABLE else REGULAR
+            entries[name] = Entry(change.mode or keep, "blob", change.sha)
+
+
+def _set_subtrees(entries: dict[str, Entry], prefix: str, subtrees: dict[str, str | None]) -> None:
+    """One directory's rebuilt subdirectories (name -> new tree, None: now empty) into its `entries`."""
+    for name, sha in subtrees.items():
+        existing = entries.get(name)
+        if existing is not None and existing.type != "tree":
+            raise _clash(f"{prefix}{name} is a file, not a directory")
+        if sha is None:
+            entries.pop(name, None)
+        else:
+            entries[name] = Entry("40000", "tree", sha)
 
 
 def _tree_object(entries: dict[str, Entry], trees: dict[str, bytes]) -> str:

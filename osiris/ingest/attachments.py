@@ -6,7 +6,7 @@ from fastapi import APIRouter, Response
 from pydantic import BaseModel, ConfigDict
 from sqlalchemy import select
 
-from osiris.app import repository
+from osiris.app import task_queries
 from osiris.app.auth import ActorDep, SessionDep
 from osiris.app.errors import NotFound
 from osiris.app.models import ChannelAttachment
@@ -29,7 +29,7 @@ class AttachmentRead(BaseModel):
 
 @router.get("/{task_id}/attachments", response_model=list[AttachmentRead])
 async def list_attachments(task_id: int, actor: ActorDep, session: SessionDep) -> list[AttachmentRead]:
-    task = await repository.get_task(session, actor, task_id)
+    task = await task_queries.get_task(session, actor, task_id)
     rows = (
         await session.execute(
             select(ChannelAttachment)
@@ -44,7 +44,7 @@ async def list_attachments(task_id: int, actor: ActorDep, session: SessionDep) -
 async def download_attachment(
     task_id: int, attachment_id: int, actor: ActorDep, session: SessionDep
 ) -> Response:
-    task = await repository.get_task(session, actor, task_id)
+    task = await task_queries.get_task(session, actor, task_id)
     row = await session.scalar(
         select(ChannelAttachment).where(
             ChannelAttachment.task_id == task.id, ChannelAttachment.id == attachment_id

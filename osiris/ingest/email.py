@@ -17,8 +17,6 @@ import re
 from email.message import EmailMessage
 from typing import Any
 
-import aiosmtplib
-
 from osiris.app import jobs
 from osiris.ingest.intake import Attachment, Inbound, MalformedMessage
 from osiris.ingest.notify import SendFailed, Target
@@ -270,6 +268,8 @@ class EmailSender:
         self.starttls = starttls
 
     async def send(self, target: Target, text: str, key: str) -> dict[str, Any]:
+        import aiosmtplib  # only once email replies are configured and sent (issue 17: start-up)
+
         msg = compose(target, text, key, our_address=self.our_address)
         try:
             await aiosmtplib.send(

@@ -12,10 +12,11 @@ from fastapi import FastAPI
 from osiris.app.config import Settings
 from osiris.app.ratelimit import RateLimiter
 from osiris.app.runtime import Runtime
-from osiris.ingest import attachments, notify, smtp, webhooks
+from osiris.ingest import attachments, channel_webhooks, notify, slack_actions, smtp
 from osiris.ingest.email import EmailSender
 from osiris.ingest.github_issues import GitHubIssueSender
 from osiris.ingest.notify import ChannelNotifier, Sender
+from osiris.ingest.reviewer_messages import ReviewerMessages
 from osiris.ingest.slack import SlackSender
 from osiris.ingest.telegram import TelegramSender
 from osiris.ingest.twilio import WhatsAppSender
@@ -24,8 +25,9 @@ assert notify  # imported for its job handler
 
 
 def install(app: FastAPI, settings: Settings) -> None:
-    app.include_router(webhooks.router)
+    app.include_router(channel_webhooks.router)
     app.include_router(attachments.router)
+    app.include_router(slack_actions.router)
 
 
 @asynccontextmanager
@@ -82,3 +84,4 @@ async def services(runtime: Runtime, **overrides: Any) -> None:
     # the code host; then no task ever has the "github" channel).
     found["github"] = GitHubIssueSender(runtime.services)
     runtime.services.notifier = ChannelNotifier(runtime.sessions, found)
+    runtime.services.reviewer_notifier = ReviewerMessages(runtime.sessions, found)

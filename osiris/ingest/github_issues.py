@@ -13,10 +13,11 @@ import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
-from gidgethub import BadRequest, routing, sansio
+from gidgethub import BadRequest, sansio
+from gidgethub.routing import Router
 from sqlalchemy import case, func, select
 
-from osiris.app import accounts, lifecycle, repositories_registry
+from osiris.app import accounts, lifecycle, repositories
 from osiris.app.actors import requester_actor
 from osiris.app.errors import IllegalTransition
 from osiris.app.events import record_event
@@ -33,8 +34,8 @@ from osiris.ingest.notify import SendFailed, Target, enqueue_reply
 CHANNEL = "github"
 OPEN = [s.value for s in OPEN_STATUSES]
 
-issue_requests = routing.Router()  # issues: opened / labeled / reopened → a task; unlabeled / closed → cancel
-issue_threads = routing.Router()  # issue_comment on a plain issue → a message (or a command)
+issue_requests = Router()  # issues: opened / labeled / reopened → a task; unlabeled / closed → cancel
+issue_threads = Router()  # issue_comment on a plain issue → a message (or a command)
 
 
 def thread_key(full_name: str, number: int) -> str:
@@ -108,9 +109,7 @@ async def _receive(deps: Deps, inbound: Inbound, full_name: str) -> Outcome:
     # The organization's repository registered for this GitHub repository; for the default
     # organization the settings' mapping (OSIRIS_GITHUB_REPO); for another (mapped by its App
     # installation) its own default repository.
-    registered = await repositories_registry.name_for_github_repo(
-        deps.session, org_id=org_id, full_name=full_name
-    )
+    registered = await repositories.name_for_github_repo(deps.session, org_id=org_id, full_name=full_name)
     if registered is not None:
         policy = dataclasses.replace(policy, repo=registered, repo_named=True)
     elif org_id == (await accounts.default_org(deps.session)).id:
@@ -253,7 +252,7 @@ async def on_issue_thread_comment(event: sansio.Event, gh: Any, deps: Deps) -> N
     await _answer(deps, thread, outcome, key=f"reply-github-comment-{comment['id']}")
 
 
-ROUTER = routing.Router(issue_requests, issue_threads)
+ROUTER = Router(issue_requests, issue_threads)
 
 
 # --- answers on the issue ----------------------------------------------------------------------

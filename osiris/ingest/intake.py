@@ -19,7 +19,7 @@ from sqlalchemy import case, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from osiris.app import accounts, lifecycle, organizations, repositories_registry, routing
+from osiris.app import accounts, lifecycle, organizations, repositories, reviewer_channels, routing
 from osiris.app.actors import requester_actor
 from osiris.app.errors import IllegalTransition, RateLimited, UnknownRepository
 from osiris.app.models import (
@@ -33,6 +33,7 @@ from osiris.app.models import (
 )
 from osiris.app.ratelimit import RateLimiter
 from osiris.app.schemas import PRIORITIES
+from osiris.ingest import review_replies
 
 log = logging.getLogger(__name__)
 OPEN = [s.value for s in OPEN_STATUSES]
@@ -123,6 +124,7 @@ class Policy:
     unmapped: str = "default"  # settings.channel_unmapped: "default" | "refuse"
     repo_named: bool = False  # `repo` was chosen for this message (a GitHub repository's), not the default
     max_chars: int = 10_000  # settings.chat_max_chars: a longer message is refused with TOO_LONG
+    lease_seconds: int = 600  # settings.lease_seconds: a reviewer's `changes #<id>` renews the agent's claim
 
     @classmethod
     def from_settings(cls, settings: Any) -> Policy:
@@ -143,6 +145,7 @@ class Policy:
             auto_register=settings.repositories_auto_register,
             unmapped=settings.channel_unmapped,
             max_chars=settings.chat_max_chars,
+            lease_seconds=settings.lease_seconds,
         )
 
     def allows(self, inbound: Inbound) -> bool:
@@ -270,9 +273,7 @@ async def organization_for(
         return Destination(row.org_id, row)
     if inbound.channel == "github":
         for account in inbound.accounts:
-            if "/" in account and (
-                org_id := await repositories_registry.org_for_github_repo(session, account)
-            ):
+            if "/" in account and (org_id := await repositories.org_for_github_repo(session, account)):
                 return Destination(org_id)
     if unmapped == "refuse":
         return None
@@ -366,6 +367,22 @@ async def _act(session: AsyncSession, org_id: int, inbound: Inbound, policy: Pol
     # without its quoted history); a new task keeps `text`, checked in _create.
     if len(short) > policy.max_chars:
         return _too_long(len(short), policy)
+    if (review := review_replies.parse(short)) is not None:  # a reviewer: approve #12, changes #12 …
+        answer = await review_replies.act(
+            session,
+            channel=inbound.channel,
+            sender=inbound.sender,
+            reply=review,
+            lease_seconds=policy.lease_seconds,
+            provider_id=inbound.delivery_id,
+            proof=f"{inbound.subject or ''}\n{inbound.text}",  # the quoted reminder, with its code
+        )
+        return Outcome(answer.kind, answer.reply, answer.task_id)
+    if (code := reviewer_channels.verify_code_in(short)) is not None:  # verify <code>
+        answer = await review_replies.verify(
+            session, channel=inbound.channel, sender=inbound.sender, code=code
+        )
+        return Outcome(answer.kind, answer.reply)
     command = parse_command(short)
     in_thread = await _thread_task(session, org_id, inbound)
     if command is not None:
@@ -520,7 +537,7 @@ async def _create(session: AsyncSession, org_id: int, inbound: Inbound, text: st
         listed = "\n".join(f"- {a.filename} ({a.content_type}, {a.size} bytes)" for a in inbound.attachments)
         description = f"{description}\n\nAttachments:\n{listed}".strip()
     try:
-        repo = await repositories_registry.repository_for_task(
+        repo = await repositories.repository_for_task(
             session,
             org_id=org_id,
             name=policy.repo if policy.repo_named else None,

@@ -11,7 +11,6 @@ blocks the task.
 from __future__ import annotations
 
 import dataclasses
-import email.utils
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import asdict, dataclass
@@ -26,6 +25,7 @@ from osiris.app import jobs
 from osiris.app.actors import system_actor
 from osiris.app.events import record_event
 from osiris.app.models import ChannelAccount, ChannelNotification, Message, Task, TaskEvent
+from osiris.app.retry_after import retry_after_seconds
 from osiris.ingest.intake import STATUS_WORDS, pr_url
 
 log = logging.getLogger(__name__)
@@ -57,17 +57,10 @@ class Sender(Protocol):
 
 
 def retry_after(headers: Mapping[str, str] | None, default: float = DEFAULT_BACKOFF) -> float:
-    """Seconds from a Retry-After header (seconds or an HTTP date), else the default."""
-    value = (headers or {}).get("Retry-After") or (headers or {}).get("retry-after")
-    if not value:
-        return default
-    if value.strip().isdigit():
-        return max(1.0, float(value))
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return default
-    return max(1.0, (when - datetime.now(when.tzinfo)).total_seconds())
+    """The channels' wait: the provider's Retry-After (seconds or an HTTP date), at least 1 s; else
+    the default."""
+    seconds = retry_after_seconds(headers)
+    return default if seconds is None else max(1.0, seconds)
 
 
 def target_for(task: Task) -> Target:

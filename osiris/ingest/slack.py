@@ -10,16 +10,16 @@ from __future__ import annotations
 import html
 import re
 from collections.abc import Mapping
-from typing import Any
-
-import aiohttp
-from slack_sdk.errors import SlackApiError
-from slack_sdk.signature import SignatureVerifier
-from slack_sdk.web.async_client import AsyncWebClient
+from typing import TYPE_CHECKING, Any
 
 from osiris.app import jobs
 from osiris.ingest.intake import Inbound
 from osiris.ingest.notify import SendFailed, Target, retry_after
+
+# The SDK (and aiohttp under it) is imported where it is used, when Slack is configured and in use:
+# not every process pays for every channel's SDK at start (issue 17).
+if TYPE_CHECKING:
+    from slack_sdk.web.async_client import AsyncWebClient
 
 CHANNEL = "slack"
 # Message subtypes that are a person writing; edits, joins and bot posts are not requests.
@@ -33,6 +33,8 @@ _LINK = re.compile(r"<((?:https?|mailto):[^|<>]+)(?:\|([^<>]+))?>")
 
 def signature_ok(signing_secret: str, body: bytes, headers: Mapping[str, str]) -> bool:
     """Slack's v0 signature; the SDK also refuses timestamps more than five minutes away."""
+    from slack_sdk.signature import SignatureVerifier
+
     try:
         return SignatureVerifier(signing_secret).is_valid_request(body, dict(headers))
     except ValueError:  # a timestamp that is not a number
@@ -123,6 +125,9 @@ class SlackSender:
         return token
 
     async def send(self, target: Target, text: str, key: str) -> dict[str, Any]:
+        from slack_sdk.errors import SlackApiError
+        from slack_sdk.web.async_client import AsyncWebClient
+
         client = AsyncWebClient(token=self.token_for(target.account), base_url=self.base_url, timeout=15)
         try:
             return await self._post(client, target.to, target.thread, text)
@@ -139,6 +144,9 @@ class SlackSender:
     async def _post(
         self, client: AsyncWebClient, channel: str, thread: str | None, text: str
     ) -> dict[str, Any]:
+        import aiohttp
+        from slack_sdk.errors import SlackApiError
+
         try:
             resp = await client.chat_postMessage(channel=channel, text=text, thread_ts=thread or None)
         except SlackApiError as exc:

@@ -11,9 +11,8 @@ import logging
 import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from aiosmtpd.smtp import SMTP, Envelope, Session
 from fastapi import FastAPI
 
 from osiris.app.errors import OsirisError
@@ -21,6 +20,9 @@ from osiris.app.runtime import Runtime
 from osiris.ingest import email as email_channel
 from osiris.ingest import flows
 from osiris.ingest.intake import redact
+
+if TYPE_CHECKING:  # aiosmtpd itself only when the listener starts (issue 17: start-up)
+    from aiosmtpd.smtp import SMTP, Envelope, Session
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +81,8 @@ class IntakeHandler:
 @asynccontextmanager
 async def listener(app: FastAPI, runtime: Runtime) -> AsyncIterator[None]:
     """A startup hook: listen while the application runs. Port 0 picks a free port (tests)."""
+    from aiosmtpd.smtp import SMTP
+
     settings = runtime.settings
     handler = IntakeHandler(runtime)
     aiosmtpd_log = logging.getLogger(AIOSMTPD_LOGGER)

@@ -14,18 +14,20 @@ import logging
 import re
 from collections.abc import Mapping
 from datetime import timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
-from telegram import Bot, ReplyParameters, Update
-from telegram.error import BadRequest, Forbidden, InvalidToken, NetworkError, RetryAfter, TelegramError
-from telegram.request import HTTPXRequest
 
 from osiris.app import jobs
 from osiris.app.models import ChannelNotification
 from osiris.ingest.intake import Inbound
 from osiris.ingest.notify import SendFailed, Target
+
+# python-telegram-bot is imported where it is used, once Telegram is configured and in use: not every
+# process pays for every channel's SDK at start (issue 17).
+if TYPE_CHECKING:
+    from telegram import Bot
 
 CHANNEL = "telegram"
 PATH = "/api/v1/webhooks/telegram"
@@ -86,6 +88,8 @@ def parse_update(
     payload: Mapping[str, Any], *, our_id: int | None, username: str | None, replied_task: int | None = None
 ) -> Inbound | None:
     """An update → the normalized message; None for what is not a person writing to us."""
+    from telegram import Update  # the SDK only once Telegram is in use (issue 17: start-up)
+
     update = Update.de_json(dict(payload), None)
     message = update.message if update is not None else None
     if message is None or message.from_user is None or message.from_user.is_bot:
@@ -151,6 +155,9 @@ async def task_of_our_message(session: AsyncSession, key: str) -> int | None:
 
 
 def _bot(token: str, api_url: str) -> Bot:
+    from telegram import Bot
+    from telegram.request import HTTPXRequest
+
     request = HTTPXRequest(connect_timeout=10.0, read_timeout=15.0, write_timeout=15.0)
     return Bot(token, base_url=f"{api_url.rstrip('/')}/bot", request=request)
 
@@ -165,6 +172,16 @@ class TelegramSender:
         self.api_url = api_url
 
     async def send(self, target: Target, text: str, key: str) -> dict[str, Any]:
+        from telegram import ReplyParameters
+        from telegram.error import (
+            BadRequest,
+            Forbidden,
+            InvalidToken,
+            NetworkError,
+            RetryAfter,
+            TelegramError,
+        )
+
         bot = _bot(self.token, self.api_url)
         reply = (
             ReplyParameters(message_id=int(target.thread), allow_sending_without_reply=True)

@@ -7,22 +7,19 @@ turns them into a generic exception.
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Mapping
 from typing import Any
 
 import httpx
-from twilio.base.exceptions import TwilioRestException
-from twilio.http import AsyncHttpClient
-from twilio.http.response import Response as TwilioResponse
-from twilio.request_validator import RequestValidator
-from twilio.rest import Client
-from twilio.twiml.messaging_response import MessagingResponse
 
 from osiris.app import jobs
 from osiris.ingest.intake import Attachment, Inbound, MalformedMessage
 from osiris.ingest.notify import SendFailed, Target, retry_after
 
+# The twilio SDK is imported where it is used, once WhatsApp is configured and in use: not every
+# process pays for every channel's SDK at start (issue 17).
 log = logging.getLogger(__name__)
 CHANNEL = "whatsapp"
 MAX_MEDIA = 10  # Twilio sends at most 10 media items per message
@@ -31,6 +28,8 @@ MAX_MEDIA = 10  # Twilio sends at most 10 media items per message
 def signature_ok(auth_token: str, url: str, params: Mapping[str, str], signature: str | None) -> bool:
     if not signature:
         return False
+    from twilio.request_validator import RequestValidator
+
     return bool(RequestValidator(auth_token).validate(url, dict(params), signature))
 
 
@@ -73,6 +72,8 @@ def parse_inbound(form: Mapping[str, str]) -> Inbound:
 
 
 def twiml(text: str) -> str:
+    from twilio.twiml.messaging_response import MessagingResponse
+
     response = MessagingResponse()
     if text:
         response.message(text)
@@ -89,37 +90,43 @@ class ProviderBusy(Exception):
         self.after = after
 
 
-class HttpxTwilioClient(AsyncHttpClient):
-    """The SDK's async HTTP port on httpx."""
+@functools.cache
+def httpx_twilio_client() -> type:
+    """The SDK's async HTTP port on httpx (a class made when first needed: it subclasses the SDK's)."""
+    from twilio.http import AsyncHttpClient
+    from twilio.http.response import Response as TwilioResponse
 
-    def __init__(self, transport: httpx.AsyncBaseTransport | None = None, timeout: float = 15.0) -> None:
-        super().__init__(logging.getLogger("twilio.http"), is_async=True, timeout=timeout)
-        self.transport = transport
+    class HttpxTwilioClient(AsyncHttpClient):
+        def __init__(self, transport: httpx.AsyncBaseTransport | None = None, timeout: float = 15.0) -> None:
+            super().__init__(logging.getLogger("twilio.http"), is_async=True, timeout=timeout)
+            self.transport = transport
 
-    async def request(  # type: ignore[override]
-        self,
-        method: str,
-        uri: str,
-        params: dict[str, object] | None = None,
-        data: dict[str, object] | None = None,
-        headers: dict[str, str] | None = None,
-        auth: tuple[str, str] | None = None,
-        timeout: float | None = None,  # noqa: ASYNC109 - the SDK's signature
-        allow_redirects: bool = False,
-    ) -> TwilioResponse:
-        async with httpx.AsyncClient(transport=self.transport, timeout=timeout or self.timeout) as client:
-            resp = await client.request(
-                method.upper(),
-                uri,
-                params=params,  # type: ignore[arg-type]
-                data=data,  # type: ignore[arg-type]
-                headers=headers,
-                auth=auth,
-                follow_redirects=allow_redirects,
-            )
-        if resp.status_code == 429 or resp.status_code >= 500:
-            raise ProviderBusy(resp.status_code, retry_after(resp.headers))
-        return TwilioResponse(resp.status_code, resp.text, resp.headers)
+        async def request(  # type: ignore[override]
+            self,
+            method: str,
+            uri: str,
+            params: dict[str, object] | None = None,
+            data: dict[str, object] | None = None,
+            headers: dict[str, str] | None = None,
+            auth: tuple[str, str] | None = None,
+            timeout: float | None = None,  # noqa: ASYNC109 - the SDK's signature
+            allow_redirects: bool = False,
+        ) -> TwilioResponse:
+            async with httpx.AsyncClient(transport=self.transport, timeout=timeout or self.timeout) as client:
+                resp = await client.request(
+                    method.upper(),
+                    uri,
+                    params=params,  # type: ignore[arg-type]
+                    data=data,  # type: ignore[arg-type]
+                    headers=headers,
+                    auth=auth,
+                    follow_redirects=allow_redirects,
+                )
+            if resp.status_code == 429 or resp.status_code >= 500:
+                raise ProviderBusy(resp.status_code, retry_after(resp.headers))
+            return TwilioResponse(resp.status_code, resp.text, resp.headers)
+
+    return HttpxTwilioClient
 
 
 class WhatsAppSender:
@@ -143,11 +150,14 @@ class WhatsAppSender:
         return f"whatsapp:{target.account}" if target.account else self.from_
 
     async def send(self, target: Target, text: str, key: str) -> dict[str, Any]:
+        from twilio.base.exceptions import TwilioRestException
+        from twilio.rest import Client
+
         client = Client(
             self.account_sid,
             self.auth_token,
             account_sid=self.account_sid,
-            http_client=HttpxTwilioClient(self.transport),
+            http_client=httpx_twilio_client()(self.transport),
         )
         try:
             message = await client.messages.create_async(

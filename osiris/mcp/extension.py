@@ -8,11 +8,9 @@ import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
-from urllib.parse import urlsplit
 
 import anyio
 from fastapi import FastAPI
-from mcp.server.auth.routes import build_resource_metadata_url
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -20,7 +18,13 @@ from osiris.app import streams
 from osiris.app.config import Settings
 from osiris.app.runtime import Runtime
 from osiris.mcp import routes
-from osiris.mcp.auth import MCP_PATH, OsirisTokenVerifier, auth_settings, transport_security
+from osiris.mcp.auth import (
+    MCP_PATH,
+    OsirisTokenVerifier,
+    auth_settings,
+    protected_resource_routes,
+    transport_security,
+)
 from osiris.mcp.gateway import DatabaseGateway
 from osiris.mcp.server import build_mcp_server
 from osiris.mcp.subscriptions import TaskSubscriptions
@@ -44,11 +48,11 @@ def install(app: FastAPI, settings: Settings) -> None:
         # Same ceiling as the REST API: an artifact may be up to max_artifact_bytes, JSON-escaped.
         max_request_body_size=2 * settings.max_artifact_bytes + 65536,
     )
-    assert auth.resource_server_url is not None  # noqa: S101 - set by auth_settings
-    metadata_path = urlsplit(str(build_resource_metadata_url(auth.resource_server_url))).path
     # Plain routes, not a Mount: a Mount would answer /mcp with a redirect to /mcp/. The MCP app keeps
     # its own auth middleware, so REST requests never pay for it. First, so nothing can shadow them.
-    app.router.routes.insert(0, Route(metadata_path, endpoint=mcp_app))
+    # The protected-resource metadata is the SDK's handler with our scopes (protected_resource_routes).
+    for route in protected_resource_routes(settings):
+        app.router.routes.insert(0, route)
     app.router.routes.insert(0, Route(MCP_PATH, endpoint=RevocableRequests(mcp_app, runtime)))
     app.include_router(routes.router)
     app.state.mcp_server = server

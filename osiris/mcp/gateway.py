@@ -13,13 +13,15 @@ from typing import Protocol, TypeVar
 from mcp.server.auth.middleware.auth_context import get_access_token
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from osiris.app import db
+from osiris.app import db, oauth
 from osiris.app.actors import Actor
 from osiris.app.errors import Unauthenticated
 from osiris.app.models import Role
+from osiris.app.routing import Aging
 from osiris.app.runtime import Runtime
 from osiris.app.schemas import ArtifactDetail, PriorityName
-from osiris.mcp import service
+from osiris.mcp import ask, service
+from osiris.mcp.ask import AskedRequester
 from osiris.mcp.schemas import (
     ClaimedTask,
     FeedbackBatch,
@@ -53,6 +55,7 @@ class Gateway(Protocol):
     async def get_artifact(self, task_id: int, *, version: int) -> ArtifactDetail: ...
     async def list_my_tasks(self) -> MyTasks: ...
     async def post_message(self, task_id: int, *, body: str) -> PostedMessage: ...
+    async def ask_requester(self, task_id: int, *, question: str) -> AskedRequester: ...
     async def release_task(self, task_id: int, *, reason: str) -> ReleasedTask: ...
     async def check_readable(self, task_id: int) -> None:
         """Raise TaskNotFound unless the caller may see the task (guards resource subscriptions)."""
@@ -65,11 +68,13 @@ def current_actor() -> Actor:
     claims = token.claims if token is not None else None
     if not claims:
         raise Unauthenticated("send Authorization: Bearer <token>")
+    scopes = claims.get("scopes")
     return Actor(
         org_id=int(claims["org_id"]),
         user_id=int(claims["user_id"]),
         name=str(claims["name"]),
         role=Role(claims["role"]),
+        scopes=frozenset(scopes) if scopes is not None else None,
     )
 
 
@@ -78,9 +83,10 @@ class DatabaseGateway:
         # The runtime exists only once the app's lifespan has started; look it up per call.
         self._runtime = runtime
 
-    async def _run(self, op: Callable[[AsyncSession, Runtime, Actor], Awaitable[T]]) -> T:
+    async def _run(self, op: Callable[[AsyncSession, Runtime, Actor], Awaitable[T]], *, name: str) -> T:
         runtime = self._runtime()
         actor = current_actor()
+        oauth.require_scope(actor, oauth.MCP_SCOPES.get(name))  # an OAuth token needs the tool's scope
         async with db.transaction(runtime.sessions) as session:
             return await op(session, runtime, actor)
 
@@ -94,13 +100,13 @@ class DatabaseGateway:
                 limit=limit,
                 repo=repo,
                 priority=priority,
-                aging_seconds=r.settings.routing_aging_seconds,
-                aging_max_boost=r.settings.routing_aging_max_boost,
-            )
+                aging=Aging.of(r.settings),
+            ),
+            name="read_pending_tasks",
         )
 
     async def claim_task(self, task_id: int) -> ClaimedTask:
-        return await self._run(lambda s, r, a: service.claim_task(s, r, a, task_id))
+        return await self._run(lambda s, r, a: service.claim_task(s, r, a, task_id), name="claim_task")
 
     async def submit_artifact(
         self,
@@ -114,26 +120,40 @@ class DatabaseGateway:
         return await self._run(
             lambda s, r, a: service.submit_artifact(
                 s, r, a, task_id, content=content, kind=kind, summary=summary, idempotency_key=idempotency_key
-            )
+            ),
+            name="submit_artifact",
         )
 
     async def read_feedback(self, task_id: int, *, since: int | None) -> FeedbackBatch:
-        return await self._run(lambda s, r, a: service.read_feedback(s, r, a, task_id, since=since))
+        return await self._run(
+            lambda s, r, a: service.read_feedback(s, r, a, task_id, since=since), name="read_feedback"
+        )
 
     async def get_task(self, task_id: int) -> TaskContext:
-        return await self._run(lambda s, r, a: service.get_task(s, r, a, task_id))
+        return await self._run(lambda s, r, a: service.get_task(s, r, a, task_id), name="get_task")
 
     async def get_artifact(self, task_id: int, *, version: int) -> ArtifactDetail:
-        return await self._run(lambda s, r, a: service.get_artifact(s, r, a, task_id, version=version))
+        return await self._run(
+            lambda s, r, a: service.get_artifact(s, r, a, task_id, version=version), name="get_artifact"
+        )
 
     async def list_my_tasks(self) -> MyTasks:
-        return await self._run(lambda s, r, a: service.list_my_tasks(s, r, a))
+        return await self._run(lambda s, r, a: service.list_my_tasks(s, r, a), name="list_my_tasks")
 
     async def post_message(self, task_id: int, *, body: str) -> PostedMessage:
-        return await self._run(lambda s, r, a: service.post_message(s, r, a, task_id, body=body))
+        return await self._run(
+            lambda s, r, a: service.post_message(s, r, a, task_id, body=body), name="post_message"
+        )
+
+    async def ask_requester(self, task_id: int, *, question: str) -> AskedRequester:
+        return await self._run(
+            lambda s, r, a: ask.ask_requester(s, r, a, task_id, question=question), name="ask_requester"
+        )
 
     async def release_task(self, task_id: int, *, reason: str) -> ReleasedTask:
-        return await self._run(lambda s, _r, a: service.release_task(s, a, task_id, reason=reason))
+        return await self._run(
+            lambda s, _r, a: service.release_task(s, a, task_id, reason=reason), name="release_task"
+        )
 
     async def check_readable(self, task_id: int) -> None:
-        await self._run(lambda s, _r, a: service.check_readable(s, a, task_id))
+        await self._run(lambda s, _r, a: service.check_readable(s, a, task_id), name="check_readable")

@@ -24,6 +24,7 @@ from osiris.app.schemas import (
     TaskDetail,
     TaskRead,
 )
+from osiris.mcp.ask import AskedRequester, requester_channel
 from osiris.mcp.schemas import (
     FEEDBACK_PAGE,
     ClaimedTask,
@@ -188,6 +189,12 @@ class RestGateway:
         with contextlib.suppress(RemoteProblem):  # in REVIEW there is no lease to renew
             await self._call("POST", f"/api/v1/tasks/{task_id}/heartbeat")
         return PostedMessage(message=message)
+
+    async def ask_requester(self, task_id: int, *, question: str) -> AskedRequester:
+        task = TaskRead.model_validate(await self._call("GET", f"/api/v1/tasks/{task_id}"))
+        channel = requester_channel(task.channel)
+        posted = await self.post_message(task_id, body=question)
+        return AskedRequester(message=posted.message, channel=channel)
 
     async def release_task(self, task_id: int, *, reason: str) -> ReleasedTask:
         task = TaskRead.model_validate(await self._call("POST", f"/api/v1/tasks/{task_id}/release"))

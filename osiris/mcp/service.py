@@ -9,11 +9,12 @@ from __future__ import annotations
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from osiris.app import lifecycle, repository, reviews, submissions
+from osiris.app import lifecycle, reviews, submissions, task_queries
 from osiris.app.actors import Actor
 from osiris.app.api.tasks import latest_pr_url, task_read, task_with_git
 from osiris.app.errors import NotFound
 from osiris.app.models import Task, TaskStatus
+from osiris.app.routing import Aging
 from osiris.app.runtime import Runtime
 from osiris.app.schemas import (
     PRIORITIES,
@@ -66,11 +67,14 @@ async def _renew(session: AsyncSession, runtime: Runtime, actor: Actor, task: Ta
 
 async def _context(session: AsyncSession, runtime: Runtime, actor: Actor, task: Task) -> TaskContext:
     artifacts = (  # most claims are of fresh tasks: skip the query there is nothing for
-        [ArtifactRead.model_validate(a) for a in await repository.artifacts_of(session, task, content=False)]
+        [
+            ArtifactRead.model_validate(a)
+            for a in await task_queries.artifacts_of(session, task, content=False)
+        ]
         if task.artifact_count
         else []
     )
-    messages = [MessageRead.model_validate(m) for m in await repository.messages_of(session, task)]
+    messages = [MessageRead.model_validate(m) for m in await task_queries.messages_of(session, task)]
     return task_context(
         await task_with_git(runtime, task, pr_url=latest_pr_url(artifacts)),
         you=actor.user_id,
@@ -86,17 +90,15 @@ async def read_pending_tasks(
     limit: int,
     repo: str | None = None,
     priority: PriorityName | None = None,
-    aging_seconds: int = 3600,
-    aging_max_boost: int = 2,
+    aging: Aging,
 ) -> PendingTasks:
-    tasks = await repository.pending_tasks(
+    tasks = await task_queries.pending_tasks(
         session,
         actor,
         limit=limit,
         repo=repo,
         min_priority=PRIORITIES[priority] if priority else None,
-        aging_seconds=aging_seconds,
-        aging_max_boost=aging_max_boost,
+        aging=aging,
     )
     return PendingTasks(tasks=[PendingTask.from_row(t) for t in tasks])
 
@@ -130,7 +132,7 @@ async def submit_artifact(
         summary=summary,
         idempotency_key=idempotency_key,
     )
-    task = await repository.get_task(session, actor, task_id)
+    task = await task_queries.get_task(session, actor, task_id)
     return submission_result(
         ArtifactRead.model_validate(sub.artifact), status=task.status, created=sub.created, job_id=sub.job_id
     )
@@ -145,7 +147,7 @@ async def read_feedback(
     since: int | None = None,
     limit: int = FEEDBACK_PAGE,
 ) -> FeedbackBatch:
-    task = await _renew(session, runtime, actor, await repository.get_task(session, actor, task_id))
+    task = await _renew(session, runtime, actor, await task_queries.get_task(session, actor, task_id))
     after = since if since is not None else await feedback.cursor_of(session, actor, task)
     rows = await feedback.messages_to_agent(session, task, after_id=after, limit=limit)
     items = [FeedbackItem.from_message(MessageRead.model_validate(m)) for m in rows]
@@ -163,15 +165,15 @@ async def read_feedback(
 
 
 async def get_task(session: AsyncSession, runtime: Runtime, actor: Actor, task_id: int) -> TaskContext:
-    task = await _renew(session, runtime, actor, await repository.get_task(session, actor, task_id))
+    task = await _renew(session, runtime, actor, await task_queries.get_task(session, actor, task_id))
     return await _context(session, runtime, actor, task)
 
 
 async def get_artifact(
     session: AsyncSession, runtime: Runtime, actor: Actor, task_id: int, *, version: int
 ) -> ArtifactDetail:
-    task = await _renew(session, runtime, actor, await repository.get_task(session, actor, task_id))
-    artifact = await repository.artifact_version(session, task, version)
+    task = await _renew(session, runtime, actor, await task_queries.get_task(session, actor, task_id))
+    artifact = await task_queries.artifact_version(session, task, version)
     if artifact is None:
         raise NotFound(f"task {task_id} has no version {version}")
     return ArtifactDetail.model_validate(artifact)
@@ -180,7 +182,7 @@ async def get_artifact(
 async def list_my_tasks(session: AsyncSession, runtime: Runtime, actor: Actor) -> MyTasks:
     mine: list[Task] = []
     for status in (TaskStatus.IN_PROGRESS, TaskStatus.REVIEW):
-        tasks = await repository.list_tasks(
+        tasks = await task_queries.list_tasks(
             session, actor, status=status.value, assignee_id=actor.user_id, limit=200
         )
         mine.extend([await _renew(session, runtime, actor, t) for t in tasks])
@@ -192,7 +194,7 @@ async def post_message(
     session: AsyncSession, runtime: Runtime, actor: Actor, task_id: int, *, body: str
 ) -> PostedMessage:
     message = await lifecycle.post_message(session, actor, task_id, body=body, source="mcp")
-    await _renew(session, runtime, actor, await repository.get_task(session, actor, task_id))
+    await _renew(session, runtime, actor, await task_queries.get_task(session, actor, task_id))
     return PostedMessage(message=MessageRead.model_validate(message))
 
 
@@ -204,4 +206,4 @@ async def release_task(
 
 async def check_readable(session: AsyncSession, actor: Actor, task_id: int) -> None:
     """Raise TaskNotFound unless the actor's organization owns the task."""
-    await repository.get_task(session, actor, task_id)
+    await task_queries.get_task(session, actor, task_id)

@@ -1,18 +1,20 @@
 """`osiris mcp`: a stdio MCP server for desktop clients, talking to a running OSIRIS over REST.
 
-Configured by the environment: OSIRIS_URL (default http://127.0.0.1:8000), OSIRIS_TOKEN (an agent's
-API token) and OSIRIS_MCP_POLL_SECONDS (how often subscribed tasks are checked for changes, default 2).
+Configured by the environment (`config.McpClientSettings`): OSIRIS_URL (default
+http://127.0.0.1:8000), OSIRIS_TOKEN (an agent's API token) and OSIRIS_MCP_POLL_SECONDS (how often
+subscribed tasks are checked for changes, default 2).
 stdout carries the protocol, so everything else goes to stderr.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import sys
 
 import anyio
+from pydantic import ValidationError
 
+from osiris.app.config import McpClientSettings
 from osiris.mcp.rest_gateway import RestGateway
 from osiris.mcp.server import build_mcp_server
 from osiris.mcp.subscriptions import TaskEventPoller, TaskSubscriptions
@@ -33,18 +35,17 @@ async def serve(url: str, token: str, *, poll_seconds: float) -> None:
 
 def main() -> int:
     logging.basicConfig(stream=sys.stderr, level=logging.WARNING, format="osiris mcp: %(message)s")
-    url = os.environ.get("OSIRIS_URL", "http://127.0.0.1:8000")
-    token = os.environ.get("OSIRIS_TOKEN", "").strip()
+    try:
+        config = McpClientSettings()
+    except ValidationError:  # a string is always a string: only the poll interval can be wrong
+        print("osiris mcp: OSIRIS_MCP_POLL_SECONDS must be a number of seconds", file=sys.stderr)
+        return 2
+    url, token = config.url, config.token.strip()
     if not token:
         print(
             "osiris mcp: set OSIRIS_TOKEN to an agent's API token (osiris token create <name>)",
             file=sys.stderr,
         )
         return 2
-    try:
-        poll_seconds = float(os.environ.get("OSIRIS_MCP_POLL_SECONDS", "2"))
-    except ValueError:
-        print("osiris mcp: OSIRIS_MCP_POLL_SECONDS must be a number of seconds", file=sys.stderr)
-        return 2
-    anyio.run(lambda: serve(url, token, poll_seconds=max(poll_seconds, 0.2)))
+    anyio.run(lambda: serve(url, token, poll_seconds=max(config.mcp_poll_seconds, 0.2)))
     return 0

@@ -8,7 +8,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Request
 from starlette.responses import Response
 
-from osiris.app import checks, db
+from osiris.app import check_runs, db
 from osiris.app.schemas import PRIORITIES
 from osiris.portal import queries
 from osiris.portal.access import ViewerDep, runtime_of
@@ -42,7 +42,7 @@ async def board_page(
     async with db.transaction(runtime_of(request).sessions) as session:
         board = await queries.board(session, viewer.actor, filters, closed_since=_window_start(days))
         cards = [t for col in board.columns for t in col.tasks]
-        card_checks = await checks.latest_status(session, [t.id for t in cards if t.artifact_count])
+        card_checks = await check_runs.latest_status(session, [t.id for t in cards if t.artifact_count])
         facts = await queries.card_facts(session, viewer.actor, cards)
     return render(
         request,

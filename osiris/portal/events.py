@@ -107,6 +107,19 @@ class EventCache:
         self._entries: OrderedDict[int, asyncio.Future[Loaded | None]] = OrderedDict()
         self._loads: set[asyncio.Task[None]] = set()
 
+    def loaded(self, ids: Iterable[int]) -> dict[int, Loaded] | None:
+        """id → the loaded event, without waiting: None unless every id is loaded already (a live
+        event's second and later clients in a process, which then need not wait on anything)."""
+        out: dict[int, Loaded] = {}
+        for i in ids:
+            fut = self._entries.get(i)
+            if fut is None or not fut.done() or fut.cancelled() or fut.exception() is not None:
+                return None
+            value = fut.result()
+            if value is not None:
+                out[i] = value
+        return out
+
     async def get_many(self, ids: Iterable[int]) -> dict[int, Loaded]:
         """id → the loaded event, for the ids that have a row."""
         loop = asyncio.get_running_loop()
@@ -126,7 +139,9 @@ class EventCache:
             load.add_done_callback(self._loads.discard)
         out: dict[int, Loaded] = {}
         for i, fut in futures.items():
-            value = await asyncio.shield(fut)
+            # shield: a client that goes away must not cancel a load others wait for (a done one
+            # needs no shield, and a thousand clients of one event make that the common case)
+            value = fut.result() if fut.done() else await asyncio.shield(fut)
             if value is not None:
                 out[i] = value
         return out

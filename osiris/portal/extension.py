@@ -6,7 +6,7 @@ from fastapi import FastAPI
 from starlette.staticfiles import StaticFiles
 
 from osiris.app.config import Settings
-from osiris.portal import admin, board, live, login, organizations, start, task_page, webhooks
+from osiris.portal import admin, board, live, login, organizations, start, task_page, webhook_subscriptions
 from osiris.portal.rendering import HERE
 
 
@@ -18,7 +18,7 @@ def install(app: FastAPI, settings: Settings) -> None:
         start.router,
         task_page.router,
         admin.router,
-        webhooks.router,
+        webhook_subscriptions.router,
         live.router,
     ):
         app.include_router(router)

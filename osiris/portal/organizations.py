@@ -17,7 +17,7 @@ from pydantic import ValidationError
 from starlette.datastructures import FormData
 from starlette.responses import Response
 
-from osiris.app import accounts, db, organizations, repositories_registry
+from osiris.app import accounts, db, organizations, repositories
 from osiris.app.errors import InvalidInput
 from osiris.app.models import ChannelAccount, Role
 from osiris.app.schemas import ChannelAccountSettings
@@ -37,7 +37,7 @@ CHANNEL_LABELS = {"whatsapp": "WhatsApp (Twilio number)", "slack": "Slack (team 
 @router.get("/admin/repositories")
 async def repositories_page(request: Request, viewer: ViewerDep) -> Response:
     async with db.transaction(runtime_of(request).sessions) as session:
-        repos = await repositories_registry.list_repositories(session, viewer.actor)
+        repos = await repositories.list_repositories(session, viewer.actor)
     github = runtime_of(request).settings.github_enabled
     return render(request, "admin/repositories.html", {"repositories": repos, "github": github})
 
@@ -45,7 +45,7 @@ async def repositories_page(request: Request, viewer: ViewerDep) -> Response:
 @router.post("/admin/repositories")
 async def create_repository(request: Request, viewer: AdminDep, form: FormDep) -> Response:
     async with db.transaction(runtime_of(request).sessions) as session:
-        repo = await repositories_registry.create_repository(
+        repo = await repositories.create_repository(
             session,
             org_id=viewer.actor.org_id,
             name=text_field(form, "name"),
@@ -61,7 +61,7 @@ async def delete_repository(
     request: Request, repository_id: int, viewer: AdminDep, form: FormDep
 ) -> Response:
     async with db.transaction(runtime_of(request).sessions) as session:
-        repo = await repositories_registry.delete_repository(session, viewer.actor, repository_id)
+        repo = await repositories.delete_repository(session, viewer.actor, repository_id)
     viewer.session.flash("ok", f"Repository {repo.name} unregistered (its tasks and git data stay).")
     return redirect("/admin/repositories")
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
-from osiris.app import db, lifecycle, repositories_registry
+from osiris.app import db, lifecycle, repositories
 from osiris.app.errors import InvalidInput
 from osiris.app.schemas import PRIORITIES, PRIORITY_NAMES
 from osiris.portal.access import FormDep, ViewerDep, runtime_of, text_field
@@ -30,7 +30,7 @@ def _priority(value: str) -> int:
 @router.get("/tasks/new")
 async def new_task_form(request: Request, viewer: ViewerDep) -> Response:
     async with db.transaction(runtime_of(request).sessions) as session:
-        repos = await repositories_registry.list_repositories(session, viewer.actor)
+        repos = await repositories.list_repositories(session, viewer.actor)
     return render(
         request,
         "new_task.html",

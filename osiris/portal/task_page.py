@@ -12,24 +12,16 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Request
 from starlette.responses import Response
 
-from osiris.app import checks, db, lifecycle, repository, reviews
+from osiris.app import db, lifecycle, reviews, task_queries
+from osiris.app.check_runs import latest_runs
 from osiris.app.errors import ChecksFailed, ChecksPending, InvalidInput, NotFound, NotPublished, StaleApproval
 from osiris.app.models import OPEN_STATUSES, TaskStatus
+from osiris.app.schemas import bounded_text
 from osiris.portal import accountability, highlight, queries, review
 from osiris.portal.access import FormDep, ViewerDep, runtime_of, text_field
 from osiris.portal.rendering import PortalRoute, redirect, render
 
 router = APIRouter(route_class=PortalRoute, include_in_schema=False)
-MAX_TEXT = 50_000  # the same bound the REST API puts on a message
-
-
-def _text(form_value: str, what: str, *, required: bool) -> str:
-    value = form_value.strip()
-    if required and not value:
-        raise InvalidInput(f"{what} must not be empty")
-    if len(value) > MAX_TEXT:
-        raise InvalidInput(f"{what} is limited to {MAX_TEXT} characters")
-    return value
 
 
 @router.get("/portal/highlight.css")
@@ -49,13 +41,13 @@ async def task_page(
 ) -> Response:
     async with db.transaction(runtime_of(request).sessions) as session:
         last_id = await queries.last_event_id(session, viewer.actor, task_id)  # before the data: see queries
-        task = await repository.get_task(session, viewer.actor, task_id)
-        artifacts = list(await repository.artifacts_of(session, task))
-        messages = await repository.messages_of(session, task)
-        timeline = await repository.events_of(session, task)
+        task = await task_queries.get_task(session, viewer.actor, task_id)
+        artifacts = list(await task_queries.artifacts_of(session, task))
+        messages = await task_queries.messages_of(session, task)
+        timeline = await task_queries.events_of(session, task)
         threads = list(await reviews.threads_of(session, task))  # comments on lines of the diff
         people = await queries.people(session, viewer.actor)
-        check_runs = await checks.latest_runs(session, task)  # newest version first
+        check_runs = await latest_runs(session, task)  # newest version first
         unapproved = (
             None if task.status == TaskStatus.DONE.value else await lifecycle.unapproved_merge(session, task)
         )
@@ -138,8 +130,8 @@ async def version_file(
     """One file of a version, for the files the task page lists by name only."""
     runtime = runtime_of(request)
     async with db.transaction(runtime.sessions) as session:
-        task = await repository.get_task(session, viewer.actor, task_id)  # the same org-scoped read
-        artifact = await repository.artifact_version(session, task, version)
+        task = await task_queries.get_task(session, viewer.actor, task_id)  # the same org-scoped read
+        artifact = await task_queries.artifact_version(session, task, version)
     rendered = (
         await asyncio.to_thread(
             highlight.render_file, artifact, path, max_chars=runtime.settings.portal_highlight_bytes
@@ -162,8 +154,8 @@ async def changed_file(
     """One file of "Files changed", for a file over the page's per-file cap: up to the overall cap."""
     runtime = runtime_of(request)
     async with db.transaction(runtime.sessions) as session:
-        task = await repository.get_task(session, viewer.actor, task_id)  # the same org-scoped read
-        artifacts = list(await repository.artifacts_of(session, task))
+        task = await task_queries.get_task(session, viewer.actor, task_id)  # the same org-scoped read
+        artifacts = list(await task_queries.artifacts_of(session, task))
     loaded = await review.load(runtime, task, artifacts, path=path)
     return render(
         request,
@@ -180,7 +172,7 @@ async def changed_file(
 
 @router.post("/tasks/{task_id}/messages")
 async def post_message(request: Request, task_id: int, viewer: ViewerDep, form: FormDep) -> Response:
-    body = _text(text_field(form, "body"), "the message", required=True)
+    body = bounded_text(text_field(form, "body"), "the message", required=True)
     async with db.transaction(runtime_of(request).sessions) as session:
         await lifecycle.post_message(session, viewer.actor, task_id, body=body, source="portal")
     viewer.session.flash("ok", "Message sent to the agent.")
@@ -212,9 +204,9 @@ def _sha_field(value: str) -> str | None:
 
 @router.post("/tasks/{task_id}/approve")
 async def approve(request: Request, task_id: int, viewer: ViewerDep, form: FormDep) -> Response:
-    comment = _text(text_field(form, "comment"), "the comment", required=False) or None
+    comment = bounded_text(text_field(form, "comment"), "the comment", required=False) or None
     async with db.transaction(runtime_of(request).sessions) as session:
-        await repository.get_task(session, viewer.actor, task_id)  # another org's task: 404 first
+        await task_queries.get_task(session, viewer.actor, task_id)  # another org's task: 404 first
         version, head_sha = _approved_version(text_field(form, "version"), text_field(form, "head_sha"))
         await lifecycle.approve_task(
             session, viewer.actor, task_id, comment=comment, version=version, head_sha=head_sha
@@ -225,7 +217,7 @@ async def approve(request: Request, task_id: int, viewer: ViewerDep, form: FormD
 
 @router.post("/tasks/{task_id}/request-changes")
 async def request_changes(request: Request, task_id: int, viewer: ViewerDep, form: FormDep) -> Response:
-    feedback = _text(text_field(form, "feedback"), "the feedback", required=True)
+    feedback = bounded_text(text_field(form, "feedback"), "the feedback", required=True)
     runtime = runtime_of(request)
     async with db.transaction(runtime.sessions) as session:
         await lifecycle.request_changes(
@@ -262,10 +254,10 @@ def _line_field(value: str, what: str, *, required: bool) -> int | None:
 async def submit_review(request: Request, task_id: int, viewer: ViewerDep, form: FormDep) -> Response:
     """The one review form: a comment and a verdict, pinned to the version and commit shown."""
     verdict = text_field(form, "verdict").strip() or "comment"
-    body = _text(text_field(form, "body"), "the review comment", required=False)
+    body = bounded_text(text_field(form, "body"), "the review comment", required=False)
     runtime = runtime_of(request)
     async with db.transaction(runtime.sessions) as session:
-        await repository.get_task(session, viewer.actor, task_id)  # another org's task: 404 first
+        await task_queries.get_task(session, viewer.actor, task_id)  # another org's task: 404 first
         if verdict == "approve":  # exactly the approve form's pin: both fields, always
             version, head_sha = _approved_version(text_field(form, "version"), text_field(form, "head_sha"))
         else:
@@ -295,7 +287,7 @@ async def add_line_comment(request: Request, task_id: int, viewer: ViewerDep, fo
     """A comment on a line (or `start_line`..`line`) of a file in "Files changed"."""
     runtime = runtime_of(request)
     async with db.transaction(runtime.sessions) as session:
-        await repository.get_task(session, viewer.actor, task_id)  # another org's task: 404 first
+        await task_queries.get_task(session, viewer.actor, task_id)  # another org's task: 404 first
         version = _version_field(text_field(form, "version"))
         head_sha = _sha_field(text_field(form, "head_sha"))
         if version is None or head_sha is None:
@@ -309,7 +301,7 @@ async def add_line_comment(request: Request, task_id: int, viewer: ViewerDep, fo
             line=_line_field(text_field(form, "line"), "the line", required=True) or 0,
             start_line=_line_field(text_field(form, "start_line"), "the first line", required=False),
             side=text_field(form, "side").strip() or "new",
-            body=_text(text_field(form, "body"), "the comment", required=True),
+            body=bounded_text(text_field(form, "body"), "the comment", required=True),
             version=version,
             head_sha=head_sha,
         )
@@ -331,7 +323,7 @@ async def resolve_line_comment(
 
 @router.post("/tasks/{task_id}/cancel")
 async def cancel(request: Request, task_id: int, viewer: ViewerDep, form: FormDep) -> Response:
-    reason = _text(text_field(form, "reason"), "the reason", required=False) or None
+    reason = bounded_text(text_field(form, "reason"), "the reason", required=False) or None
     async with db.transaction(runtime_of(request).sessions) as session:
         await lifecycle.cancel_task(session, viewer.actor, task_id, reason=reason)
     viewer.session.flash("ok", f"Task #{task_id} cancelled.")

@@ -10,9 +10,9 @@ import asyncio
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from sqlalchemy import select, update
+from sqlalchemy import update
 
-from osiris.app import accounts, db, security
+from osiris.app import accounts, db
 from osiris.app.errors import Forbidden
 from osiris.app.models import ApiToken, User
 
@@ -168,16 +168,42 @@ async def test_services_refuse_non_admins(factory, runtime):
         assert (await session.get(User, agent.id)).is_active
 
 
-async def test_cli_token_create_can_expire(database_url, runtime, tmp_path):
-    from test_cli_accounts import _osiris
+@pytest.mark.parametrize(
+    "name",
+    [
+        "bob smith",
+        "",
+        " ",
+        "a" * 101,
+        "rita\nadmin",
+        "<script>",
+        "-leading-dash",
+        "zoë",
+        "tab\tname",
+        "x;rm -rf",
+    ],
+)
+async def test_a_user_name_is_one_word_of_plain_characters(client, factory, name):
+    _, admin = await factory.member("admin")
+    body = {"username": name, "role": "reviewer", "password": PASSWORD}
+    r = await client.post("/api/v1/users", json=body, headers=admin)
+    assert r.status_code == 422, r.text
+    async with factory.runtime.sessions() as s:
+        assert await accounts.find_user(s, name.strip()) is None  # nothing written
 
-    done = await _osiris(database_url, tmp_path, "token", "create", "cli-bot", "--expires-in-days", "3")
-    assert done.returncode == 0, done.stderr
-    secret = done.stdout.strip()
-    async with runtime.sessions() as session:
-        token = await session.scalar(
-            select(ApiToken).where(ApiToken.token_hash == security.hash_token(secret))
-        )
-    assert timedelta(days=2, hours=23) < token.expires_at - datetime.now(UTC) <= timedelta(days=3)
-    done = await _osiris(database_url, tmp_path, "token", "create", "cli-bot", "--expires-in-days", "0")
-    assert done.returncode != 0 and "expires_in_days" in done.stderr
+
+@pytest.mark.parametrize("login", ["two words", "a" * 40, "-dash", "under_score", "x\ny", "<b>"])
+async def test_a_github_login_follows_githubs_rule(client, factory, login):
+    _, admin = await factory.member("admin")
+    body = {"username": "ghost-1", "role": "agent", "github_login": login}
+    r = await client.post("/api/v1/users", json=body, headers=admin)
+    assert r.status_code == 422, r.text
+
+
+async def test_plain_names_and_logins_are_taken_as_written(client, factory):
+    _, admin = await factory.member("admin")
+    for name, login in (("ann.lee@example.com", "@ann-lee"), ("ci_bot-2", "our-app[bot]")):
+        body = {"username": name, "role": "agent", "github_login": login}
+        r = await client.post("/api/v1/users", json=body, headers=admin)
+        assert r.status_code == 201, r.text
+        assert r.json()["username"] == name and r.json()["github_login"] == login.lstrip("@")

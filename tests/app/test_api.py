@@ -6,8 +6,8 @@ import secrets
 
 from sqlalchemy import func, select
 
-from osiris.app import jobs
 from osiris.app.models import ApiToken, Artifact, Task
+from tests.support.jobs import drain
 
 PATCH = """diff --git a/hello.py b/hello.py
 new file mode 100644
@@ -89,7 +89,7 @@ async def test_login_is_rate_limited(client, factory, runtime):
 
 async def _publish(runtime) -> None:
     """Run the queued jobs: a version is approvable once its publish job has shown it."""
-    await jobs.drain(runtime.dsn, jobs.JobContext(runtime.sessions, runtime.settings, runtime.services))
+    await drain(runtime)
 
 
 async def test_full_loop_with_feedback_and_version_diff(client, factory, runtime):

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from sqlalchemy.exc import InvalidRequestError
 
-from osiris.app import db, repository
+from osiris.app import db, task_queries
 from osiris.app.models import Task
 
 SCRIPT_PATH = "web/<script>alert(1)</script>.html"
@@ -112,7 +112,7 @@ async def test_files_content_is_an_object_and_listings_carry_no_content(client, 
     # and the listing does not read the content from the database either
     async with db.transaction(runtime.sessions) as session:
         task = await session.get(Task, task_id)
-        [first, _] = await repository.artifacts_of(session, task, content=False)
+        [first, _] = await task_queries.artifacts_of(session, task, content=False)
         with pytest.raises(InvalidRequestError):
             _ = first.content
 

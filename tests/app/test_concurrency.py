@@ -12,6 +12,7 @@ from osiris.app import db, lifecycle
 from osiris.app.artifacts import validate_artifact
 from osiris.app.errors import IllegalTransition, NotClaimable, NotYourTask
 from osiris.app.models import Artifact, Task, TaskEvent
+from osiris.app.routing import Aging
 
 
 async def _tasks(runtime, actor, n: int) -> list[int]:
@@ -31,7 +32,7 @@ async def test_fifty_claimers_on_ten_tasks_get_exactly_ten_claims(runtime, facto
 
     async def claim(agent):
         async with db.transaction(runtime.sessions) as s:
-            task = await lifecycle.claim_next(s, agent, lease_seconds=60)
+            task = await lifecycle.claim_next(s, agent, lease_seconds=60, aging=Aging.of(runtime.settings))
             return task.id if task else None
 
     won = [t for t in await asyncio.gather(*(claim(a) for a in agents)) if t is not None]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import secrets
 import sys
 
 import asyncpg
@@ -14,6 +13,7 @@ from alembic.migration import MigrationContext
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import create_async_engine
 
+from bench._server import create_database, drop_database
 from osiris.app import db
 from osiris.app.models import Base
 from osiris.migrations_support import include_object
@@ -22,16 +22,9 @@ from osiris.migrations_support import include_object
 @pytest.fixture
 async def scratch_url(database_url):
     """An empty database on the same server as this run's."""
-    base = make_url(database_url)
-    name = f"osiris_mig_{secrets.token_hex(4)}"
-    admin = base.set(drivername="postgresql").render_as_string(hide_password=False)
-    conn = await asyncpg.connect(admin)
-    await conn.execute(f'CREATE DATABASE "{name}"')
-    await conn.close()
-    yield base.set(database=name).render_as_string(hide_password=False)
-    conn = await asyncpg.connect(admin)
-    await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    await conn.close()
+    created = await create_database(database_url, "osiris_mig")
+    yield created.render_as_string(hide_password=False)
+    await drop_database(database_url, created)
 
 
 async def _tables(url: str) -> set[str]:

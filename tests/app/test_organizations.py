@@ -10,7 +10,7 @@ import pytest
 from sqlalchemy import func, select
 
 from osiris import cli
-from osiris.app import accounts, db, repositories_registry
+from osiris.app import accounts, db, repositories
 from osiris.app.models import ApiToken, Organization, Repository, Role, Task, User
 
 PASSWORD = "operator-password-1"
@@ -205,7 +205,7 @@ async def test_configured_repositories_are_registered_at_start_up(runtime, facto
         await session.flush()
     for _ in range(2):  # idempotent: every start runs it
         async with db.transaction(runtime.sessions) as session:
-            await repositories_registry.register_configured(
+            await repositories.register_configured(
                 session, names=["default", "tools", "default"], github={"web": "acme/web", "*": "acme/any"}
             )
     async with runtime.sessions() as session:
@@ -263,7 +263,7 @@ async def test_repository_names_that_differ_only_in_case_are_one_repository(clie
     r = await client.post("/api/v1/tasks", json={"title": "mine", "repo": "App"}, headers=a_agent)
     assert r.status_code == 201 and r.json()["repo"] == "app", r.text
     async with runtime.sessions() as session:
-        assert await repositories_registry.owner_of(session, "APP") == (await factory.org()).id
+        assert await repositories.owner_of(session, "APP") == (await factory.org()).id
     # The same name again in the owner's organization is a conflict too.
     r = await client.post("/api/v1/repositories", json={"name": "APP"}, headers=a_admin)
     assert r.status_code == 409
@@ -276,7 +276,7 @@ async def test_two_organizations_registering_one_name_in_two_cases_at_once_get_o
     async def register(org, name):
         try:
             async with db.transaction(factory.runtime.sessions) as session:
-                await repositories_registry.create_repository(session, org_id=org.id, name=name)
+                await repositories.create_repository(session, org_id=org.id, name=name)
             return "created"
         except Exception as exc:
             return type(exc).__name__

@@ -27,6 +27,7 @@ from sqlalchemy import select
 
 from osiris.app import jobs
 from osiris.app.models import WebhookDelivery, WebhookSubscription
+from tests.support.jobs import drain as drain_jobs
 
 SECRET = "receiver-shared-secret-0123456789"
 
@@ -107,8 +108,7 @@ def drain(runtime, settings):
 
     async def run(**overrides) -> None:
         fast = {"webhooks_retry_base_seconds": 0.2, "webhooks_timeout_seconds": 5} | overrides
-        ctx = jobs.JobContext(runtime.sessions, settings.model_copy(update=fast), runtime.services)
-        await jobs.drain(runtime.dsn, ctx)
+        await drain_jobs(runtime, settings.model_copy(update=fast))
 
     return run
 
@@ -346,7 +346,7 @@ async def test_event_types_are_kinds_or_star(client, factory, receiver):
 
 @pytest.mark.parametrize("url", ["http://[::1]:80/x", "https://Example.com:443/h?a=1", "http://127.0.0.1:9/"])
 def test_explicit_default_ports_and_ipv6_are_fine(url):
-    from osiris.app.outbound_webhooks import check_destination
+    from osiris.app.outbound_webhooks.destinations import check_destination
 
     assert check_destination(url) == url
 
@@ -377,7 +377,7 @@ def test_explicit_default_ports_and_ipv6_are_fine(url):
     ],
 )
 def test_non_public_addresses_are_refused_unless_allowed(address, kind):
-    from osiris.app.outbound_webhooks import DestinationPolicy
+    from osiris.app.outbound_webhooks.destinations import DestinationPolicy
 
     refusal = DestinationPolicy().refusal("hooks.example", address)
     assert refusal is not None and f"({kind})" in refusal and address in refusal
@@ -393,7 +393,7 @@ def test_non_public_addresses_are_refused_unless_allowed(address, kind):
 
 @pytest.mark.parametrize("address", ["93.184.215.14", "2606:2800:21f:cb07:6820:80da:af6b:8b2c", "8.8.8.8"])
 def test_public_addresses_are_fine(address):
-    from osiris.app.outbound_webhooks import DestinationPolicy
+    from osiris.app.outbound_webhooks.destinations import DestinationPolicy
 
     assert DestinationPolicy().refusal("hooks.example", address) is None
 
@@ -596,7 +596,7 @@ async def test_disabled_subscriptions_get_nothing_until_enabled(client, factory,
 
 
 async def test_a_disabled_subscriptions_pending_retries_stop(client, factory, runtime, receiver, settings):
-    from osiris.app.outbound_webhooks import deliver_webhook
+    from osiris.app.outbound_webhooks.delivery import deliver_webhook
 
     rec, base = receiver
     rec.script["/stop"] = [(503, {}), (200, {})]
@@ -754,7 +754,7 @@ def test_the_readme_receiver_accepts_either_secret_during_a_rotation():
     sign; a wrong secret, a changed body or an old timestamp do not."""
     from pathlib import Path
 
-    from osiris.app.outbound_webhooks import sign
+    from osiris.app.outbound_webhooks.delivery import sign
 
     readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
     code = readme.split("Verifying a delivery", 1)[1].split("```python\n", 1)[1].split("```", 1)[0]

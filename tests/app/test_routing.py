@@ -7,7 +7,7 @@ import asyncio
 import pytest
 from sqlalchemy import text
 
-from osiris.app import db, lifecycle, repository, routing
+from osiris.app import db, lifecycle, routing, task_queries
 from osiris.app.errors import InvalidInput, NotClaimable
 from osiris.app.models import User
 
@@ -62,7 +62,9 @@ async def test_claim_next_races_skip_what_an_agent_cannot_take(runtime, factory)
 
     async def next_for(actor):
         async with db.transaction(runtime.sessions) as s:
-            task = await lifecycle.claim_next(s, actor, lease_seconds=600)
+            task = await lifecycle.claim_next(
+                s, actor, lease_seconds=600, aging=routing.Aging.of(runtime.settings)
+            )
             return task.id if task else None
 
     got = await asyncio.gather(next_for(other), next_for(gopher))
@@ -148,14 +150,16 @@ async def test_aging_lifts_old_tasks(runtime, factory):
             {"ids": [old_low, old_normal]},
         )
     async with runtime.sessions() as s:
-        queue = await repository.pending_tasks(s, agent, aging_seconds=3600, aging_max_boost=2)
+        queue = await task_queries.pending_tasks(s, agent, aging=routing.Aging(seconds=3600, max_boost=2))
     # effective: old normal 3, new urgent 3, old low 2, new high 2, new normal 1; ties go to the older
     assert [t.id for t in queue] == [old_normal, new_urgent, old_low, new_high, new_normal]
     async with runtime.sessions() as s:
-        plain = await repository.pending_tasks(s, agent, aging_seconds=3600, aging_max_boost=0)
+        plain = await task_queries.pending_tasks(s, agent, aging=routing.Aging(seconds=3600, max_boost=0))
     assert [t.id for t in plain] == [new_urgent, new_high, old_normal, new_normal, old_low]
     async with db.transaction(runtime.sessions) as s:
-        first = await lifecycle.claim_next(s, agent, lease_seconds=600, aging_seconds=3600, aging_max_boost=2)
+        first = await lifecycle.claim_next(
+            s, agent, lease_seconds=600, aging=routing.Aging(seconds=3600, max_boost=2)
+        )
     assert first.id == old_normal
 
 

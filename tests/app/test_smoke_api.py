@@ -1,6 +1,6 @@
 import secrets
 
-from osiris.app import jobs
+from tests.support.jobs import drain
 
 
 async def test_task_roundtrip_through_the_api(client, factory, runtime):
@@ -25,6 +25,6 @@ async def test_task_roundtrip_through_the_api(client, factory, runtime):
     assert r.status_code == 403 and r.json()["code"] == "forbidden"
     r = await client.post(f"/api/v1/tasks/{task_id}/approve", headers=reviewer)
     assert r.status_code == 409 and r.json()["code"] == "not_published"  # nothing shown to approve yet
-    await jobs.drain(runtime.dsn, jobs.JobContext(runtime.sessions, runtime.settings, runtime.services))
+    await drain(runtime)
     r = await client.post(f"/api/v1/tasks/{task_id}/approve", headers=reviewer)
     assert r.status_code == 200 and r.json()["status"] == "DONE"

@@ -5,11 +5,17 @@ environment name and probe held against the real OSIRIS."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
-from deploy_manifests import (
+
+from osiris.app.config import Settings
+from osiris.cli import build_parser
+
+from .deploy_manifests import (
     CHART,
     committed,
     credential_env_names,
@@ -23,8 +29,6 @@ from deploy_manifests import (
     rendered,
 )
 
-from osiris.cli import build_parser
-
 # The oldest Kubernetes the chart declares (Chart.yaml kubeVersion) and the newest schemas bundled.
 OLDEST_KUBERNETES = "1.25.0"
 # Values that switch on everything off by default, so those templates are rendered and checked too.
@@ -36,12 +40,56 @@ EVERYTHING_ON = {
     "ingress": {"cookieAffinity": False, "tls": {"enabled": False}},
     "credentials": {"values": {"OSIRIS_SECRET_KEY": "k" * 40, "OSIRIS_GITHUB_TOKEN": "ghp_x"}},
     "imagePullSecrets": [{"name": "registry"}],
+    "checks": {
+        "runtimeClassName": "gvisor",
+        "nodeSelector": {"osiris.dev/checks": "true"},
+        "tolerations": [{"key": "checks", "operator": "Exists", "effect": "NoSchedule"}],
+        "affinity": {
+            "podAntiAffinity": {
+                "preferredDuringSchedulingIgnoredDuringExecution": [
+                    {
+                        "weight": 100,
+                        "podAffinityTerm": {
+                            "topologyKey": "kubernetes.io/hostname",
+                            "labelSelector": {"matchLabels": {"app.kubernetes.io/component": "api"}},
+                        },
+                    }
+                ]
+            }
+        },
+    },
 }
-API, WORKER, MIGRATE = "osiris-api", "osiris-worker", "osiris-migrate"
+# Checks without a network on the local git host: the NetworkPolicy opens nothing outside the cluster.
+CHECKS_OFFLINE = {
+    "config": {"OSIRIS_CHECKS_NETWORK": "false"},
+    "checks": {
+        "networkPolicy": {
+            "github": False,
+            "database": {"to": [{"podSelector": {"matchLabels": {"cnpg.io/cluster": "osiris-db"}}}]},
+        }
+    },
+}
+API, WORKER, CHECKS, MIGRATE = "osiris-api", "osiris-worker", "osiris-checks", "osiris-migrate"
+# What the checks pods may hold: run_checks fetches and reports on GitHub; Settings requires the key.
+CHECKS_CREDENTIALS = {"DATABASE_URL", "OSIRIS_SECRET_KEY", "OSIRIS_GITHUB_TOKEN", "OSIRIS_GITHUB_PRIVATE_KEY"}
 
 
 def all_variants() -> list[tuple[str, list[dict]]]:
-    return [("deploy/k8s (default values)", committed()), ("everything on", rendered(EVERYTHING_ON))]
+    return [
+        ("deploy/k8s (default values)", committed()),
+        ("everything on", rendered(EVERYTHING_ON)),
+        ("checks offline", rendered(CHECKS_OFFLINE)),
+    ]
+
+
+def other_variants() -> list[tuple[str, list[dict]]]:
+    """Layouts with a Deployment switched off, validated against the schemas too."""
+    return [
+        ("no worker Deployment", rendered({"worker": {"enabled": False}})),
+        ("no checks Deployment", rendered({"checks": {"enabled": False}})),
+        ("no NetworkPolicy", rendered({"checks": {"networkPolicy": {"enabled": False}}})),
+        ("everything off", rendered({"worker": {"enabled": False}, "checks": {"enabled": False}})),
+    ]
 
 
 # --- Helm ----------------------------------------------------------------------------------------
@@ -49,7 +97,7 @@ def all_variants() -> list[tuple[str, list[dict]]]:
 
 def test_helm_lint_finds_nothing() -> None:
     helm_python = helm()
-    for values in (None, EVERYTHING_ON):
+    for values in (None, EVERYTHING_ON, CHECKS_OFFLINE, {"worker": {"enabled": False}}):
         report = helm_python.lint(str(CHART), values, strict=True, kube_version="v1.30.0")
         assert report["total_charts_linted"] == 1
         assert report["errors"] == [], report
@@ -69,7 +117,7 @@ def test_committed_manifests_are_what_the_chart_renders() -> None:
 def test_manifests_validate_against_the_kubernetes_schemas(kube: str) -> None:
     kv = kubernetes_validate()
     version = kv.latest_version() if kube == "latest" else kube
-    for variant, docs in all_variants():
+    for variant, docs in all_variants() + other_variants():
         for doc in docs:
             if doc["apiVersion"].startswith("monitoring.coreos.com/"):
                 continue  # a CRD: no schema is bundled; test_service_monitor checks it
@@ -115,7 +163,8 @@ def _containers(docs: list[dict]) -> dict[str, dict]:
 def test_commands_are_real_osiris_commands_and_flags() -> None:
     containers = _containers(committed())
     assert containers[API]["args"][0] == "serve"
-    assert containers[WORKER]["args"] == ["worker"]
+    assert containers[WORKER]["args"] == ["worker", "--skip-jobs", "run_checks"]
+    assert containers[CHECKS]["args"] == ["worker", "--jobs", "run_checks"]
     assert containers[MIGRATE]["args"] == ["migrate"]
     parser = build_parser()
     script = osiris_script()
@@ -251,8 +300,177 @@ def test_the_worker_runs_jobs_apart_from_the_api_with_fewer_credentials() -> Non
     assert {"DATABASE_URL", "OSIRIS_SECRET_KEY"} <= worker_env
     worker = one(docs, "Deployment", WORKER)["spec"]["template"]["spec"]
     assert worker["enableServiceLinks"] is False  # no other Services' addresses in its environment
-    assert worker["containers"][0]["securityContext"]["runAsNonRoot"] is True
+    # the chart's usual pod (non-root, read-only root, drop ALL: checked for every pod above); the
+    # restricted one with a sandboxed runtime is the checks Deployment's
+    assert worker["securityContext"]["runAsNonRoot"] is True
+    assert worker["containers"][0]["securityContext"] == {
+        "allowPrivilegeEscalation": False,
+        "readOnlyRootFilesystem": True,
+        "capabilities": {"drop": ["ALL"]},
+    }
     assert one(docs, "ConfigMap", "osiris-config")["data"]["OSIRIS_RUN_WORKER"] == "false"
+
+
+def test_checks_run_in_their_own_restricted_pods_with_a_subset_of_the_credentials() -> None:
+    for variant, docs in all_variants():
+        containers = _containers(docs)
+        checks_env = {e["name"] for e in containers[CHECKS]["env"]}
+        worker_env = {e["name"] for e in containers[WORKER]["env"]}
+        assert checks_env == CHECKS_CREDENTIALS, variant
+        assert checks_env < worker_env, variant  # a strict subset of the main worker's
+        # no chat-provider or mail secret, no admin password, no webhook secret
+        for name in credential_env_names() - CHECKS_CREDENTIALS:
+            assert name not in checks_env, f"{variant}: {name}"
+        assert not [n for n in checks_env if any(w in n for w in ("TWILIO", "SLACK", "SMTP", "TELEGRAM"))]
+        assert not [n for n in checks_env if "WEBHOOK" in n or "ADMIN" in n]
+        # the restricted pod: no token, no service links, non-root, seccomp from checks.seccompProfile
+        checks = one(docs, "Deployment", CHECKS)
+        spec = checks["spec"]["template"]["spec"]
+        assert spec["automountServiceAccountToken"] is False
+        assert spec["enableServiceLinks"] is False
+        [container] = spec["containers"]
+        sc = container["securityContext"]
+        assert sc["runAsNonRoot"] is True and sc["seccompProfile"] == {"type": "RuntimeDefault"}
+        assert checks["spec"]["template"]["metadata"]["labels"]["app.kubernetes.io/component"] == "checks"
+    # the sandboxed runtime and scheduling options are the checks pods', not the main worker's
+    docs = rendered(EVERYTHING_ON)
+    checks = one(docs, "Deployment", CHECKS)["spec"]["template"]["spec"]
+    worker = one(docs, "Deployment", WORKER)["spec"]["template"]["spec"]
+    assert checks["runtimeClassName"] == "gvisor"
+    assert checks["nodeSelector"] == {"osiris.dev/checks": "true"}
+    assert checks["tolerations"][0]["key"] == "checks"
+    assert "podAntiAffinity" in checks["affinity"]
+    assert not {"runtimeClassName", "nodeSelector", "tolerations", "affinity"} & worker.keys()
+    assert "runtimeClassName" not in one(committed(), "Deployment", CHECKS)["spec"]["template"]["spec"]
+    # a Localhost profile (one that allows unshare for OSIRIS's own sandbox) reaches pod and container
+    profile = {"type": "Localhost", "localhostProfile": "profiles/osiris-checks.json"}
+    local_deployment = one(rendered({"checks": {"seccompProfile": profile}}), "Deployment", CHECKS)
+    local = local_deployment["spec"]["template"]["spec"]
+    assert local["securityContext"]["seccompProfile"] == profile
+    assert local["containers"][0]["securityContext"]["seccompProfile"] == profile
+    kv = kubernetes_validate()
+    kv.validate(local_deployment, kv.latest_version(), strict=True)
+
+
+def _pod_settings(container: dict, config: dict[str, str], tmp_path: Path) -> Settings:
+    """Settings as the container would build them: the ConfigMap, its `value` entries, and its
+    secretKeyRefs with a Secret that holds only the required keys (DATABASE_URL, the signing key);
+    then its `worker --jobs/--skip-jobs` flags applied as `cmd_worker` applies them."""
+    env = dict(config)
+    for entry in container.get("env", []):
+        if "value" in entry:
+            env[entry["name"]] = entry["value"]
+        elif not entry["valueFrom"]["secretKeyRef"].get("optional"):
+            env[entry["name"]] = (
+                "postgresql://osiris@db/osiris" if entry["name"] == "DATABASE_URL" else "s" * 40
+            )
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(tmp_path)  # no .env
+        for name in [n for n in os.environ if n.startswith("OSIRIS_") or n == "DATABASE_URL"]:
+            mp.delenv(name)
+        for name, value in env.items():
+            mp.setenv(name, value)
+        settings = Settings()
+    args = build_parser().parse_args(container["args"])
+    if container["args"][0] == "worker":
+        for field, given in (("worker_jobs", args.jobs), ("worker_skip_jobs", args.skip_jobs)):
+            if given is not None:
+                settings = settings.model_copy(
+                    update={field: [k.strip() for k in given.split(",") if k.strip()]}
+                )
+    return settings
+
+
+def _job_kinds(container: dict, config: dict[str, str], tmp_path: Path) -> set[str]:
+    from osiris.app import jobs
+
+    return set(jobs.handlers_for(_pod_settings(container, config, tmp_path)))
+
+
+@pytest.fixture(scope="module")
+def every_job_kind() -> set[str]:
+    """Every job kind a worker can take: the handlers osiris.server's extensions register too."""
+    import osiris.server
+    from osiris.app import jobs
+
+    osiris.server._extensions()  # registers the GitHub events job, as serve and worker do at start
+    kinds = set(jobs.HANDLERS)
+    assert {"run_checks", "publish_artifact", "notify_requester"} <= kinds
+    return kinds
+
+
+def test_the_checks_worker_takes_run_checks_only_and_the_worker_everything_else(
+    every_job_kind: set[str], tmp_path: Path
+) -> None:
+    for variant, docs in all_variants():
+        config = one(docs, "ConfigMap", "osiris-config")["data"]
+        containers = _containers(docs)
+        checks = _job_kinds(containers[CHECKS], config, tmp_path)
+        worker = _job_kinds(containers[WORKER], config, tmp_path)
+        assert checks == {"run_checks"}, variant
+        assert "run_checks" not in worker, variant
+        assert checks | worker == every_job_kind, variant  # no kind of job is left unworked
+        assert _pod_settings(containers[API], config, tmp_path).run_worker is False
+    # without the checks Deployment the worker takes every kind (checks included)
+    docs = rendered({"checks": {"enabled": False}})
+    config = one(docs, "ConfigMap", "osiris-config")["data"]
+    assert _job_kinds(_containers(docs)[WORKER], config, tmp_path) == every_job_kind
+    assert CHECKS not in _containers(docs)
+    # without the worker Deployment the API pods run the jobs in-process, but never the checks
+    docs = rendered({"worker": {"enabled": False}})
+    config = one(docs, "ConfigMap", "osiris-config")["data"]
+    containers = _containers(docs)
+    api = _pod_settings(containers[API], config, tmp_path)
+    assert api.run_worker is True
+    assert _job_kinds(containers[API], config, tmp_path) == every_job_kind - {"run_checks"}
+    assert _job_kinds(containers[CHECKS], config, tmp_path) == {"run_checks"}
+
+
+def _egress_ports(policy: dict) -> set[tuple[str, int]]:
+    return {(p["protocol"], p["port"]) for rule in policy["spec"]["egress"] for p in rule["ports"]}
+
+
+def _internet_rules(policy: dict) -> list[dict]:
+    return [r for r in policy["spec"]["egress"] if any("ipBlock" in peer for peer in r.get("to", []))]
+
+
+def test_the_checks_pods_network_policy() -> None:
+    docs = committed()
+    policy = one(docs, "NetworkPolicy", CHECKS)
+    selector = policy["spec"]["podSelector"]["matchLabels"]
+    for obj, _ in pods(docs):  # it selects the checks pods and no other
+        labels = obj["spec"]["template"]["metadata"]["labels"]
+        assert (selector.items() <= labels.items()) is (obj["metadata"]["name"] == CHECKS)
+    assert set(policy["spec"]["policyTypes"]) == {"Ingress", "Egress"}
+    assert not policy["spec"].get("ingress")  # nothing connects to a checks pod
+    for rule in policy["spec"]["egress"]:
+        assert rule.get("ports"), rule  # no rule opens every port
+    # DNS, PostgreSQL, and HTTP(S) outside the cluster (OSIRIS_CHECKS_NETWORK=true by default)
+    assert _egress_ports(policy) == {("UDP", 53), ("TCP", 53), ("TCP", 5432), ("TCP", 80), ("TCP", 443)}
+    [dns] = [
+        r for r in policy["spec"]["egress"] if ("UDP", 53) in {(p["protocol"], p["port"]) for p in r["ports"]}
+    ]
+    assert dns["to"][0]["podSelector"]["matchLabels"] == {"k8s-app": "kube-dns"}
+    [internet] = _internet_rules(policy)
+    blocks = [peer["ipBlock"] for peer in internet["to"]]
+    assert {b["cidr"] for b in blocks} == {"0.0.0.0/0", "::/0"}
+    v4 = next(b for b in blocks if b["cidr"] == "0.0.0.0/0")
+    # not the cluster's own networks nor the cloud metadata endpoint
+    assert {"10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "169.254.0.0/16"} <= set(v4["except"])
+    # checks offline on the local git host: DNS and the database only, the database narrowed
+    offline = one(rendered(CHECKS_OFFLINE), "NetworkPolicy", CHECKS)
+    assert _egress_ports(offline) == {("UDP", 53), ("TCP", 53), ("TCP", 5432)}
+    assert not _internet_rules(offline)
+    [database] = [r for r in offline["spec"]["egress"] if r["ports"] == [{"protocol": "TCP", "port": 5432}]]
+    assert database["to"] == [{"podSelector": {"matchLabels": {"cnpg.io/cluster": "osiris-db"}}}]
+    # checks offline on GitHub: the worker still fetches and reports, over HTTPS only
+    github = one(rendered({"config": {"OSIRIS_CHECKS_NETWORK": False}}), "NetworkPolicy", CHECKS)
+    assert _egress_ports(github) == {("UDP", 53), ("TCP", 53), ("TCP", 5432), ("TCP", 443)}
+    # and it can be turned off, or goes with the checks Deployment
+    assert not [
+        d for d in rendered({"checks": {"networkPolicy": {"enabled": False}}}) if d["kind"] == "NetworkPolicy"
+    ]
+    assert not [d for d in rendered({"checks": {"enabled": False}}) if d["kind"] == "NetworkPolicy"]
 
 
 def test_api_scales_and_survives_disruption() -> None:

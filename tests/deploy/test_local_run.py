@@ -1,7 +1,9 @@
 """The manifests' own commands, run here: `osiris migrate` (the hook Job), then `osiris serve` with
 the API Deployment's args and environment (its ConfigMap and credentials), probed where its
-readiness and liveness probes and the ServiceMonitor look, and `osiris worker` with the worker
-Deployment's narrower credentials, all against a fresh, empty database.
+readiness and liveness probes and the ServiceMonitor look, `osiris worker --skip-jobs run_checks`
+with the worker Deployment's narrower credentials, and `osiris worker --jobs run_checks` with the
+checks Deployment's fewer still (no chat-provider token, no webhook secret, no admin password), all
+against a fresh, empty database.
 
 What differs from a pod, and why: the port is a free one and the host is 127.0.0.1 (tests listen on
 loopback only), and OSIRIS_DATA_DIR is a temporary folder (the pod's emptyDir)."""
@@ -10,9 +12,9 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import secrets
 import signal
-import socket
 import subprocess
 import time
 from collections.abc import AsyncIterator
@@ -21,29 +23,21 @@ from pathlib import Path
 import asyncpg
 import httpx
 import pytest
-from deploy_manifests import committed, one, osiris_script
-from sqlalchemy.engine import make_url
 
+from bench._server import create_database, drop_database, free_port
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from .deploy_manifests import committed, one, osiris_script
 
 
 @pytest.fixture
 async def empty_database(database_url: str) -> AsyncIterator[str]:
     """A new database with nothing in it, on the server the run's `database_url` fixture
     (tests/conftest.py) set up: OSIRIS_TEST_DATABASE_URL's, or the embedded one."""
-    base = make_url(database_url).set(drivername="postgresql")
-    name = f"osiris_deploy_{secrets.token_hex(4)}"
-    admin = await asyncpg.connect(base.render_as_string(hide_password=False))
+    created = await create_database(database_url, "osiris_deploy")
     try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
-        yield base.set(database=name).render_as_string(hide_password=False)
+        yield created.set(drivername="postgresql").render_as_string(hide_password=False)
     finally:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        await admin.close()
+        await drop_database(database_url, created)
 
 
 def _env(container: dict, config: dict[str, str], credentials: dict[str, str]) -> dict[str, str]:
@@ -94,6 +88,18 @@ def _wait_ready(proc: subprocess.Popen, url: str, log: Path) -> None:
         time.sleep(0.2)
 
 
+def _job_kinds_taken(proc: subprocess.Popen, log: Path) -> set[str]:
+    """The kinds a worker logged it takes (`job worker takes: …`, once its services are installed)."""
+    deadline = time.monotonic() + 120
+    while True:
+        found = re.search(r"job worker takes: ([a-z_, ]*)", log.read_text())
+        if found:
+            return {k.strip() for k in found.group(1).split(",") if k.strip()}
+        assert proc.poll() is None, log.read_text()[-3000:]
+        assert time.monotonic() < deadline, f"no `job worker takes` line in 120 s:\n{log.read_text()[-3000:]}"
+        time.sleep(0.2)
+
+
 def test_migrate_serve_and_worker_as_the_manifests_run_them(empty_database: str, tmp_path: Path) -> None:
     docs = committed()
     config = dict(one(docs, "ConfigMap", "osiris-config")["data"])
@@ -102,6 +108,9 @@ def test_migrate_serve_and_worker_as_the_manifests_run_them(empty_database: str,
         "url": empty_database,  # the database Secret's key
         "OSIRIS_SECRET_KEY": secrets.token_urlsafe(48),
         "OSIRIS_ADMIN_PASSWORD": "deploy-test-" + secrets.token_hex(8),
+        # channel secrets the API and the worker get and the checks pod must not
+        "OSIRIS_SLACK_BOT_TOKEN": "xoxb-deploy-test-" + secrets.token_hex(8),
+        "OSIRIS_TELEGRAM_BOT_TOKEN": "123456:deploy-test-" + secrets.token_hex(8),
     }
     containers = {
         obj["metadata"]["name"]: obj["spec"]["template"]["spec"]["containers"][0]
@@ -125,7 +134,7 @@ def test_migrate_serve_and_worker_as_the_manifests_run_them(empty_database: str,
 
     # 2. the API Deployment's container
     api = containers["osiris-api"]
-    port = _free_port()
+    port = free_port()
     api_env = _env(api, config, credentials)
     api_env["OSIRIS_PORT"] = str(port)
     serve_log = tmp_path / "serve.log"
@@ -148,8 +157,29 @@ def test_migrate_serve_and_worker_as_the_manifests_run_them(empty_database: str,
         stderr=worker_log.open("wb"),
         start_new_session=True,
     )
+    # 4. the checks Deployment's container: pre-review checks only, with its reduced environment
+    checker = containers["osiris-checks"]
+    checks_env = _env(checker, config, credentials)
+    assert (
+        not {"OSIRIS_ADMIN_PASSWORD", "OSIRIS_SLACK_BOT_TOKEN", "OSIRIS_TELEGRAM_BOT_TOKEN"}
+        & checks_env.keys()
+    )
+    assert {"DATABASE_URL", "OSIRIS_SECRET_KEY"} <= checks_env.keys()
+    checks_log = tmp_path / "checks.log"
+    check = subprocess.Popen(
+        [script, *checker["args"]],
+        env=checks_env,
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=checks_log.open("wb"),
+        start_new_session=True,
+    )
     base = f"http://127.0.0.1:{port}"
     try:
+        # each worker says which kinds it took: the checks alone, and everything else
+        assert _job_kinds_taken(check, checks_log) == {"run_checks"}
+        taken = _job_kinds_taken(work, worker_log)
+        assert taken and "run_checks" not in taken
         ready = api["readinessProbe"]["httpGet"]["path"]
         live = api["livenessProbe"]["httpGet"]["path"]
         _wait_ready(serve, base + ready, serve_log)
@@ -167,16 +197,19 @@ def test_migrate_serve_and_worker_as_the_manifests_run_them(empty_database: str,
         assert created.status_code == 201, created.text
         time.sleep(2)
         assert work.poll() is None, worker_log.read_text()[-3000:]
+        assert check.poll() is None, checks_log.read_text()[-3000:]  # up with its reduced env
         assert serve.poll() is None, serve_log.read_text()[-3000:]
     finally:
-        for proc in (serve, work):
+        for proc in (serve, work, check):
             if proc.poll() is None:
                 os.killpg(proc.pid, signal.SIGTERM)
         serve.wait(60)
         work.wait(60)
+        check.wait(60)
     # uvicorn re-raises the SIGTERM after a clean shutdown, as under tini in the pod
     assert serve.returncode in (0, -signal.SIGTERM), serve_log.read_text()[-3000:]
     assert "Application shutdown complete" in serve_log.read_text()
     assert work.returncode in (0, -signal.SIGTERM), worker_log.read_text()[-3000:]
+    assert check.returncode in (0, -signal.SIGTERM), checks_log.read_text()[-3000:]
     # serve ran no job worker of its own (OSIRIS_RUN_WORKER=false): the worker pod does that
     assert "OSIRIS admin account created" not in serve_log.read_text()  # the Secret's password was used

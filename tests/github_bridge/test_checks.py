@@ -12,12 +12,11 @@ import time
 from pathlib import Path
 
 import pytest
-import test_local_git
-from test_local_git import drain
 
-from osiris.app import checks, jobs
+from osiris.app import check_config, check_runner, jobs
+from tests.support.jobs import drain, drain_kinds
+from tests.support.rest import claimed_task, submitted
 
-host, repo_name = test_local_git.host, test_local_git.repo_name  # the fixtures
 VENV_BIN = str(Path(sys.executable).parent)
 TEST_FILE = "from calc import add\n\n\ndef test_add():\n    assert add(2, 2) == 4\n"
 
@@ -55,19 +54,11 @@ def _commit_to_main(repo: Path, path: str, content: str) -> None:
 
 
 async def new_claimed_task(client, headers, repo: str) -> int:
-    r = await client.post("/api/v1/tasks", json={"title": "add()", "repo": repo}, headers=headers)
-    assert r.status_code == 201, r.text
-    task_id = r.json()["id"]
-    assert (await client.post(f"/api/v1/tasks/{task_id}/claim", headers=headers)).status_code == 200
-    return task_id
+    return await claimed_task(client, headers, title="add()", repo=repo)
 
 
 async def submit(client, headers, task_id: int, body: str) -> None:
-    files = {"calc.py": body, "test_calc.py": TEST_FILE}
-    r = await client.post(
-        f"/api/v1/tasks/{task_id}/artifacts", json={"content": files, "kind": "files"}, headers=headers
-    )
-    assert r.status_code == 201, r.text
+    await submitted(client, headers, task_id, {"calc.py": body, "test_calc.py": TEST_FILE}, kind="files")
 
 
 async def events(client, headers, task_id: int) -> list[dict]:
@@ -166,10 +157,10 @@ async def test_repo_config_from_the_base_branch(client, factory, runtime, host, 
 
 
 def test_repo_config_is_validated():
-    assert checks.parse_repo_config("checks: [ruff check .]\n", default_mode="block").mode == "block"
+    assert check_config.parse_repo_config("checks: [ruff check .]\n", default_mode="block").mode == "block"
     for bad in ("checks: ruff", "checks: [1]", "mode: later", "- a\n- b", "checks: [a]\nextra: 1", "{"):
-        with pytest.raises(checks.ConfigError):
-            checks.parse_repo_config(bad, default_mode="block")
+        with pytest.raises(check_config.ConfigError):
+            check_config.parse_repo_config(bad, default_mode="block")
 
 
 def _alive(pid: int) -> bool:
@@ -181,9 +172,9 @@ def _alive(pid: int) -> bool:
 
 
 async def test_timeout_kills_the_whole_process_group(tmp_path):
-    env = checks.check_env(tmp_path, "/usr/bin:/bin")
+    env = check_runner.check_env(tmp_path, "/usr/bin:/bin")
     started = time.monotonic()
-    result = await checks.run_command(
+    result = await check_runner.run_command(
         "sleep 300 & echo $! > child.pid; echo started; wait",
         cwd=tmp_path,
         env=env,
@@ -202,37 +193,16 @@ async def test_timeout_kills_the_whole_process_group(tmp_path):
 
 
 async def test_output_is_capped_keeping_the_end(tmp_path):
-    result = await checks.run_command(
+    result = await check_runner.run_command(
         "seq 1 100000; echo THE-END; exit 1",
         cwd=tmp_path,
-        env=checks.check_env(tmp_path, "/usr/bin:/bin"),
+        env=check_runner.check_env(tmp_path, "/usr/bin:/bin"),
         time_limit=30,
         max_output=2048,
     )
     assert result.exit_code == 1 and result.output_truncated
     assert len(result.output.encode()) <= 2048 and result.output.rstrip().endswith("THE-END")
     assert os.environ.get("OSIRIS_SECRET_KEY") is None or "OSIRIS" not in result.output
-
-
-async def drain_only(runtime, *entrypoints: str) -> None:
-    """Run just these jobs; the others (e.g. run_checks) stay queued."""
-    from datetime import timedelta
-
-    import asyncpg
-    from pgqueuer import AsyncpgDriver, Queries, QueueManager
-    from pgqueuer.types import QueueExecutionMode
-
-    ctx = jobs.JobContext(runtime.sessions, runtime.settings, runtime.services)
-    conn = await asyncpg.connect(runtime.dsn)
-    try:
-        qm = QueueManager(Queries(AsyncpgDriver(conn)))
-        worker = jobs.Worker(runtime.dsn, ctx)
-        for name in entrypoints:
-            qm.entrypoint(name)(worker._wrap(name, jobs.HANDLERS[name]))
-        run = qm.run(mode=QueueExecutionMode.drain, batch_size=5, dequeue_timeout=timedelta(seconds=0.5))
-        await asyncio.wait_for(run, 30)
-    finally:
-        await conn.close()
 
 
 async def test_approval_waits_for_blocking_checks_and_inform_never_holds(
@@ -246,7 +216,7 @@ async def test_approval_waits_for_blocking_checks_and_inform_never_holds(
     _, reviewer = await factory.member("reviewer")
     task_id = await new_claimed_task(client, agent, repo_name)
     await submit(client, agent, task_id, "def add(a, b):\n    return a + b\n")
-    await drain_only(runtime, "publish_artifact")
+    await drain_kinds(runtime, "publish_artifact")
 
     # Published: the run is recorded as queued, with its mode, before any check ran.
     runs = (await client.get(f"/api/v1/tasks/{task_id}/checks", headers=reviewer)).json()
@@ -283,7 +253,7 @@ async def test_queued_checks_run_once_published_and_then_reviewers_are_asked(
     _, reviewer = await factory.member("reviewer")
     task_id = await new_claimed_task(client, agent, repo_name)
     await submit(client, agent, task_id, "def add(a, b):\n    return a + b\n")
-    await drain_only(runtime, "publish_artifact")
+    await drain_kinds(runtime, "publish_artifact")
     await drain(runtime)  # the queued run goes running, then passes
     runs = (await client.get(f"/api/v1/tasks/{task_id}/checks", headers=reviewer)).json()
     assert [(r["status"], len(r["results"])) for r in runs] == [("passed", 1)]
@@ -301,7 +271,7 @@ async def test_a_version_superseded_before_its_checks_ran_is_closed_not_left_que
     _, reviewer = await factory.member("reviewer")
     task_id = await new_claimed_task(client, agent, repo_name)
     await submit(client, agent, task_id, "def add(a, b):\n    return a - b\n")
-    await drain_only(runtime, "publish_artifact")
+    await drain_kinds(runtime, "publish_artifact")
     r = await client.post(f"/api/v1/tasks/{task_id}/reject", json={"feedback": "later"}, headers=reviewer)
     assert r.status_code == 200, r.text
     await submit(client, agent, task_id, "def add(a, b):\n    return a + b\n")

@@ -5,26 +5,27 @@ from __future__ import annotations
 
 import httpx
 from sqlalchemy import delete
-from test_local_git_http import git, published_task, server  # noqa: F401 - `server` is a fixture
 
 from osiris.app import db
 from osiris.app.models import Repository
 
+from .git_http_helpers import git, published_repo
 
-async def test_another_organizations_token_cannot_clone(server, client, factory, runtime, tmp_path):  # noqa: F811
-    name, _, token = await published_task(client, factory, runtime)  # registered to the default org
+
+async def test_another_organizations_token_cannot_clone(git_server, client, factory, runtime, tmp_path):
+    name, _, token = await published_repo(client, factory, runtime)  # registered to the default org
     _, outsider = await factory.member("agent", org=await factory.org("beta"))
     their_token = outsider["Authorization"].removeprefix("Bearer ")
 
-    ours = server.replace("http://", f"http://agent:{token}@") + f"/git/{name}.git"
+    ours = git_server.replace("http://", f"http://agent:{token}@") + f"/git/{name}.git"
     status, out = await git("clone", "-q", ours, str(tmp_path / "ours"))
     assert status == 0, out
 
-    theirs = server.replace("http://", f"http://agent:{their_token}@") + f"/git/{name}.git"
+    theirs = git_server.replace("http://", f"http://agent:{their_token}@") + f"/git/{name}.git"
     status, out = await git("clone", "-q", theirs, str(tmp_path / "theirs"))
     assert status != 0 and not (tmp_path / "theirs" / "README.md").exists(), out
     assert "404" in out or "not found" in out.lower(), out
-    async with httpx.AsyncClient(base_url=server, headers=outsider) as http:
+    async with httpx.AsyncClient(base_url=git_server, headers=outsider) as http:
         for args in (
             ("GET", f"/git/{name}.git/info/refs", {"service": "git-upload-pack"}),
             ("GET", "/git/no-such-repo.git/info/refs", {"service": "git-upload-pack"}),

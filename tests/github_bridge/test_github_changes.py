@@ -5,14 +5,13 @@ from __future__ import annotations
 
 import secrets
 
-import github_harness
 import pytest
-from github_harness import GitHubEnv
 
 from osiris.app.models import Role
+from tests.support.github_harness import GitHubEnv
+from tests.support.rest import claimed_task, submitted
 
 pytestmark = pytest.mark.asyncio
-github = github_harness.github  # the fixture
 
 # Deletes lines of a file on the base, renames one, removes one and adds many small files (past
 # one page of 100 entries, so the client must follow GitHub's Link header).
@@ -32,13 +31,8 @@ PATCH = (
 async def test_changes_from_the_pull_request_files(github: GitHubEnv, factory):
     _, admin = await factory.member(Role.ADMIN)
     _, agent = await factory.member(Role.AGENT)
-    r = await github.client.post("/api/v1/tasks", json={"title": "Trim"}, headers=admin)
-    task_id = r.json()["id"]
-    assert (await github.client.post(f"/api/v1/tasks/{task_id}/claim", headers=agent)).status_code == 200
-    r = await github.client.post(
-        f"/api/v1/tasks/{task_id}/artifacts", json={"content": PATCH, "kind": "patch"}, headers=agent
-    )
-    assert r.status_code == 201, r.text
+    task_id = await claimed_task(github.client, agent, creator_h=admin, title="Trim")
+    await submitted(github.client, agent, task_id, PATCH, kind="patch")
     await github.drain()
 
     r = await github.client.get(f"/api/v1/tasks/{task_id}/changes", headers=admin)

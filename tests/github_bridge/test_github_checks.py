@@ -4,32 +4,24 @@ on the PR (commit statuses with a token, a check run with a GitHub App) and deci
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 import stat
 import sys
-from datetime import timedelta
 from pathlib import Path
 
-import asyncpg
-import github_harness
 import httpx
 import pytest
-from fake_github import BOT
-from github_harness import REPO, GitHubEnv
-from pgqueuer import AsyncpgDriver, Queries, QueueManager
-from pgqueuer.types import QueueExecutionMode
 from pydantic import SecretStr
 from sqlalchemy import select
-from test_github_lifecycle import _people, _status, _task
 
-from osiris.app import jobs
 from osiris.app.models import CheckRun
 from osiris.github_bridge.github_client import GitHub
 from osiris.github_bridge.github_host import GitHubHost
+from tests.support.fake_github import BOT
+from tests.support.github_harness import REPO, GitHubEnv, claim_new_task, github_people, read_task
+from tests.support.jobs import drain_kinds
 
-github = github_harness.github  # the fixture
 VENV_BIN = str(Path(sys.executable).parent)
 CONFIG = "checks:\n  - python check.py\nmode: block\n"
 CHECK = (
@@ -69,21 +61,6 @@ def checked(github: GitHubEnv, monkeypatch, tmp_path: Path) -> GitHubEnv:
     github.fake.stop_git()
 
 
-async def drain_only(env: GitHubEnv, *entrypoints: str) -> None:
-    """Run just these jobs (the others stay queued): e.g. publish without running the checks."""
-    ctx = jobs.JobContext(env.runtime.sessions, env.runtime.settings, env.runtime.services)
-    conn = await asyncpg.connect(env.runtime.dsn)
-    try:
-        qm = QueueManager(Queries(AsyncpgDriver(conn)))
-        worker = jobs.Worker(env.runtime.dsn, ctx)
-        for name in entrypoints:
-            qm.entrypoint(name)(worker._wrap(name, jobs.HANDLERS[name]))
-        run = qm.run(mode=QueueExecutionMode.drain, batch_size=5, dequeue_timeout=timedelta(seconds=0.5))
-        await asyncio.wait_for(run, 60)
-    finally:
-        await conn.close()
-
-
 async def _submit_files(env: GitHubEnv, task_id: int, agent_h, app_py: str) -> None:
     r = await env.client.post(
         f"/api/v1/tasks/{task_id}/artifacts",
@@ -102,12 +79,12 @@ async def test_checks_run_on_a_fetched_version_and_report_commit_statuses(
 ):
     caplog.set_level(logging.DEBUG)
     env = checked
-    admin_h, agent_h, _ = await _people(factory)
-    task_id = await _task(env, admin_h, agent_h)
+    admin_h, agent_h, _ = await github_people(factory)
+    task_id = await claim_new_task(env, admin_h, agent_h)
 
     await _submit_files(env, task_id, agent_h, BROKEN)
     await env.drain()
-    task = await _status(env, task_id, agent_h)
+    task = await read_task(env, task_id, agent_h)
     assert task["status"] == "IN_PROGRESS"  # back to the agent; no reviewer asked
     [feedback] = [m for m in task["messages"] if m["source"] == "checks"]
     assert "python check.py" in feedback["body"] and "got 'bye world'" in feedback["body"]
@@ -128,7 +105,7 @@ async def test_checks_run_on_a_fetched_version_and_report_commit_statuses(
 
     await _submit_files(env, task_id, agent_h, FIXED)
     await env.drain()
-    task = await _status(env, task_id, agent_h)
+    task = await read_task(env, task_id, agent_h)
     assert task["status"] == "REVIEW"
     sha2 = task["artifacts"][-1]["commit_sha"]
     assert env.fake.latest_statuses(REPO, sha2) == {"osiris/python check.py": "success"}
@@ -151,11 +128,11 @@ async def test_checks_run_on_a_fetched_version_and_report_commit_statuses(
 
 async def test_approval_is_held_while_blocking_checks_are_queued(checked: GitHubEnv, factory):
     env = checked
-    admin_h, agent_h, _ = await _people(factory)
+    admin_h, agent_h, _ = await github_people(factory)
     env.fake.tokens["alice-token"] = "alice"
-    task_id = await _task(env, admin_h, agent_h)
+    task_id = await claim_new_task(env, admin_h, agent_h)
     await _submit_files(env, task_id, agent_h, FIXED)
-    await drain_only(env, "publish_artifact")
+    await drain_kinds(env.runtime, "publish_artifact")
     async with env.runtime.sessions() as session:
         run = (await session.execute(select(CheckRun).where(CheckRun.task_id == task_id))).scalar_one()
         assert (run.status, run.mode, run.version) == ("queued", "block", 1)
@@ -170,14 +147,14 @@ async def test_approval_is_held_while_blocking_checks_are_queued(checked: GitHub
         r = await alice.post(f"/repos/{REPO}/issues/1/comments", json={"body": "/approve"})
         assert r.status_code == 201, r.text
     await env.deliver()
-    await drain_only(env, "github_event", "deliver_message")
-    assert (await _status(env, task_id, admin_h))["status"] == "REVIEW"
+    await drain_kinds(env.runtime, "github_event", "deliver_message")
+    assert (await read_task(env, task_id, admin_h))["status"] == "REVIEW"
     replies = [c["body"] for c in env.fake.comments if "checks_pending" in c["body"]]
     assert len(replies) == 2 and all("approval was not counted" in b for b in replies)
     assert not env.pr(1).merged
 
     await env.drain()  # the checks run and pass: now a person may approve
-    assert (await _status(env, task_id, admin_h))["status"] == "REVIEW"
+    assert (await read_task(env, task_id, admin_h))["status"] == "REVIEW"
     r = await env.client.post(f"/api/v1/tasks/{task_id}/approve", headers=admin_h)
     assert r.status_code == 200, r.text
     await env.drain()
@@ -212,11 +189,11 @@ async def test_with_a_github_app_each_version_is_one_check_run(
     monkeypatch.setattr(env.runtime.services, "code_host", host)
     env.host = host
     try:
-        admin_h, agent_h, _ = await _people(factory)
-        task_id = await _task(env, admin_h, agent_h)
+        admin_h, agent_h, _ = await github_people(factory)
+        task_id = await claim_new_task(env, admin_h, agent_h)
         await _submit_files(env, task_id, agent_h, BROKEN)
         await env.drain()
-        assert (await _status(env, task_id, agent_h))["status"] == "IN_PROGRESS"
+        assert (await read_task(env, task_id, agent_h))["status"] == "IN_PROGRESS"
         [failed] = env.fake.check_runs.values()
         assert (failed["status"], failed["conclusion"], failed["app"]["id"]) == ("completed", "failure", 7)
         assert failed["output"]["title"] == "1 of 1 checks failed"
@@ -230,7 +207,7 @@ async def test_with_a_github_app_each_version_is_one_check_run(
         assert env.fake.faults[-1].times == 0
         await env.deliver()
         await env.drain()
-        task = await _status(env, task_id, agent_h)
+        task = await read_task(env, task_id, agent_h)
         assert task["status"] == "REVIEW"
         runs = sorted(env.fake.check_runs.values(), key=lambda r: r["id"])
         assert [(r["head_sha"], r["conclusion"]) for r in runs] == [
@@ -252,11 +229,11 @@ async def test_a_version_that_cannot_be_fetched_is_an_error_that_holds_approval(
 ):
     env = checked
     env.host.checkouts.url_template = env.host.checkouts.url_template.replace("{repo}", "gone/{repo}")
-    admin_h, agent_h, _ = await _people(factory)
-    task_id = await _task(env, admin_h, agent_h)
+    admin_h, agent_h, _ = await github_people(factory)
+    task_id = await claim_new_task(env, admin_h, agent_h)
     await _submit_files(env, task_id, agent_h, FIXED)
     await env.drain()
-    task = await _status(env, task_id, agent_h)
+    task = await read_task(env, task_id, agent_h)
     assert task["status"] == "REVIEW"  # reviewers see the error; it does not send the work back
     [run] = (await env.client.get(f"/api/v1/tasks/{task_id}/checks", headers=admin_h)).json()
     assert run["status"] == "error" and "could not run" in run["results"][0]["output"]

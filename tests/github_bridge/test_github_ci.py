@@ -2,22 +2,21 @@
 
 from __future__ import annotations
 
-import json
-
-import github_harness
-from fake_github import example
-from github_harness import REPO, GitHubEnv
-from test_github_lifecycle import PATCH_V1, _people, _status, _submit, _task
-from test_github_webhooks import _headers
-
-github = github_harness.github  # the fixture
+from tests.support.fake_github import example
+from tests.support.github_harness import (
+    PATCH_V1,
+    REPO,
+    GitHubEnv,
+    claim_new_task,
+    github_people,
+    post_webhook,
+    read_task,
+    submit_version,
+)
 
 
 async def _post(env: GitHubEnv, event: str, payload: dict, delivery: str) -> None:
-    body = json.dumps(payload).encode()
-    r = await env.client.post(
-        "/api/v1/webhooks/github", content=body, headers=_headers(event, body, delivery)
-    )
+    r = await post_webhook(env, event, payload, delivery)
     assert r.status_code == 202, r.text
     await env.drain()
 
@@ -28,11 +27,11 @@ def _for(payload: dict, sha: str) -> dict:
 
 
 async def test_github_ci_failure_returns_the_task_with_names_and_links(github: GitHubEnv, factory):
-    admin_h, agent_h, _ = await _people(factory)
-    task_id = await _task(github, admin_h, agent_h)
-    await _submit(github, task_id, agent_h, PATCH_V1, "v1")
+    admin_h, agent_h, _ = await github_people(factory)
+    task_id = await claim_new_task(github, admin_h, agent_h)
+    await submit_version(github, task_id, agent_h, PATCH_V1, "v1")
     await github.drain()
-    task = await _status(github, task_id, agent_h)
+    task = await read_task(github, task_id, agent_h)
     assert task["status"] == "REVIEW"
     sha = task["artifacts"][-1]["commit_sha"]
     events = (await github.client.get(f"/api/v1/tasks/{task_id}/events", headers=admin_h)).json()
@@ -44,12 +43,12 @@ async def test_github_ci_failure_returns_the_task_with_names_and_links(github: G
     other = _for(example("check_run", "completed"), sha)
     other["check_run"]["head_sha"] = "f" * 40  # another commit: ignored
     await _post(github, "check_run", other, "ci-2")
-    assert (await _status(github, task_id, agent_h))["status"] == "REVIEW"
+    assert (await read_task(github, task_id, agent_h))["status"] == "REVIEW"
 
     failing = _for(example("check_run", "completed"), sha)
     failing["check_run"].update(head_sha=sha, name="tests (3.11)", conclusion="failure")
     await _post(github, "check_run", failing, "ci-3")
-    task = await _status(github, task_id, agent_h)
+    task = await read_task(github, task_id, agent_h)
     assert task["status"] == "IN_PROGRESS"
     [feedback] = [m for m in task["messages"] if m["source"] == "checks"]
     assert "tests (3.11): failure" in feedback["body"]

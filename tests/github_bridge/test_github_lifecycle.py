@@ -3,85 +3,29 @@
 
 from __future__ import annotations
 
-import github_harness
 import pytest
-from fake_github import BOT
-from github_harness import REPO, GitHubEnv
 from sqlalchemy import select
 
-from osiris.app.models import Artifact, Role, TaskEvent
-
-PATCH_V1 = """diff --git a/src/app.py b/src/app.py
-index 1111111..2222222 100644
---- a/src/app.py
-+++ b/src/app.py
-@@ -1,5 +1,5 @@
- def greet(name):
--    return 'hello ' + name
-+    return f'hello {name}'
- 
- 
- def main():
-"""
-
-PATCH_V2 = """diff --git a/src/app.py b/src/app.py
---- a/src/app.py
-+++ b/src/app.py
-@@ -1,2 +1,2 @@
- def greet(name):
--    return f'hello {name}'
-+    return f'Hello, {name}!'
-diff --git a/src/new.py b/src/new.py
-new file mode 100644
---- /dev/null
-+++ b/src/new.py
-@@ -0,0 +1 @@
-+NEW = True
-"""
-
-github = github_harness.github  # the fixture
-
-
-async def _people(factory):
-    admin, admin_h = await factory.member(Role.ADMIN)
-    agent, agent_h = await factory.member(Role.AGENT)
-    alice = await factory.user(Role.REVIEWER, github_login="alice")
-    return admin_h, agent_h, alice
-
-
-async def _task(env: GitHubEnv, admin_h, agent_h) -> int:
-    r = await env.client.post(
-        "/api/v1/tasks",
-        json={"title": "Friendlier greeting", "description": "say hello nicely"},
-        headers=admin_h,
-    )
-    assert r.status_code == 201, r.text
-    task_id = r.json()["id"]
-    r = await env.client.post(f"/api/v1/tasks/{task_id}/claim", headers=agent_h)
-    assert r.status_code == 200, r.text
-    return task_id
-
-
-async def _submit(env: GitHubEnv, task_id: int, agent_h, content: str, summary: str):
-    r = await env.client.post(
-        f"/api/v1/tasks/{task_id}/artifacts", json={"content": content, "summary": summary}, headers=agent_h
-    )
-    assert r.status_code == 201, r.text
-    return r.json()
-
-
-async def _status(env: GitHubEnv, task_id: int, headers) -> dict:
-    r = await env.client.get(f"/api/v1/tasks/{task_id}", headers=headers)
-    assert r.status_code == 200, r.text
-    return r.json()
+from osiris.app.models import Artifact, TaskEvent
+from tests.support.fake_github import BOT
+from tests.support.github_harness import (
+    PATCH_V1,
+    PATCH_V2,
+    REPO,
+    GitHubEnv,
+    claim_new_task,
+    github_people,
+    read_task,
+    submit_version,
+)
 
 
 async def run_lifecycle(env: GitHubEnv, factory) -> int:
-    admin_h, agent_h, _ = await _people(factory)
+    admin_h, agent_h, _ = await github_people(factory)
     env.fake.tokens["alice-token"] = "alice"
-    task_id = await _task(env, admin_h, agent_h)
+    task_id = await claim_new_task(env, admin_h, agent_h)
 
-    await _submit(env, task_id, agent_h, PATCH_V1, "use an f-string")
+    await submit_version(env, task_id, agent_h, PATCH_V1, "use an f-string")
     await env.drain()
     pr = env.pr(1)
     branch = f"osiris/task-{task_id}"
@@ -104,7 +48,7 @@ async def run_lifecycle(env: GitHubEnv, factory) -> int:
     responses = await env.deliver()
     assert [x.status_code for x in responses] == [202, 202]
     await env.drain()
-    task = await _status(env, task_id, agent_h)
+    task = await read_task(env, task_id, agent_h)
     assert task["status"] == "IN_PROGRESS"
 
     # The agent reads the feedback through the messages API.
@@ -115,7 +59,7 @@ async def run_lifecycle(env: GitHubEnv, factory) -> int:
     inline = feedback[0]["meta"]["comments"][0]
     assert inline["path"] == "src/app.py" and inline["line"] == 2 and inline["diff_hunk"].startswith("@@")
 
-    await _submit(env, task_id, agent_h, PATCH_V2, "capitalised, plus a new module")
+    await submit_version(env, task_id, agent_h, PATCH_V2, "capitalised, plus a new module")
     await env.drain()
     assert len(env.fake.pulls) == 1  # the same PR
     assert env.fake.read_file(REPO, branch, "src/app.py").splitlines()[1] == "    return f'Hello, {name}!'"
@@ -141,7 +85,7 @@ async def run_lifecycle(env: GitHubEnv, factory) -> int:
     assert env.fake.repos[REPO].rev(f"refs/heads/{branch}") is None  # deleted after the merge
     await env.deliver()  # the closed+merged echo changes nothing
     await env.drain()
-    task = await _status(env, task_id, admin_h)
+    task = await read_task(env, task_id, admin_h)
     assert task["status"] == "DONE"
     async with env.runtime.sessions() as session:
         rows = (await session.execute(select(Artifact).where(Artifact.task_id == task_id))).scalars().all()
@@ -175,7 +119,8 @@ async def test_github_lifecycle_end_to_end(github: GitHubEnv, factory, capsys):
             ("PUT .*/merge", "timeout-after", 1),
             ("PATCH .*/git/refs/", "timeout-before", 1),
             ("DELETE .*/git/refs/", "timeout-after", 1),
-            ("GET .*/pulls/1/comments", "500", 1),
+            # (a 500 on reading a review's comments: test_github_call_count.py; here they come with
+            # their own webhook, which may beat the review's, and are then not read at all)
         ],
     ],
     ids=["5xx", "429", "rate-limits", "timeouts"],

@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import github_harness
-from github_harness import REPO, GitHubEnv
-
 from osiris.app.models import Role
-
-github = github_harness.github  # the fixture
+from tests.support.github_harness import REPO, GitHubEnv
+from tests.support.rest import claimed_task, submitted
 
 THEIRS = "beta/gadgets"
 PATCH = """\
@@ -33,16 +30,10 @@ async def test_a_task_of_another_organization_opens_its_pr_in_that_organizations
         "/api/v1/repositories", json={"name": "gadgets", "github_repo": THEIRS}, headers=beta_admin
     )
     assert r.status_code == 201, r.text
-    r = await github.client.post(
-        "/api/v1/tasks", json={"title": "Bump the value", "repo": "gadgets"}, headers=beta_admin
+    task_id = await claimed_task(
+        github.client, beta_agent, creator_h=beta_admin, title="Bump the value", repo="gadgets"
     )
-    assert r.status_code == 201, r.text
-    task_id = r.json()["id"]
-    assert (await github.client.post(f"/api/v1/tasks/{task_id}/claim", headers=beta_agent)).status_code == 200
-    r = await github.client.post(
-        f"/api/v1/tasks/{task_id}/artifacts", json={"content": PATCH, "summary": "two"}, headers=beta_agent
-    )
-    assert r.status_code == 201, r.text
+    await submitted(github.client, beta_agent, task_id, PATCH, summary="two")
     await github.drain()
 
     # The PR is in beta's repository; acme's (the deployment's OSIRIS_GITHUB_REPO) got nothing.

@@ -4,20 +4,15 @@ checked against GitHub's REST description by the fake; its webhook echo is not i
 
 from __future__ import annotations
 
-import github_harness
-from github_harness import GitHubEnv
-from test_github_lifecycle import PATCH_V1, _people, _submit, _task
-
 from osiris.app.models import Role
-
-github = github_harness.github  # the fixture
+from tests.support.github_harness import PATCH_V1, GitHubEnv, claim_new_task, github_people, submit_version
 
 
 async def test_a_line_comment_becomes_a_pull_request_review_comment(github: GitHubEnv, factory):
-    admin_h, agent_h, _ = await _people(factory)
+    admin_h, agent_h, _ = await github_people(factory)
     _, reviewer_h = await factory.member(Role.REVIEWER)
-    task_id = await _task(github, admin_h, agent_h)
-    await _submit(github, task_id, agent_h, PATCH_V1, "use an f-string")
+    task_id = await claim_new_task(github, admin_h, agent_h)
+    await submit_version(github, task_id, agent_h, PATCH_V1, "use an f-string")
     await github.drain()
     (artifact,) = (await github.client.get(f"/api/v1/tasks/{task_id}/artifacts", headers=agent_h)).json()
     head = artifact["commit_sha"]

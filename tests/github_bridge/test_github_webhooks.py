@@ -5,25 +5,21 @@ from __future__ import annotations
 
 import json
 
-import github_harness
 import pytest
-from fake_github import EXAMPLES, sign
-from github_harness import REPO, SECRET, GitHubEnv
 from sqlalchemy import func, select
-from test_github_lifecycle import PATCH_V1, _people, _status, _submit, _task
 
 from osiris.app.models import Delivery, Message
-
-github = github_harness.github  # the fixture
-
-
-def _headers(event: str, body: bytes, delivery: str, secret: str = SECRET) -> dict[str, str]:
-    return {
-        "content-type": "application/json",
-        "x-github-event": event,
-        "x-github-delivery": delivery,
-        "x-hub-signature-256": sign(secret, body),
-    }
+from tests.support.fake_github import EXAMPLES, hook_headers
+from tests.support.github_harness import (
+    PATCH_V1,
+    REPO,
+    SECRET,
+    GitHubEnv,
+    claim_new_task,
+    github_people,
+    published_task,
+    read_task,
+)
 
 
 async def _count(env: GitHubEnv, model) -> int:
@@ -40,7 +36,7 @@ async def test_github_every_example_payload_is_answered_without_5xx(github: GitH
             r = await github.client.post(
                 "/api/v1/webhooks/github",
                 content=body,
-                headers=_headers(group["name"], body, f"ex-{group['name']}-{i}"),
+                headers=hook_headers(SECRET, group["name"], body, f"ex-{group['name']}-{i}"),
             )
             assert r.status_code < 500, (group["name"], payload.get("action"), r.text)
             assert r.status_code in (200, 202), (group["name"], r.status_code, r.text)
@@ -58,32 +54,29 @@ async def test_github_bad_signature_is_401_and_stores_nothing(github: GitHubEnv)
     payload = EXAMPLES[0]["examples"][0]
     body = json.dumps(payload).encode()
     for headers in (
-        _headers("pull_request", body, "bad-1", secret="wrong"),
-        {k: v for k, v in _headers("pull_request", body, "bad-2").items() if k != "x-hub-signature-256"},
-        {**_headers("pull_request", body, "bad-3"), "x-hub-signature-256": "sha256=" + "0" * 64},
+        hook_headers("wrong", "pull_request", body, "bad-1"),
+        {
+            k: v
+            for k, v in hook_headers(SECRET, "pull_request", body, "bad-2").items()
+            if k != "x-hub-signature-256"
+        },
+        {**hook_headers(SECRET, "pull_request", body, "bad-3"), "x-hub-signature-256": "sha256=" + "0" * 64},
     ):
         r = await github.client.post("/api/v1/webhooks/github", content=body, headers=headers)
         assert r.status_code == 401, r.text
         assert r.headers["content-type"].startswith("application/problem+json")
     tampered = body.replace(b"Codertocat", b"Mallory")
     r = await github.client.post(
-        "/api/v1/webhooks/github", content=tampered, headers=_headers("pull_request", body, "bad-4")
+        "/api/v1/webhooks/github",
+        content=tampered,
+        headers=hook_headers(SECRET, "pull_request", body, "bad-4"),
     )
     assert r.status_code == 401
     assert await _count(github, Delivery) == 0
 
 
-async def _published_task(env: GitHubEnv, factory) -> tuple[int, dict, dict]:
-    admin_h, agent_h, _ = await _people(factory)
-    env.fake.tokens["alice-token"] = "alice"
-    task_id = await _task(env, admin_h, agent_h)
-    await _submit(env, task_id, agent_h, PATCH_V1, "v1")
-    await env.drain()
-    return task_id, admin_h, agent_h
-
-
 async def test_github_same_delivery_five_times_has_one_effect(github: GitHubEnv, factory):
-    task_id, _, agent_h = await _published_task(github, factory)
+    task_id, _, agent_h = await published_task(github, factory)
     async with github.fake.client("alice-token") as alice:
         await alice.post(
             f"/repos/{REPO}/pulls/1/reviews", json={"event": "REQUEST_CHANGES", "body": "Please rename."}
@@ -97,19 +90,19 @@ async def test_github_same_delivery_five_times_has_one_effect(github: GitHubEnv,
     assert await _count(github, Delivery) == 1
     r = await github.client.get(f"/api/v1/tasks/{task_id}/messages", headers=agent_h)
     assert [m["body"] for m in r.json()] == ["Please rename."]
-    task = await _status(github, task_id, agent_h)
+    task = await read_task(github, task_id, agent_h)
     assert task["status"] == "IN_PROGRESS"
 
 
 async def test_github_comments_commands_and_authorisation(github: GitHubEnv, factory):
-    task_id, admin_h, agent_h = await _published_task(github, factory)
+    task_id, admin_h, agent_h = await published_task(github, factory)
     github.fake.tokens["bob-token"] = "bob"  # a GitHub user OSIRIS does not know
     async with github.fake.client("bob-token") as bob:
         await bob.post(f"/repos/{REPO}/issues/1/comments", json={"body": "/approve"})
         await bob.post(f"/repos/{REPO}/pulls/1/reviews", json={"event": "APPROVE", "body": "lgtm"})
     await github.deliver()
     await github.drain()
-    assert (await _status(github, task_id, admin_h))["status"] == "REVIEW"  # bob cannot approve
+    assert (await read_task(github, task_id, admin_h))["status"] == "REVIEW"  # bob cannot approve
     r = await github.client.get(f"/api/v1/tasks/{task_id}/messages", headers=agent_h)
     bodies = [m["body"] for m in r.json()]
     assert any(b.startswith("/approve") and "not mapped" in b for b in bodies)
@@ -143,7 +136,7 @@ async def test_github_comments_commands_and_authorisation(github: GitHubEnv, fac
         await alice.post(f"/repos/{REPO}/issues/1/comments", json={"body": "/reject not needed any more"})
     await github.deliver()
     await github.drain()
-    task = await _status(github, task_id, admin_h)
+    task = await read_task(github, task_id, admin_h)
     assert task["status"] == "REJECTED"
     r = await github.client.get(f"/api/v1/tasks/{task_id}/messages", headers=agent_h)
     nit = next(m for m in r.json() if m["body"] == "nit")
@@ -160,11 +153,11 @@ async def test_github_comments_commands_and_authorisation(github: GitHubEnv, fac
         await alice.patch(f"/repos/{REPO}/pulls/1", json={"state": "open"})
     await github.deliver()
     await github.drain()
-    assert (await _status(github, task_id, admin_h))["status"] == "REVIEW"
+    assert (await read_task(github, task_id, admin_h))["status"] == "REVIEW"
 
 
 async def test_github_pr_closed_or_merged_by_a_person(github: GitHubEnv, factory):
-    task_id, admin_h, _ = await _published_task(github, factory)
+    task_id, admin_h, _ = await published_task(github, factory)
     async with github.fake.client("alice-token") as alice:
         # A person merges the draft on GitHub (after marking it ready there).
         github.pr(1).draft = False
@@ -172,14 +165,14 @@ async def test_github_pr_closed_or_merged_by_a_person(github: GitHubEnv, factory
         assert r.status_code == 200, r.text
     await github.deliver()
     await github.drain()
-    assert (await _status(github, task_id, admin_h))["status"] == "DONE"
+    assert (await read_task(github, task_id, admin_h))["status"] == "DONE"
     assert github.fake.read_file(REPO, "main", "src/app.py").splitlines()[1] == "    return f'hello {name}'"
 
 
 @pytest.mark.parametrize("approvers", ["mapped", "write"])
 async def test_github_write_access_policy(github: GitHubEnv, factory, monkeypatch, approvers):
     monkeypatch.setattr(github.runtime.settings, "github_approvers", approvers)
-    task_id, admin_h, _ = await _published_task(github, factory)
+    task_id, admin_h, _ = await published_task(github, factory)
     github.fake.tokens["carol-token"] = "carol"
     github.fake.permissions["carol"] = "write"
     async with github.fake.client("carol-token") as carol:
@@ -187,20 +180,20 @@ async def test_github_write_access_policy(github: GitHubEnv, factory, monkeypatc
     await github.deliver()
     await github.drain()
     expected = "DONE" if approvers == "write" else "REVIEW"
-    assert (await _status(github, task_id, admin_h))["status"] == expected
+    assert (await read_task(github, task_id, admin_h))["status"] == expected
     if approvers == "write":
         assert github.pr(1).merged
 
 
 async def test_github_merge_conflict_sends_the_task_back(github: GitHubEnv, factory):
-    task_id, admin_h, agent_h = await _published_task(github, factory)
+    task_id, admin_h, agent_h = await published_task(github, factory)
     github.fake.commit_files(
         REPO, "main", {"src/app.py": "def greet(name):\n    return 'hi ' + name\n"}, "someone else"
     )
     r = await github.client.post(f"/api/v1/tasks/{task_id}/approve", headers=admin_h)
     assert r.status_code == 200
     await github.drain()
-    task = await _status(github, task_id, agent_h)
+    task = await read_task(github, task_id, agent_h)
     assert task["status"] == "IN_PROGRESS"
     r = await github.client.get(f"/api/v1/tasks/{task_id}/messages", headers=agent_h)
     feedback = [m for m in r.json() if m["meta"].get("kind") == "feedback"]
@@ -209,12 +202,12 @@ async def test_github_merge_conflict_sends_the_task_back(github: GitHubEnv, fact
 
 
 async def test_github_patch_that_does_not_apply_is_refused_before_storing(github: GitHubEnv, factory):
-    admin_h, agent_h, _ = await _people(factory)
-    task_id = await _task(github, admin_h, agent_h)
+    admin_h, agent_h, _ = await github_people(factory)
+    task_id = await claim_new_task(github, admin_h, agent_h)
     bad = PATCH_V1.replace("-    return 'hello ' + name", "-    return 'bonjour ' + name")
     r = await github.client.post(f"/api/v1/tasks/{task_id}/artifacts", json={"content": bad}, headers=agent_h)
     assert r.status_code == 422 and r.json()["code"] == "patch_does_not_apply", r.text
-    assert (await _status(github, task_id, agent_h))["status"] == "IN_PROGRESS"
+    assert (await read_task(github, task_id, agent_h))["status"] == "IN_PROGRESS"
     assert github.fake.pulls == {}
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import secrets
 import subprocess
 from pathlib import Path
 
@@ -18,6 +17,8 @@ from osiris.github_bridge.gitcmd import Git, Scratch
 from osiris.github_bridge.local_git import LocalGitHost
 from osiris.github_bridge.trees import Change, splice
 from osiris.server import asyncpg_dsn
+from tests.support.jobs import drain
+from tests.support.rest import claimed_task
 
 
 def sh(*cmd: str, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -50,32 +51,8 @@ def readme_patch(new_line: str) -> str:
     )
 
 
-@pytest.fixture
-def host(runtime) -> LocalGitHost:
-    found = runtime.services.code_host
-    assert isinstance(found, LocalGitHost)
-    return found
-
-
-@pytest.fixture
-def repo_name() -> str:
-    # A repository per test: task ids restart with every test's fresh tables, branch names would not.
-    return f"t-{secrets.token_hex(4)}"
-
-
-async def drain(runtime) -> None:
-    await jobs.drain(runtime.dsn, jobs.JobContext(runtime.sessions, runtime.settings, runtime.services))
-
-
 async def new_task(client, headers, repo: str) -> int:
-    r = await client.post(
-        "/api/v1/tasks", json={"title": "Improve the README", "repo": repo}, headers=headers
-    )
-    assert r.status_code == 201, r.text
-    task_id = r.json()["id"]
-    r = await client.post(f"/api/v1/tasks/{task_id}/claim", headers=headers)
-    assert r.status_code == 200, r.text
-    return task_id
+    return await claimed_task(client, headers, title="Improve the README", repo=repo)
 
 
 async def test_submit_review_resubmit_approve_merges_into_base(client, factory, runtime, host, repo_name):

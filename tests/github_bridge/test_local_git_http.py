@@ -2,78 +2,16 @@
 
 from __future__ import annotations
 
-import asyncio
 import base64
-import os
-import secrets
-import socket
-from collections.abc import AsyncIterator
-from pathlib import Path
 
 import httpx
-import pytest
-import uvicorn
 
-from osiris.app import jobs
-
-# git must never stop to ask for a password, nor use a credential store of the machine.
-GIT_ENV = {**os.environ, "GIT_TERMINAL_PROMPT": "0", "GIT_ASKPASS": "", "GIT_CONFIG_NOSYSTEM": "1"}
-NO_HELPER = ("-c", "credential.helper=")
+from .git_http_helpers import git, published_repo
 
 
-@pytest.fixture(scope="module")
-async def server(app) -> AsyncIterator[str]:
-    """The session's app behind a real uvicorn on a free loopback port (its lifespan already ran)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    config = uvicorn.Config(app, host="127.0.0.1", port=port, lifespan="off", log_level="warning")
-    srv = uvicorn.Server(config)
-    task = asyncio.create_task(srv.serve())
-    for _ in range(200):
-        if srv.started:
-            break
-        await asyncio.sleep(0.02)
-    yield f"http://127.0.0.1:{port}"
-    srv.should_exit = True
-    await asyncio.wait_for(task, 10)
-
-
-async def git(*args: str, cwd: Path | None = None) -> tuple[int, str]:
-    """Run git without blocking the loop the server shares with this test."""
-    proc = await asyncio.create_subprocess_exec(
-        "git",
-        *NO_HELPER,
-        *args,
-        cwd=cwd,
-        env=GIT_ENV,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-    )
-    out, _ = await asyncio.wait_for(proc.communicate(), 60)
-    return proc.returncode, out.decode()
-
-
-async def published_task(client, factory, runtime) -> tuple[str, int, str]:
-    """A repository with a published branch; returns (repo name, task id, agent token)."""
-    agent = await factory.user("agent")
-    token = await factory.token(agent)
-    headers = {"Authorization": f"Bearer {token}"}
-    name = f"h-{secrets.token_hex(4)}"
-    r = await client.post("/api/v1/tasks", json={"title": "fetch me", "repo": name}, headers=headers)
-    task_id = r.json()["id"]
-    await client.post(f"/api/v1/tasks/{task_id}/claim", headers=headers)
-    r = await client.post(
-        f"/api/v1/tasks/{task_id}/artifacts", json={"content": {"src/hello.txt": "hello\n"}}, headers=headers
-    )
-    assert r.status_code == 201, r.text
-    await jobs.drain(runtime.dsn, jobs.JobContext(runtime.sessions, runtime.settings, runtime.services))
-    return name, task_id, token
-
-
-async def test_clone_and_fetch_with_a_token(server, client, factory, runtime, tmp_path):
-    name, task_id, token = await published_task(client, factory, runtime)
-    url = server.replace("http://", f"http://agent:{token}@") + f"/git/{name}.git"
+async def test_clone_and_fetch_with_a_token(git_server, client, factory, runtime, tmp_path):
+    name, task_id, token = await published_repo(client, factory, runtime)
+    url = git_server.replace("http://", f"http://agent:{token}@") + f"/git/{name}.git"
     status, out = await git("clone", "-q", url, str(tmp_path / "clone"))
     assert status == 0, out
     clone = tmp_path / "clone"
@@ -88,14 +26,14 @@ async def test_clone_and_fetch_with_a_token(server, client, factory, runtime, tm
     assert status == 0 and f"refs/heads/osiris/task-{task_id}" in out and "refs/osiris/" not in out
 
     # The bearer header works as well as Basic.
-    plain = f"{server}/git/{name}.git"
+    plain = f"{git_server}/git/{name}.git"
     status, out = await git("-c", f"http.extraHeader=Authorization: Bearer {token}", "ls-remote", plain)
     assert status == 0 and "refs/heads/main" in out
 
 
-async def test_without_a_token_or_with_a_bad_one_401(server, client, factory, runtime):
-    name, _, _ = await published_task(client, factory, runtime)
-    async with httpx.AsyncClient(base_url=server) as http:
+async def test_without_a_token_or_with_a_bad_one_401(git_server, client, factory, runtime):
+    name, _, _ = await published_repo(client, factory, runtime)
+    async with httpx.AsyncClient(base_url=git_server) as http:
         r = await http.get(f"/git/{name}.git/info/refs", params={"service": "git-upload-pack"})
         assert r.status_code == 401 and r.headers["www-authenticate"].startswith("Basic")
         bad = base64.b64encode(b"agent:osr_not_a_real_token").decode()
@@ -105,13 +43,13 @@ async def test_without_a_token_or_with_a_bad_one_401(server, client, factory, ru
             headers={"Authorization": f"Basic {bad}"},
         )
         assert r.status_code == 401
-    status, out = await git("ls-remote", f"{server}/git/{name}.git")
+    status, out = await git("ls-remote", f"{git_server}/git/{name}.git")
     assert status != 0 and ("401" in out or "Authentication failed" in out or "could not read" in out), out
 
 
-async def test_push_is_refused(server, client, factory, runtime, tmp_path):
-    name, _, token = await published_task(client, factory, runtime)
-    url = server.replace("http://", f"http://agent:{token}@") + f"/git/{name}.git"
+async def test_push_is_refused(git_server, client, factory, runtime, tmp_path):
+    name, _, token = await published_repo(client, factory, runtime)
+    url = git_server.replace("http://", f"http://agent:{token}@") + f"/git/{name}.git"
     clone = tmp_path / "clone"
     assert (await git("clone", "-q", url, str(clone)))[0] == 0
     (clone / "evil.txt").write_text("x\n")
@@ -124,7 +62,7 @@ async def test_push_is_refused(server, client, factory, runtime, tmp_path):
     assert "evil" not in listed
 
     auth = {"Authorization": f"Bearer {token}"}
-    async with httpx.AsyncClient(base_url=server, headers=auth) as http:
+    async with httpx.AsyncClient(base_url=git_server, headers=auth) as http:
         r = await http.get(f"/git/{name}.git/info/refs", params={"service": "git-receive-pack"})
         assert r.status_code == 403
         r = await http.post(f"/git/{name}.git/git-receive-pack", content=b"0000")
@@ -134,10 +72,10 @@ async def test_push_is_refused(server, client, factory, runtime, tmp_path):
         assert (await http.get(f"/git/{name}.git/config")).status_code == 404
 
 
-async def test_paths_cannot_escape_the_repositories(server, client, factory, runtime):
-    _, _, token = await published_task(client, factory, runtime)
+async def test_paths_cannot_escape_the_repositories(git_server, client, factory, runtime):
+    _, _, token = await published_repo(client, factory, runtime)
     auth = {"Authorization": f"Bearer {token}"}
-    async with httpx.AsyncClient(base_url=server, headers=auth) as http:
+    async with httpx.AsyncClient(base_url=git_server, headers=auth) as http:
         for raw in (
             "/git/..%2F..%2Fsecret.git/info/refs?service=git-upload-pack",
             "/git/%2E%2E/data.git/info/refs?service=git-upload-pack",

@@ -1,4 +1,5 @@
-"""An application of its own for the channel tests: secrets set, fakes for Twilio, Slack and SMTP."""
+"""An application of its own for the channel tests: secrets set, fakes for Twilio, Slack and SMTP; and
+the GitHub fake wired to it (`github`) for the GitHub issues way in."""
 
 from __future__ import annotations
 
@@ -15,13 +16,14 @@ from slack_sdk.signature import SignatureVerifier
 from sqlalchemy import func, select
 from twilio.request_validator import RequestValidator
 
-from osiris.app import jobs
 from osiris.app.config import Settings
 from osiris.app.runtime import Runtime
 from osiris.ingest import extension
 from osiris.server import create_app
-
-from .fakes import FakeSlack, FakeTelegram, FakeTwilio, SmtpSink
+from tests.support.channel_fakes import FakeSlack, FakeTelegram, FakeTwilio, SmtpSink
+from tests.support.github_harness import github  # noqa: F401 - a fixture
+from tests.support.jobs import drain as drain_jobs
+from tests.support.settings import make_settings
 
 PUBLIC_URL = "https://osiris.example.com"  # what the providers call; the test client is elsewhere
 TWILIO_SID = "AC" + "a" * 32
@@ -71,13 +73,9 @@ def fake_twilio() -> FakeTwilio:
 def settings(
     database_url: str, tmp_root: Path, fake_slack: FakeSlack, smtp_sink: SmtpSink, fake_telegram: FakeTelegram
 ) -> Settings:
-    return Settings(
-        database_url=database_url,
-        data_dir=tmp_root / "ingest-data",
-        secret_key="test-secret-" + secrets.token_hex(16),
-        admin_password="admin-password-for-tests",
-        run_worker=False,
-        sweep_interval_seconds=3600,
+    return make_settings(
+        database_url,
+        tmp_root / "ingest-data",
         public_url=PUBLIC_URL,
         twilio_auth_token=TWILIO_TOKEN,
         twilio_account_sid=TWILIO_SID,
@@ -134,7 +132,7 @@ def _reset_fakes(request: pytest.FixtureRequest) -> None:
 @pytest.fixture
 async def drain(runtime: Runtime, settings: Settings):
     async def run() -> None:
-        await jobs.drain(runtime.dsn, jobs.JobContext(runtime.sessions, settings, runtime.services))
+        await drain_jobs(runtime, settings)
 
     return run
 

@@ -8,13 +8,11 @@ from __future__ import annotations
 
 from sqlalchemy import select
 
-from osiris.app import db, repositories_registry
+from osiris.app import db, repositories
 from osiris.app.models import ChannelAccount, ChannelReceipt, Delivery, Task
 from osiris.app.schemas import PRIORITIES
 
-from .test_channel_accounts import BETA_NUMBER, BETA_TEAM, beta_org, operator, rows
-from .test_slack import mention
-from .test_twilio import number, said, whatsapp
+from .ingest_helpers import BETA_NUMBER, BETA_TEAM, beta_org, mention, number, operator, rows, said, whatsapp
 
 
 async def account(runtime, channel: str, org_id: int) -> ChannelAccount:
@@ -26,7 +24,7 @@ async def account(runtime, channel: str, org_id: int) -> ChannelAccount:
 
 async def register(runtime, org_id: int, name: str) -> None:
     async with db.transaction(runtime.sessions) as session:
-        await repositories_registry.create_repository(session, org_id=org_id, name=name)
+        await repositories.create_repository(session, org_id=org_id, name=name)
 
 
 async def test_an_accounts_allowed_senders_and_repository_apply_to_messages_sent_to_it(

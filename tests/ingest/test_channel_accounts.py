@@ -6,72 +6,30 @@ are signed with the providers' own SDKs, as in the other channel tests."""
 from __future__ import annotations
 
 import itertools
-import json
-import secrets
-import sys
-from pathlib import Path
 
-from sqlalchemy import select
-
-from osiris.app import accounts, db, organizations, repositories_registry
-from osiris.app.models import ChannelReceipt, Delivery, Organization, Repository, Role, Task
+from osiris.app import db, organizations, repositories
+from osiris.app.models import ChannelReceipt, Delivery, Repository, Task
+from tests.support.fake_github import Issue
+from tests.support.github_harness import REPO, GitHubEnv, post_webhook
 
 from .conftest import TELEGRAM_BOT_ID
-from .test_email import mail
-from .test_slack import command, mention
-from .test_twilio import number, said, whatsapp
+from .ingest_helpers import (
+    BETA_DOMAIN,
+    BETA_NUMBER,
+    BETA_TEAM,
+    beta_org,
+    command,
+    issue_event,
+    mail,
+    mention,
+    number,
+    operator,
+    rows,
+    said,
+    whatsapp,
+)
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "github_bridge"))
-
-import github_harness  # noqa: E402
-from fake_github import Issue, sign  # noqa: E402
-from github_harness import REPO, SECRET, GitHubEnv  # noqa: E402
-
-from .test_github_issues import issue_event  # noqa: E402
-
-github = github_harness.github  # the fixture
-BETA_NUMBER = "+15550109999"
-BETA_TEAM = "TBETA0001"
-BETA_DOMAIN = "beta.example"
 _updates = itertools.count(7_000_000)
-
-
-async def beta_org(factory, client, *, repo: str | None = "beta-app") -> Organization:
-    """Organization Beta with a registered repository, and its channel accounts mapped."""
-    org = await factory.org("beta")
-    async with db.transaction(factory.runtime.sessions) as session:
-        if repo is not None:
-            await repositories_registry.create_repository(session, org_id=org.id, name=repo)
-    op, auth = await operator(factory)
-    for channel, account in (
-        ("whatsapp", f"whatsapp:{BETA_NUMBER}"),
-        ("slack", BETA_TEAM),
-        ("email", f"osiris@{BETA_DOMAIN}"),  # stored as the domain
-        ("telegram", str(TELEGRAM_BOT_ID)),
-    ):
-        r = await client.post(
-            "/api/v1/channel-accounts",
-            json={"organization": "beta", "channel": channel, "account": account},
-            headers=auth,
-        )
-        assert r.status_code == 201, r.text
-    return org
-
-
-async def operator(factory):
-    org = await factory.org()
-    async with db.transaction(factory.runtime.sessions) as session:
-        user = await accounts.find_user(session, "op")
-        if user is None:
-            user = await accounts.create_user(
-                session, org_id=org.id, username="op", role=Role.ADMIN, is_superuser=True
-            )
-    return user, {"Authorization": f"Bearer {await factory.token(user)}"}
-
-
-async def rows(runtime, model, *where) -> list:
-    async with runtime.sessions() as session:
-        return list((await session.execute(select(model).where(*where))).scalars())
 
 
 async def test_only_the_operator_maps_accounts_and_admins_see_their_own(client, factory, runtime):
@@ -203,19 +161,10 @@ async def test_an_organization_without_a_repository_is_told_so(channels, client,
 async def test_a_github_issue_in_an_organizations_repository_lands_there(github: GitHubEnv, factory):
     beta = await factory.org("beta")
     async with db.transaction(github.runtime.sessions) as session:
-        await repositories_registry.create_repository(
-            session, org_id=beta.id, name="beta-web", github_repo=REPO
-        )
+        await repositories.create_repository(session, org_id=beta.id, name="beta-web", github_repo=REPO)
     github.fake.issues[(REPO, 11)] = Issue(REPO, 11, "Greeting should use an f-string", "", "carol", 4243)
     payload = issue_event("opened", number=11, login="carol", body="Please.")
-    body = json.dumps(payload).encode()
-    headers = {
-        "content-type": "application/json",
-        "x-github-event": "issues",
-        "x-github-delivery": "d-" + secrets.token_hex(4),
-        "x-hub-signature-256": sign(SECRET, body),
-    }
-    r = await github.client.post("/api/v1/webhooks/github", content=body, headers=headers)
+    r = await post_webhook(github, "issues", payload)
     assert r.status_code == 202, r.text
     await github.drain()
     [task] = await rows(github.runtime, Task)
@@ -227,22 +176,13 @@ async def test_a_github_app_installation_maps_its_issues_to_an_organization(gith
     beta = await factory.org("beta")
     home = await factory.org()
     async with db.transaction(github.runtime.sessions) as session:
-        await repositories_registry.create_repository(session, org_id=beta.id, name="beta-svc")
+        await repositories.create_repository(session, org_id=beta.id, name="beta-svc")
         await organizations.add_channel_account(session, org_id=beta.id, channel="github", account="98765")
     for issue, installation in ((21, 98765), (22, 11111)):
         github.fake.issues[(REPO, issue)] = Issue(REPO, issue, "Use an f-string", "", "carol", 5000 + issue)
         payload = issue_event("opened", number=issue, login="carol", body="Please.")
         payload["installation"] = {"id": installation, "node_id": "MDIzOkludGVncmF0aW9uSW5zdGFsbGF0aW9u"}
-        body = json.dumps(payload).encode()
-        headers = {
-            "content-type": "application/json",
-            "x-github-event": "issues",
-            "x-github-delivery": "d-" + secrets.token_hex(4),
-            "x-hub-signature-256": sign(SECRET, body),
-        }
-        assert (
-            await github.client.post("/api/v1/webhooks/github", content=body, headers=headers)
-        ).status_code == 202
+        assert (await post_webhook(github, "issues", payload)).status_code == 202
     await github.drain()
     found = {t.channel_thread: (t.org_id, t.repo) for t in await rows(github.runtime, Task)}
     assert found == {

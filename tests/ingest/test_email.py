@@ -11,47 +11,9 @@ from sqlalchemy import select
 from osiris.app.models import ChannelAttachment, Delivery, Message, Task
 
 from .conftest import OUR_ADDRESS
+from .ingest_helpers import mail, only_task
 
 PNG = b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 4
-
-
-def mail(
-    subject: str,
-    text: str,
-    *,
-    sender: str | None = None,
-    html: str | None = None,
-    attach: tuple[str, str, bytes] | None = None,
-    reply_to_id: str | None = None,
-    to: str = OUR_ADDRESS,
-    **headers: str,
-) -> EmailMessage:
-    msg = EmailMessage()
-    msg["From"] = email.utils.formataddr(
-        ("Ada Lovelace", sender or f"ada.{secrets.token_hex(3)}@example.org")
-    )
-    msg["To"] = to
-    msg["Subject"] = subject
-    msg["Date"] = email.utils.formatdate()
-    msg["Message-ID"] = email.utils.make_msgid(domain="example.org")
-    if reply_to_id:
-        msg["In-Reply-To"] = reply_to_id
-        msg["References"] = reply_to_id
-    for name, value in headers.items():
-        msg[name.replace("_", "-")] = value
-    msg.set_content(text)
-    if html is not None:
-        msg.add_alternative(html, subtype="html")
-    if attach is not None:
-        name, ctype, data = attach
-        maintype, subtype = ctype.split("/")
-        msg.add_attachment(data, maintype=maintype, subtype=subtype, filename=name)
-    return msg
-
-
-async def only_task(runtime) -> Task:
-    async with runtime.sessions() as session:
-        return (await session.execute(select(Task))).scalar_one()
 
 
 async def test_a_multipart_email_with_an_attachment_becomes_a_task(channels, runtime, factory, client):

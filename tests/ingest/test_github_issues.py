@@ -3,59 +3,21 @@ whole loop from a labelled issue to a merged PR and a closed issue against the G
 
 from __future__ import annotations
 
-import json
-import sys
-from pathlib import Path
-
 import pytest
 from sqlalchemy import select
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "github_bridge"))
+from osiris.app.models import Delivery, Message, Role, Task
+from tests.support.fake_github import BOT, Issue, example
+from tests.support.github_harness import PATCH_V1 as PATCH
+from tests.support.github_harness import PATCH_V2, REPO, GitHubEnv, post_webhook
 
-import github_harness  # noqa: E402
-from fake_github import BOT, Issue, example, sign  # noqa: E402
-from github_harness import REPO, SECRET, GitHubEnv  # noqa: E402
-from test_github_lifecycle import PATCH_V1 as PATCH  # noqa: E402
-from test_github_lifecycle import PATCH_V2  # noqa: E402
-
-from osiris.app.models import Delivery, Message, Role, Task  # noqa: E402
-
-github = github_harness.github  # the fixture
-
-
-def headers(event: str, body: bytes, delivery: str) -> dict[str, str]:
-    return {
-        "content-type": "application/json",
-        "x-github-event": event,
-        "x-github-delivery": delivery,
-        "x-hub-signature-256": sign(SECRET, body),
-    }
+from .ingest_helpers import issue_event
 
 
 async def post(env: GitHubEnv, event: str, payload: dict, delivery: str):
-    body = json.dumps(payload).encode()
-    r = await env.client.post("/api/v1/webhooks/github", content=body, headers=headers(event, body, delivery))
+    r = await post_webhook(env, event, payload, delivery)
     assert r.status_code in (200, 202), r.text
     return r
-
-
-def issue_event(action: str, *, number: int, login: str, labels=("osiris",), body="", label=None) -> dict:
-    """GitHub's example for the action, moved to the connected repository."""
-    payload = example("issues", action)
-    payload["repository"].update(full_name=REPO, name=REPO.split("/")[1])
-    payload["issue"].update(
-        number=number,
-        title="Greeting should use an f-string",
-        body=body,
-        state="open",
-        labels=[{"id": i, "name": n, "color": "ededed", "default": False} for i, n in enumerate(labels)],
-    )
-    payload["issue"]["user"]["login"] = login
-    payload["issue"].pop("pull_request", None)
-    payload["sender"]["login"] = login
-    if label is not None:
-        payload["label"] = {"id": 99, "name": label, "color": "ededed", "default": False}
-    return payload
 
 
 def comment_event(*, number: int, login: str, body: str, comment_id: int) -> dict:

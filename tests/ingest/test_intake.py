@@ -13,7 +13,7 @@ from osiris.ingest.intake import Command, Inbound, Policy, parse_command, redact
 from osiris.ingest.notify import retry_after
 from osiris.ingest.slack import plain_text
 
-from .test_twilio import number, said, whatsapp
+from .ingest_helpers import number, said, whatsapp
 
 
 def test_commands_are_whole_messages_only():

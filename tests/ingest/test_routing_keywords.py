@@ -6,7 +6,7 @@ from sqlalchemy import select
 
 from osiris.app.models import Task
 
-from .test_twilio import number, said, whatsapp
+from .ingest_helpers import number, said, whatsapp
 
 
 async def test_channel_keywords_set_the_tasks_skills(channels, runtime, monkeypatch):

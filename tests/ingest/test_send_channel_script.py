@@ -16,13 +16,13 @@ import pytest
 from pgqueuer import AsyncpgDriver, Queries, QueueManager
 from pgqueuer.types import QueueExecutionMode
 from pydantic import SecretStr
-from servers import LiveServer
 from sqlalchemy import func, select
 
 from osiris.app import jobs
 from osiris.app.config import Settings
 from osiris.app.models import Delivery, Task
-from osiris.github_bridge import webhooks
+from osiris.github_bridge import github_events
+from tests.support.servers import LiveServer
 
 from .conftest import EMAIL_SECRET, SLACK_SECRET, TELEGRAM_SECRET, TWILIO_TOKEN
 
@@ -99,7 +99,7 @@ async def run_github_events(server: LiveServer) -> None:
         try:
             qm = QueueManager(Queries(AsyncpgDriver(conn)))
             worker = jobs.Worker(runtime.dsn, ctx)
-            name = webhooks.GITHUB_EVENT
+            name = github_events.GITHUB_EVENT
             qm.entrypoint(name)(worker._wrap(name, jobs.HANDLERS[name]))
             run = qm.run(mode=QueueExecutionMode.drain, batch_size=5, dequeue_timeout=timedelta(seconds=0.5))
             await asyncio.wait_for(run, 30)

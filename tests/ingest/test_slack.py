@@ -8,50 +8,9 @@ from sqlalchemy import select
 
 from osiris.app.models import Delivery, Message, Task, TaskEvent
 from osiris.ingest.notify import ChannelNotifier
+from tests.support.channel_fakes import fixture
 
-from .fakes import fixture
-
-
-def mention(text: str, *, user: str | None = None, team: str = "T061EG9R6", ts: str | None = None) -> dict:
-    payload = fixture("slack_app_mention.json")
-    payload["team_id"] = team
-    payload["event_id"] = "Ev" + secrets.token_hex(5)
-    payload["event"].update(
-        text=f"<@U0LAN0Z89> {text}",
-        user=user or "U" + secrets.token_hex(4).upper(),
-        ts=ts or f"{time.time():.6f}",
-    )
-    return payload
-
-
-def thread_reply(parent: dict, text: str, *, user: str | None = None) -> dict:
-    payload = fixture("slack_message_thread_reply.json")
-    payload["team_id"] = parent["team_id"]
-    payload["event_id"] = "Ev" + secrets.token_hex(5)
-    payload["event"].update(
-        channel=parent["event"]["channel"],
-        thread_ts=parent["event"]["ts"],
-        ts=f"{time.time():.6f}",
-        text=text,
-        user=user or parent["event"]["user"],
-    )
-    return payload
-
-
-def command(text: str, *, user: str | None = None, team: str = "T0001") -> dict[str, str]:
-    form = fixture("slack_slash_command.json")
-    form.update(
-        text=text,
-        team_id=team,
-        user_id=user or "U" + secrets.token_hex(4).upper(),
-        trigger_id=f"{secrets.randbelow(10**10)}.{secrets.randbelow(10**9)}.{secrets.token_hex(8)}",
-    )
-    return form
-
-
-async def only_task(runtime) -> Task:
-    async with runtime.sessions() as session:
-        return (await session.execute(select(Task))).scalar_one()
+from .ingest_helpers import command, mention, only_task, thread_reply
 
 
 async def test_url_verification_echoes_the_challenge(channels):

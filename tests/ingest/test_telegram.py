@@ -4,7 +4,6 @@ at the HTTP boundary (a fake Bot API server): chat id, reply-to message id, text
 from __future__ import annotations
 
 import asyncio
-import itertools
 import logging
 
 import pytest
@@ -15,12 +14,8 @@ from osiris.app.ratelimit import RateLimiter
 from osiris.cli import main as cli_main
 from osiris.ingest import telegram
 
-from .conftest import PUBLIC_URL, TELEGRAM_BOT_ID, TELEGRAM_SECRET, TELEGRAM_TOKEN
-
-_ids = itertools.count(900_000)
-ANN = {"id": 111222333, "is_bot": False, "first_name": "Ann", "username": "ann_dev"}
-BOB = {"id": 444555666, "is_bot": False, "first_name": "Bob", "username": "bob_ops"}
-GROUP = {"id": -1001234567890, "type": "supergroup", "title": "Widgets team"}
+from .conftest import PUBLIC_URL, TELEGRAM_SECRET, TELEGRAM_TOKEN
+from .ingest_helpers import ANN, BOB, GROUP, ours, update
 
 
 @pytest.fixture(autouse=True)
@@ -31,36 +26,6 @@ def _fresh_rate_limit(request, monkeypatch):
         monkeypatch.setattr(
             runtime.services, "channel_limiter", RateLimiter(runtime.settings.channel_rate_per_minute)
         )
-
-
-def update(text: str, *, user: dict = ANN, chat: dict | None = None, reply_to: dict | None = None) -> dict:
-    """An Update as the Bot API sends it to a webhook."""
-    chat = chat or {"id": user["id"], "type": "private", "first_name": user["first_name"]}
-    message: dict = {
-        "message_id": next(_ids),
-        "from": user,
-        "chat": chat,
-        "date": 1700000000,
-        "text": text,
-    }
-    if "@" in text:
-        at = text.index("@")
-        length = len(text[at:].split()[0])
-        message["entities"] = [{"type": "mention", "offset": at, "length": length}]
-    if reply_to is not None:
-        message["reply_to_message"] = reply_to
-    return {"update_id": next(_ids), "message": message}
-
-
-def ours(sent_message_id: int, chat: dict) -> dict:
-    """The message of ours a person replies to, as Telegram embeds it in their reply."""
-    return {
-        "message_id": sent_message_id,
-        "from": {"id": TELEGRAM_BOT_ID, "is_bot": True, "first_name": "OSIRIS", "username": "osiris_bot"},
-        "chat": chat,
-        "date": 1700000000,
-        "text": "Task created",
-    }
 
 
 async def tasks(runtime) -> list[Task]:

@@ -1,8 +1,5 @@
 from __future__ import annotations
 
-import secrets
-from xml.etree import ElementTree
-
 import pytest
 from sqlalchemy import select
 
@@ -11,29 +8,7 @@ from osiris.app.models import ChannelAttachment, Delivery, Message, Task
 from osiris.ingest.notify import ChannelNotifier
 
 from .conftest import TWILIO_FROM, TWILIO_SID
-from .fakes import fixture
-
-
-def number() -> str:
-    return "+1555" + "".join(secrets.choice("0123456789") for _ in range(7))
-
-
-def whatsapp(body: str, sender: str, *, sid: str | None = None, **extra: str) -> dict[str, str]:
-    form = fixture("twilio_whatsapp_inbound.json")
-    sid = sid or "SM" + secrets.token_hex(16)
-    form.update(Body=body, From=f"whatsapp:{sender}", WaId=sender.lstrip("+"), MessageSid=sid, SmsSid=sid)
-    form["SmsMessageSid"] = sid
-    form.update(extra)
-    return form
-
-
-def said(response) -> str:
-    """The text of the TwiML <Message>, or '' for an empty <Response/>."""
-    assert response.status_code == 200, response.text
-    assert response.headers["content-type"].startswith("application/xml")
-    root = ElementTree.fromstring(response.text)
-    assert root.tag == "Response"
-    return "".join(m.text or "" for m in root.iter("Message"))
+from .ingest_helpers import number, said, whatsapp
 
 
 async def task_by_id(runtime, task_id: int) -> Task:

@@ -13,10 +13,11 @@ import httpx
 import pytest
 from mcp.client import Client
 from mcp.client.stdio import StdioServerParameters
-from mcp_helpers import osiris_command
-from servers import LiveServer, mcp_over_http
 
 from osiris.app.config import Settings
+from tests.support.servers import LiveServer, mcp_over_http
+
+from .mcp_helpers import osiris_command
 
 ClientFactory = Callable[[str], AbstractAsyncContextManager[Client]]
 

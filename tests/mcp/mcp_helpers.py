@@ -20,6 +20,7 @@ TOOLS = {
     "get_artifact",
     "list_my_tasks",
     "post_message",
+    "ask_requester",
     "release_task",
 }
 

@@ -3,7 +3,7 @@ organization; over streamable HTTP and over stdio alike."""
 
 from __future__ import annotations
 
-from mcp_helpers import error_code, new_task, ok, token_of
+from .mcp_helpers import error_code, new_task, ok, token_of
 
 FILES = {
     "src/app.py": "print('hi')\n",

@@ -9,21 +9,13 @@ import os
 import httpx
 import pytest
 from mcp.shared.exceptions import MCPError
-from mcp_helpers import error_code, new_task, ok, osiris_command, token_of
 
 from osiris.app import accounts, db
+from tests.support.servers import MCP_ACCEPT, MCP_INITIALIZE
 
-INITIALIZE = {
-    "jsonrpc": "2.0",
-    "id": 1,
-    "method": "initialize",
-    "params": {
-        "protocolVersion": "2025-06-18",
-        "capabilities": {},
-        "clientInfo": {"name": "raw-http-test", "version": "1"},
-    },
-}
-ACCEPT = {"Accept": "application/json, text/event-stream", "Content-Type": "application/json"}
+from .mcp_helpers import error_code, new_task, ok, osiris_command, token_of
+
+ACCEPT, INITIALIZE = MCP_ACCEPT, MCP_INITIALIZE
 
 
 async def test_no_token_is_401_with_resource_metadata(rest, live_server):

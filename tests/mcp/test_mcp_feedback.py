@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-from mcp_helpers import error_code, new_task, ok, token_of
-
-from osiris.app import db, lifecycle, repository
+from osiris.app import db, lifecycle, task_queries
 from osiris.app.actors import Actor, requester_actor
+
+from .mcp_helpers import error_code, new_task, ok, token_of
 
 
 async def _say(runtime, actor: Actor, task_id: int, body: str, *, source: str, meta: dict | None = None):
     """A message as a channel or the GitHub bridge records it (through the lifecycle service)."""
     async with db.transaction(runtime.sessions) as session:
-        task = await repository.get_task(session, actor, task_id)
+        task = await task_queries.get_task(session, actor, task_id)
         await lifecycle.add_message(session, task, actor, body=body, source=source, meta=meta)
 
 

@@ -9,9 +9,9 @@ import os
 import secrets
 from pathlib import Path
 
-from mcp_helpers import new_task, ok, token_of
+from tests.support.jobs import drain
 
-from osiris.app import jobs
+from .mcp_helpers import new_task, ok, token_of
 
 # git must never stop to ask for a password, nor use a credential store of the machine.
 GIT_ENV = {**os.environ, "GIT_TERMINAL_PROMPT": "0", "GIT_ASKPASS": "", "GIT_CONFIG_NOSYSTEM": "1"}
@@ -71,7 +71,7 @@ async def test_claim_and_get_task_carry_the_clone_url_branches_and_auth(
 
         ok(await client.call_tool("submit_artifact", {"task_id": task_id, "content": {"NOTES.md": "v1\n"}}))
         runtime = factory.runtime  # the worker publishes the version to the task branch
-        await jobs.drain(runtime.dsn, jobs.JobContext(runtime.sessions, runtime.settings, runtime.services))
+        await drain(runtime)
         fetched = ok(await client.call_tool("get_task", {"task_id": task_id}))
         assert fetched["git"] == git
         _assert_no_secret(fetched, token)

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import secrets
 
-from mcp_helpers import error_code, new_task, ok, token_of
+from tests.support.jobs import drain
 
-from osiris.app import jobs
+from .mcp_helpers import error_code, new_task, ok, token_of
 
 README_V1 = {"README.md": "# Thing\n\nRun it.\n"}
 README_V2 = {"README.md": "# Thing\n\nRun it with `make run`.\n"}
@@ -64,7 +64,7 @@ async def test_claim_submit_feedback_resubmit_approve(connect, factory, rest):
         r = await rest.post(f"/api/v1/tasks/{task_id}/approve", headers=agent)
         assert r.status_code == 403 and r.json()["code"] == "forbidden"
         runtime = factory.runtime  # the worker: a version is approvable once published
-        await jobs.drain(runtime.dsn, jobs.JobContext(runtime.sessions, runtime.settings, runtime.services))
+        await drain(runtime)
         r = await rest.post(f"/api/v1/tasks/{task_id}/approve", json={"comment": "thanks"}, headers=reviewer)
         assert r.status_code == 200 and r.json()["status"] == "DONE", r.text
 

@@ -12,10 +12,11 @@ from mcp.client.streamable_http import streamable_http_client
 from mcp.shared._httpx_utils import create_mcp_http_client
 from mcp.shared.exceptions import MCPError
 from mcp.shared.subscriptions import ResourceUpdated
-from mcp_helpers import new_task, ok, token_of
 from mcp_types import ResourceUpdatedNotification
 
 from osiris.mcp.subscriptions import task_uri
+
+from .mcp_helpers import new_task, ok, token_of
 
 
 async def _next_update(subscription, uri: str) -> None:

@@ -3,7 +3,7 @@ match (over streamable HTTP and over stdio through REST)."""
 
 from __future__ import annotations
 
-from mcp_helpers import error_code, new_task, ok, token_of
+from .mcp_helpers import error_code, new_task, ok, token_of
 
 
 async def test_an_agent_sees_and_claims_only_tasks_its_skills_match(connect, factory, rest):

@@ -6,11 +6,12 @@ from __future__ import annotations
 import asyncio
 from datetime import UTC, datetime, timedelta
 
-from mcp_helpers import error_code, new_task, ok, token_of
 from sqlalchemy import func, update
 
 from osiris.app import db
 from osiris.app.models import Task
+
+from .mcp_helpers import error_code, new_task, ok, token_of
 
 BAD_PATCH = """diff --git a/no/such/file.py b/no/such/file.py
 --- a/no/such/file.py

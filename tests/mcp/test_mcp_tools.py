@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from mcp_helpers import TOOLS, new_task, token_of
+from .mcp_helpers import TOOLS, new_task, token_of
 
 
 def _surface(tools) -> dict:

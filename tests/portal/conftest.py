@@ -1,5 +1,5 @@
-"""Portal fixtures: signed-in HTTP clients over the ASGI app, and a real uvicorn server for sockets
-and the browser (started in a thread of its own, with its own event loop and app instance)."""
+"""Portal fixtures: signed-in HTTP clients over the ASGI app, a real uvicorn server for sockets and the
+browser (started in a thread of its own, with its own event loop and app instance), and the browser."""
 
 from __future__ import annotations
 
@@ -7,12 +7,14 @@ from collections.abc import AsyncIterator, Iterator
 
 import httpx
 import pytest
-from portal_helpers import PASSWORD, sign_in
-from servers import LiveServer
 
 from osiris.app.config import Settings
 from osiris.app.models import Role, User
 from osiris.portal.live import forget_events
+from tests.support.portal_helpers import PASSWORD, sign_in
+from tests.support.servers import LiveServer
+
+from .browser_helpers import ARGS, CHROMIUM
 
 
 @pytest.fixture
@@ -66,3 +68,16 @@ def live(live_server: LiveServer) -> LiveServer:
     # Tests truncate tables and restart ids; a real database never reuses an event id.
     forget_events(live_server.runtime)
     return live_server
+
+
+@pytest.fixture
+async def browser():
+    """Debian's chromium, headless, through Playwright (a test module skips without it: BROWSER_TEST)."""
+    from playwright.async_api import async_playwright
+
+    async with async_playwright() as pw:
+        instance = await pw.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        try:
+            yield instance
+        finally:
+            await instance.close()

@@ -8,20 +8,17 @@ import secrets
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from portal_helpers import approve_form, csrf_of
 from sqlalchemy import select, update
 
-from osiris.app import db, jobs, lifecycle
+from osiris.app import db, lifecycle
 from osiris.app.artifacts import validate_artifact
 from osiris.app.models import Task, TaskEvent
+from tests.support.jobs import drain
+from tests.support.portal_helpers import approve_form, csrf_of
 
 pytestmark = pytest.mark.asyncio
 
 HOSTILE = "<script>alert(1)</script>"
-
-
-async def drain(runtime) -> None:
-    await jobs.drain(runtime.dsn, jobs.JobContext(runtime.sessions, runtime.settings, runtime.services))
 
 
 async def submitted_task(factory, *, title: str = "Fix the login page") -> tuple[Task, object]:

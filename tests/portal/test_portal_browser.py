@@ -7,34 +7,15 @@ CI installs chromium with apt; the browser build Playwright would download is ne
 
 from __future__ import annotations
 
-import os
 import secrets
-from pathlib import Path
 
 import httpx
-import pytest
-from servers import LiveServer, mcp_over_http
 
-from osiris.app import jobs
+from tests.support.servers import mcp_over_http
 
-CHROMIUM = "/usr/bin/chromium"
-SHOTS = Path(os.environ.get("OSIRIS_SCREENSHOT_DIR", "/tmp"))
-ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
+from .browser_helpers import BROWSER_TEST, SHOTS, run_jobs, sign_in_form, structured, watch_errors
 
-pytestmark = [
-    pytest.mark.asyncio,
-    pytest.mark.skipif(
-        not Path(CHROMIUM).exists(), reason="needs Debian's chromium: apt-get install -y chromium"
-    ),
-]
+pytestmark = BROWSER_TEST
 
 
 FIRST = "def greet():\n    return 'hi'\n"
@@ -50,31 +31,6 @@ def patch(old: str, new: str) -> str:
     return f"--- a/hello.py\n+++ b/hello.py\n@@ -1,2 +1,2 @@\n{removed}{added}"
 
 
-def structured(result) -> dict:
-    assert not result.is_error, result.content
-    return result.structured_content
-
-
-async def run_jobs(live: LiveServer) -> None:
-    """What the worker would do next (publish, merge), on the live server's own loop and runtime."""
-    runtime = live.runtime
-    await live.run(
-        jobs.drain(runtime.dsn, jobs.JobContext(runtime.sessions, runtime.settings, runtime.services))
-    )
-
-
-@pytest.fixture
-async def browser():
-    from playwright.async_api import async_playwright
-
-    async with async_playwright() as pw:
-        instance = await pw.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-        try:
-            yield instance
-        finally:
-            await instance.close()
-
-
 async def test_review_a_task_live_in_the_browser(browser, live, factory, person):
     from playwright.async_api import expect
 
@@ -85,15 +41,12 @@ async def test_review_a_task_live_in_the_browser(browser, live, factory, person)
     context = await browser.new_context(viewport={"width": 1400, "height": 900})
     board = await context.new_page()
     errors: list[str] = []
-    board.on("pageerror", lambda exc: errors.append(str(exc)))
-    board.on("console", lambda msg: errors.append(msg.text) if msg.type == "error" else None)
+    watch_errors(board, errors)
 
     # Sign in; the board's live connection comes up.
     await board.goto(f"{live.url}/")
     await expect(board).to_have_url(f"{live.url}/login?next=%2F")
-    await board.get_by_label("User name").fill(reviewer.username)
-    await board.get_by_label("Password").fill("correct horse battery")
-    await board.get_by_role("button", name="Sign in").click()
+    await sign_in_form(board, reviewer.username)
     await expect(board.get_by_role("heading", name="Board", exact=True)).to_be_visible()
     await expect(board.locator("#live-status")).to_have_attribute("data-state", "live")
     await board.evaluate("window.__stillTheSamePage = true")

@@ -8,9 +8,10 @@ import secrets
 from html import unescape
 
 import pytest
-from portal_helpers import approve_form, sign_in
 
-from osiris.app import jobs
+from tests.support.portal_helpers import approve_form, sign_in
+
+from .task_helpers import published, section
 
 pytestmark = pytest.mark.asyncio
 
@@ -33,36 +34,12 @@ DELETE_FILE = (
 )
 
 
-async def drain(runtime) -> None:
-    await jobs.drain(runtime.dsn, jobs.JobContext(runtime.sessions, runtime.settings, runtime.services))
-
-
-async def published(client, runtime, agent: dict, content, *, kind: str = "patch") -> tuple[int, str]:
-    repo = f"chg-{secrets.token_hex(4)}"
-    r = await client.post("/api/v1/tasks", json={"title": "Change it", "repo": repo}, headers=agent)
-    task_id = r.json()["id"]
-    assert (await client.post(f"/api/v1/tasks/{task_id}/claim", headers=agent)).status_code == 200
-    body = content.format(repo=repo) if isinstance(content, str) else content
-    r = await client.post(
-        f"/api/v1/tasks/{task_id}/artifacts", json={"content": body, "kind": kind}, headers=agent
-    )
-    assert r.status_code == 201, r.text
-    await drain(runtime)
-    return task_id, repo
-
-
 async def page(browser_client, person, task_id: int) -> str:
     reviewer = await person("reviewer")
     assert (await sign_in(browser_client, reviewer.username)).status_code == 303
     r = await browser_client.get(f"/tasks/{task_id}")
     assert r.status_code == 200, r.text[:500]
     return r.text
-
-
-def section(html: str) -> str:
-    match = re.search(r'<section id="changes".*?</section>', html, re.DOTALL)
-    assert match, "no Files changed section"
-    return match.group(0)
 
 
 async def test_a_deletion_of_base_content_is_shown_before_the_decision(

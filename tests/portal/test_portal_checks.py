@@ -5,12 +5,13 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 import pytest
-from portal_helpers import approve_form
 from sqlalchemy import select
-from test_portal_pages import make_task, status_of
 
 from osiris.app import db
 from osiris.app.models import Artifact, CheckRun
+from tests.support.portal_helpers import approve_form
+
+from .task_helpers import make_task, status_of
 
 pytestmark = pytest.mark.asyncio
 

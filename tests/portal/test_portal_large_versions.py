@@ -9,10 +9,10 @@ import time
 from html import unescape
 
 import pytest
-from portal_helpers import sign_in
 
 from osiris.app import db, lifecycle
 from osiris.app.artifacts import validate_artifact
+from tests.support.portal_helpers import sign_in
 
 pytestmark = pytest.mark.asyncio
 

@@ -11,14 +11,6 @@ import time
 
 import httpx
 import pytest
-from portal_helpers import (
-    metric,
-    next_message,
-    nothing_more,
-    open_socket,
-    session_cookie,
-    until_ready,
-)
 from sqlalchemy import func, select, text
 from websockets.exceptions import InvalidStatus
 
@@ -28,6 +20,14 @@ from osiris.app.events import record_event
 from osiris.app.models import TaskEvent
 from osiris.app.realtime import Hub
 from osiris.portal import events
+from tests.support.portal_helpers import (
+    metric,
+    next_message,
+    nothing_more,
+    open_socket,
+    session_cookie,
+    until_ready,
+)
 
 pytestmark = pytest.mark.asyncio
 EVENT_FIELDS = {

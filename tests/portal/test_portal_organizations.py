@@ -10,11 +10,11 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 import httpx
 import pytest
-from portal_helpers import PASSWORD, csrf_of, sign_in
 from sqlalchemy import func, select
 
 from osiris.app import accounts, db, security
 from osiris.app.models import ChannelAccount, Organization, Repository, Role, User
+from tests.support.portal_helpers import PASSWORD, csrf_of, sign_in
 
 pytestmark = pytest.mark.asyncio
 REPO_DELETE = re.compile(r'action="/admin/repositories/(\d+)/delete"')

@@ -5,48 +5,16 @@ from __future__ import annotations
 import secrets
 
 import pytest
-from portal_helpers import PASSWORD, approve_form, csrf_of, form_token, sign_in
 
-from osiris.app import db, jobs, lifecycle
+from osiris.app import db, lifecycle
 from osiris.app.artifacts import validate_artifact
-from osiris.app.models import Message, Task
+from osiris.app.models import Message
+from tests.support.jobs import drain
+from tests.support.portal_helpers import PASSWORD, approve_form, csrf_of, form_token, sign_in
+
+from .task_helpers import make_task, status_of
 
 pytestmark = pytest.mark.asyncio
-
-
-async def make_task(
-    factory, org=None, *, title="Fix the login page", submit: list | None = None, repo: str = "web"
-) -> tuple[Task, object]:
-    """A task created by an agent, optionally claimed and submitted once per entry of `submit`."""
-    agent = await factory.user("agent", org=org)
-    actor = factory.actor(agent)
-    async with db.transaction(factory.runtime.sessions) as s:
-        task = await lifecycle.create_task(
-            s, actor, title=title, description="The button is blue.", repo=repo, base_branch="main"
-        )
-    for i, content in enumerate(submit or []):
-        async with db.transaction(factory.runtime.sessions) as s:
-            if i == 0:
-                await lifecycle.claim_task(s, actor, task.id, lease_seconds=600)
-            await lifecycle.submit_artifact(
-                s,
-                actor,
-                task.id,
-                artifact=validate_artifact(content, "auto", max_bytes=10**6),
-                summary=f"v{i + 1}",
-            )
-        if i < len(submit) - 1:
-            async with db.transaction(factory.runtime.sessions) as s:
-                reviewer = await factory.user("reviewer", org=org)
-                await lifecycle.request_changes(
-                    s, factory.actor(reviewer), task.id, feedback="again", lease_seconds=600
-                )
-    return task, agent
-
-
-async def status_of(factory, task_id: int) -> str:
-    async with factory.runtime.sessions() as s:
-        return (await s.get(Task, task_id)).status
 
 
 # --- signing in and out --------------------------------------------------------------------------
@@ -212,7 +180,7 @@ async def test_review_workflow_through_the_forms(signed_in, factory):
     repo = f"t-{secrets.token_hex(4)}"  # published below: a repository of its own
     task, agent = await make_task(factory, submit=[{"app.py": "def hello():\n    return 'hi'\n"}], repo=repo)
     runtime = factory.runtime  # the worker publishes version 1 (one publish at a time: git makes the repo)
-    await jobs.drain(runtime.dsn, jobs.JobContext(runtime.sessions, runtime.settings, runtime.services))
+    await drain(runtime)
     page = await client.get(f"/tasks/{task.id}")
     assert page.status_code == 200
     assert "Approve and merge" in page.text and "Request changes" in page.text
@@ -260,7 +228,7 @@ async def test_review_workflow_through_the_forms(signed_in, factory):
     assert "<span class=\"gi\">+    return 'hello'</span>" in page.text  # the v1 → v2 diff, highlighted
     # Version 2 is not published yet: nothing to approve. Once it is, the form names it.
     assert "Approval waits" in page.text and "not published yet" in page.text
-    await jobs.drain(runtime.dsn, jobs.JobContext(runtime.sessions, runtime.settings, runtime.services))
+    await drain(runtime)
     page = await client.get(f"/tasks/{task.id}")
     form = approve_form(page.text, comment="ship it")
     assert form["version"] == "2" and len(form["head_sha"]) == 40

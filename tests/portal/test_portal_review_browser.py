@@ -4,23 +4,17 @@ reload, and a file marked viewed stays marked (and folded) after a reload."""
 
 from __future__ import annotations
 
+import re
 import secrets
-from pathlib import Path
 
 import httpx
-import pytest
-from test_portal_browser import CHROMIUM, browser, run_jobs  # noqa: F401 - browser: the fixture
 
-pytestmark = [
-    pytest.mark.asyncio,
-    pytest.mark.skipif(
-        not Path(CHROMIUM).exists(),
-        reason="needs Debian's chromium: apt-get install -y chromium",
-    ),
-]
+from .browser_helpers import BROWSER_TEST, run_jobs, signed_in_page, structured
+
+pytestmark = BROWSER_TEST
 
 
-async def test_a_deletion_is_reviewed_side_by_side_and_marked_viewed(browser, live, factory, person):  # noqa: F811
+async def test_a_deletion_is_reviewed_side_by_side_and_marked_viewed(browser, live, factory, person):
     from playwright.async_api import expect
 
     reviewer = await person("reviewer")
@@ -37,14 +31,7 @@ async def test_a_deletion_is_reviewed_side_by_side_and_marked_viewed(browser, li
         assert r.status_code == 201, r.text
         await run_jobs(live)
 
-    context = await browser.new_context(viewport={"width": 1400, "height": 900})
-    page = await context.new_page()
-    page.on("pageerror", lambda exc: errors.append(str(exc)))
-    page.on("console", lambda msg: errors.append(msg.text) if msg.type == "error" else None)
-    await page.goto(f"{live.url}/login")
-    await page.get_by_label("User name").fill(reviewer.username)
-    await page.get_by_label("Password").fill("correct horse battery")
-    await page.get_by_role("button", name="Sign in").click()
+    context, page = await signed_in_page(browser, live, reviewer.username, errors)
     await page.goto(f"{live.url}/tasks/{task['id']}")
 
     changes = page.locator("#changes")
@@ -78,13 +65,13 @@ async def test_a_deletion_is_reviewed_side_by_side_and_marked_viewed(browser, li
     assert errors == [], errors  # no script errors, no CSP violations
 
 
-async def test_a_line_comment_and_a_review_reach_the_agent_over_mcp(browser, live, factory, person):  # noqa: F811
+async def test_a_line_comment_and_a_review_reach_the_agent_over_mcp(browser, live, factory, person):
     """A reviewer comments on a deleted line with the "+" on that line, and on an added one, submits
     the review with request changes; the agent reads both through the official MCP client with path
     and line; a thread resolved in the portal shows as resolved to the agent; hostile text is escaped."""
     from playwright.async_api import expect
-    from servers import mcp_over_http
-    from test_portal_browser import structured
+
+    from tests.support.servers import mcp_over_http
 
     reviewer = await person("reviewer")
     agent_token = await factory.token(await factory.user("agent"))
@@ -104,14 +91,7 @@ async def test_a_line_comment_and_a_review_reach_the_agent_over_mcp(browser, liv
         structured(await agent.call_tool("submit_artifact", {"task_id": task["id"], "content": patch}))
         await run_jobs(live)
 
-        context = await browser.new_context(viewport={"width": 1400, "height": 900})
-        page = await context.new_page()
-        page.on("pageerror", lambda exc: errors.append(str(exc)))
-        page.on("console", lambda msg: errors.append(msg.text) if msg.type == "error" else None)
-        await page.goto(f"{live.url}/login")
-        await page.get_by_label("User name").fill(reviewer.username)
-        await page.get_by_label("Password").fill("correct horse battery")
-        await page.get_by_role("button", name="Sign in").click()
+        context, page = await signed_in_page(browser, live, reviewer.username, errors)
         await page.goto(f"{live.url}/tasks/{task['id']}")
 
         readme = page.locator('#changes details.diff-file[data-path="README.md"]')
@@ -166,4 +146,53 @@ async def test_a_line_comment_and_a_review_reach_the_agent_over_mcp(browser, liv
         states = {i["line"]: i["resolved"] for i in batch["items"] if i["kind"] == "review_comment"}
         assert states == {3: True, 2: False}
         await context.close()
+    assert errors == [], errors
+
+
+async def test_an_approval_in_the_browser_becomes_the_closed_task_panel(browser, live, factory, person):
+    """The review form approves the version shown; once merged, the page says who approved, when,
+    with what comment and the merge commit, and the message box and "held by" are gone; the board's
+    Done card names the approver. The hostile title and comment stay text."""
+    from playwright.async_api import expect
+
+    reviewer = await person("reviewer")
+    agent_token = await factory.token(await factory.user("agent"))
+    hostile = "<img src=x onerror=alert(1)>"
+    errors: list[str] = []
+    async with httpx.AsyncClient(
+        base_url=live.url, headers={"Authorization": f"Bearer {agent_token}"}
+    ) as api:
+        body = {"title": f"Ship it {hostile}", "repo": f"close-{secrets.token_hex(4)}"}
+        task = (await api.post("/api/v1/tasks", json=body)).json()
+        assert (await api.post(f"/api/v1/tasks/{task['id']}/claim")).status_code == 200
+        r = await api.post(
+            f"/api/v1/tasks/{task['id']}/artifacts", json={"content": {"app.py": "x = 1\n"}, "kind": "files"}
+        )
+        assert r.status_code == 201, r.text
+        await run_jobs(live)
+
+    context, page = await signed_in_page(browser, live, reviewer.username, errors)
+    await page.goto(f"{live.url}/tasks/{task['id']}")
+    await expect(page.locator(f'form[action="/tasks/{task["id"]}/messages"]')).to_have_count(1)
+
+    await page.locator("#review-body").fill(f"Looks right {hostile}")
+    await page.get_by_label("Approve").check()
+    await page.get_by_role("button", name="Submit review").click()
+    await expect(page.locator("#task-status")).to_have_text("DONE")
+    await run_jobs(live)  # the merge
+    await page.reload()
+
+    panel = page.locator("#closure")
+    await expect(panel.locator("h2")).to_have_text(f"Approved by {reviewer.username}")
+    await expect(panel.locator(".closure-comment")).to_have_text(f"Looks right {hostile}")
+    await expect(panel.locator("code.merge-commit")).to_have_text(re.compile(r"^[0-9a-f]{12}$"))
+    await expect(panel.locator("time").first).to_have_text(re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC"))
+    await expect(page.locator(f'form[action="/tasks/{task["id"]}/messages"]')).to_have_count(0)
+    await expect(page.get_by_text("held by")).to_have_count(0)
+    assert await page.locator("img").count() == 0  # the title and the comment are text
+
+    await page.goto(f"{live.url}/")
+    card = page.locator(f'#col-DONE li.card[data-task-id="{task["id"]}"]')
+    await expect(card).to_contain_text(f"approved by {reviewer.username}")
+    await context.close()
     assert errors == [], errors

@@ -10,8 +10,11 @@ import secrets
 from html import unescape
 
 import pytest
-from portal_helpers import csrf_of, sign_in
-from test_portal_changes import drain, published, section
+
+from tests.support.jobs import drain
+from tests.support.portal_helpers import csrf_of, sign_in
+
+from .task_helpers import published, section
 
 pytestmark = pytest.mark.asyncio
 

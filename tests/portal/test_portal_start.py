@@ -9,12 +9,20 @@ import re
 
 import httpx
 import pytest
-from portal_helpers import PASSWORD, csrf_of, form_token, open_socket, session_cookie, sign_in, until_ready
 from sqlalchemy import select
 from websockets.exceptions import ConnectionClosed
 
 from osiris.app import db, integrations
 from osiris.app.models import ApiToken, Repository, Task, TaskEvent, User
+from tests.support.portal_helpers import (
+    PASSWORD,
+    csrf_of,
+    form_token,
+    open_socket,
+    session_cookie,
+    sign_in,
+    until_ready,
+)
 
 pytestmark = pytest.mark.asyncio
 SECRETS = {

@@ -6,36 +6,14 @@ CI installs chromium with apt; the browser build Playwright would download is ne
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
-import pytest
 from sqlalchemy import select
-from test_portal_browser import ARGS, CHROMIUM
 
 from osiris.app import db
 from osiris.app.models import Repository, Task
 
-SHOTS = Path(os.environ.get("OSIRIS_SCREENSHOT_DIR", "/tmp"))
+from .browser_helpers import BROWSER_TEST, SHOTS, signed_in_page
 
-pytestmark = [
-    pytest.mark.asyncio,
-    pytest.mark.skipif(
-        not Path(CHROMIUM).exists(), reason="needs Debian's chromium: apt-get install -y chromium"
-    ),
-]
-
-
-@pytest.fixture
-async def browser():
-    from playwright.async_api import async_playwright
-
-    async with async_playwright() as pw:
-        instance = await pw.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-        try:
-            yield instance
-        finally:
-            await instance.close()
+pytestmark = BROWSER_TEST
 
 
 async def test_empty_board_then_new_task_form_in_the_browser(browser, live, factory, person):
@@ -44,16 +22,8 @@ async def test_empty_board_then_new_task_form_in_the_browser(browser, live, fact
     admin = await person("admin")
     async with db.transaction(factory.runtime.sessions) as session:
         session.add(Repository(org_id=admin.org_id, name="webshop"))
-    context = await browser.new_context(viewport={"width": 1300, "height": 900})
-    board = await context.new_page()
     errors: list[str] = []
-    board.on("pageerror", lambda exc: errors.append(str(exc)))
-    board.on("console", lambda msg: errors.append(msg.text) if msg.type == "error" else None)
-
-    await board.goto(f"{live.url}/login")
-    await board.get_by_label("User name").fill(admin.username)
-    await board.get_by_label("Password").fill("correct horse battery")
-    await board.get_by_role("button", name="Sign in").click()
+    context, board = await signed_in_page(browser, live, admin.username, errors, width=1300)
     await expect(board.locator(".org-name")).to_have_text("Default organization")
 
     # The empty board: the MCP URL, the ready `claude mcp add` line, a token button.

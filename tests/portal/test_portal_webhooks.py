@@ -9,11 +9,12 @@ import re
 import socket
 
 import pytest
-from portal_helpers import csrf_of
 from sqlalchemy import func, select
 
-from osiris.app import db, jobs, lifecycle
+from osiris.app import db, lifecycle
 from osiris.app.models import WebhookDelivery, WebhookSubscription
+from tests.support.jobs import drain
+from tests.support.portal_helpers import csrf_of
 
 pytestmark = pytest.mark.asyncio
 DELETE_ACTION = re.compile(r'action="/admin/webhooks/(\d+)/delete"')
@@ -54,8 +55,7 @@ async def test_admin_manages_webhooks_and_redelivers_from_the_log(signed_in, fac
     async with db.transaction(runtime.sessions) as s:
         await lifecycle.create_task(s, agent, title="Hooked", repo="default", base_branch="main")
     once = settings.model_copy(update={"webhooks_max_attempts": 1, "webhooks_timeout_seconds": 2})
-    ctx = jobs.JobContext(runtime.sessions, once, runtime.services)
-    await jobs.drain(runtime.dsn, ctx)
+    await drain(runtime, once)
     log = await admin_client.get("/admin/webhooks/deliveries")
     assert log.status_code == 200 and "ConnectError" in log.text and secret not in log.text
     delivery_id = log.text.split('action="/admin/webhooks/deliveries/')[1].split("/redeliver")[0]
@@ -66,7 +66,7 @@ async def test_admin_manages_webhooks_and_redelivers_from_the_log(signed_in, fac
         f"/admin/webhooks/deliveries/{delivery_id}/redeliver", data={"csrf_token": token}
     )
     assert r.status_code == 303
-    await jobs.drain(runtime.dsn, ctx)
+    await drain(runtime, once)
     assert await _attempts(runtime) == 2
     assert "(redelivery)" in (await admin_client.get("/admin/webhooks/deliveries")).text
 

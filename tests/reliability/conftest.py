@@ -1,8 +1,11 @@
-"""Reliability suite: real `osiris serve` processes (loopback only) on this run's database."""
+"""Reliability suite: real `osiris serve` processes (loopback only) on this run's database, and the
+in-process app wired to the GitHub fake (`github`)."""
 
 from __future__ import annotations
 
 import pytest
+
+from tests.support.github_harness import github  # noqa: F401 - a fixture
 
 
 @pytest.fixture

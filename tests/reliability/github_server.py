@@ -9,18 +9,14 @@ import os
 import re
 import signal
 import socket
-import sys
 import threading
 import time
-from pathlib import Path
 from typing import Any
 
 import httpx
 import uvicorn
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "github_bridge"))
-
-from fake_github import FakeGitHub, _json, _NotFound  # noqa: E402
+from tests.support.fake_github import FakeGitHub
 
 
 class ServedGitHub:
@@ -68,12 +64,8 @@ class ServedGitHub:
             headers=[(k.decode("latin-1"), v.decode("latin-1")) for k, v in scope["headers"]],
             content=body,
         )
-        try:  # synchronous inside: one request at a time, whatever the server's concurrency
-            response = await self.fake.handle(request)
-        except _NotFound:
-            response = _json(
-                404, {"message": "Not Found", "documentation_url": "https://docs.github.com/rest"}
-            )
+        # synchronous inside: one request at a time, whatever the server's concurrency
+        response = await self.fake.answer(request)
         content = response.read()
         done = f"{scope['method']} {scope['path']} {response.status_code}"
         if self.kill is not None and re.fullmatch(self.kill[0], done):

@@ -5,18 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import httpx
-from servers import mcp_over_http
 
-ROOT = Path(__file__).resolve().parents[2]
-if str(ROOT) not in sys.path:
-    sys.path.append(str(ROOT))  # for bench._server, the benchmarks' server starter, shared rather than copied
-
-from bench._server import running_server  # noqa: E402
+from bench._server import running_server  # the benchmarks' server starter, shared rather than copied
+from tests.support.servers import mcp_over_http
 
 __all__ = [
     "agent_token",

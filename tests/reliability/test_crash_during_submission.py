@@ -6,7 +6,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import httpx
-from reliability_helpers import (
+
+from .reliability_helpers import (
     agent_token,
     claimed_task,
     git,

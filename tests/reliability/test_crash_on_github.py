@@ -10,8 +10,9 @@ from collections import Counter
 from pathlib import Path
 
 import httpx
-from github_server import FakeGitHub, ServedGitHub
-from reliability_helpers import (
+
+from .github_server import FakeGitHub, ServedGitHub
+from .reliability_helpers import (
     agent_token,
     claimed_task,
     retry_after_restart,

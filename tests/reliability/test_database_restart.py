@@ -13,7 +13,8 @@ import httpx
 import pgserver
 import pytest
 from pgserver._commands import pg_ctl
-from reliability_helpers import agent_token, claimed_task, running_server
+
+from .reliability_helpers import agent_token, claimed_task, running_server
 
 
 @pytest.fixture

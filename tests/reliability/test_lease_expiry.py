@@ -7,7 +7,8 @@ import time
 from pathlib import Path
 
 import httpx
-from reliability_helpers import agent_token, claimed_task, running_server
+
+from .reliability_helpers import agent_token, claimed_task, running_server
 
 
 def test_a_dead_agents_claim_expires_and_its_late_submission_is_refused(server_env, record_property):

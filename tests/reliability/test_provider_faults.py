@@ -9,7 +9,6 @@ import asyncio
 import json
 import re
 import secrets
-import sys
 import time
 from collections import Counter
 from collections.abc import AsyncIterator
@@ -24,25 +23,18 @@ from slack_sdk.signature import SignatureVerifier
 from sqlalchemy import select
 from twilio.request_validator import RequestValidator
 
-TESTS = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(TESTS / "github_bridge"))
-sys.path.insert(0, str(TESTS))
+from osiris.app import effects, jobs
+from osiris.app.models import ChannelNotification, TaskEvent
+from osiris.github_bridge.github_client import GitHub
+from osiris.github_bridge.github_host import GitHubHost
+from osiris.ingest import extension
+from osiris.server import create_app
+from tests.support.channel_fakes import FakeSlack, FakeTwilio, fixture
+from tests.support.fake_github import FakeGitHub
+from tests.support.github_harness import REPO as REPO_GH
+from tests.support.github_harness import GitHubEnv, claim_new_task, github_people, read_task, submit_version
 
-import github_harness  # noqa: E402
-from chaos import BEFORE, GITHUB, ChaosProxy, ChaosTransport, Schedule  # noqa: E402
-from fake_github import FakeGitHub  # noqa: E402
-from github_harness import REPO as REPO_GH  # noqa: E402
-from github_harness import GitHubEnv  # noqa: E402
-from ingest.fakes import FakeSlack, FakeTwilio, fixture  # noqa: E402
-from test_github_lifecycle import _people as _github_people  # noqa: E402
-from test_github_lifecycle import _status, _submit, _task  # noqa: E402
-
-from osiris.app import effects, jobs  # noqa: E402
-from osiris.app.models import ChannelNotification, TaskEvent  # noqa: E402
-from osiris.github_bridge.github_client import GitHub  # noqa: E402
-from osiris.github_bridge.github_host import GitHubHost  # noqa: E402
-from osiris.ingest import extension  # noqa: E402
-from osiris.server import create_app  # noqa: E402
+from .chaos import BEFORE, GITHUB, ChaosProxy, ChaosTransport, Schedule
 
 SEED = 20261125
 RATES = {"github": 0.15, "twilio": 0.35, "slack": 0.35}  # share of each provider's calls that fail
@@ -361,8 +353,6 @@ async def test_lifecycles_complete_while_every_provider_fails_a_share_of_calls(
 
 # --- one interleaving, made certain --------------------------------------------------------------
 
-github = github_harness.github  # the in-process app with the GitHub fake, jobs drained by hand
-
 
 async def test_a_publish_still_retrying_when_the_task_is_approved_opens_nothing_again(
     github: GitHubEnv, factory, record_property
@@ -371,12 +361,12 @@ async def test_a_publish_still_retrying_when_the_task_is_approved_opens_nothing_
     retry and is refused (`not_published`: nothing was shown to approve). Once published, the
     approval merges it and deletes the branch; a late, duplicate run of the publish job must not
     push the branch again nor open a second pull request."""
-    admin_h, agent_h, _ = await _github_people(factory)
-    task_id = await _task(github, admin_h, agent_h)
+    admin_h, agent_h, _ = await github_people(factory)
+    task_id = await claim_new_task(github, admin_h, agent_h)
     github.fake.fail("POST .*/git/trees", "500", 1)  # the publish job's first try fails ...
     github.host.gh.api.retry_seconds = 3.0  # ... and it retries in 3 s, when the merge is long done
     # whole files (a patch would no longer apply on the merged base, which hides the problem)
-    submitted = await _submit(github, task_id, agent_h, {"notes/late.txt": "late\n"}, "v1")
+    submitted = await submit_version(github, task_id, agent_h, {"notes/late.txt": "late\n"}, "v1")
     r = await github.client.post(f"/api/v1/tasks/{task_id}/approve", json={"comment": "ok"}, headers=admin_h)
     assert r.status_code == 409 and r.json()["code"] == "not_published", r.text
     await github.drain()  # the first, failed publish
@@ -388,7 +378,7 @@ async def test_a_publish_still_retrying_when_the_task_is_approved_opens_nothing_
     ctx = jobs.JobContext(github.runtime.sessions, github.runtime.settings, github.runtime.services)
     payload = {"artifact_id": submitted["artifact"]["id"], "task_id": task_id}
     await effects.publish_artifact(payload, ctx)  # a duplicate run, late (e.g. a lost acknowledgement)
-    assert (await _status(github, task_id, admin_h))["status"] == "DONE"
+    assert (await read_task(github, task_id, admin_h))["status"] == "DONE"
     assert [(pr.head, pr.merged) for pr in github.fake.pulls.values()] == [(f"osiris/task-{task_id}", True)]
     assert (
         github.fake.repos[REPO_GH].rev(f"refs/heads/osiris/task-{task_id}") is None

@@ -6,38 +6,30 @@ from __future__ import annotations
 
 import asyncio
 import json
-import sys
-import uuid
-from pathlib import Path
 from typing import Any
 
 import pytest
 from sqlalchemy import func, select
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "github_bridge"))
-
-import github_harness  # noqa: E402
-from fake_github import BOT, example, sign  # noqa: E402
-from github_harness import REPO, SECRET, GitHubEnv  # noqa: E402
-from test_github_lifecycle import PATCH_V1, PATCH_V2, _people, _status, _submit, _task  # noqa: E402
-
-from osiris.app.models import Artifact, Delivery, Message, Task, TaskEvent  # noqa: E402
-
-github = github_harness.github  # the fixture
+from osiris.app.models import Artifact, Delivery, Message, Task, TaskEvent
+from tests.support.fake_github import BOT, example, hook_headers
+from tests.support.github_harness import (
+    PATCH_V1,
+    PATCH_V2,
+    REPO,
+    SECRET,
+    GitHubEnv,
+    claim_new_task,
+    github_people,
+    published_task,
+    read_task,
+    submit_version,
+)
 
 HOOK = "/api/v1/webhooks/github"
 
 
 # --- helpers -------------------------------------------------------------------------------------
-
-
-async def _published(env: GitHubEnv, factory) -> tuple[int, dict, dict]:
-    admin_h, agent_h, _ = await _people(factory)
-    env.fake.tokens["alice-token"] = "alice"
-    task_id = await _task(env, admin_h, agent_h)
-    await _submit(env, task_id, agent_h, PATCH_V1, "v1")
-    await env.drain()
-    return task_id, admin_h, agent_h
 
 
 async def _post(env: GitHubEnv, headers: dict[str, str], body: bytes) -> int:
@@ -54,12 +46,7 @@ def _take(env: GitHubEnv, event: str | None = None) -> list[tuple[dict[str, str]
 
 def _signed(event: str, payload: dict[str, Any], delivery: str | None = None) -> tuple[dict[str, str], bytes]:
     body = json.dumps(payload).encode()
-    return {
-        "content-type": "application/json",
-        "x-github-event": event,
-        "x-github-delivery": delivery or str(uuid.uuid4()),
-        "x-hub-signature-256": sign(SECRET, body),
-    }, body
+    return hook_headers(SECRET, event, body, delivery), body
 
 
 async def _snapshot(env: GitHubEnv) -> dict[str, Any]:
@@ -113,7 +100,7 @@ async def test_review_delivered_before_the_pr_opened_event_counts_once(
 ):
     """A review (approved / changes requested) arrives before `pull_request.opened` for OSIRIS's own PR,
     and is redelivered after it: the review counts once; the late opened event changes nothing."""
-    task_id, admin_h, _ = await _published(github, factory)
+    task_id, admin_h, _ = await published_task(github, factory)
     github.fake.emit_pr("opened", github.pr(1), BOT)  # GitHub's opened event, still undelivered
     [opened] = _take(github, "pull_request")
     async with github.fake.client("alice-token") as alice:
@@ -124,7 +111,7 @@ async def test_review_delivered_before_the_pr_opened_event_counts_once(
     assert await _post(github, *review) == 202
     await github.drain()
     expected = "DONE" if verdict == "APPROVE" else "IN_PROGRESS"
-    assert (await _status(github, task_id, admin_h))["status"] == expected
+    assert (await read_task(github, task_id, admin_h))["status"] == expected
     echoes = _take(github)  # the merge's own `closed` echo, delivered with the late ones
     before = await _snapshot(github)
 
@@ -155,7 +142,7 @@ async def test_merge_on_github_delivered_before_the_approving_review_is_done_onc
 ):
     """A person approves and merges on GitHub; the `closed` (merged) webhook arrives before the review,
     both are redelivered: DONE once, no merge attempted by OSIRIS, the late approval changes nothing."""
-    task_id, admin_h, _ = await _published(github, factory)
+    task_id, admin_h, _ = await published_task(github, factory)
     async with github.fake.client("alice-token") as alice:
         r = await alice.post(f"/repos/{REPO}/pulls/1/reviews", json={"event": "APPROVE", "body": "ok"})
         assert r.status_code == 200, r.text
@@ -167,7 +154,7 @@ async def test_merge_on_github_delivered_before_the_approving_review_is_done_onc
     for hook in (closed, review, closed, review):
         assert await _post(github, *hook) == 202
     await github.drain()
-    assert (await _status(github, task_id, admin_h))["status"] == "DONE"
+    assert (await read_task(github, task_id, admin_h))["status"] == "DONE"
     kinds = await _kinds(github, task_id)
     assert kinds.count("approve") == 1, kinds
     assert kinds.count("merged") == 1, kinds
@@ -234,7 +221,7 @@ async def test_events_for_an_unknown_pr_or_an_unserved_repository_change_nothing
     (merged or not) and reopens for PR numbers OSIRIS never opened in its repository, and for a
     repository it does not serve (even on a branch named like one of its tasks): 2xx; only the
     served repository's deliveries are recorded; no task, event, message or GitHub call follows."""
-    task_id, admin_h, _ = await _published(github, factory)
+    task_id, admin_h, _ = await published_task(github, factory)
     async with github.fake.client("alice-token") as alice:  # a task in REVIEW that a stray /approve could hit
         await alice.post(f"/repos/{REPO}/issues/1/comments", json={"body": "hello"})
     await github.deliver()
@@ -270,13 +257,13 @@ async def test_the_same_delivery_five_times_interleaved_with_others_has_one_effe
 ):
     """One `changes_requested` review delivered five times, concurrently and interleaved with other
     deliveries for the same and another task (each of those also sent twice): each has one effect."""
-    admin_h, agent_h, _ = await _people(factory)
+    admin_h, agent_h, _ = await github_people(factory)
     github.fake.tokens["alice-token"] = "alice"
-    first = await _task(github, admin_h, agent_h)
-    await _submit(github, first, agent_h, PATCH_V1, "v1")
+    first = await claim_new_task(github, admin_h, agent_h)
+    await submit_version(github, first, agent_h, PATCH_V1, "v1")
     _, other_agent = await factory.member("agent")
-    second = await _task(github, admin_h, other_agent)
-    await _submit(github, second, other_agent, {"notes/b.txt": "b\n"}, "files")
+    second = await claim_new_task(github, admin_h, other_agent)
+    await submit_version(github, second, other_agent, {"notes/b.txt": "b\n"}, "files")
     await github.drain()
     assert {github.pr(1).head, github.pr(2).head} == {f"osiris/task-{first}", f"osiris/task-{second}"}
     n1 = 1 if github.pr(1).head == f"osiris/task-{first}" else 2
@@ -298,8 +285,8 @@ async def test_the_same_delivery_five_times_interleaved_with_others_has_one_effe
     assert set(statuses) == {202}
     await github.drain()
 
-    assert (await _status(github, first, agent_h))["status"] == "IN_PROGRESS"
-    assert (await _status(github, second, agent_h))["status"] == "REVIEW"
+    assert (await read_task(github, first, agent_h))["status"] == "IN_PROGRESS"
+    assert (await read_task(github, second, agent_h))["status"] == "REVIEW"
     assert (await _kinds(github, first)).count("request_changes") == 1
     first_bodies = [m.body for m in await _messages(github, first)]
     second_bodies = [m.body for m in await _messages(github, second)]
@@ -325,15 +312,15 @@ async def test_an_approval_of_an_older_version_does_not_approve_the_newer(
     arrives (late, or from a reviewer looking at the old diff) — before and after version 2 reached
     GitHub. It must not approve (and merge) version 2, which nobody reviewed; an approval of version
     2's own head still does."""
-    task_id, admin_h, agent_h = await _published(github, factory)
+    task_id, admin_h, agent_h = await published_task(github, factory)
     v1_sha = github.fake.repos[REPO].rev(f"refs/heads/osiris/task-{task_id}")
     async with github.fake.client("alice-token") as alice:
         await alice.post(f"/repos/{REPO}/pulls/1/reviews", json={"event": "REQUEST_CHANGES", "body": "No."})
     await github.deliver()
     await github.drain()
-    assert (await _status(github, task_id, agent_h))["status"] == "IN_PROGRESS"
+    assert (await read_task(github, task_id, agent_h))["status"] == "IN_PROGRESS"
 
-    await _submit(github, task_id, agent_h, PATCH_V2, "v2")
+    await submit_version(github, task_id, agent_h, PATCH_V2, "v2")
     if newer == "published":
         await github.drain()
         assert github.fake.repos[REPO].rev(f"refs/heads/osiris/task-{task_id}") != v1_sha
@@ -349,7 +336,7 @@ async def test_an_approval_of_an_older_version_does_not_approve_the_newer(
     assert await _post(github, *stale) == 202
     await github.drain()
 
-    task = await _status(github, task_id, admin_h)
+    task = await read_task(github, task_id, admin_h)
     assert task["status"] == "REVIEW", "an approval of version 1 approved version 2"
     assert "approve" not in await _kinds(github, task_id)
     assert not github.pr(1).merged and _merge_calls(github) == 0
@@ -368,6 +355,6 @@ async def test_an_approval_of_an_older_version_does_not_approve_the_newer(
         )
     await github.deliver()
     await github.drain()
-    assert (await _status(github, task_id, admin_h))["status"] == "DONE"
+    assert (await read_task(github, task_id, admin_h))["status"] == "DONE"
     assert github.pr(1).merged
     record_property("version 2 when the stale approval came", newer)

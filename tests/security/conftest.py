@@ -1,11 +1,16 @@
-"""Security suite fixtures: the people every property and attack acts as."""
+"""Security suite fixtures: the people every property and attack acts as, a live app with every webhook
+on, and the code hosts' fixtures (`github`, the GitHub fake; `host` and `repo_name`, the local one)."""
 
 from __future__ import annotations
 
 import pytest
 from pydantic import SecretStr
-from security_helpers import SECRETS
-from servers import LiveServer
+
+from tests.support.github_harness import github  # noqa: F401 - a fixture
+from tests.support.local_git import host, repo_name  # noqa: F401 - fixtures
+from tests.support.servers import LiveServer
+
+from .security_helpers import SECRETS
 
 
 @pytest.fixture

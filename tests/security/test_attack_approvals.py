@@ -18,19 +18,21 @@ from pathlib import Path
 import httpx
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "github_bridge"))
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "portal"))
+from tests.support.fake_github import BOT
+from tests.support.github_harness import (
+    PATCH_V1,
+    PATCH_V2,
+    REPO,
+    GitHubEnv,
+    claim_new_task,
+    github_people,
+    read_task,
+    submit_version,
+)
+from tests.support.jobs import drain
+from tests.support.portal_helpers import PASSWORD, csrf_of, sign_in
+from tests.support.rest import claimed_task, submitted, task_view
 
-import github_harness  # noqa: E402
-import test_local_git  # noqa: E402
-from fake_github import BOT  # noqa: E402
-from github_harness import REPO, GitHubEnv  # noqa: E402
-from portal_helpers import PASSWORD, csrf_of, sign_in  # noqa: E402
-from test_github_lifecycle import PATCH_V1, PATCH_V2, _people, _status, _submit, _task  # noqa: E402
-from test_local_git import drain  # noqa: E402
-
-github = github_harness.github  # the fixtures
-host, repo_name = test_local_git.host, test_local_git.repo_name
 VENV_BIN = str(Path(sys.executable).parent)
 
 SUBTRACTS = {"calc.py": "def add(a, b):\n    return a - b\n"}
@@ -41,24 +43,11 @@ ADDS = {"calc.py": "def add(a, b):\n    return a + b\n"}
 
 
 async def _claimed(client: httpx.AsyncClient, agent: dict, repo: str) -> int:
-    r = await client.post("/api/v1/tasks", json={"title": "add()", "repo": repo}, headers=agent)
-    assert r.status_code == 201, r.text
-    task_id = r.json()["id"]
-    assert (await client.post(f"/api/v1/tasks/{task_id}/claim", headers=agent)).status_code == 200
-    return task_id
+    return await claimed_task(client, agent, title="add()", repo=repo)
 
 
 async def _submit_files(client: httpx.AsyncClient, agent: dict, task_id: int, files: dict) -> None:
-    r = await client.post(
-        f"/api/v1/tasks/{task_id}/artifacts", json={"content": files, "kind": "files"}, headers=agent
-    )
-    assert r.status_code == 201, r.text
-
-
-async def _task_view(client: httpx.AsyncClient, headers: dict, task_id: int) -> dict:
-    r = await client.get(f"/api/v1/tasks/{task_id}", headers=headers)
-    assert r.status_code == 200, r.text
-    return r.json()
+    await submitted(client, agent, task_id, files, kind="files")
 
 
 async def _kinds(client: httpx.AsyncClient, headers: dict, task_id: int) -> list[str]:
@@ -81,12 +70,12 @@ async def _back_with_v2(client, agent, reviewer, runtime, task_id: int) -> tuple
     """Version 1 published and sent back; version 2 submitted and published. Their commits."""
     await _submit_files(client, agent, task_id, SUBTRACTS)
     await drain(runtime)
-    v1 = (await _task_view(client, reviewer, task_id))["artifacts"][-1]["commit_sha"]
+    v1 = (await task_view(client, reviewer, task_id))["artifacts"][-1]["commit_sha"]
     r = await client.post(f"/api/v1/tasks/{task_id}/reject", json={"feedback": "a + b"}, headers=reviewer)
     assert r.status_code == 200, r.text
     await _submit_files(client, agent, task_id, ADDS)
     await drain(runtime)
-    task = await _task_view(client, reviewer, task_id)
+    task = await task_view(client, reviewer, task_id)
     assert task["status"] == "REVIEW"
     v2 = task["artifacts"][-1]["commit_sha"]
     assert v1 and v2 and v1 != v2
@@ -112,10 +101,10 @@ async def test_an_approval_before_publication_is_refused_and_failing_checks_send
         r = await client.post(f"/api/v1/tasks/{task_id}/approve", json=body, headers=reviewer)
         assert r.status_code == 409, r.text
         assert r.json()["code"] == "not_published" and "version 1" in r.json()["detail"]
-    assert (await _task_view(client, reviewer, task_id))["status"] == "REVIEW"
+    assert (await task_view(client, reviewer, task_id))["status"] == "REVIEW"
 
     await drain(runtime)  # publish, then the checks run and fail
-    task = await _task_view(client, agent, task_id)
+    task = await task_view(client, agent, task_id)
     assert task["status"] == "IN_PROGRESS"  # back with its agent
     assert [m["source"] for m in task["messages"] if m["direction"] == "to_agent"] == ["checks"]
     runs = (await client.get(f"/api/v1/tasks/{task_id}/checks", headers=reviewer)).json()
@@ -142,7 +131,7 @@ async def test_an_approval_of_an_older_version_is_stale(client, factory, runtime
         r = await client.post(f"/api/v1/tasks/{task_id}/approve", json=body, headers=reviewer)
         assert r.status_code == 409, (body, r.text)
         assert r.json()["code"] == "stale_approval", r.text
-    assert (await _task_view(client, reviewer, task_id))["status"] == "REVIEW"
+    assert (await task_view(client, reviewer, task_id))["status"] == "REVIEW"
     assert "approve" not in await _kinds(client, reviewer, task_id)
 
     r = await client.post(
@@ -170,7 +159,7 @@ async def test_the_portal_approve_form_is_pinned_and_a_stale_form_is_refused(
     task_id = await _claimed(client, agent, repo_name)
     await _submit_files(client, agent, task_id, SUBTRACTS)
     await drain(runtime)
-    v1 = (await _task_view(client, other_reviewer, task_id))["artifacts"][-1]["commit_sha"]
+    v1 = (await task_view(client, other_reviewer, task_id))["artifacts"][-1]["commit_sha"]
 
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as browser:
@@ -185,7 +174,7 @@ async def test_the_portal_approve_form_is_pinned_and_a_stale_form_is_refused(
         assert r.status_code == 200, r.text
         await _submit_files(client, agent, task_id, ADDS)
         await drain(runtime)
-        assert (await _task_view(client, agent, task_id))["status"] == "REVIEW"
+        assert (await task_view(client, agent, task_id))["status"] == "REVIEW"
 
         r = await browser.post(f"/tasks/{task_id}/approve", data=form)
         assert r.status_code == 409 and "<html" in r.text, r.text
@@ -193,15 +182,15 @@ async def test_the_portal_approve_form_is_pinned_and_a_stale_form_is_refused(
         # Nor does a form stripped of its pin approve whatever is newest.
         bare = {"csrf_token": form["csrf_token"], "comment": ""}
         assert (await browser.post(f"/tasks/{task_id}/approve", data=bare)).status_code == 422
-        assert (await _task_view(client, agent, task_id))["status"] == "REVIEW"
+        assert (await task_view(client, agent, task_id))["status"] == "REVIEW"
 
         fresh = _approve_form((await browser.get(f"/tasks/{task_id}")).text)
-        v2 = (await _task_view(client, agent, task_id))["artifacts"][-1]["commit_sha"]
+        v2 = (await task_view(client, agent, task_id))["artifacts"][-1]["commit_sha"]
         assert (fresh["version"], fresh["head_sha"]) == ("2", v2)
         r = await browser.post(f"/tasks/{task_id}/approve", data=fresh)
         assert r.status_code == 303, r.text
     await drain(runtime)
-    assert (await _task_view(client, agent, task_id))["status"] == "DONE"
+    assert (await task_view(client, agent, task_id))["status"] == "DONE"
     assert _file_on(host.repo_path(repo_name), "main", "calc.py") == ADDS["calc.py"]
 
 
@@ -221,7 +210,7 @@ async def test_the_merge_job_merges_the_approved_commit_or_nothing(client, facto
     task_id = await _claimed(client, agent, repo_name)
     await _submit_files(client, agent, task_id, ADDS)
     await drain(runtime)
-    approved = (await _task_view(client, reviewer, task_id))["artifacts"][-1]["commit_sha"]
+    approved = (await task_view(client, reviewer, task_id))["artifacts"][-1]["commit_sha"]
     r = await client.post(
         f"/api/v1/tasks/{task_id}/approve", json={"version": 1, "head_sha": approved}, headers=reviewer
     )
@@ -234,7 +223,7 @@ async def test_the_merge_job_merges_the_approved_commit_or_nothing(client, facto
     main_before = _git(repo, "rev-parse", "main").stdout.strip()
 
     await drain(runtime)
-    task = await _task_view(client, agent, task_id)
+    task = await task_view(client, agent, task_id)
     assert task["status"] == "IN_PROGRESS"  # the merge failed and undid the approval
     assert approved[:12] in task["messages"][-1]["body"]
     assert _git(repo, "rev-parse", "main").stdout.strip() == main_before
@@ -248,10 +237,10 @@ async def test_the_merge_job_merges_the_approved_commit_or_nothing(client, facto
 
 
 async def _published_on_github(env: GitHubEnv, factory) -> tuple[int, dict, dict, str]:
-    admin_h, agent_h, _ = await _people(factory)
+    admin_h, agent_h, _ = await github_people(factory)
     env.fake.tokens["alice-token"] = "alice"
-    task_id = await _task(env, admin_h, agent_h)
-    await _submit(env, task_id, agent_h, PATCH_V1, "v1")
+    task_id = await claim_new_task(env, admin_h, agent_h)
+    await submit_version(env, task_id, agent_h, PATCH_V1, "v1")
     await env.drain()
     sha = env.fake.repos[REPO].rev(f"refs/heads/osiris/task-{task_id}")
     assert sha and env.pr(1).head == f"osiris/task-{task_id}"
@@ -287,14 +276,14 @@ async def test_a_late_approve_comment_written_before_the_latest_push_approves_no
         f"/api/v1/tasks/{task_id}/reject", json={"feedback": "not yet"}, headers=admin_h
     )
     assert r.status_code == 200, r.text
-    await _submit(env, task_id, agent_h, PATCH_V2, "v2")
+    await submit_version(env, task_id, agent_h, PATCH_V2, "v2")
     await env.drain()
     v2 = env.fake.repos[REPO].rev(f"refs/heads/osiris/task-{task_id}")
 
     env.fake.outbox = late + env.fake.outbox  # the old comment arrives now
     assert all(x.status_code == 202 for x in await env.deliver())
     await env.drain()
-    assert (await _status(env, task_id, admin_h))["status"] == "REVIEW"
+    assert (await read_task(env, task_id, admin_h))["status"] == "REVIEW"
     assert "approve" not in [e["kind"] for e in await _events(env, task_id, admin_h)]
     assert not env.pr(1).merged and _merge_puts(env) == []
     [reply] = _bot_comments(env, "stale_approval")
@@ -328,7 +317,7 @@ async def test_a_review_of_anything_but_the_published_head_approves_nothing(gith
             assert r.status_code == 200, r.text
         await env.deliver()
         await env.drain()
-        assert (await _status(env, task_id, admin_h))["status"] == "REVIEW", commit
+        assert (await read_task(env, task_id, admin_h))["status"] == "REVIEW", commit
     assert "approve" not in [e["kind"] for e in await _events(env, task_id, admin_h)]
     assert not env.pr(1).merged and _merge_puts(env) == []
     assert len(_bot_comments(env, "stale_approval")) == 2
@@ -348,7 +337,7 @@ async def test_on_github_the_merge_job_merges_the_approved_sha_or_nothing(github
     env.fake.commit_files(REPO, f"osiris/task-{task_id}", {"src/backdoor.py": "OPEN = True\n"}, "late push")
 
     await env.drain()
-    assert (await _status(env, task_id, admin_h))["status"] == "IN_PROGRESS"
+    assert (await read_task(env, task_id, admin_h))["status"] == "IN_PROGRESS"
     assert not env.pr(1).merged and _merge_puts(env) == [409]
     assert env.fake.read_file(REPO, "main", "src/backdoor.py") is None
     [approve] = [e for e in await _events(env, task_id, admin_h) if e["kind"] == "approve"]
@@ -379,7 +368,7 @@ async def test_on_github_an_approval_while_the_branch_moved_is_stale(github: Git
             )
         await env.deliver()
         await env.drain()
-        assert (await _status(env, task_id, admin_h))["status"] == "REVIEW"
+        assert (await read_task(env, task_id, admin_h))["status"] == "REVIEW"
         assert _merge_puts(env) == []
     assert not env.pr(1).merged
     assert env.fake.read_file(REPO, "main", "src/backdoor.py") is None

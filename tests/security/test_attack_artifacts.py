@@ -14,13 +14,13 @@ from pathlib import Path
 import asyncpg
 import httpx
 import pytest
-from servers import mcp_over_http
 
 from osiris.app.errors import InvalidArtifact
 from osiris.github_bridge.gitcmd import Git, Scratch
 from osiris.github_bridge.local_git import LocalGitHost
 from osiris.github_bridge.trees import Change, _splice, fsck_trees
 from osiris.server import asyncpg_dsn
+from tests.support.servers import mcp_over_http
 
 EXT_URL = 'ext::sh -c "touch /tmp/pwned"'
 

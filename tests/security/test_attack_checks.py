@@ -17,7 +17,6 @@ import os
 import re
 import secrets
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -33,7 +32,8 @@ import jwt
 import psutil
 import pytest
 
-from osiris.app import checks, sandbox
+from bench._server import free_port, serving
+from osiris.app import check_runner, sandbox
 from osiris.app.config import Settings
 
 TIME_LIMIT = 5  # seconds a check may run
@@ -57,12 +57,6 @@ sleep 60
 """
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _secrets() -> dict[str, str]:
     return {
         name: f"{name.lower()}-{secrets.token_hex(12)}"
@@ -78,37 +72,13 @@ def _secrets() -> dict[str, str]:
 
 @contextmanager
 def serve(tmp: Path, env: dict[str, str], *, workers: int = 1) -> Iterator[tuple[str, subprocess.Popen]]:
-    port = _free_port()
+    port = free_port()
     full = {k: v for k, v in os.environ.items() if not k.startswith("OSIRIS_") and k != "DATABASE_URL"}
     full |= {"OSIRIS_DATA_DIR": str(tmp / "data"), "OSIRIS_PORT": str(port)} | env
-    log = tmp / "serve.log"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "osiris.cli", "serve", "--workers", str(workers)],
-        env=full,
-        cwd=tmp,
-        stdout=subprocess.DEVNULL,
-        stderr=log.open("wb"),
-        start_new_session=True,
-    )
     url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            assert proc.poll() is None, log.read_text()[-3000:]
-            try:
-                if httpx.get(url + "/readyz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert time.monotonic() < deadline, "not ready in 120 s"
-            time.sleep(0.1)
+    cmd = [sys.executable, "-m", "osiris.cli", "serve", "--workers", str(workers)]
+    with serving(cmd, url, ready="/readyz", env=full, log=tmp / "serve.log", cwd=tmp) as (proc, _):
         yield url, proc
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(60)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
 
 
 def _environ_of_tree(pid: int) -> bytes:
@@ -264,10 +234,10 @@ async def test_timeout_kills_a_double_forked_setsid_child(
         (work / "home").mkdir()
         box.prepare(work)
         started = time.monotonic()
-        result = await checks.run_command(
+        result = await check_runner.run_command(
             f"( setsid sh -c 'sleep 3; echo late > {marker_dir}/marker' & ); echo started; sleep 60",
             cwd=work / "src",
-            env=checks.check_env(work / "home", "/usr/bin:/bin"),
+            env=check_runner.check_env(work / "home", "/usr/bin:/bin"),
             time_limit=1.0,
             max_output=1000,
             box=box,
@@ -306,10 +276,10 @@ async def test_checks_network_false_leaves_a_check_only_its_own_loopback(
         (work / "home").mkdir()
         box.prepare(work)
         probe = f"exec 3<>/dev/tcp/127.0.0.1/{port} && echo reached || echo refused"
-        result = await checks.run_command(
+        result = await check_runner.run_command(
             f"bash -c '{probe}' 2>&1",
             cwd=work / "src",
-            env=checks.check_env(work / "home", "/usr/bin:/bin"),
+            env=check_runner.check_env(work / "home", "/usr/bin:/bin"),
             time_limit=10.0,
             max_output=1000,
             box=box,

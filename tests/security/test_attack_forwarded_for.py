@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import httpx
 import pytest
-from servers import LiveServer
 
 from osiris.cli import proxy_options
+from tests.support.servers import LiveServer
 
 pytestmark = pytest.mark.asyncio
 RATE = 3

@@ -9,25 +9,14 @@ where it was, and the PR is put back. A real reviewer's merge, close and reopen 
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import httpx
 import pytest
 from sqlalchemy import select
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "github_bridge"))
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "portal"))
-
-import github_harness  # noqa: E402
-from fake_github import Issue  # noqa: E402
-from github_harness import REPO, GitHubEnv  # noqa: E402
-from portal_helpers import PASSWORD, sign_in  # noqa: E402
-from test_github_lifecycle import PATCH_V1, _status, _submit  # noqa: E402
-
-from osiris.app.models import Role, Task, TaskEvent, User  # noqa: E402
-
-github = github_harness.github  # the fixture
+from osiris.app.models import Role, Task, TaskEvent, User
+from tests.support.fake_github import Issue
+from tests.support.github_harness import PATCH_V1, REPO, GitHubEnv, read_task, submit_version
+from tests.support.portal_helpers import PASSWORD, sign_in
 
 AGENT_LOGIN = "mallory-agent"
 
@@ -73,9 +62,9 @@ async def _in_review(s: Setup, *, requester: str | None = None) -> int:
     task_id = r.json()["id"]
     r = await s.env.client.post(f"/api/v1/tasks/{task_id}/claim", headers=s.agent_h)
     assert r.status_code == 200, r.text
-    await _submit(s.env, task_id, s.agent_h, PATCH_V1, "v1")
+    await submit_version(s.env, task_id, s.agent_h, PATCH_V1, "v1")
     await s.env.drain()
-    assert (await _status(s.env, task_id, s.admin_h))["status"] == "REVIEW"
+    assert (await read_task(s.env, task_id, s.admin_h))["status"] == "REVIEW"
     s.env.pr(1).draft = False  # ready on GitHub, so that whoever has write access can merge it
     return task_id
 
@@ -103,7 +92,7 @@ async def test_agent_login_merge_is_flagged_not_approved(
 
     await s.act("agent-token", "PUT", "/pulls/1/merge", {"merge_method": "merge"})
     assert github.pr(1).merged
-    assert (await _status(github, task_id, s.admin_h))["status"] == "REVIEW"
+    assert (await read_task(github, task_id, s.admin_h))["status"] == "REVIEW"
     events = await s.events(task_id)
     _no_reviewer_decision(events, AGENT_LOGIN)
     [flag] = [e for e in events if e["kind"] == "unapproved_merge"]
@@ -133,7 +122,7 @@ async def test_agent_login_merge_is_flagged_not_approved(
     r = await github.client.post(f"/api/v1/tasks/{task_id}/approve", json={}, headers=s.admin_h)
     assert r.status_code == 200, r.text
     await s.settle()
-    assert (await _status(github, task_id, s.admin_h))["status"] == "DONE"
+    assert (await read_task(github, task_id, s.admin_h))["status"] == "DONE"
     events = await s.events(task_id)
     [approve] = [e for e in events if e["kind"] == "approve"]
     assert approve["actor_name"] == s.admin.username and approve["data"]["merged_on_code_host"] is True
@@ -148,7 +137,7 @@ async def test_agent_account_of_another_org_merging_is_not_a_reviewer(github: Gi
     github.fake.tokens["roving-token"] = "roving-agent"
     task_id = await _in_review(s)
     await s.act("roving-token", "PUT", "/pulls/1/merge", {"merge_method": "merge"})
-    assert (await _status(github, task_id, s.admin_h))["status"] == "REVIEW"
+    assert (await read_task(github, task_id, s.admin_h))["status"] == "REVIEW"
     events = await s.events(task_id)
     _no_reviewer_decision(events, "roving-agent")
     [flag] = [e for e in events if e["kind"] == "unapproved_merge"]
@@ -162,7 +151,7 @@ async def test_requester_merge_is_flagged_not_approved(github: GitHubEnv, factor
     github.fake.tokens["rita-token"] = "rita-gh"
     task_id = await _in_review(s, requester=rita.username)
     await s.act("rita-token", "PUT", "/pulls/1/merge", {"merge_method": "merge"})
-    assert (await _status(github, task_id, s.admin_h))["status"] == "REVIEW"
+    assert (await read_task(github, task_id, s.admin_h))["status"] == "REVIEW"
     events = await s.events(task_id)
     _no_reviewer_decision(events, "rita-gh")
     [flag] = [e for e in events if e["kind"] == "unapproved_merge"]
@@ -173,7 +162,7 @@ async def test_unmapped_login_merge_is_flagged_under_mapped_approvers(github: Gi
     s = await _setup(github, factory)
     task_id = await _in_review(s)
     await s.act("bob-token", "PUT", "/pulls/1/merge", {"merge_method": "merge"})
-    assert (await _status(github, task_id, s.admin_h))["status"] == "REVIEW"
+    assert (await read_task(github, task_id, s.admin_h))["status"] == "REVIEW"
     events = await s.events(task_id)
     _no_reviewer_decision(events, "bob")
     [flag] = [e for e in events if e["kind"] == "unapproved_merge"]
@@ -193,7 +182,7 @@ async def test_agent_reopening_its_rejected_pr_changes_nothing_and_is_closed_aga
     assert github.pr(1).state == "closed"
 
     await s.act("agent-token", "PATCH", "/pulls/1", {"state": "open"})
-    assert (await _status(github, task_id, s.admin_h))["status"] == "REJECTED"
+    assert (await read_task(github, task_id, s.admin_h))["status"] == "REJECTED"
     assert github.pr(1).state == "closed"  # closed again by OSIRIS
     events = await s.events(task_id)
     assert "reopen" not in [e["kind"] for e in events]
@@ -205,7 +194,7 @@ async def test_agent_closing_its_own_pr_does_not_cancel_and_it_is_reopened(githu
     s = await _setup(github, factory)
     task_id = await _in_review(s)
     await s.act("agent-token", "PATCH", "/pulls/1", {"state": "closed"})
-    assert (await _status(github, task_id, s.admin_h))["status"] == "REVIEW"
+    assert (await read_task(github, task_id, s.admin_h))["status"] == "REVIEW"
     assert github.pr(1).state == "open"  # reopened by OSIRIS: the task is still in review
     events = await s.events(task_id)
     _no_reviewer_decision(events, AGENT_LOGIN)
@@ -216,7 +205,7 @@ async def test_agent_closing_its_own_pr_does_not_cancel_and_it_is_reopened(githu
     r = await github.client.post(f"/api/v1/tasks/{task_id}/approve", json={}, headers=s.admin_h)
     assert r.status_code == 200, r.text
     await s.settle()
-    assert github.pr(1).merged and (await _status(github, task_id, s.admin_h))["status"] == "DONE"
+    assert github.pr(1).merged and (await read_task(github, task_id, s.admin_h))["status"] == "DONE"
 
 
 async def test_requester_closing_the_pr_does_not_cancel(github: GitHubEnv, factory):
@@ -225,7 +214,7 @@ async def test_requester_closing_the_pr_does_not_cancel(github: GitHubEnv, facto
     github.fake.tokens["rita-token"] = "rita-gh"
     task_id = await _in_review(s, requester=rita.username)
     await s.act("rita-token", "PATCH", "/pulls/1", {"state": "closed"})
-    assert (await _status(github, task_id, s.admin_h))["status"] == "REVIEW"
+    assert (await read_task(github, task_id, s.admin_h))["status"] == "REVIEW"
     assert github.pr(1).state == "open"
     closed = [e["actor_name"] for e in await s.events(task_id) if e["kind"] == "pr_closed_by_requester"]
     assert closed == [rita.username]
@@ -235,7 +224,7 @@ async def test_reviewer_merge_still_approves(github: GitHubEnv, factory):
     s = await _setup(github, factory)
     task_id = await _in_review(s)
     await s.act("alice-token", "PUT", "/pulls/1/merge", {"merge_method": "merge"})
-    assert (await _status(github, task_id, s.admin_h))["status"] == "DONE"
+    assert (await read_task(github, task_id, s.admin_h))["status"] == "DONE"
     events = await s.events(task_id)
     [approve] = [e for e in events if e["kind"] == "approve"]
     assert approve["actor_name"] != "github:alice" and approve["data"]["merged_on_code_host"] is True
@@ -246,10 +235,10 @@ async def test_reviewer_close_and_reopen_still_decide(github: GitHubEnv, factory
     s = await _setup(github, factory)
     task_id = await _in_review(s)
     await s.act("alice-token", "PATCH", "/pulls/1", {"state": "closed"})
-    assert (await _status(github, task_id, s.admin_h))["status"] == "REJECTED"
+    assert (await read_task(github, task_id, s.admin_h))["status"] == "REJECTED"
     assert github.pr(1).state == "closed"
     await s.act("alice-token", "PATCH", "/pulls/1", {"state": "open"})
-    assert (await _status(github, task_id, s.admin_h))["status"] == "REVIEW"
+    assert (await read_task(github, task_id, s.admin_h))["status"] == "REVIEW"
     kinds = [e["kind"] for e in await s.events(task_id)]
     assert "cancel" in kinds and "reopen" in kinds
     assert not [k for k in kinds if k.startswith("pr_")]
@@ -270,7 +259,7 @@ async def test_agent_login_closing_the_issue_does_not_withdraw_the_request(githu
     assert task is not None and task.status == "PENDING"
 
     await s.act("agent-token", "PATCH", f"/issues/{number}", {"state": "closed"})
-    assert (await _status(github, task.id, s.admin_h))["status"] == "PENDING"
+    assert (await read_task(github, task.id, s.admin_h))["status"] == "PENDING"
     issue: Issue = github.fake.issues[(REPO, number)]
     assert issue.state == "open"  # reopened by OSIRIS
     [flag] = [e for e in await s.events(task.id) if e["kind"] == "issue_closed_by_agent"]
@@ -278,20 +267,20 @@ async def test_agent_login_closing_the_issue_does_not_withdraw_the_request(githu
 
     # The requester still withdraws it.
     await s.act("carol-token", "PATCH", f"/issues/{number}", {"state": "closed"})
-    assert (await _status(github, task.id, s.admin_h))["status"] == "REJECTED"
+    assert (await read_task(github, task.id, s.admin_h))["status"] == "REJECTED"
 
 
 async def test_agent_login_failing_status_does_not_take_the_version_out_of_review(github: GitHubEnv, factory):
     """A failing commit status counts (block mode) only when the agent's login did not post it."""
     s = await _setup(github, factory)
     task_id = await _in_review(s)
-    sha = (await _status(github, task_id, s.admin_h))["artifacts"][-1]["commit_sha"]
+    sha = (await read_task(github, task_id, s.admin_h))["artifacts"][-1]["commit_sha"]
     failing = {"state": "failure", "context": "ci/tests", "target_url": "https://ci.example/1"}
     await s.act("agent-token", "POST", f"/statuses/{sha}", failing)
-    assert (await _status(github, task_id, s.admin_h))["status"] == "REVIEW"
+    assert (await read_task(github, task_id, s.admin_h))["status"] == "REVIEW"
     [ci] = [e for e in await s.events(task_id) if e["kind"] == "ci_result"]
     assert ci["data"]["result"] == "failure" and ci["data"]["github_login"] == AGENT_LOGIN
     assert ci["data"]["not_counted"]
 
     await s.act("bob-token", "POST", f"/statuses/{sha}", failing)  # the CI's own account: counted
-    assert (await _status(github, task_id, s.admin_h))["status"] == "IN_PROGRESS"
+    assert (await read_task(github, task_id, s.admin_h))["status"] == "IN_PROGRESS"

@@ -29,9 +29,10 @@ from sqlalchemy import func, select
 from twilio.request_validator import RequestValidator
 
 from osiris.app.models import ChannelReceipt, Delivery, Message, Task
-from osiris.github_bridge import webhooks as github_webhooks
+from osiris.github_bridge import github_events
 from osiris.ingest import telegram
 from osiris.server import create_app
+from tests.support.settings import make_settings
 
 PUBLIC_URL = "https://osiris.example.com"
 TWILIO_TOKEN = "twilio-" + secrets.token_hex(8)
@@ -76,13 +77,9 @@ def adversarial() -> list[tuple[str, str, str]]:
 
 @pytest.fixture(scope="module")
 async def app(database_url, tmp_root) -> AsyncIterator:
-    settings = dict(
-        database_url=database_url,
-        data_dir=tmp_root / "redos-data",
-        secret_key="test-secret-" + secrets.token_hex(16),
-        admin_password="admin-password-for-tests",
-        run_worker=False,
-        sweep_interval_seconds=3600,
+    settings = make_settings(
+        database_url,
+        tmp_root / "redos-data",
         public_url=PUBLIC_URL,
         twilio_auth_token=TWILIO_TOKEN,
         slack_signing_secret=SLACK_SECRET,
@@ -92,17 +89,9 @@ async def app(database_url, tmp_root) -> AsyncIterator:
         channel_rate_per_minute=1_000_000,
         chat_max_chars=1_000_000,  # let 100 kB reach every pattern; the default cap is tested below
     )
-    from osiris.app.config import Settings
-
-    application = create_app(Settings(**settings), run_background=False)
+    application = create_app(settings, run_background=False)
     async with LifespanManager(application, startup_timeout=60, shutdown_timeout=30):
         yield application
-
-
-@pytest.fixture
-async def client(app) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://testserver") as c:
-        yield c
 
 
 # --- one signed message per channel, as each provider sends it ---------------------------------
@@ -288,7 +277,7 @@ def test_the_other_patterns_on_chat_text_are_linear():
     their own here: GitHub's runs in a job, Telegram's before intake): each well under a second."""
     for name, text, _ in adversarial():
         for parse in (
-            lambda t: github_webhooks._COMMAND.match("/approve" + t),
+            lambda t: github_events._COMMAND.match("/approve" + t),
             lambda t: telegram._as_command("/status" + t),
             lambda t: telegram._as_command("/cancel@osiris_bot" + t),
         ):

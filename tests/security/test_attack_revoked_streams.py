@@ -15,13 +15,13 @@ import time
 
 import httpx
 import pytest
-from servers import LiveServer
 from sqlalchemy import select, update
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from osiris.app import db, security
 from osiris.app.models import ApiToken, User
+from tests.support.servers import MCP_ACCEPT, MCP_INITIALIZE, LiveServer
 
 pytestmark = pytest.mark.asyncio
 CAP = 3
@@ -147,21 +147,11 @@ async def test_one_token_holds_at_most_the_cap_of_sockets(replicas, factory):
         await ws.close()
 
 
-MCP_HEADERS = {"Accept": "application/json, text/event-stream", "Content-Type": "application/json"}
+MCP_HEADERS = MCP_ACCEPT
 
 
 async def _mcp_session(api: httpx.AsyncClient) -> dict[str, str]:
-    init = {
-        "jsonrpc": "2.0",
-        "id": 1,
-        "method": "initialize",
-        "params": {
-            "protocolVersion": "2025-06-18",
-            "capabilities": {},
-            "clientInfo": {"name": "attack", "version": "1"},
-        },
-    }
-    r = await api.post("/mcp", json=init, headers=MCP_HEADERS)
+    r = await api.post("/mcp", json=MCP_INITIALIZE, headers=MCP_HEADERS)
     assert r.status_code == 200, r.text
     headers = {**MCP_HEADERS, "mcp-session-id": r.headers["mcp-session-id"]}
     if version := r.headers.get("mcp-protocol-version"):

@@ -15,6 +15,7 @@ signature: 401/403 and nothing stored; a WebSocket handshake turned down).
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import os
 import re
@@ -27,19 +28,19 @@ import httpx
 import pytest
 from fastapi.routing import APIRoute, APIWebSocketRoute, iter_route_contexts
 from mcp.shared.exceptions import MCPError
-from servers import mcp_over_http
 from sqlalchemy import func, select, text
 from starlette.routing import Mount, Route
 from websockets.asyncio.client import connect as ws_connect
 from websockets.exceptions import InvalidStatus
 
-from osiris.app import accounts, db, lifecycle, models, repositories_registry, security
+from osiris.app import accounts, db, lifecycle, models, oauth, repositories, security
 from osiris.app.actors import Actor
 from osiris.app.artifacts import validate_artifact
 from osiris.app.auth import actor_for
 from osiris.app.events import record_event
 from osiris.app.models import ChannelAttachment, Role, Task, User
 from osiris.portal.live import forget_events
+from tests.support.servers import mcp_over_http
 
 ROLES = ("anonymous", "agent", "reviewer", "admin")
 PASSWORD = "correct horse battery"
@@ -133,6 +134,13 @@ RULES: dict[tuple[str, str], Rule] = {
     ("GET", "/api/v1/tokens"): Rule(ADMIN),
     ("POST", "/api/v1/tokens"): Rule(ADMIN, scoped=True, note="the user is named in the body"),
     ("DELETE", "/api/v1/tokens/{token_id}"): Rule(ADMIN, scoped=True),
+    # OAuth 2.1: the authorization server (client credentials only) and agents' clients (admins)
+    ("GET", "/.well-known/oauth-authorization-server"): Rule(PUBLIC),
+    ("GET", "/oauth/authorize"): Rule(PUBLIC, note="exists only to refuse (400): no browser grants"),
+    ("POST", "/oauth/token"): Rule(PUBLIC, note="a client's credentials, not a token: any caller may try"),
+    ("GET", "/api/v1/oauth-clients"): Rule(ADMIN),
+    ("POST", "/api/v1/oauth-clients"): Rule(ADMIN, scoped=True, note="the agent is named in the body"),
+    ("DELETE", "/api/v1/oauth-clients/{client_id}"): Rule(ADMIN, scoped=True),
     # inbound webhooks: the provider's signature or shared secret, never a user's token
     ("POST", "/api/v1/webhooks/github"): Rule(WEBHOOK),
     ("POST", "/api/v1/webhooks/twilio"): Rule(WEBHOOK),
@@ -140,6 +148,15 @@ RULES: dict[tuple[str, str], Rule] = {
     ("POST", "/api/v1/webhooks/slack/commands"): Rule(WEBHOOK),
     ("POST", "/api/v1/webhooks/email"): Rule(WEBHOOK),
     ("POST", "/api/v1/webhooks/telegram"): Rule(WEBHOOK),
+    ("POST", "/api/v1/webhooks/slack/interactions"): Rule(WEBHOOK, note="Slack's buttons, signed as events"),
+    # review reminders: a person's own chat addresses; an admin's organization policy
+    ("GET", "/api/v1/me/channels"): Rule(SUPERVISOR, note="only the caller's own addresses"),
+    ("POST", "/api/v1/me/channels"): Rule(SUPERVISOR, note="for the caller only; agents: 403"),
+    ("DELETE", "/api/v1/me/channels"): Rule(SUPERVISOR, note="only the caller's own addresses"),
+    ("PUT", "/api/v1/review-reminders"): Rule(ADMIN, note="the caller's organization"),
+    ("PUT", "/api/v1/review-reminders/repository"): Rule(
+        ADMIN, note="a repository of the caller's organization (another's: 404 by name)"
+    ),
     # git smart HTTP: any token of the organization the repository is registered to
     ("GET", "/git/{path:path}"): Rule(ANY, scoped=True, note="another organization's repository: 404"),
     ("POST", "/git/{path:path}"): Rule(ANY, scoped=True, note="another organization's repository: 404"),
@@ -238,6 +255,7 @@ MCP_RULES: dict[str, Rule] = {
     "get_artifact": Rule(ANY, scoped=True),
     "read_feedback": Rule(ANY, scoped=True, note="a person's token reads with its own cursor"),
     "post_message": Rule(ANY, scoped=True, holder=True),
+    "ask_requester": Rule(AGENT, scoped=True, holder=True, note="people are refused; an API task: 422"),
     "claim_task": Rule(AGENT, scoped=True, note="a person's token cannot act as an agent"),
     "submit_artifact": Rule(AGENT, scoped=True, holder=True, note="people are refused"),
     "release_task": Rule(HOLDER_OR_ADMIN, scoped=True, holder=True, note="or an admin"),
@@ -335,6 +353,7 @@ class World:
     creds: Credentials
     base_url: str
     settings: Any
+    oauth_basic: str = ""  # an agent's OAuth client, as HTTP Basic credentials for /oauth/token
 
 
 async def _make_task(
@@ -422,7 +441,7 @@ async def build_world(factory, live) -> World:
             is_superuser=True,
         )
         # the repositories the git routes fetch: ours, and the other organization's
-        await repositories_registry.register_configured(session, names=["default"], github={})
+        await repositories.register_configured(session, names=["default"], github={})
         session.add(models.Repository(org_id=other.id, name=f"{LEAK}-repo"))
     creds.bearer["superuser"] = await factory.token(operator)
     users["superuser"] = operator
@@ -567,6 +586,12 @@ async def fill_params(session, world: World, case: Case, names: list[str], max_b
             case.params[name] = str(await session.scalar(query))
         elif name == "user_id":
             case.params[name] = str(world.actors["worker"].user_id if own else world.other["user"].id)
+        elif name == "client_id":
+            user_id = world.actors["worker"].user_id if own else world.other["user"].id
+            user = await session.get(User, user_id)
+            case.params[name] = (
+                await oauth.create_client(session, user=user, name="matrix")
+            ).client.client_id
         elif name == "token_id":
             user_id = world.actors["worker"].user_id if own else world.other["user"].id
             case.params[name] = await _token_id(session, user_id)
@@ -629,6 +654,13 @@ Sample = Callable[[World, Case], dict[str, Any]]
 SAMPLES: dict[tuple[str, str], Sample] = {
     ("POST", "/api/v1/auth/token"): lambda w, c: {
         "data": {"username": c.params["_login"], "password": PASSWORD}
+    },
+    ("POST", "/oauth/token"): lambda w, c: {
+        "data": {"grant_type": "client_credentials", "resource": w.base_url + "/api/v1"},
+        "headers": {"Authorization": "Basic " + w.oauth_basic},
+    },
+    ("POST", "/api/v1/oauth-clients"): lambda w, c: {
+        "json": {"username": (w.other["user"].username if c.org == "other" else w.actors["worker"].name)}
     },
     ("POST", "/api/v1/tasks"): lambda w, c: {"json": {"title": "matrix filed"}},
     ("POST", "/api/v1/tasks/{task_id}/artifacts"): lambda w, c: {
@@ -935,7 +967,11 @@ async def plan(factory, world: World, eps: list[Endpoint], *, kinds: set[str]) -
             if ep.kind not in kinds:
                 continue
             names = re.findall(r"{(\w+)(?::\w+)?}", ep.path)
-            sample_knows_org = (ep.method, ep.path) in {("POST", "/api/v1/tokens"), ("POST", "/admin/tokens")}
+            sample_knows_org = (ep.method, ep.path) in {
+                ("POST", "/api/v1/tokens"),
+                ("POST", "/admin/tokens"),
+                ("POST", "/api/v1/oauth-clients"),
+            }
             orgs = ("own", "other") if ep.rule.scoped and (names or sample_knows_org) else ("-",)
             extra = (("bystander",) if ep.rule.holder else ()) + tuple(sorted(ep.rule.roles & SUPERUSER))
             for role in ROLES + extra:
@@ -977,7 +1013,12 @@ def test_every_route_and_rule_match(live_app):
 
 @pytest.fixture
 async def world(factory, live_app) -> World:
-    return await build_world(factory, live_app)
+    world = await build_world(factory, live_app)
+    async with db.transaction(factory.runtime.sessions) as session:
+        agent = await session.get(User, world.actors["agent"].user_id)
+        new = await oauth.create_client(session, user=agent, name="matrix")
+    world.oauth_basic = base64.b64encode(f"{new.client.client_id}:{new.secret}".encode()).decode()
+    return world
 
 
 async def test_rest_and_portal_matrix(world, factory, live_app, record_property):
@@ -1030,6 +1071,7 @@ async def test_mcp_tool_matrix(world, factory, live_app, record_property):
     args: dict[str, Callable[[Case], dict[str, Any]]] = {
         "submit_artifact": lambda c: {"task_id": c.task_id, "content": "notes v2", "kind": "text"},
         "post_message": lambda c: {"task_id": c.task_id, "body": "a question"},
+        "ask_requester": lambda c: {"task_id": c.task_id, "question": "which one?"},
         "get_artifact": lambda c: {"task_id": c.task_id, "version": 1},
     }
 
@@ -1138,3 +1180,206 @@ async def test_websocket_matrix(world, factory, live_app, record_property):
         while not streamed or streamed[-1].get("task_id") != ours.id:
             streamed.append(json.loads(await asyncio.wait_for(ws.recv(), 10)))
     assert all(m.get("task_id") != theirs.id for m in streamed), streamed
+
+
+# --- OAuth scopes ----------------------------------------------------------------------------------
+# The scope column: every route and tool an agent may reach, with the scope an OAuth access token
+# (client credentials grant, osiris/app/oauth.py) needs for it. None: no OAuth token may use it (an
+# `osr_` API token can). Stated here independently of the server's own table; the tests check every
+# route an agent reaches is listed, that a token lacking the scope is refused (403
+# insufficient_scope) and that a token with only that scope gets what the agent's role gets.
+API_SCOPES: dict[tuple[str, str], str | None] = {
+    ("*", "/mcp"): "per tool",  # the transport: each tool's scope is in MCP_TOOL_SCOPES
+    ("GET", "/api/v1/agent/me"): "tasks:read",
+    ("GET", "/api/v1/repositories"): "tasks:read",
+    ("POST", "/api/v1/tasks"): "tasks:create",
+    ("GET", "/api/v1/tasks"): "tasks:read",
+    ("GET", "/api/v1/tasks/pending"): "tasks:read",
+    ("POST", "/api/v1/tasks/claim-next"): "tasks:claim",
+    ("GET", "/api/v1/tasks/{task_id}"): "tasks:read",
+    ("POST", "/api/v1/tasks/{task_id}/claim"): "tasks:claim",
+    ("POST", "/api/v1/tasks/{task_id}/heartbeat"): "tasks:claim",
+    ("POST", "/api/v1/tasks/{task_id}/release"): "tasks:claim",
+    ("POST", "/api/v1/tasks/{task_id}/artifacts"): "tasks:submit",
+    ("GET", "/api/v1/tasks/{task_id}/artifacts"): "tasks:read",
+    ("GET", "/api/v1/tasks/{task_id}/artifacts/diff"): "tasks:read",
+    ("GET", "/api/v1/tasks/{task_id}/artifacts/{version}"): "tasks:read",
+    ("GET", "/api/v1/tasks/{task_id}/messages"): "tasks:read",
+    ("POST", "/api/v1/tasks/{task_id}/messages"): "tasks:message",
+    ("GET", "/api/v1/tasks/{task_id}/events"): "tasks:read",
+    ("GET", "/api/v1/tasks/{task_id}/checks"): "tasks:read",
+    ("GET", "/api/v1/tasks/{task_id}/change-request"): "tasks:read",
+    ("GET", "/api/v1/tasks/{task_id}/changes"): "tasks:read",
+    ("POST", "/api/v1/tasks/{task_id}/feedback/read"): "tasks:read",
+    ("GET", "/api/v1/tasks/{task_id}/review-comments"): "tasks:read",
+    ("GET", "/api/v1/tasks/{task_id}/attachments"): "tasks:read",
+    ("GET", "/api/v1/tasks/{task_id}/attachments/{attachment_id}"): "tasks:read",
+    ("GET", "/git/{path:path}"): "repos:read",
+    ("POST", "/git/{path:path}"): "repos:read",
+    ("WS", "/ws/board"): None,  # the portal's live board: an `osr_` token, never an OAuth one
+    ("WS", "/ws/tasks/{task_id}"): None,
+}
+MCP_TOOL_SCOPES: dict[str, str] = {
+    "read_pending_tasks": "tasks:read",
+    "list_my_tasks": "tasks:read",
+    "get_task": "tasks:read",
+    "get_artifact": "tasks:read",
+    "read_feedback": "tasks:read",
+    "post_message": "tasks:message",
+    "ask_requester": "tasks:message",
+    "claim_task": "tasks:claim",
+    "submit_artifact": "tasks:submit",
+    "release_task": "tasks:claim",
+    "osiris://tasks/{task_id}": "tasks:read",
+}
+
+
+def _agent_reachable(ep: Endpoint) -> bool:
+    return "agent" in ep.rule.roles and ep.rule.roles != PUBLIC
+
+
+def test_every_agent_route_and_tool_states_its_scope(live_app):
+    found, _ = endpoints(live_app.app)
+    reachable = {(e.method, e.path) for e in found if _agent_reachable(e)}
+    keyed = {("*", p) if ("*", p) in API_SCOPES else (m, p) for m, p in reachable}
+    missing = sorted(f"{m} {p}" for m, p in keyed - set(API_SCOPES))
+    assert not missing, f"agent-reachable routes without a scope: {missing}"
+    stale = sorted(f"{m} {p}" for m, p in set(API_SCOPES) - keyed)
+    assert not stale, f"scopes for routes agents no longer reach: {stale}"
+    assert set(MCP_TOOL_SCOPES) == set(MCP_RULES)
+    known = set(oauth.SCOPES) | {None, "per tool"}
+    assert set(API_SCOPES.values()) <= known and set(MCP_TOOL_SCOPES.values()) <= set(oauth.SCOPES)
+
+
+async def _oauth_tokens(factory, world: World, audience: str) -> Callable[[frozenset[str]], Any]:
+    """Access tokens of our agent for `audience`, one per scope set asked for (cached)."""
+    async with db.transaction(factory.runtime.sessions) as session:
+        agent = await session.get(User, world.actors["agent"].user_id)
+        client = (
+            await oauth.create_client(session, user=agent, name="scopes", scopes=oauth.ALL_SCOPES)
+        ).client
+    made: dict[frozenset[str], str] = {}
+
+    async def token(scopes: frozenset[str]) -> str:
+        if scopes not in made:
+            async with db.transaction(factory.runtime.sessions) as session:
+                user = await session.get(User, agent.id)
+                row = await session.get(models.OAuthClient, client.id)
+                issued = await oauth.issue_token(
+                    session,
+                    row,
+                    user,
+                    scope=" ".join(sorted(scopes)),
+                    resources=[audience],
+                    public_url=world.base_url,
+                    ttl_seconds=600,
+                )
+            made[scopes] = issued.access_token
+        return made[scopes]
+
+    return token
+
+
+async def test_rest_scope_matrix(world, factory, live_app, record_property):
+    """For each agent route: a token with every scope but the one it needs is refused (403); a
+    token with that scope alone gets the agent's outcome; a route no scope opens refuses them all."""
+    eps, _ = endpoints(live_app.app)
+    openapi = (await asyncio.to_thread(httpx.get, live_app.url + "/openapi.json")).json()
+    rest_eps = [e for e in eps if _agent_reachable(e) and e.kind == "rest" and e.path != "/mcp"]
+    token = await _oauth_tokens(factory, world, world.base_url + "/api/v1")
+    everything = frozenset(oauth.SCOPES)
+    results: list[tuple[Case, str, Any]] = []
+    for variant in ("lacking", "only"):
+        cases: list[Case] = []
+        async with db.transaction(factory.runtime.sessions) as session:
+            for ep in rest_eps:
+                case = Case(ep, "agent", "own" if ep.rule.scoped else "-")
+                names = re.findall(r"{(\w+)(?::\w+)?}", ep.path)
+                await fill_params(session, world, case, names, world.settings.max_artifact_bytes)
+                cases.append(case)
+        for case in cases:
+            needed = API_SCOPES[(case.endpoint.method, case.endpoint.path)]
+            scopes = everything - {needed} if variant == "lacking" else frozenset({needed})
+            world.creds.bearer[f"oauth-{case.endpoint.label}"] = await token(scopes)
+        for case in cases:
+            case.role = f"oauth-{case.endpoint.label}"  # headers_for takes the bearer of that name
+        for case, outcome, response in await run_http(world, cases, openapi):
+            case.role = "agent"
+            needed = API_SCOPES[(case.endpoint.method, case.endpoint.path)]
+            if variant == "lacking":
+                refused = response.status_code == 403 and (
+                    "insufficient_scope" in response.text or case.endpoint.path.startswith("/git/")
+                )
+                results.append((case, "refused" if refused else outcome, response))
+            else:
+                results.append((case, outcome, response))
+            if variant == "lacking" and not (response.status_code == 403 and needed in response.text):
+                results[-1] = (case, f"not refused for lacking {needed}", response)
+    record_property("cases", len(results))
+    bad = []
+    for case, outcome, response in results:
+        lacking = "refused" if outcome == "refused" or outcome.startswith("not refused") else None
+        if lacking is not None:
+            if outcome != "refused":
+                bad.append(f"{case.label}: {outcome} — {response.status_code} {response.text[:160]!r}")
+            continue
+        want = expected(case.endpoint.rule, "rest", "agent", case.org)
+        if outcome not in want:
+            bad.append(
+                f"{case.label} with its scope alone: expected {want}, got {outcome} — {response.text[:160]!r}"
+            )
+    assert not bad, "\n".join(bad)
+
+
+async def test_websockets_refuse_oauth_tokens(world, factory):
+    token = await (await _oauth_tokens(factory, world, world.base_url + "/api/v1"))(frozenset(oauth.SCOPES))
+    url = world.base_url.replace("http://", "ws://") + "/ws/board?after=0"
+    with pytest.raises(InvalidStatus):
+        async with ws_connect(url, additional_headers={"Authorization": f"Bearer {token}"}, open_timeout=10):
+            pass
+
+
+async def test_mcp_scope_matrix(world, factory, live_app, record_property):
+    """Each tool: refused (insufficient_scope) without its scope, the agent's outcome with it alone."""
+    token = await _oauth_tokens(factory, world, world.base_url + "/mcp")
+    everything = frozenset(oauth.SCOPES)
+    args: dict[str, Callable[[int], dict[str, Any]]] = {
+        "submit_artifact": lambda t: {"task_id": t, "content": "notes v2", "kind": "text"},
+        "post_message": lambda t: {"task_id": t, "body": "a question"},
+        "ask_requester": lambda t: {"task_id": t, "question": "which one?"},
+        "get_artifact": lambda t: {"task_id": t, "version": 1},
+    }
+    bad, count = [], 0
+    for name, needed in MCP_TOOL_SCOPES.items():
+        for variant, scopes in (("lacking", everything - {needed}), ("only", frozenset({needed}))):
+            async with db.transaction(factory.runtime.sessions) as session:
+                case = Case(Endpoint("mcp", f"MCP:{name}", name, MCP_RULES[name]), "agent", "own")
+                await fill_params(session, world, case, ["task_id"], world.settings.max_artifact_bytes)
+            task_id = case.task_id
+            assert task_id is not None
+            async with mcp_over_http(live_app.url, await token(scopes)) as client:
+                if name.startswith("osiris://"):
+                    try:
+                        await client.read_resource(name.format(task_id=task_id))
+                        code = None
+                    except MCPError as exc:
+                        code = str(exc).split(":", 1)[0].strip()
+                else:
+                    arguments = args[name](task_id) if name in args else {"task_id": task_id}
+                    if name in ("read_pending_tasks", "list_my_tasks"):
+                        arguments = {}
+                    result = await client.call_tool(name, arguments)
+                    code = (
+                        (result.structured_content or {}).get("error", {}).get("code")
+                        if result.is_error
+                        else None
+                    )
+            count += 1
+            if variant == "lacking" and code != "insufficient_scope":
+                bad.append(f"{name} without {needed}: expected insufficient_scope, got {code or 'ok'}")
+            # with its scope alone, nothing about who is asking may refuse it (an API task's
+            # ask_requester is 422: no chat to ask in)
+            if variant == "only" and code in ("insufficient_scope", "unauthenticated", "forbidden"):
+                bad.append(f"{name} with {needed} alone: expected the agent's outcome, got {code}")
+    record_property("cases", count)
+    assert not bad, "\n".join(bad)

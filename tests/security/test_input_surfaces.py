@@ -10,7 +10,8 @@ from urllib.parse import urlsplit
 
 import httpx
 import pytest
-from security_helpers import SECRETS
+
+from .security_helpers import SECRETS
 
 WEBHOOKS = (
     "/api/v1/webhooks/github",

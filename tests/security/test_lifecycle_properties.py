@@ -17,6 +17,7 @@ from osiris.app.actors import requester_actor, system_actor
 from osiris.app.artifacts import validate_artifact
 from osiris.app.errors import OsirisError
 from osiris.app.models import Artifact, Message, Task, TaskEvent
+from osiris.app.routing import Aging
 
 ACTIONS = (
     "claim",
@@ -55,7 +56,8 @@ async def _do(runtime, actor, action: str, task: Task, key: str | None) -> None:
         if action == "claim":
             await lifecycle.claim_task(s, actor, task.id, lease_seconds=600)
         elif action == "claim_next":
-            if await lifecycle.claim_next(s, actor, lease_seconds=600, repo=task.repo) is None:
+            aging = Aging.of(runtime.settings)
+            if await lifecycle.claim_next(s, actor, lease_seconds=600, repo=task.repo, aging=aging) is None:
                 raise LookupError("nothing pending")
         elif action == "heartbeat":
             await lifecycle.heartbeat(s, actor, task.id, lease_seconds=600)

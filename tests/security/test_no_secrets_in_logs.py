@@ -9,11 +9,13 @@ import json
 import logging
 
 import httpx
-from security_helpers import SECRETS
-from servers import mcp_over_http
 from twilio.request_validator import RequestValidator
 
-from osiris.app import jobs, logs
+from osiris.app import logs
+from tests.support.jobs import drain
+from tests.support.servers import mcp_over_http
+
+from .security_helpers import SECRETS
 
 LOGGERS = (
     "",
@@ -86,7 +88,7 @@ async def test_a_full_lifecycle_logs_no_secret(live_app, factory, runtime, setti
             )
             assert r.status_code == 201, r.text
             # a version is approvable once published: the publish job runs (and logs) first
-            await jobs.drain(runtime.dsn, jobs.JobContext(runtime.sessions, settings, runtime.services))
+            await drain(runtime, settings)
             r = await c.post(f"/api/v1/tasks/{task}/approve", json={"version": 2}, headers=human)
             assert r.status_code == 200, r.text
 
@@ -108,7 +110,7 @@ async def test_a_full_lifecycle_logs_no_secret(live_app, factory, runtime, setti
             signature = RequestValidator(SECRETS["twilio_auth_token"]).compute_signature(url, form)
             r = await c.post(url, data=form, headers={"X-Twilio-Signature": signature})
             assert r.status_code == 200, r.text
-        await jobs.drain(runtime.dsn, jobs.JobContext(runtime.sessions, settings, runtime.services))
+        await drain(runtime, settings)
     finally:
         root.handlers[:] = saved_handlers
         for name, level in saved.items():

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from osiris.app import accounts, organizations, repositories_registry, routing
+from osiris.app import accounts, organizations, repositories, routing
 from osiris.app.auth import ActorDep, AdminDep, SessionDep, SuperuserDep
 from osiris.app.models import Role
 from osiris.app.schemas import (
@@ -64,15 +64,12 @@ async def create_organization_user(
 
 @router.get("/repositories", response_model=list[RepositoryRead])
 async def list_repositories(actor: ActorDep, session: SessionDep) -> list[RepositoryRead]:
-    return [
-        RepositoryRead.model_validate(r)
-        for r in await repositories_registry.list_repositories(session, actor)
-    ]
+    return [RepositoryRead.model_validate(r) for r in await repositories.list_repositories(session, actor)]
 
 
 @router.post("/repositories", status_code=201, response_model=RepositoryRead)
 async def create_repository(body: RepositoryCreate, actor: AdminDep, session: SessionDep) -> RepositoryRead:
-    repo = await repositories_registry.create_repository(
+    repo = await repositories.create_repository(
         session, org_id=actor.org_id, name=body.name, github_repo=body.github_repo
     )
     return RepositoryRead.model_validate(repo)
@@ -80,9 +77,7 @@ async def create_repository(body: RepositoryCreate, actor: AdminDep, session: Se
 
 @router.delete("/repositories/{repository_id}", response_model=RepositoryRead)
 async def delete_repository(repository_id: int, actor: AdminDep, session: SessionDep) -> RepositoryRead:
-    return RepositoryRead.model_validate(
-        await repositories_registry.delete_repository(session, actor, repository_id)
-    )
+    return RepositoryRead.model_validate(await repositories.delete_repository(session, actor, repository_id))
 
 
 # --- channel accounts ----------------------------------------------------------------------------

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from osiris.app import repository, reviews
+from osiris.app import reviews, task_queries
 from osiris.app.api.tasks import task_read
 from osiris.app.auth import ActorDep, RuntimeDep, SessionDep
 from osiris.app.schemas import (
@@ -22,7 +22,7 @@ router = APIRouter(prefix="/api/v1/tasks", tags=["reviews"])
 @router.get("/{task_id}/review-comments", response_model=list[ReviewCommentRead])
 async def list_review_comments(task_id: int, actor: ActorDep, session: SessionDep) -> list[ReviewCommentRead]:
     """The task's comments on lines, oldest first, each with whether its thread is resolved."""
-    task = await repository.get_task(session, actor, task_id)
+    task = await task_queries.get_task(session, actor, task_id)
     return [ReviewCommentRead.model_validate(c) for c in await reviews.threads_of(session, task)]
 
 
@@ -73,4 +73,4 @@ async def submit_review(
         head_sha=body.head_sha,
         source="api",
     )
-    return task_read(task, pr_url=await repository.pr_url_of(session, task))
+    return task_read(task, pr_url=await task_queries.pr_url_of(session, task))

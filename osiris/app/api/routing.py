@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from osiris.app import checks, lifecycle, repository
+from osiris.app import check_runs, lifecycle, task_queries
 from osiris.app.api.tasks import task_read
 from osiris.app.auth import ActorDep, SessionDep
 from osiris.app.schemas import (
@@ -41,5 +41,5 @@ async def set_priority(task_id: int, body: PriorityUpdate, actor: ActorDep, sess
 @router.get("/{task_id}/checks", response_model=list[CheckRunRead])
 async def list_checks(task_id: int, actor: ActorDep, session: SessionDep) -> list[CheckRunRead]:
     """The pre-review check runs of the task's versions, newest first."""
-    task = await repository.get_task(session, actor, task_id)
-    return [CheckRunRead.model_validate(r) for r in await checks.latest_runs(session, task)]
+    task = await task_queries.get_task(session, actor, task_id)
+    return [CheckRunRead.model_validate(r) for r in await check_runs.latest_runs(session, task)]

@@ -9,13 +9,15 @@ from collections.abc import Sequence
 from typing import Annotated
 
 from fastapi import APIRouter, Body, Query, Response
+from pydantic import BaseModel
 
-from osiris.app import lifecycle, repository, submissions, version_diff
+from osiris.app import lifecycle, submissions, task_queries, version_diff
 from osiris.app.auth import ActorDep, RuntimeDep, SessionDep
 from osiris.app.errors import InvalidInput, NotFound
 from osiris.app.git_access import git_access
 from osiris.app.models import Task
 from osiris.app.ports import branch_name
+from osiris.app.routing import Aging
 from osiris.app.runtime import Runtime
 from osiris.app.schemas import (
     PRIORITIES,
@@ -65,6 +67,12 @@ async def task_with_git(runtime: Runtime, task: Task, *, pr_url: str | None = No
     return task_read(task, pr_url=pr_url, git=await git_access(runtime.services.code_host, task))
 
 
+def json_response(model: BaseModel, status_code: int = 200) -> Response:
+    """The model as JSON, serialised once by pydantic: returned as a model, FastAPI would validate
+    it against the response model again before serialising it (the claim's hot path, issue 17)."""
+    return Response(model.model_dump_json(), status_code=status_code, media_type="application/json")
+
+
 def _cursor(task_id: int) -> str:
     return base64.urlsafe_b64encode(json.dumps({"before": task_id}).encode()).decode()
 
@@ -105,7 +113,7 @@ async def list_tasks(
     cursor: str | None = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
 ) -> TaskPage:
-    tasks = await repository.list_tasks(
+    tasks = await task_queries.list_tasks(
         session,
         actor,
         status=status,
@@ -129,14 +137,13 @@ async def pending_tasks(
     limit: Annotated[int, Query(ge=1, le=200)] = 20,
     min_priority: PriorityName | None = None,
 ) -> list[TaskRead]:
-    tasks = await repository.pending_tasks(
+    tasks = await task_queries.pending_tasks(
         session,
         actor,
         limit=limit,
         repo=repo,
         min_priority=PRIORITIES[min_priority] if min_priority else None,
-        aging_seconds=runtime.settings.routing_aging_seconds,
-        aging_max_boost=runtime.settings.routing_aging_max_boost,
+        aging=Aging.of(runtime.settings),
     )
     return [task_read(t) for t in tasks]
 
@@ -146,24 +153,25 @@ async def claim_next(
     actor: ActorDep, session: SessionDep, runtime: RuntimeDep, repo: str | None = None
 ) -> TaskRead | Response:
     s = runtime.settings
-    task = await lifecycle.claim_next(
+    # In autocommit when the claim writes nothing else (the common case); `session` otherwise.
+    task = await lifecycle.claim_next_autocommit(
+        runtime.engine,
         session,
         actor,
         lease_seconds=s.lease_seconds,
         repo=repo,
-        aging_seconds=s.routing_aging_seconds,
-        aging_max_boost=s.routing_aging_max_boost,
+        aging=Aging.of(s),
     )
-    return await task_with_git(runtime, task) if task else Response(status_code=204)
+    return json_response(await task_with_git(runtime, task)) if task else Response(status_code=204)
 
 
 @router.get("/{task_id}", response_model=TaskDetail)
 async def get_task(task_id: int, actor: ActorDep, session: SessionDep, runtime: RuntimeDep) -> TaskDetail:
-    task = await repository.get_task(session, actor, task_id)
+    task = await task_queries.get_task(session, actor, task_id)
     artifacts = [
-        ArtifactRead.model_validate(a) for a in await repository.artifacts_of(session, task, content=False)
+        ArtifactRead.model_validate(a) for a in await task_queries.artifacts_of(session, task, content=False)
     ]
-    messages = [MessageRead.model_validate(m) for m in await repository.messages_of(session, task)]
+    messages = [MessageRead.model_validate(m) for m in await task_queries.messages_of(session, task)]
     return TaskDetail(
         **dict(await task_with_git(runtime, task, pr_url=latest_pr_url(artifacts))),
         artifacts=artifacts,
@@ -172,9 +180,11 @@ async def get_task(task_id: int, actor: ActorDep, session: SessionDep, runtime: 
 
 
 @router.post("/{task_id}/claim", response_model=TaskRead)
-async def claim(task_id: int, actor: ActorDep, session: SessionDep, runtime: RuntimeDep) -> TaskRead:
-    task = await lifecycle.claim_task(session, actor, task_id, lease_seconds=runtime.settings.lease_seconds)
-    return await task_with_git(runtime, task)
+async def claim(task_id: int, actor: ActorDep, session: SessionDep, runtime: RuntimeDep) -> Response:
+    task = await lifecycle.claim_task_autocommit(
+        runtime.engine, session, actor, task_id, lease_seconds=runtime.settings.lease_seconds
+    )
+    return json_response(await task_with_git(runtime, task))
 
 
 @router.post("/{task_id}/heartbeat", response_model=TaskRead)
@@ -209,7 +219,7 @@ async def submit_artifact(
     )
     if not sub.created:
         response.status_code = 200
-    task = await repository.get_task(session, actor, task_id)
+    task = await task_queries.get_task(session, actor, task_id)
     return SubmissionRead(
         artifact=ArtifactRead.model_validate(sub.artifact),
         created=sub.created,
@@ -220,9 +230,9 @@ async def submit_artifact(
 
 @router.get("/{task_id}/artifacts", response_model=list[ArtifactRead])
 async def list_artifacts(task_id: int, actor: ActorDep, session: SessionDep) -> list[ArtifactRead]:
-    task = await repository.get_task(session, actor, task_id)
+    task = await task_queries.get_task(session, actor, task_id)
     return [
-        ArtifactRead.model_validate(a) for a in await repository.artifacts_of(session, task, content=False)
+        ArtifactRead.model_validate(a) for a in await task_queries.artifacts_of(session, task, content=False)
     ]
 
 
@@ -234,9 +244,9 @@ async def diff_versions(
     from_version: Annotated[int, Query(alias="from", ge=1)],
     to_version: Annotated[int, Query(alias="to", ge=1)],
 ) -> VersionDiff:
-    task = await repository.get_task(session, actor, task_id)
-    a = await repository.artifact_version(session, task, from_version)
-    b = await repository.artifact_version(session, task, to_version)
+    task = await task_queries.get_task(session, actor, task_id)
+    a = await task_queries.artifact_version(session, task, from_version)
+    b = await task_queries.artifact_version(session, task, to_version)
     if a is None or b is None:
         raise NotFound("no such artifact version")
     changes = await asyncio.to_thread(version_diff.compare, a, b)
@@ -250,8 +260,8 @@ async def diff_versions(
 
 @router.get("/{task_id}/artifacts/{version}", response_model=ArtifactDetail)
 async def get_artifact(task_id: int, version: int, actor: ActorDep, session: SessionDep) -> ArtifactDetail:
-    task = await repository.get_task(session, actor, task_id)
-    artifact = await repository.artifact_version(session, task, version)
+    task = await task_queries.get_task(session, actor, task_id)
+    artifact = await task_queries.artifact_version(session, task, version)
     if artifact is None:
         raise NotFound(f"task {task_id} has no version {version}")
     return ArtifactDetail.model_validate(artifact)
@@ -261,9 +271,10 @@ async def get_artifact(task_id: int, version: int, actor: ActorDep, session: Ses
 async def list_messages(
     task_id: int, actor: ActorDep, session: SessionDep, after_id: int | None = None
 ) -> list[MessageRead]:
-    task = await repository.get_task(session, actor, task_id)
+    task = await task_queries.get_task(session, actor, task_id)
     return [
-        MessageRead.model_validate(m) for m in await repository.messages_of(session, task, after_id=after_id)
+        MessageRead.model_validate(m)
+        for m in await task_queries.messages_of(session, task, after_id=after_id)
     ]
 
 
@@ -279,13 +290,15 @@ async def post_message(
 async def list_events(
     task_id: int, actor: ActorDep, session: SessionDep, after_id: int | None = None
 ) -> list[EventRead]:
-    task = await repository.get_task(session, actor, task_id)
-    return [EventRead.model_validate(e) for e in await repository.events_of(session, task, after_id=after_id)]
+    task = await task_queries.get_task(session, actor, task_id)
+    return [
+        EventRead.model_validate(e) for e in await task_queries.events_of(session, task, after_id=after_id)
+    ]
 
 
 async def _linked(session: SessionDep, task: Task) -> TaskRead:
     """A transition's answer, with the change request link: a decision never makes it disappear."""
-    return task_read(task, pr_url=await repository.pr_url_of(session, task))
+    return task_read(task, pr_url=await task_queries.pr_url_of(session, task))
 
 
 @router.post("/{task_id}/approve", response_model=TaskRead)

@@ -15,11 +15,12 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
-from gidgethub import BadRequest, ValidationFailure, routing, sansio
+from gidgethub import BadRequest, ValidationFailure, sansio
+from gidgethub.routing import Router
 from sqlalchemy import func, select
 from sqlalchemy.dialects.postgresql import insert
 
-from osiris.app import jobs, lifecycle, repositories_registry
+from osiris.app import jobs, lifecycle, repositories
 from osiris.app.actors import Actor, system_actor
 from osiris.app.auth import RuntimeDep
 from osiris.app.config import Settings
@@ -35,6 +36,7 @@ from osiris.app.errors import (
 )
 from osiris.app.events import record_event
 from osiris.app.models import Artifact, Delivery, Message, Task, TaskEvent, TaskStatus
+from osiris.app.ports import task_id_of_branch
 from osiris.app.runtime import Runtime
 from osiris.github_bridge import ci_webhooks
 from osiris.github_bridge.deps import Deps
@@ -58,7 +60,6 @@ HANDLED = (
     )
     | ci_webhooks.EVENTS
 )  # the repository's own CI: pre-review checks on GitHub
-_BRANCH = re.compile(r"^osiris/task-(\d+)$")
 _COMMAND = re.compile(r"^/(approve|reject|retry)\b[ \t]*(.*)$", re.IGNORECASE | re.DOTALL)
 
 router = APIRouter(tags=["webhooks"])
@@ -83,7 +84,7 @@ async def _registered(runtime: Runtime, full_name: str | None) -> bool:
     if not full_name:
         return False
     async with runtime.sessions() as session:
-        return await repositories_registry.org_for_github_repo(session, full_name) is not None
+        return await repositories.org_for_github_repo(session, full_name) is not None
 
 
 @router.post("/api/v1/webhooks/github", status_code=202)
@@ -138,7 +139,7 @@ async def receive_github(request: Request, runtime: RuntimeDep) -> JSONResponse:
 # --- the job -------------------------------------------------------------------------------------
 
 
-def event_job(router: routing.Router) -> jobs.Handler:
+def event_job(router: Router) -> jobs.Handler:
     """The github_event job, dispatching through `router`: the composition root combines this
     module's ROUTER with the other edges' (GitHub issues) and registers the result."""
 
@@ -166,9 +167,8 @@ async def find_task(
         return None
     names = await deps.host.osiris_repos(full_name)
     task: Task | None = None
-    match = _BRANCH.match(head_ref or "")
-    if match:
-        task = await deps.session.get(Task, int(match.group(1)), with_for_update=True)
+    if (task_id := task_id_of_branch(head_ref)) is not None:
+        task = await deps.session.get(Task, task_id, with_for_update=True)
     elif head_ref is None:
         stmt = (
             select(Task)
@@ -228,10 +228,10 @@ async def _already_imported(deps: Deps, task: Task, comment_id: int) -> bool:
 
 # --- behaviours: one router each -----------------------------------------------------------------
 
-reviews = routing.Router()
-review_comments = routing.Router()
-issue_comments = routing.Router()
-pull_requests = routing.Router()
+reviews = Router()
+review_comments = Router()
+issue_comments = Router()
+pull_requests = Router()
 
 
 @reviews.register("pull_request_review", action="submitted")
@@ -374,6 +374,34 @@ def _github_time(value: Any) -> datetime | None:
 async def _review_comments(
     deps: Deps, gh: Any, task: Task, number: int, review_id: int
 ) -> list[dict[str, Any]]:
+    """The review's inline comments. Their own webhooks (`pull_request_review_comment`) usually come
+    first: when they have, the comments are taken from what they imported, without asking GitHub
+    (issue 17: API calls per lifecycle); else from the pull request's review comments."""
+    imported = (
+        await deps.session.execute(
+            select(Message.provider_id, Message.body, Message.meta)
+            .where(
+                Message.task_id == task.id,
+                Message.source == "github_review",
+                Message.meta["review_id"].as_integer() == review_id,
+                Message.provider_id.is_not(None),
+            )
+            .order_by(Message.id)
+        )
+    ).all()
+    inline = [
+        {
+            "id": int(provider_id),
+            "path": meta.get("path"),
+            "line": meta.get("line"),
+            "diff_hunk": meta.get("diff_hunk"),
+            "body": body or "",
+        }
+        for provider_id, body, meta in imported
+        if provider_id.isdigit() and isinstance(meta, dict) and meta.get("path")
+    ]
+    if inline:
+        return inline
     repo = await _repo_of(deps, task)
     found = await gh.get_all(f"/repos/{repo}/pulls/{number}/comments", per_page=100)
     return [
@@ -656,10 +684,10 @@ async def _not_counted(
     await record_event(deps.session, task, who.actor, kind, data=data)
 
 
-ROUTER = routing.Router(reviews, review_comments, issue_comments, pull_requests, ci_webhooks.ci_results)
+ROUTER = Router(reviews, review_comments, issue_comments, pull_requests, ci_webhooks.ci_results)
 
 
-async def dispatch(router: routing.Router, event: sansio.Event, gh: Any, deps: Deps) -> None:
+async def dispatch(router: Router, event: sansio.Event, gh: Any, deps: Deps) -> None:
     """Run the handlers for one event; a refused move is undone and logged, never a failed job."""
     try:
         async with deps.session.begin_nested():

@@ -1,4 +1,5 @@
-"""Stand-ins for the providers at the HTTP (and SMTP) boundary.
+"""Stand-ins for the channel providers (Twilio, Slack, Telegram, an SMTP relay) at the HTTP and SMTP
+boundary, for the channel tests and the reliability suite's provider faults.
 
 They check what a real provider checks — the account path and basic auth for Twilio, the bearer
 token for Slack — and answer with the providers' documented example payloads (fixtures/), so the
@@ -12,7 +13,6 @@ import base64
 import email
 import email.policy
 import json
-import socket
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +23,8 @@ from aiosmtpd.controller import Controller
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
+from bench._server import free_port
+
 FIXTURES = Path(__file__).parent / "fixtures"
 
 
@@ -30,12 +32,6 @@ def fixture(name: str) -> dict[str, Any]:
     data = json.loads((FIXTURES / name).read_text())
     data.pop("_source", None)
     return data
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 async def serve(app: FastAPI, port: int) -> tuple[uvicorn.Server, asyncio.Task]:

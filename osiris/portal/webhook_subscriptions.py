@@ -6,8 +6,9 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
-from osiris.app import db, outbound_webhooks
-from osiris.app.outbound_webhooks import DestinationPolicy
+from osiris.app import db
+from osiris.app.outbound_webhooks import subscriptions
+from osiris.app.outbound_webhooks.destinations import DestinationPolicy
 from osiris.portal.access import AdminDep, FormDep, Viewer, runtime_of, text_field
 from osiris.portal.rendering import PortalRoute, redirect, render
 
@@ -16,7 +17,7 @@ router = APIRouter(prefix="/admin/webhooks", route_class=PortalRoute, include_in
 
 async def _subscriptions_context(request: Request, viewer: Viewer) -> dict:
     async with db.transaction(runtime_of(request).sessions) as session:
-        subs = await outbound_webhooks.list_subscriptions(session, viewer.actor)
+        subs = await subscriptions.list_subscriptions(session, viewer.actor)
     return {"subscriptions": subs}
 
 
@@ -33,7 +34,7 @@ async def webhooks_page(request: Request, viewer: AdminDep) -> Response:
 async def create_subscription(request: Request, viewer: AdminDep, form: FormDep) -> Response:
     kinds = text_field(form, "event_types").replace(",", " ").split()
     async with db.transaction(runtime_of(request).sessions) as session:
-        new = await outbound_webhooks.create_subscription(
+        new = await subscriptions.create_subscription(
             session,
             viewer.actor,
             policy=_policy(request),
@@ -51,7 +52,7 @@ async def create_subscription(request: Request, viewer: AdminDep, form: FormDep)
 @router.get("/{subscription_id}/edit")
 async def edit_page(request: Request, subscription_id: int, viewer: AdminDep) -> Response:
     async with db.transaction(runtime_of(request).sessions) as session:
-        sub = await outbound_webhooks.get_subscription(session, viewer.actor, subscription_id)
+        sub = await subscriptions.get_subscription(session, viewer.actor, subscription_id)
     return render(request, "admin/webhook_edit.html", {"s": sub})
 
 
@@ -60,7 +61,7 @@ async def edit_subscription(
     request: Request, subscription_id: int, viewer: AdminDep, form: FormDep
 ) -> Response:
     async with db.transaction(runtime_of(request).sessions) as session:
-        await outbound_webhooks.update_subscription(
+        await subscriptions.update_subscription(
             session,
             viewer.actor,
             subscription_id,
@@ -89,7 +90,7 @@ async def enable_subscription(
 
 async def _set_enabled(request: Request, subscription_id: int, viewer: Viewer, *, enabled: bool) -> Response:
     async with db.transaction(runtime_of(request).sessions) as session:
-        await outbound_webhooks.update_subscription(
+        await subscriptions.update_subscription(
             session, viewer.actor, subscription_id, policy=_policy(request), enabled=enabled
         )
     state = "enabled: deliveries resume with new events" if enabled else "disabled"
@@ -101,9 +102,7 @@ async def _set_enabled(request: Request, subscription_id: int, viewer: Viewer, *
 async def rotate_secret(request: Request, subscription_id: int, viewer: AdminDep, form: FormDep) -> Response:
     grace = runtime_of(request).settings.webhooks_secret_grace_seconds
     async with db.transaction(runtime_of(request).sessions) as session:
-        new = await outbound_webhooks.rotate_secret(
-            session, viewer.actor, subscription_id, grace_seconds=grace
-        )
+        new = await subscriptions.rotate_secret(session, viewer.actor, subscription_id, grace_seconds=grace)
     context = await _subscriptions_context(request, viewer)
     # Shown in this response only (pages are no-store), like a new subscription's secret.
     context["created"] = {
@@ -119,7 +118,7 @@ async def delete_subscription(
     request: Request, subscription_id: int, viewer: AdminDep, form: FormDep
 ) -> Response:
     async with db.transaction(runtime_of(request).sessions) as session:
-        await outbound_webhooks.delete_subscription(session, viewer.actor, subscription_id)
+        await subscriptions.delete_subscription(session, viewer.actor, subscription_id)
     viewer.session.flash("ok", f"Webhook subscription {subscription_id} deleted.")
     return redirect("/admin/webhooks")
 
@@ -129,7 +128,7 @@ async def deliveries_page(
     request: Request, viewer: AdminDep, before: int | None = None, subscription: int | None = None
 ) -> Response:
     async with db.transaction(runtime_of(request).sessions) as session:
-        rows = await outbound_webhooks.list_deliveries(
+        rows = await subscriptions.list_deliveries(
             session, viewer.actor, subscription_id=subscription, before_id=before
         )
     older = rows[-1].id if len(rows) == 100 else None
@@ -140,7 +139,7 @@ async def deliveries_page(
 @router.post("/deliveries/{delivery_id}/redeliver")
 async def redeliver(request: Request, delivery_id: int, viewer: AdminDep, form: FormDep) -> Response:
     async with db.transaction(runtime_of(request).sessions) as session:
-        row = await outbound_webhooks.redeliver(session, viewer.actor, delivery_id)
+        row = await subscriptions.redeliver(session, viewer.actor, delivery_id)
     viewer.session.flash(
         "ok", f"Event {row.event_id} queued for redelivery to subscription {row.subscription_id}."
     )

@@ -24,6 +24,19 @@ from osiris.server import create_app
 
 T = TypeVar("T")
 
+# A raw MCP client's first request over streamable HTTP, and the Accept it must send with every POST.
+MCP_ACCEPT = {"Accept": "application/json, text/event-stream", "Content-Type": "application/json"}
+MCP_INITIALIZE = {
+    "jsonrpc": "2.0",
+    "id": 1,
+    "method": "initialize",
+    "params": {
+        "protocolVersion": "2025-06-18",
+        "capabilities": {},
+        "clientInfo": {"name": "raw-http-test", "version": "1"},
+    },
+}
+
 
 class LiveServer:
     """`LiveServer(settings, portal_ws_send_timeout_seconds=2.0, uvicorn_options={...})`: keyword

@@ -33,7 +33,8 @@ from urllib.parse import parse_qsl, unquote
 
 import httpx
 import jwt
-from openapi_check import SHARED, Spec
+
+from tests.support.openapi_check import SHARED, Spec
 
 EXAMPLES = json.loads((SHARED / "webhook-examples.json").read_text())
 BOT = "osiris-bot"  # the account OSIRIS's token belongs to
@@ -51,6 +52,19 @@ def example(name: str, action: str | None = None) -> dict[str, Any]:
 
 def sign(secret: str, body: bytes) -> str:
     return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+
+
+def hook_headers(secret: str, event: str, body: bytes, delivery: str | None = None) -> dict[str, str]:
+    """The headers GitHub sends with a webhook: the event, the delivery id (a new one unless given) and
+    the body's HMAC-SHA256 under the hook's secret."""
+    return {
+        "content-type": "application/json",
+        "user-agent": "GitHub-Hookshot/fake",
+        "x-github-event": event,
+        "x-github-delivery": delivery or str(uuid.uuid4()),
+        "x-github-hook-id": "1",
+        "x-hub-signature-256": sign(secret, body),
+    }
 
 
 class Git:
@@ -319,17 +333,9 @@ class FakeGitHub:
         self, name: str, payload: dict[str, Any], *, secret: str | None = None, delivery: str | None = None
     ) -> str:
         body = json.dumps(payload).encode()
-        delivery = delivery or str(uuid.uuid4())
-        headers = {
-            "content-type": "application/json",
-            "user-agent": "GitHub-Hookshot/fake",
-            "x-github-event": name,
-            "x-github-delivery": delivery,
-            "x-github-hook-id": "1",
-            "x-hub-signature-256": sign(secret or self.secret, body),
-        }
+        headers = hook_headers(secret or self.secret, name, body, delivery)
         self.outbox.append((headers, body))
-        return delivery
+        return headers["x-github-delivery"]
 
     def emit_pr(self, action: str, pr: PullRequest, sender: str) -> None:
         payload = example("pull_request", action)
@@ -398,6 +404,13 @@ class FakeGitHub:
         if fault == "timeout-after":  # it happened, but the answer never arrives
             raise httpx.ReadTimeout("fake: read timed out", request=request)
         return response
+
+    async def answer(self, request: httpx.Request) -> httpx.Response:
+        """`handle`, with a path GitHub does not know answered as GitHub answers it (404)."""
+        try:
+            return await self.handle(request)
+        except _NotFound:
+            return _json(404, {"message": "Not Found", "documentation_url": "https://docs.github.com/rest"})
 
     def _fault(self, key: str) -> str | None:
         for fault in self.faults:
@@ -1468,12 +1481,7 @@ class _Transport(httpx.AsyncBaseTransport):
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         await request.aread()
-        try:
-            response = await self.fake.handle(request)
-        except _NotFound:
-            response = _json(
-                404, {"message": "Not Found", "documentation_url": "https://docs.github.com/rest"}
-            )
+        response = await self.fake.answer(request)
         response.request = request
         return response
 

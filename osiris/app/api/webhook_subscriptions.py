@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Query, Response
 
-from osiris.app import outbound_webhooks
 from osiris.app.auth import AdminDep, RuntimeDep, SessionDep
-from osiris.app.outbound_webhooks import DestinationPolicy
+from osiris.app.outbound_webhooks import subscriptions
+from osiris.app.outbound_webhooks.destinations import DestinationPolicy
 from osiris.app.schemas import (
     WebhookDeliveryRead,
     WebhookSecretRotate,
@@ -21,7 +21,7 @@ router = APIRouter(prefix="/api/v1/webhooks", tags=["webhooks"])
 
 @router.get("/subscriptions", response_model=list[WebhookSubscriptionRead])
 async def list_subscriptions(actor: AdminDep, session: SessionDep) -> list[WebhookSubscriptionRead]:
-    subs = await outbound_webhooks.list_subscriptions(session, actor)
+    subs = await subscriptions.list_subscriptions(session, actor)
     return [WebhookSubscriptionRead.model_validate(s) for s in subs]
 
 
@@ -31,7 +31,7 @@ async def create_subscription(
 ) -> WebhookSubscriptionCreated:
     """A destination that resolves to a non-public address is refused (422 destination_not_allowed)
     unless OSIRIS_WEBHOOKS_ALLOWED_HOSTS allows it."""
-    new = await outbound_webhooks.create_subscription(
+    new = await subscriptions.create_subscription(
         session,
         actor,
         policy=DestinationPolicy.from_settings(runtime.settings),
@@ -54,7 +54,7 @@ async def update_subscription(
 ) -> WebhookSubscriptionRead:
     """Change the URL (checked like a new one), event types, description, or enabled (true also
     resets the failure count that disables a subscription)."""
-    sub = await outbound_webhooks.update_subscription(
+    sub = await subscriptions.update_subscription(
         session,
         actor,
         subscription_id,
@@ -74,7 +74,7 @@ async def rotate_secret(
 ) -> WebhookSubscriptionCreated:
     """A new secret, shown once. The previous one keeps signing (a second `v1=`) for the grace period."""
     grace = body.grace_seconds if body and body.grace_seconds is not None else None
-    new = await outbound_webhooks.rotate_secret(
+    new = await subscriptions.rotate_secret(
         session,
         actor,
         subscription_id,
@@ -86,7 +86,7 @@ async def rotate_secret(
 
 @router.delete("/subscriptions/{subscription_id}", status_code=204)
 async def delete_subscription(subscription_id: int, actor: AdminDep, session: SessionDep) -> Response:
-    await outbound_webhooks.delete_subscription(session, actor, subscription_id)
+    await subscriptions.delete_subscription(session, actor, subscription_id)
     return Response(status_code=204)
 
 
@@ -98,7 +98,7 @@ async def list_deliveries(
     before: int | None = None,
     limit: int = Query(default=100, ge=1, le=500),
 ) -> list[WebhookDeliveryRead]:
-    rows = await outbound_webhooks.list_deliveries(
+    rows = await subscriptions.list_deliveries(
         session, actor, subscription_id=subscription_id, before_id=before, limit=limit
     )
     return [WebhookDeliveryRead.model_validate(r) for r in rows]
@@ -107,4 +107,4 @@ async def list_deliveries(
 @router.post("/deliveries/{delivery_id}/redeliver", status_code=202, response_model=WebhookDeliveryRead)
 async def redeliver(delivery_id: int, actor: AdminDep, session: SessionDep) -> WebhookDeliveryRead:
     """Queue the logged delivery's event for its subscription again (the same OSIRIS-Event-Id)."""
-    return WebhookDeliveryRead.model_validate(await outbound_webhooks.redeliver(session, actor, delivery_id))
+    return WebhookDeliveryRead.model_validate(await subscriptions.redeliver(session, actor, delivery_id))

@@ -61,8 +61,7 @@ async def pending_tasks(
     limit: int = 20,
     repo: str | None = None,
     min_priority: int | None = None,
-    aging_seconds: int = 3600,
-    aging_max_boost: int = 2,
+    aging: routing.Aging,
 ) -> Sequence[Task]:
     """The queue an agent sees: only what it may claim (routing), highest effective priority
     (priority lifted by age) first, then oldest. People see every pending task."""
@@ -73,7 +72,7 @@ async def pending_tasks(
         stmt = stmt.where(Task.repo == repo)
     if min_priority is not None:
         stmt = stmt.where(Task.priority >= min_priority)
-    effective = routing.effective_priority(aging_seconds=aging_seconds, aging_max_boost=aging_max_boost)
+    effective = routing.effective_priority(aging)
     stmt = stmt.order_by(effective.desc(), Task.id).limit(limit)
     return (await session.execute(stmt)).scalars().all()
 

@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import os
-import signal
-import socket
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -13,38 +10,17 @@ from pathlib import Path
 import httpx
 import psutil
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from bench._server import free_port, serving
 
 
 def test_two_worker_processes_share_one_embedded_database(tmp_path: Path) -> None:
-    port = _free_port()
+    port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("OSIRIS_") and k != "DATABASE_URL"}
     env |= {"OSIRIS_DATA_DIR": str(tmp_path / "data"), "OSIRIS_PORT": str(port)}
     stderr = tmp_path / "serve.log"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "osiris.cli", "serve", "--workers", "2"],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=stderr.open("wb"),
-        start_new_session=True,
-    )
     url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            assert proc.poll() is None, stderr.read_text()[-3000:]
-            try:
-                if httpx.get(url + "/readyz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert time.monotonic() < deadline, "not ready in 120 s"
-            time.sleep(0.1)
-
+    cmd = [sys.executable, "-m", "osiris.cli", "serve", "--workers", "2"]
+    with serving(cmd, url, ready="/readyz", env=env, log=stderr) as (proc, _):
         workers = [p for p in psutil.Process(proc.pid).children(recursive=True) if "postgres" not in p.name()]
         assert len(workers) >= 2, [p.cmdline() for p in workers]
         # Both workers started on a new folder together; the admin was created once, not twice.
@@ -61,9 +37,6 @@ def test_two_worker_processes_share_one_embedded_database(tmp_path: Path) -> Non
         for _ in range(20):
             with httpx.Client(base_url=url, timeout=10) as client:
                 assert client.get(f"/api/v1/tasks/{task_id}", headers=headers).json()["id"] == task_id
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(60)
     assert proc.returncode == 0, stderr.read_text()[-3000:]
     # the shared postmaster went away with the last worker
     assert not [

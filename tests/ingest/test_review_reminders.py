@@ -1,0 +1,215 @@
+"""Review reminders: a review waiting longer than the interval is announced again to its reviewers on
+every channel they registered (the channel fakes at the HTTP and SMTP boundary), once per interval
+across replicas, escalated to admins at the second interval, held in quiet hours, stopped the moment
+anyone acts."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from datetime import UTC, datetime, time, timedelta
+
+import pytest
+from sqlalchemy import func, select, text
+
+from osiris.app import db, reminders
+from osiris.app.models import ReviewReminder, Role
+from osiris.app.ratelimit import RateLimiter
+
+from .review_helpers import (
+    event_kinds,
+    fresh_task_ids,
+    in_review,
+    phone,
+    scan,
+    set_org,
+    slack_address,
+    verified,
+)
+
+
+@pytest.fixture(autouse=True)
+def _fresh_rate_limit(request, monkeypatch):
+    if "runtime" in request.fixturenames:
+        runtime = request.getfixturevalue("runtime")
+        monkeypatch.setattr(runtime.services, "channel_limiter", RateLimiter(1000))
+
+
+@pytest.fixture(autouse=True)
+async def _fresh_task_ids(runtime):
+    await fresh_task_ids(runtime)
+
+
+async def test_a_waiting_review_reaches_the_reviewer_on_every_channel_once(
+    client, factory, runtime, drain, fake_slack, fake_twilio, fake_telegram, smtp_sink
+):
+    _, agent = await factory.member(Role.AGENT)
+    reviewer = await factory.user(Role.REVIEWER)
+    slack = await verified(runtime, reviewer, "slack", slack_address())
+    number = phone()
+    await verified(runtime, reviewer, "whatsapp", f"whatsapp:{number}")
+    await verified(runtime, reviewer, "telegram", "telegram:777888999")
+    await verified(runtime, reviewer, "email", "rita@example.com")
+    task_id = await in_review(client, agent, files={"a.py": "x = 1\ny = 2\n", "b.py": "z = 3\n"})
+    await drain()
+
+    assert await scan(runtime, hours=3) == []  # not yet: the interval is four hours
+    claimed = await scan(runtime, hours=5)
+    assert len(claimed) == 1
+    assert await scan(runtime, hours=5) == []  # the same interval is claimed once
+    assert await scan(runtime, hours=7.9) == []
+    await drain()
+
+    url = f"https://osiris.example.com/tasks/{task_id}"
+    [post] = fake_slack.posts
+    assert post["channel"] == slack.split(":")[1]  # a direct message from the bot
+    assert f"task #{task_id}" in post["text"] and "2 files, +3" in post["text"] and url in post["text"]
+    blocks = post["blocks"] if isinstance(post["blocks"], list) else json.loads(post["blocks"])
+    button = blocks[1]["elements"][0]
+    assert button["action_id"] == "osiris_approve"
+    assert json.loads(button["value"])["version"] == 1
+    [sms] = fake_twilio.calls
+    assert sms["form"]["To"] == f"whatsapp:{number}" and f"approve #{task_id}" in sms["form"]["Body"]
+    [tg] = fake_telegram.sent
+    assert int(tg["chat_id"]) == 777888999 and url in tg["text"]
+    [mail] = smtp_sink.messages
+    assert mail["to"] == ["rita@example.com"] and f"#{task_id}" in mail["message"].get_content()
+    assert "Reply-To" not in mail["message"]  # a reviewer's reply is never the requester's follow-up
+    # The email alone carries the code an answer by email must quote (From proves nothing).
+    code_lines = [
+        ln for ln in mail["message"].get_content().splitlines() if ln.startswith("osiris-review-code: ")
+    ]
+    assert len(code_lines) == 1 and len(code_lines[0].split(": ")[1]) == 32
+    assert "osiris-review-code" not in post["text"] + sms["form"]["Body"] + tg["text"]
+    assert (await event_kinds(runtime, task_id)).count("review_reminded") == 1
+
+    await drain()  # nothing is sent twice
+    assert len(fake_slack.posts) == 1 and len(fake_twilio.calls) == 1 and len(smtp_sink.messages) == 1
+
+
+async def test_the_second_interval_escalates_to_admins(client, factory, runtime, drain, smtp_sink):
+    _, agent = await factory.member(Role.AGENT)
+    reviewer = await factory.user(Role.REVIEWER)
+    admin = await factory.user(Role.ADMIN)
+    await verified(runtime, reviewer, "email", "rev@example.com")
+    await verified(runtime, admin, "email", "boss@example.com")
+    task_id = await in_review(client, agent)
+    await drain()
+
+    await scan(runtime, hours=5)
+    await drain()
+    assert [m["to"] for m in smtp_sink.messages] == [["rev@example.com"]]
+    smtp_sink.messages.clear()
+    await scan(runtime, hours=9)
+    await drain()
+    assert sorted(m["to"][0] for m in smtp_sink.messages) == ["boss@example.com", "rev@example.com"]
+    assert all(m["message"].get_content().startswith("Escalation") for m in smtp_sink.messages)
+    async with runtime.sessions() as session:
+        rows = (
+            await session.execute(select(ReviewReminder).where(ReviewReminder.task_id == task_id))
+        ).scalars()
+        assert [(r.interval_no, r.escalated) for r in rows] == [(1, False), (2, True)]
+
+
+async def test_reminders_stop_the_moment_anyone_acts(client, factory, runtime, drain, smtp_sink):
+    _, agent = await factory.member(Role.AGENT)
+    reviewer, reviewer_h = await factory.member(Role.REVIEWER)
+    await verified(runtime, reviewer, "email", "rev2@example.com")
+    task_id = await in_review(client, agent)
+    await drain()
+
+    assert len(await scan(runtime, hours=5)) == 1  # claimed and queued …
+    r = await client.post(
+        f"/api/v1/tasks/{task_id}/messages", json={"body": "looking now"}, headers=reviewer_h
+    )
+    assert r.status_code in (200, 201), r.text
+    await drain()  # … but someone acted before it went out: nothing is sent
+    assert smtp_sink.messages == []
+    assert "review_reminded" not in await event_kinds(runtime, task_id)
+    assert await scan(runtime, hours=3) == []  # the clock starts again from the message
+
+    r = await client.post(
+        f"/api/v1/tasks/{task_id}/request-changes", json={"feedback": "rename it"}, headers=reviewer_h
+    )
+    assert r.status_code == 200, r.text
+    assert await scan(runtime, hours=50) == []  # not in review any more
+
+
+async def test_quiet_hours_hold_reminders_until_they_end(client, factory, runtime, drain):
+    _, agent = await factory.member(Role.AGENT)
+    org = await factory.org()
+    await in_review(client, agent)
+    await drain()
+    start = datetime.now(UTC) + timedelta(hours=5)
+    quiet_from = (start - timedelta(hours=1)).time().replace(microsecond=0)
+    quiet_to = (start + timedelta(hours=1)).time().replace(microsecond=0)
+    await set_org(runtime, org.id, quiet_hours_start=quiet_from, quiet_hours_end=quiet_to, timezone="UTC")
+    assert await scan(runtime, hours=5) == []  # inside the quiet hours (wrapping past midnight or not)
+    assert len(await scan(runtime, hours=6.5)) == 1  # after them, in the same interval
+    # the organization's own interval, and a repository's over it; 0 turns them off
+    await set_org(runtime, org.id, quiet_hours_start=None, quiet_hours_end=None)
+
+
+async def test_organization_and_repository_intervals(client, factory, runtime, drain):
+    _, agent = await factory.member(Role.AGENT)
+    org = await factory.org()
+    task_id = await in_review(client, agent)
+    await drain()
+    await set_org(runtime, org.id, review_remind_after_seconds=3600)
+    assert len(await scan(runtime, hours=1.5)) == 1
+    await set_org(runtime, org.id, review_remind_after_seconds=0)
+    assert await scan(runtime, hours=30) == []  # off for the organization
+    async with db.transaction(runtime.sessions) as session:
+        await session.execute(
+            text("UPDATE repositories SET review_remind_after_seconds = 600 WHERE org_id = :o"), {"o": org.id}
+        )
+    claimed = await scan(runtime, hours=0.5)  # the repository's ten minutes win over the organization's off
+    assert len(claimed) == 1
+    async with runtime.sessions() as session:
+        row = await session.get(ReviewReminder, claimed[0])
+        assert (row.task_id, row.interval_no) == (task_id, 3)
+
+
+async def test_replicas_scanning_at_once_claim_each_interval_once(client, factory, runtime, drain):
+    _, agent = await factory.member(Role.AGENT)
+    for _ in range(3):
+        await in_review(client, agent)
+    await drain()
+    moment = datetime.now(UTC) + timedelta(hours=5)
+
+    async def replica() -> list[int]:
+        async with db.transaction(runtime.sessions) as session:
+            return await reminders.scan_due(session, runtime.settings, now=moment)
+
+    results = await asyncio.gather(*(replica() for _ in range(6)))
+    assert sorted(i for r in results for i in r) == sorted({i for r in results for i in r})
+    assert sum(len(r) for r in results) == 3
+    async with runtime.sessions() as session:
+        jobs = await session.scalar(
+            text("SELECT count(*) FROM pgqueuer WHERE entrypoint = 'remind_reviewers'")
+        )
+        assert jobs == 3
+        assert await session.scalar(select(func.count()).select_from(ReviewReminder)) == 3
+
+
+async def test_admins_set_the_policy_over_rest(client, factory):
+    _, admin = await factory.member(Role.ADMIN)
+    _, reviewer = await factory.member(Role.REVIEWER)
+    body = {
+        "remind_after_seconds": 7200,
+        "quiet_hours_start": "22:00",
+        "quiet_hours_end": "07:00",
+        "timezone": "Europe/Paris",
+    }
+    r = await client.put("/api/v1/review-reminders", json=body, headers=admin)
+    assert r.status_code == 200, r.text
+    assert r.json()["quiet_hours_start"] == str(time(22, 0))
+    assert (await client.put("/api/v1/review-reminders", json=body, headers=reviewer)).status_code == 403
+    bad = {**body, "timezone": "Mars/Olympus"}
+    assert (await client.put("/api/v1/review-reminders", json=bad, headers=admin)).status_code == 422
+    r = await client.put(
+        "/api/v1/review-reminders/repository",
+        json={"name": "nope", "remind_after_seconds": 60},
+        headers=admin,
+    )
+    assert r.status_code == 404
