@@ -358,6 +358,8 @@ async def remind_reviewers(payload: dict[str, Any], ctx: jobs.JobContext) -> Non
     if logins and isinstance(host, ReviewRequester) and artifact.pr_number is not None:
         try:
             sent.append({"code_host": await host.request_review(task, logins)})
+        except jobs.Retry:  # GitHub asked us to come back (Retry-After): the chat sends are kept by key
+            raise
         except Exception as exc:  # a refusal is recorded; the chat reminders already went out
             log.warning("review request on the code host failed: %s", type(exc).__name__)
             sent.append({"code_host": {"ok": False, "error": type(exc).__name__}})

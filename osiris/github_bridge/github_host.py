@@ -31,7 +31,7 @@ from osiris.app.config import Settings
 from osiris.app.errors import InvalidInput, NotFound, PatchDoesNotApply, Unavailable
 from osiris.app.events import record_event
 from osiris.app.jobs import Retry
-from osiris.app.models import Artifact, ArtifactKind, Message, Repository, Task, TaskEvent
+from osiris.app.models import Artifact, ArtifactKind, Message, Repository, Role, Task, TaskEvent, User
 from osiris.app.ports import MergeConflict, branch_name
 from osiris.github_bridge import check_reports, diffs, github_patch
 from osiris.github_bridge.checkout_cache import CheckoutCache
@@ -552,6 +552,41 @@ class GitHubHost:
             )
         return {"pr_number": pr.pr_number, "comment_id": comment_id, **mirrored}
 
+    # --- review requests (ports.ReviewRequester) ----------------------------------------------------
+
+    async def request_review(self, task: Task, logins: list[str]) -> dict[str, Any]:
+        """Ask these logins to review the task's pull request (GitHub's requested reviewers), keeping
+        only those mapped to an active reviewer or admin of the task's organization who is neither its
+        requester nor its agent. GitHub ignores a login already requested, so a repeat is harmless.
+        GitHub refuses the whole request (422) when one login is not a collaborator: each login is then
+        asked alone, and the refused ones are returned, not raised. Rate limits and outages raise
+        `jobs.Retry` (the client), so the job runs again after GitHub's Retry-After."""
+        async with self.sessions() as session:
+            pr = await _latest_pr(session, task.id)
+            wanted = await _reviewer_logins(session, task, logins)
+        if pr is None or pr.pr_number is None:
+            return {"skipped": "no pull request"}
+        if not wanted:
+            return {"skipped": "no reviewer with a GitHub login"}
+        url = repo_path(await self.repo_for(task), "pulls", str(pr.pr_number), "requested_reviewers")
+        if await self._ask_reviewers(url, wanted):
+            requested, refused = wanted, []
+        else:  # one of them at least is refused: ask each alone, so the others are still asked
+            alone = {login: await self._ask_reviewers(url, [login]) for login in wanted if len(wanted) > 1}
+            requested = [login for login in wanted if alone.get(login)]
+            refused = [login for login in wanted if not alone.get(login)]
+        return {"pr_number": pr.pr_number, "ok": bool(requested), "requested": requested, "refused": refused}
+
+    async def _ask_reviewers(self, url: str, logins: list[str]) -> bool:
+        """False when GitHub refuses them (422: not a collaborator, or the pull request's author)."""
+        try:
+            await self.gh.post(url, {"reviewers": logins})
+        except BadRequest as exc:
+            if _status(exc) != 422:
+                raise
+            return False
+        return True
+
     # --- merge and close ------------------------------------------------------------------------
 
     async def merge(self, task: Task, *, head_sha: str | None = None) -> dict[str, Any]:
@@ -739,6 +774,29 @@ async def _latest_pr(session: AsyncSession, task_id: int) -> Artifact | None:
         .limit(1)
     )
     return (await session.execute(stmt)).scalar_one_or_none()
+
+
+async def _reviewer_logins(session: AsyncSession, task: Task, logins: Iterable[str]) -> list[str]:
+    """Of `logins`, those of the task organization's active reviewers and admins, never the person who
+    filed it (their account, or `github:<login>` for an issue), its holder or an author of a version."""
+    wanted = {login.lower() for login in logins if login}
+    requester = (task.requester or "").lower().lstrip("@").removeprefix("github:")
+    authors = select(Artifact.author_id).where(Artifact.task_id == task.id, Artifact.author_id.is_not(None))
+    others = [i for i in (task.created_by_id, task.assignee_id) if i is not None]
+    found = await session.scalars(
+        select(User.github_login)
+        .where(
+            User.org_id == task.org_id,
+            User.is_active.is_(True),
+            User.role.in_([Role.REVIEWER.value, Role.ADMIN.value]),
+            func.lower(User.github_login).in_(wanted - {requester}),
+            func.lower(User.username) != requester,
+            User.id.not_in(others),
+            User.id.not_in(authors),
+        )
+        .order_by(User.github_login)
+    )
+    return [login for login in found if login]
 
 
 async def _published_state(session: AsyncSession, task_id: int) -> dict[int, dict[str, Any]]:

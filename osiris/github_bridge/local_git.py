@@ -18,6 +18,7 @@ import contextlib
 import logging
 import re
 import sys
+import time
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -85,7 +86,12 @@ class LocalGitHost:
             blob = g.run("hash-object", "-w", "--stdin", stdin=readme).strip()
             tree = g.run("mktree", "-z", stdin=f"100644 blob {blob}\tREADME.md\0".encode()).strip()
             commit = g.with_env(**_identity()).run("commit-tree", tree, stdin=b"Initial commit\n").strip()
-            g.update_refs(("create", f"refs/heads/{base_branch}", commit))  # a racing creator may win
+            if not g.update_refs(("create", f"refs/heads/{base_branch}", commit)):
+                # A racing creator (serve and a worker starting together) holds the ref's lock: its
+                # commit is there in a moment; until then the branch reads as missing.
+                deadline = time.monotonic() + 5
+                while g.rev(f"refs/heads/{base_branch}") is None and time.monotonic() < deadline:
+                    time.sleep(0.02)
         log.info("created local repository", extra={"repo": name})
         return path
 

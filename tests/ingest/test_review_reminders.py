@@ -7,14 +7,16 @@ from __future__ import annotations
 
 import asyncio
 import json
+import secrets
 from datetime import UTC, datetime, time, timedelta
 
 import pytest
 from sqlalchemy import func, select, text
 
 from osiris.app import db, reminders
-from osiris.app.models import ReviewReminder, Role
+from osiris.app.models import ReviewReminder, Role, TaskEvent
 from osiris.app.ratelimit import RateLimiter
+from tests.support.rest import claimed_task
 
 from .review_helpers import (
     event_kinds,
@@ -24,8 +26,10 @@ from .review_helpers import (
     scan,
     set_org,
     slack_address,
+    submit,
     verified,
 )
+from .review_helpers import task as _task
 
 
 @pytest.fixture(autouse=True)
@@ -213,3 +217,142 @@ async def test_admins_set_the_policy_over_rest(client, factory):
         headers=admin,
     )
     assert r.status_code == 404
+
+
+# --- GitHub: the reminder is also a review request on the pull request ---------------------------
+
+REQUESTED = "POST /repos/{owner}/{repo}/pulls/{pull_number}/requested_reviewers"
+
+
+async def _person(factory, role: Role, login: str | None = None) -> tuple:
+    user = await factory.user(role, github_login=login)
+    return user, {"Authorization": f"Bearer {await factory.token(user)}"}
+
+
+async def _on_github(github, client, factory) -> tuple[int, dict, str, str]:
+    """A task filed by a reviewer mapped to a GitHub login, claimed by an agent mapped to another, in
+    review as a draft PR on the fake: (task id, the requester's headers, their login, the agent's)."""
+    tag = secrets.token_hex(3)
+    requester_login, agent_login = f"req-{tag}", f"bot-agent-{tag}"
+    _, requester_h = await _person(factory, Role.REVIEWER, requester_login)
+    _, agent_h = await _person(factory, Role.AGENT, agent_login)
+    task_id = await claimed_task(client, agent_h, creator_h=requester_h, title="tidy the readme")
+    await submit(client, agent_h, task_id, {"README.md": "# widgets\n\nnow tidy\n"})
+    await github.drain()
+    return task_id, requester_h, requester_login, agent_login
+
+
+async def _reminded(runtime, task_id: int) -> list[dict]:
+    async with runtime.sessions() as session:
+        rows = await session.scalars(
+            select(TaskEvent.data)
+            .where(TaskEvent.task_id == task_id, TaskEvent.kind == reminders.REMINDED)
+            .order_by(TaskEvent.id)
+        )
+        return list(rows)
+
+
+async def test_github_reviewers_get_one_review_request_per_interval(
+    github, client, factory, runtime, smtp_sink
+):
+    tag = secrets.token_hex(3)
+    rita, _ = await _person(factory, Role.REVIEWER, f"rita-{tag}")
+    await _person(factory, Role.REVIEWER, f"bob-{tag}")
+    await _person(factory, Role.ADMIN, f"boss-{tag}")
+    await verified(runtime, rita, "email", f"rita-{tag}@example.com")
+    task_id, requester_h, requester_login, agent_login = await _on_github(github, client, factory)
+
+    assert len(await scan(runtime, hours=5)) == 1
+    await github.drain()
+    assert github.fake.calls[REQUESTED] == 1
+    assert github.pr().requested_reviewers == [
+        f"bob-{tag}",
+        f"rita-{tag}",
+    ]  # not the requester, not the agent
+    assert [m["to"] for m in smtp_sink.messages] == [[f"rita-{tag}@example.com"]]  # the chat reminder too
+    [data] = await _reminded(runtime, task_id)
+    assert data["sent"][-1]["code_host"] == {
+        "pr_number": 1,
+        "ok": True,
+        "requested": [f"bob-{tag}", f"rita-{tag}"],
+        "refused": [],
+    }
+    # GitHub's review_requested webhooks reach OSIRIS and change nothing (not someone acting)
+    assert all(r.status_code < 300 for r in await github.deliver())
+    assert await scan(runtime, hours=5) == [] and await scan(runtime, hours=7.9) == []
+    await github.drain()
+    assert github.fake.calls[REQUESTED] == 1  # one per interval
+
+    assert len(await scan(runtime, hours=9)) == 1  # the second interval escalates: admins too
+    await github.drain()
+    assert github.fake.calls[REQUESTED] == 2
+    assert github.pr().requested_reviewers == [f"bob-{tag}", f"rita-{tag}", f"boss-{tag}"]
+    assert requester_login not in github.pr().requested_reviewers
+    assert agent_login not in github.pr().requested_reviewers
+
+    assert len(await scan(runtime, hours=13)) == 1  # claimed and queued …
+    r = await client.post(f"/api/v1/tasks/{task_id}/messages", json={"body": "on it"}, headers=requester_h)
+    assert r.status_code in (200, 201), r.text
+    await github.drain()  # … but someone acted before it went out: no request
+    assert github.fake.calls[REQUESTED] == 2
+    assert len(await _reminded(runtime, task_id)) == 2
+
+
+async def test_github_request_review_keeps_to_the_tasks_reviewers(github, client, factory, runtime):
+    tag = secrets.token_hex(3)
+    await _person(factory, Role.REVIEWER, f"rita-{tag}")
+    other = await factory.org(f"other-{tag}")
+    await factory.user(Role.REVIEWER, org=other, github_login=f"elsewhere-{tag}")
+    task_id, _, requester_login, agent_login = await _on_github(github, client, factory)
+    task = await _task(runtime, task_id)
+    asked = [requester_login, agent_login, f"elsewhere-{tag}", f"nobody-{tag}", f"rita-{tag}"]
+    result = await github.host.request_review(task, asked)
+    assert result["requested"] == [f"rita-{tag}"] and github.fake.calls[REQUESTED] == 1
+    again = await github.host.request_review(task, asked)  # idempotent: GitHub keeps one request
+    assert again["ok"] and github.pr().requested_reviewers == [f"rita-{tag}"]
+    assert await github.host.request_review(task, [requester_login, agent_login]) == {
+        "skipped": "no reviewer with a GitHub login"
+    }
+    assert github.fake.calls[REQUESTED] == 2
+
+
+async def test_a_422_from_github_does_not_stop_the_other_reminders(
+    github, client, factory, runtime, smtp_sink
+):
+    tag = secrets.token_hex(3)
+    rita, _ = await _person(factory, Role.REVIEWER, f"rita-{tag}")
+    await _person(factory, Role.REVIEWER, f"outsider-{tag}")
+    await verified(runtime, rita, "email", f"rita-{tag}@example.com")
+    github.fake.permissions[f"outsider-{tag}"] = "none"  # not a collaborator of the repository: 422
+    task_id, *_ = await _on_github(github, client, factory)
+
+    assert len(await scan(runtime, hours=5)) == 1
+    await github.drain()
+    assert [m["to"] for m in smtp_sink.messages] == [[f"rita-{tag}@example.com"]]
+    assert github.fake.calls[REQUESTED] == 3  # both (refused), then each alone
+    assert github.pr().requested_reviewers == [f"rita-{tag}"]
+    [data] = await _reminded(runtime, task_id)
+    assert data["sent"][-1]["code_host"]["refused"] == [f"outsider-{tag}"]
+
+    rita_only = await _task(runtime, task_id)
+    github.fake.permissions[f"rita-{tag}"] = "none"  # everyone refused: recorded, never raised
+    result = await github.host.request_review(rita_only, [f"rita-{tag}", f"outsider-{tag}"])
+    assert result["ok"] is False and result["refused"] == [f"outsider-{tag}", f"rita-{tag}"]
+
+
+async def test_github_asking_to_wait_runs_the_reminder_again_later(
+    github, client, factory, runtime, smtp_sink
+):
+    tag = secrets.token_hex(3)
+    rita, _ = await _person(factory, Role.REVIEWER, f"rita-{tag}")
+    await verified(runtime, rita, "email", f"rita-{tag}@example.com")
+    task_id, *_ = await _on_github(github, client, factory)
+    github.fake.fail(r"^POST /repos/.*/requested_reviewers$", "429")  # Retry-After: 1
+
+    assert len(await scan(runtime, hours=5)) == 1
+    await github.drain()
+    assert github.pr().requested_reviewers == [f"rita-{tag}"]
+    assert github.fake.calls[REQUESTED] == 1  # the 429 never reached GitHub's state
+    assert len(smtp_sink.messages) == 1  # the retried job did not send the email again
+    [data] = await _reminded(runtime, task_id)
+    assert data["sent"][-1]["code_host"]["ok"] is True

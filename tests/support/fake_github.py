@@ -163,6 +163,7 @@ class PullRequest:
     merged_by: str | None = None
     merge_commit_sha: str | None = None
     labels: list[str] = field(default_factory=list)
+    requested_reviewers: list[str] = field(default_factory=list)  # logins, in the order asked
 
     @property
     def node_id(self) -> str:
@@ -957,6 +958,28 @@ class FakeGitHub:
             self._emit_review_comment(pr, comment)
         self._emit_review(pr, review)
         return 200, review
+
+    def op_post_repos_owner_repo_pulls_pull_number_requested_reviewers(self, p, q, b, login, r):
+        """Review requests, as GitHub takes them: all or nothing, 422 (no body, as documented) when a
+        login is not a collaborator (`permissions[login] == "none"`) or is the PR's author; a login
+        already requested changes nothing (teams are not modelled). Each new one gets its `review_requested`
+        webhook."""
+        pr = self._pr(p)
+        logins = list(b.get("reviewers") or [])
+        if any(self.permissions.get(u) == "none" or u.lower() == pr.user.lower() for u in logins):
+            return 422, None
+        for who in logins:
+            if who.lower() not in {u.lower() for u in pr.requested_reviewers}:
+                pr.requested_reviewers.append(who)
+                payload = example("pull_request", "review_requested")
+                self._repository(pr.repo, payload)
+                self._pr_payload(pr, payload["pull_request"])
+                payload["requested_reviewer"] = {**payload.get("requested_reviewer", {}), **_user(who)}
+                payload["sender"]["login"] = login
+                self.emit("pull_request", payload)
+        answer = self._pr_json(pr)
+        answer["requested_reviewers"] = [_user(u) for u in pr.requested_reviewers]
+        return 201, answer
 
     def _review_comment(
         self, pr: PullRequest, review: dict[str, Any], c: dict[str, Any], login: str, head: str

@@ -23,6 +23,10 @@ SUBSET = SHARED / "rest-openapi-subset.json"
 # Reading one file: GET /repos/{owner}/{repo}/contents/{path}, cut unchanged from the same
 # @octokit/openapi 23.0.2 package (generated/api.github.com.deref.json), which the subset lacks.
 EXTRA = Path(__file__).with_name("openapi-contents.json")
+# Requesting reviewers: POST /repos/{owner}/{repo}/pulls/{pull_number}/requested_reviewers (request body
+# and its 201 pull request), cut unchanged from the same @octokit/openapi 23.0.2 package
+# (generated/api.github.com.deref.json, its $refs already inlined), which the subset lacks too.
+REVIEW_REQUESTS = Path(__file__).with_name("openapi-requested-reviewers.json")
 # Path parameters that may hold slashes (refs, branch names, file paths, "base...head").
 SLASHY = {"ref", "branch", "path", "basehead"}
 
@@ -59,7 +63,9 @@ class Operation:
 class Spec:
     def __init__(self) -> None:
         paths: dict[str, Any] = dict(json.loads(SUBSET.read_text())["paths"])
-        paths.update(json.loads(EXTRA.read_text())["paths"])
+        for extra in (EXTRA, REVIEW_REQUESTS):
+            for template, item in json.loads(extra.read_text())["paths"].items():
+                paths[template] = {**paths.get(template, {}), **item}
         self.operations: list[Operation] = []
         for template, item in paths.items():
             pattern = re.sub(
