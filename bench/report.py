@@ -27,7 +27,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 BENCH = ROOT / "bench"
 
-# name -> (arguments: the reduced sizes, timeout in seconds)
+# name -> (arguments: the reduced sizes, timeout in seconds); "script@label" runs a bench again at
+# another size
 BENCHES: dict[str, tuple[list[str], int]] = {
     "startup": ([], 180),
     "claim": (["--agents", "50", "--tasks", "3000"], 180),
@@ -36,7 +37,9 @@ BENCHES: dict[str, tuple[list[str], int]] = {
     "mcp": (["--reads", "100", "--claims", "500", "--deadline", "90"], 180),
     "ingest": (["--requests", "300"], 120),
     "ws_fanout": (["--clients", "200", "--changes", "30", "--deadline", "60"], 180),
+    "ws_fanout@1000": (["--clients", "1000", "--changes", "30", "--deadline", "120"], 180),  # ~25 s
     "checks": (["--runs", "10"], 150),
+    "reminders": (["--tasks", "10000", "--runs", "5"], 180),
     "load": (["--duration", "60", "--tasks", "3000"], 480),
 }
 
@@ -64,9 +67,10 @@ def machine() -> dict[str, str]:
 
 
 def run_one(name: str, args: list[str], timeout: int, tmp: Path) -> dict:
+    script = name.split("@", 1)[0]
     out = tmp / f"{name}.json"
-    cmd = [sys.executable, str(BENCH / f"{name}.py"), *args, "--json", str(out)]
-    shown = " ".join(["bench/" + name + ".py", *args])
+    cmd = [sys.executable, str(BENCH / f"{script}.py"), *args, "--json", str(out)]
+    shown = " ".join(["bench/" + script + ".py", *args])
     print(f"--- {shown} (timeout {timeout} s)", flush=True)
     start = time.monotonic()
     log = tmp / f"{name}.log"

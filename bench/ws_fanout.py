@@ -46,6 +46,7 @@ from _server import (
 from websockets.asyncio.client import ClientConnection, connect
 
 SUMMARY: dict = {}  # the key numbers, for --json
+UNWATCHED = 20  # changes measured before any client connects (CPU time counts in 10 ms ticks)
 
 
 def raise_open_file_limit(needed: int) -> None:
@@ -135,6 +136,24 @@ async def measure(
         agent = bearer((await new_member(apis[0], admin, "bench-agent"))[0])
         task = (await apis[0].post("/api/v1/tasks", json={"title": "Watched"}, headers=admin)).json()
 
+        async def change(i: int) -> int:
+            """The i-th state change, through one of the servers; the id of its event."""
+            api = apis[i % len(apis)]  # alternate: each server's events must cross to the other
+            action = "claim" if i % 2 == 0 else "release"
+            r = await api.post(f"/api/v1/tasks/{task['id']}/{action}", headers=agent)
+            r.raise_for_status()
+            return (await api.get(f"/api/v1/tasks/{task['id']}/events", headers=admin)).json()[-1]["id"]
+
+        # What a change costs the servers with nobody watching (the REST calls above; the hub loads
+        # no row for nobody): the rest of their CPU per change below is the fan-out. Two unmeasured
+        # first; an even number leaves the task released.
+        for i in range(2 + UNWATCHED):
+            if i == 2:
+                unwatched_start = [cpu_seconds(pid) for pid in pids]
+            await change(i)
+            await asyncio.sleep(args.gap)
+        unwatched = [(cpu_seconds(pid) - a) / UNWATCHED for pid, a in zip(pids, unwatched_start, strict=True)]
+
         token = admin["Authorization"].removeprefix("Bearer ")
         start = time.monotonic()
         sem = asyncio.Semaphore(50)
@@ -161,14 +180,10 @@ async def measure(
             if time.monotonic() > deadline:
                 print(f"(stopped at the {args.deadline:.0f} s deadline after {made} changes)")
                 break
-            api = apis[i % len(apis)]  # alternate: each server's events must cross to the other
-            action = "claim" if i % 2 == 0 else "release"
-            r = await api.post(f"/api/v1/tasks/{task['id']}/{action}", headers=agent)
-            r.raise_for_status()
+            event_id = await change(i)
             made += 1
-            events = (await api.get(f"/api/v1/tasks/{task['id']}/events", headers=admin)).json()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(clients.expect(events[-1]["id"]).wait(), 5)
+                await asyncio.wait_for(clients.expect(event_id).wait(), 5)
             await asyncio.sleep(args.gap)
         cpu = [b - a for a, b in zip(cpu_start, [time.process_time(), *map(cpu_seconds, pids)], strict=True)]
         floor_after = await notify_floor(dsn, args.floor_rounds)
@@ -221,12 +236,19 @@ async def measure(
     # What one delivery costs a server, and what that means on a bigger host: each server on a core
     # of its own, the clients (here this process, elsewhere browsers) on the cores left over.
     per_delivery = [c / max(made, 1) / n for c, n in zip(cpu[1:], per_server, strict=True) if n]
+    fan_out = [
+        (c / max(made, 1) - u) / n for c, u, n in zip(cpu[1:], unwatched, per_server, strict=True) if n
+    ]
     client_per_change = cpu[0] / max(made, 1)
     server_per_change = max(c / max(made, 1) for c in cpu[1:])
     print(
         "CPU per delivery: servers "
         + " + ".join(f"{d * 1e6:.0f}" for d in per_delivery)
         + f" µs; clients {client_per_change / args.clients * 1e6:.0f} µs (this bench's own websockets client)"
+    )
+    print(
+        f"  of which a change with nobody watching costs the servers {' + '.join(f'{u * 1000:.1f}' for u in unwatched)}"
+        f" ms; the fan-out beyond that: {' + '.join(f'{d * 1e6:.0f}' for d in fan_out)} µs per delivery"
     )
     cores = os.cpu_count() or 1
     first50 = percentile_ms(first, 0.5)
@@ -241,6 +263,7 @@ async def measure(
         )
         SUMMARY["projection"] = round(first50 + last * 1000)
     SUMMARY["per_delivery_us"] = round(max(per_delivery) * 1e6) if per_delivery else None
+    SUMMARY["fan_out_us"] = round(max(fan_out) * 1e6) if fan_out else None
     print(
         f"{made} changes x {args.clients} clients; {missing} deliveries missing; "
         f"p99 target 50 ms: {'met' if p99 < 50 else 'NOT met'}"
@@ -291,7 +314,8 @@ def main() -> None:
         unit="ms",
         goal="p99 < 50 ms",
         notes=f"p99 {s['p99']:.1f} ms (floor {s['f99']:.2f}); {s['made']} changes; "
-        f"{s['missing']} deliveries missing; server CPU {s.get('per_delivery_us')} µs per delivery"
+        f"{s['missing']} deliveries missing; server CPU {s.get('per_delivery_us')} µs per delivery "
+        f"({s.get('fan_out_us')} µs beyond a change's own cost)"
         + (f"; projected p99 on 4 cores ≈ {s['projection']} ms" if "projection" in s else ""),
     )
 

@@ -1,5 +1,6 @@
-"""The `osiris` command: serve, worker, migrate, mcp, user create/set-password/list, org create,
-token create/list/revoke, client create/list/revoke, telegram set-webhook."""
+"""The `osiris` command: serve, worker, migrate, db grant-checks-role, mcp, user
+create/set-password/list, org create, token create/list/revoke, client create/list/revoke, telegram
+set-webhook."""
 
 from __future__ import annotations
 
@@ -92,7 +93,7 @@ def app_from_environment():  # type: ignore[no-untyped-def]
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
-    from osiris.app import jobs, logs
+    from osiris.app import checks_role, jobs, logs
     from osiris.server import _sweep_leases, start_runtime
 
     settings = _settings(args)
@@ -103,10 +104,17 @@ def cmd_worker(args: argparse.Namespace) -> int:
     process_env.scrub()  # this process runs the checks: nothing of ours for them to find
     logs.configure(settings.log_level, json=settings.log_json)
 
+    # A checks-only worker may run as a role that can change no task and own no table (`osiris db
+    # grant-checks-role`): it never migrates (it waits for the schema the others migrate), and
+    # returning expired claims and review reminders are the other workers' work.
+    checks_only = bool(settings.worker_jobs) and set(settings.worker_jobs) <= {"run_checks"}
+
     async def run() -> None:
-        async with start_runtime(settings) as runtime:
+        async with start_runtime(settings, migrate=not checks_only or settings.embedded) as runtime:
             from osiris.server import install_services
 
+            if checks_only and not settings.embedded:
+                await checks_role.wait_for_schema(runtime.sessions)
             await install_services(runtime)
             kinds = jobs.handlers_for(settings)  # a misspelt kind stops here, before any work
             log.info("job worker takes: %s", ", ".join(sorted(kinds)))
@@ -114,11 +122,12 @@ def cmd_worker(args: argparse.Namespace) -> int:
             if args.drain:
                 await jobs.drain(runtime.dsn, ctx)
                 return
-            sweeper = asyncio.create_task(_sweep_leases(runtime))
+            sweeper = None if checks_only else asyncio.create_task(_sweep_leases(runtime))
             try:
                 await jobs.Worker(runtime.dsn, ctx).run()
             finally:
-                sweeper.cancel()
+                if sweeper is not None:
+                    sweeper.cancel()
 
     asyncio.run(run())
     return 0
@@ -133,6 +142,27 @@ def cmd_migrate(args: argparse.Namespace) -> int:
 
     asyncio.run(run())
     print("database is at the latest migration", file=sys.stderr)
+    return 0
+
+
+def cmd_db_grant_checks_role(args: argparse.Namespace) -> int:
+    from osiris.app import checks_role, db
+    from osiris.server import start_runtime
+
+    async def run() -> None:
+        async with start_runtime(_settings(args)) as runtime, db.transaction(runtime.sessions) as session:
+            await checks_role.grant(session, args.role)
+
+    try:
+        asyncio.run(run())
+    except checks_role.RoleRefused as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(
+        f"database is at the latest migration; role {args.role} may now do only what the checks "
+        "worker does (run it with `osiris worker --jobs run_checks`)",
+        file=sys.stderr,
+    )
     return 0
 
 
@@ -453,6 +483,17 @@ def build_parser() -> argparse.ArgumentParser:
     worker.set_defaults(fn=cmd_worker)
 
     sub.add_parser("migrate", help="apply database migrations").set_defaults(fn=cmd_migrate)
+    database = sub.add_parser("db", help="database roles").add_subparsers(dest="db_command", required=True)
+    gr = database.add_parser(
+        "grant-checks-role",
+        help="migrate, then give an existing PostgreSQL role exactly what the checks worker needs",
+        description="Migrates first, then revokes every privilege ROLE has on OSIRIS's tables and "
+        "grants only what `osiris worker --jobs run_checks` does: read tasks, versions and check runs, "
+        "write a check run's outcome, take its own jobs (row-level security hides the others). Run it "
+        "as the role that owns the tables, after every upgrade (the chart's migration Job does).",
+    )
+    gr.add_argument("role", help="an existing role, not a superuser nor a member of the tables' owner")
+    gr.set_defaults(fn=cmd_db_grant_checks_role)
     sub.add_parser(
         "mcp", help="stdio MCP server for desktop clients (OSIRIS_URL, OSIRIS_TOKEN)"
     ).set_defaults(fn=cmd_mcp)

@@ -38,6 +38,7 @@ from osiris.app import (
 )
 from osiris.app.admission import Admission, request_limit
 from osiris.app.api import admin, auth, health, tasks
+from osiris.app.api import docs as api_docs
 from osiris.app.api import oauth as oauth_api
 from osiris.app.api import organizations as organizations_api
 from osiris.app.api import review_reminders as review_reminders_api
@@ -247,7 +248,10 @@ def create_app(settings: Settings | None = None, *, run_background: bool = True)
         version=__version__,
         description="A human-in-the-loop gate for AI coding agents.",
         lifespan=lifespan,
+        docs_url=None,  # served by _offline_docs, from our own origin
+        redoc_url=None,
     )
+    api_docs.install(app)
     app.state.settings = settings
     problems.install(app)
     for router in (health.router, auth.router, tasks.router, admin.router, routing_api.router):

@@ -102,6 +102,7 @@ def render(results: list[Result], status: int, started: datetime.datetime) -> st
         f"on {started:%Y-%m-%d %H:%M} UTC ({platform.machine()}, {os.cpu_count()} CPUs, Python "
         f"{platform.python_version()}). Do not edit by hand; regenerate with",
         "",
+        "<!-- walkthrough: skip — runs the reliability and security suites (minutes) and rewrites this page -->",
         "```sh",
         "OSIRIS_TEST_DATABASE_URL=postgresql://postgres@127.0.0.1:5432/test .venv/bin/python scripts/reliability_report.py",
         "```",

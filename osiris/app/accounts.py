@@ -16,6 +16,7 @@ from osiris.app import oauth, routing, security, streams
 from osiris.app.actors import Actor
 from osiris.app.errors import Conflict, Forbidden, InvalidInput, NotFound
 from osiris.app.models import ApiToken, Organization, Role, User
+from osiris.app.schemas import valid_username
 
 DEFAULT_ORG_SLUG = "default"
 
@@ -30,9 +31,6 @@ async def default_org(session: AsyncSession) -> Organization:
     return org
 
 
-# Names shown in the portal, typed in commands and matched in chats: no spaces, no control or
-# look-alike characters, nothing a shell or a Markdown mention would read differently.
-USERNAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@+-]{0,99}", re.ASCII)
 GITHUB_LOGIN = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,38})(?:\[bot\])?", re.ASCII)  # an App: name[bot]
 
 
@@ -57,13 +55,9 @@ async def create_user(
     github_login: str | None = None,
     is_superuser: bool = False,
 ) -> User:
-    username = username.strip()
     if is_superuser and role is not Role.ADMIN:
         raise InvalidInput("a superuser must be an admin")
-    if not USERNAME.fullmatch(username):
-        raise InvalidInput(
-            "a user name is 1-100 letters, digits and . _ @ + -, starting with a letter or a digit"
-        )
+    username = valid_username(username)  # the one rule, as written: " alice" is not "alice"
     github_login = valid_github_login(github_login)
     if role is not Role.AGENT and password is not None and len(password) < 8:
         raise InvalidInput("password must be at least 8 characters")

@@ -8,8 +8,6 @@ import asyncio
 from dataclasses import dataclass
 from typing import Any
 
-import yaml
-
 from osiris.app.models import Task
 from osiris.app.ports import CheckoutSource, RemoteCheckoutSource
 
@@ -41,6 +39,8 @@ class CheckConfig:
 
 def parse_repo_config(text: str, *, default_mode: str) -> CheckConfig:
     """Validate `.osiris.yml`: `checks:` a list of command strings, `mode:` block or inform."""
+    import yaml  # only a repository's own check configuration needs it
+
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:

@@ -8,9 +8,11 @@ throw-away copy of that commit, in the sandbox (`check_runner.run_in_copy`); the
 is kept with every secret value of ours replaced by `[redacted]` (defence in depth). The outcome is
 one `check_runs` row per artifact version.
 
-Then, in one transaction: `checks_completed` is recorded and either reviewers are asked
-(`review_requested`) or, in `block` mode with a failure, the task goes straight back to its agent
-(`lifecycle.checks_failed`) with the failing output as feedback and no review request at all.
+The checks worker writes only that row; `record_checks`, run by a worker that may write tasks, then
+records in one transaction `checks_completed` and either reviewers are asked (`review_requested`)
+or, in `block` mode with a failure, the task goes straight back to its agent
+(`lifecycle.checks_failed`) with the failing output as feedback and no review request at all. So the
+process that runs agents' code needs no right to write tasks or events (`checks_role.py`).
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from osiris.app import jobs, lifecycle, sandbox
 from osiris.app.actors import system_actor
@@ -117,32 +119,147 @@ async def _load(
 
 @jobs.job_handler(RUN_CHECKS)
 async def run_checks(payload: dict[str, Any], ctx: jobs.JobContext) -> None:
+    """Runs the commands and writes their outcome into the version's `check_runs` row, and nothing
+    else: the checks worker may run as a PostgreSQL role that can only read what a check needs,
+    write a run's outcome columns and enqueue its own jobs and `record_checks`
+    (`checks_role.grant_sql`). What the outcome decides (events, the task's move, the report on the
+    change request) is `record_checks`'s, in a worker that may write tasks."""
     host = ctx.services.code_host
     artifact, task, run = await _load(ctx, payload["artifact_id"])
     if artifact is None or task is None:
         return  # gone
     queued_config = CheckConfig.from_payload(payload.get("config"))
-    if run is not None and run.finished_at is not None:
-        # A re-run of a finished check: the result stands; its report may be what failed.
-        commands = queued_config.commands if queued_config else [r["command"] for r in run.results]
-        await report(ctx, host, task.id, run.id, commands=commands or [r["command"] for r in run.results])
-        return
-    if task.artifact_count != artifact.version or artifact.commit_sha is None:
-        await _skip_superseded(ctx, task, artifact, run)
+    if run is None or run.finished_at is not None or not _latest(task, artifact):
+        # Nothing to run: no row to write (a job queued by an older OSIRIS), a finished run (its
+        # report may be what failed), or a version overtaken before its checks ran.
+        await _hand_over(ctx, artifact.id, queued_config)
         return
     started = time.monotonic()
     config = queued_config or await resolve_config(ctx.settings, host, task)
-    if config is None:  # no checks (any more): reviewers are asked
-        await _review_without_checks(ctx, task, artifact, run)
+    if config is None:  # no checks (any more): the run is closed, and reviewers will be asked
+        await _store(ctx, run.id, artifact.id, config, "error", [_skipped(NO_CHECKS_NOW)], started)
         return
-    run_id = await _start_run(ctx, task, artifact, config)
-    try:
-        await report(ctx, host, task.id, run_id, commands=config.commands)
-    except Exception as exc:  # noqa: BLE001 - the start report is a courtesy; the result is reported
-        log.warning("checks: the start could not be reported", extra={"task_id": task.id, "error": str(exc)})
+    async with ctx.sessions() as session, session.begin():
+        await session.execute(
+            update(CheckRun)
+            .where(CheckRun.id == run.id, CheckRun.finished_at.is_(None))
+            .values(status="running")
+        )
+        await _enqueue_record(session, artifact.id, config)
     status, results = await _outcome(ctx, host, task, artifact, config)
-    await _finish(ctx, task.id, artifact, run_id, config, status, results, started)
-    await report(ctx, host, task.id, run_id, commands=config.commands or [r["command"] for r in results])
+    await _store(ctx, run.id, artifact.id, config, status, results, started)
+
+
+def _latest(task: Task, artifact: Artifact) -> bool:
+    return task.artifact_count == artifact.version and artifact.commit_sha is not None
+
+
+NO_CHECKS_NOW = "no checks are configured now"
+
+
+def _skipped(text: str) -> dict[str, Any]:
+    return CommandResult("skipped", "(skipped)", None, False, 0, text, False).as_dict()
+
+
+async def _enqueue_record(session: Any, artifact_id: int, config: CheckConfig | None) -> None:
+    # No dedupe key: a record job queued while an earlier one is still queued is a no-op anyway.
+    payload: dict[str, Any] = {"artifact_id": artifact_id}
+    if config is not None:
+        payload["config"] = config.as_payload()
+    await jobs.enqueue(session, RECORD_CHECKS, payload)
+
+
+async def _hand_over(ctx: jobs.JobContext, artifact_id: int, config: CheckConfig | None) -> None:
+    async with ctx.sessions() as session, session.begin():
+        await _enqueue_record(session, artifact_id, config)
+
+
+async def _store(
+    ctx: jobs.JobContext,
+    run_id: int,
+    artifact_id: int,
+    config: CheckConfig | None,
+    status: str,
+    results: list[dict[str, Any]],
+    started: float,
+) -> None:
+    """The run's outcome, once (a run closed meanwhile keeps what it has), and its record job."""
+    async with ctx.sessions() as session, session.begin():
+        await session.execute(
+            update(CheckRun)
+            .where(CheckRun.id == run_id, CheckRun.finished_at.is_(None))
+            .values(
+                status=status,
+                results=results,
+                finished_at=datetime.now(UTC),
+                duration_ms=round((time.monotonic() - started) * 1000),
+            )
+        )
+        await _enqueue_record(session, artifact_id, config)
+
+
+RECORD_CHECKS = "record_checks"
+
+
+@jobs.job_handler(RECORD_CHECKS)
+async def record_checks(payload: dict[str, Any], ctx: jobs.JobContext) -> None:
+    """What a `run_checks` job left in the version's `check_runs` row, recorded: `checks_started`
+    while it runs, then once (`recorded_at`) `checks_completed` and either reviewers asked or, in
+    block mode with a failure, the task back to its agent; each state reported on the change request.
+
+    It trusts the rows, never the payload beyond the artifact it names (the checks worker, which
+    enqueues it, may be running an agent's code: it could enqueue this for any artifact, and would
+    only get what the rows already say). A run's mode and commit are the publish job's."""
+    host = ctx.services.code_host
+    artifact, task, run = await _load(ctx, payload["artifact_id"])
+    if artifact is None or task is None:
+        return
+    config = CheckConfig.from_payload(payload.get("config"))
+    if run is None:  # queued by an older OSIRIS, before publish recorded rows
+        await _queue_legacy(ctx, task, artifact, config)
+        return
+    if run.finished_at is None:
+        if not _latest(task, artifact):
+            await _skip_superseded(ctx, task, artifact, run)
+        elif run.status == "running":
+            await _record_start(ctx, task, artifact, run.id, config)
+            await _report(ctx, host, task.id, run.id, config)
+        return
+    await _finish(ctx, task.id, artifact, run.id)
+    await _report(ctx, host, task.id, run.id, config)
+
+
+async def _report(
+    ctx: jobs.JobContext, host: Any, task_id: int, run_id: int, config: CheckConfig | None
+) -> None:
+    async with ctx.sessions() as session:
+        run = await session.get(CheckRun, run_id)
+    if run is None:
+        return
+    commands = (config.commands if config is not None else []) or [
+        r["command"] for r in run.results if r.get("name") != "skipped"
+    ]
+    await report(ctx, host, task_id, run_id, commands=commands)
+
+
+async def _queue_legacy(
+    ctx: jobs.JobContext, task: Task, artifact: Artifact, config: CheckConfig | None
+) -> None:
+    if not _latest(task, artifact):
+        await _skip_superseded(ctx, task, artifact, None)
+        return
+    config = config or await resolve_config(ctx.settings, ctx.services.code_host, task)
+    async with ctx.sessions() as session, session.begin():
+        locked = await session.get(Task, task.id, with_for_update=True)
+        if locked is None or not _current(locked, artifact):
+            return
+        if config is None:
+            await request_review(session, locked, version=artifact.version, checks="none", check_run_id=None)
+            return
+        exists = await session.scalar(select(CheckRun.id).where(CheckRun.artifact_id == artifact.id))
+        if exists is None:
+            await _new_run(session, locked, artifact, config, status="queued")
+        await jobs.enqueue(session, RUN_CHECKS, {"artifact_id": artifact.id, "config": config.as_payload()})
 
 
 async def _skip_superseded(
@@ -150,8 +267,8 @@ async def _skip_superseded(
 ) -> None:
     """A newer version overtook this one before its checks ran: they never will."""
     async with ctx.sessions() as session, session.begin():
-        if run is not None:
-            await _close_skipped(session, run.id, artifact.version)
+        if run is not None and not await _close_skipped(session, run.id, artifact.version):
+            return  # closed already (this job, again)
         await record_event(
             session,
             task,
@@ -161,38 +278,31 @@ async def _skip_superseded(
         )
 
 
-async def _review_without_checks(
-    ctx: jobs.JobContext, task: Task, artifact: Artifact, run: CheckRun | None
+async def _record_start(
+    ctx: jobs.JobContext, task: Task, artifact: Artifact, run_id: int, config: CheckConfig | None
 ) -> None:
-    """No checks are configured (any more): a queued run is closed and reviewers are asked."""
     async with ctx.sessions() as session, session.begin():
-        locked = await session.get(Task, task.id, with_for_update=True)
-        if run is not None:
-            await _close_skipped(session, run.id, artifact.version, why="no checks are configured now")
-        if locked is not None and _current(locked, artifact):
-            await request_review(session, locked, version=artifact.version, checks="none", check_run_id=None)
+        run = await session.get(CheckRun, run_id, with_for_update=True)
+        if run is not None and run.recorded_at is None:
+            await _started_once(session, task, artifact, run, config.commands if config else [])
 
 
-async def _start_run(ctx: jobs.JobContext, task: Task, artifact: Artifact, config: CheckConfig) -> int:
-    """The version's run, marked running (`checks_started` the first time); its id."""
-    async with ctx.sessions() as session, session.begin():
-        run = (
-            await session.execute(
-                select(CheckRun).where(CheckRun.artifact_id == artifact.id).with_for_update()
-            )
-        ).scalar_one_or_none()
-        if run is None:  # queued before publish recorded rows (or by an older version of OSIRIS)
-            run = await _new_run(session, task, artifact, config, status="running")
-            starting = True
-        else:  # queued at publish; or running already: a retried job after its attempt crashed
-            starting = run.status == "queued"
-            run.status = "running"
-        if starting:
-            await record_event(
-                session, task, system_actor(task.org_id, "checks"), "checks_started",
-                data={"version": artifact.version, "check_run_id": run.id, "commands": config.commands},
-            )  # fmt: skip
-        return run.id
+async def _started_once(
+    session: Any, task: Task, artifact: Artifact, run: CheckRun, commands: list[str]
+) -> None:
+    """`checks_started`, once per run (the caller holds the run's row lock)."""
+    started = await session.scalar(
+        select(TaskEvent.id).where(
+            TaskEvent.task_id == task.id,
+            TaskEvent.kind == "checks_started",
+            TaskEvent.data["check_run_id"].astext == str(run.id),
+        )
+    )
+    if started is None:
+        await record_event(
+            session, task, system_actor(task.org_id, "checks"), "checks_started",
+            data={"version": artifact.version, "check_run_id": run.id, "commands": commands},
+        )  # fmt: skip
 
 
 async def _outcome(
@@ -222,16 +332,18 @@ async def _outcome(
     return status, [r.as_dict() for r in ran]
 
 
-async def _close_skipped(session: Any, run_id: int, version: int, *, why: str = "") -> None:
-    """A queued run that will never run: closed, so nothing shows it waiting forever."""
+async def _close_skipped(session: Any, run_id: int, version: int, *, why: str = "") -> bool:
+    """A queued run that will never run: closed, so nothing shows it waiting forever. False if it
+    was closed already."""
     run = await session.get(CheckRun, run_id, with_for_update=True)
     if run is None or run.finished_at is not None:
-        return
+        return False
     text = why or f"version {version} was superseded by a newer version before its checks ran"
     run.status = "error"
-    run.results = [CommandResult("skipped", "(skipped)", None, False, 0, text, False).as_dict()]
-    run.finished_at = datetime.now(UTC)
+    run.results = [_skipped(text)]
+    run.finished_at = run.recorded_at = datetime.now(UTC)
     run.duration_ms = 0
+    return True
 
 
 REPORTED = "checks_reported"
@@ -277,38 +389,37 @@ async def report(ctx: jobs.JobContext, host: Any, task_id: int, run_id: int, *, 
         )
 
 
-async def _finish(
-    ctx: jobs.JobContext,
-    task_id: int,
-    artifact: Artifact,
-    run_id: int,
-    config: CheckConfig,
-    status: str,
-    results: list[dict[str, Any]],
-    started: float,
-) -> None:
+async def _finish(ctx: jobs.JobContext, task_id: int, artifact: Artifact, run_id: int) -> None:
+    """A finished run's outcome, recorded once (`recorded_at`, which only this job writes)."""
     async with ctx.sessions() as session, session.begin():
         task = await session.get(Task, task_id, with_for_update=True)
         run = await session.get(CheckRun, run_id, with_for_update=True)
-        if task is None or run is None or run.finished_at is not None:
+        if task is None or run is None or run.finished_at is None or run.recorded_at is not None:
             return
-        run.status, run.results = status, results
-        run.finished_at = datetime.now(UTC)
-        run.duration_ms = round((time.monotonic() - started) * 1000)
+        run.recorded_at = datetime.now(UTC)
         await session.flush()
         actor = system_actor(task.org_id, "checks")
+        if [r.get("name") for r in run.results] == ["skipped"]:  # closed without running
+            if _current(task, artifact):
+                await request_review(
+                    session, task, version=artifact.version, checks="none", check_run_id=None
+                )
+            return
+        status, results = run.status, run.results
+        # finished before its start was recorded: the log still says it started
+        await _started_once(session, task, artifact, run, [r["command"] for r in results])
         failing = [r["command"] for r in results if not r["passed"]]
         summary = {
             "version": artifact.version,
             "check_run_id": run.id,
             "status": status,
-            "mode": config.mode,
+            "mode": run.mode,
             "failing": failing,
         }
         await record_event(session, task, actor, "checks_completed", data=summary)
         if not _current(task, artifact):
             return  # a newer version or a person overtook this one: its outcome is only recorded
-        if status == "failed" and config.mode == "block":
+        if status == "failed" and run.mode == "block":
             await lifecycle.checks_failed(
                 session,
                 actor,

@@ -66,7 +66,20 @@ class UnknownRepository(InvalidInput):
 
 
 class PatchDoesNotApply(OsirisError):
-    code, status, title = "patch_does_not_apply", 422, "The patch does not apply to the base branch"
+    # A later version is tried as a diff against the task branch, then against the commit the branch
+    # starts from (a cumulative diff against the base); the detail says what each attempt found.
+    code, status = "patch_does_not_apply", 422
+    title = "The patch applies neither to the task branch nor to the base commit it starts from"
+
+    @classmethod
+    def on_neither(
+        cls, branch: str, on_branch: OsirisError, start: str, on_start: OsirisError
+    ) -> PatchDoesNotApply:
+        """Both readings of a later version failed: as a diff against `branch`, as one against `start`."""
+        return cls(
+            f"not as a diff against the task branch, {branch}: {on_branch.detail}\n"
+            f"nor as a diff against the base, {start}: {on_start.detail}"
+        )
 
 
 class RateLimited(OsirisError):

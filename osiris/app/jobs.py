@@ -9,21 +9,25 @@ second connection, which is exactly the gap we want to close.
 from __future__ import annotations
 
 import asyncio
+import importlib
 import json
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import asyncpg
-from pgqueuer import AsyncpgDriver, DatabaseRetryEntrypointExecutor, Job, Queries, QueueManager
-from pgqueuer.errors import RetryRequested
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from osiris.app import metrics
 from osiris.app.runtime import Services
+
+if TYPE_CHECKING:
+    # pgqueuer is imported where it is used: by the worker (off the event loop, as a start's imports
+    # would otherwise wait for it: issue 17) and by the first enqueue.
+    from pgqueuer import Job, QueueManager
 
 log = logging.getLogger(__name__)
 
@@ -94,6 +98,8 @@ async def enqueue(
     delay: timedelta | None = None,
 ) -> int | None:
     """Enqueue in the caller's transaction; returns the job id (None if an equal job is queued)."""
+    from pgqueuer import AsyncpgDriver, Queries
+
     queries = Queries(AsyncpgDriver(await _raw_connection(session)))
     ids = await queries.enqueue(
         entrypoint,
@@ -157,6 +163,8 @@ class Worker:
             try:
                 await handler(payload, self.ctx)
             except Retry as exc:
+                from pgqueuer.errors import RetryRequested
+
                 metrics.JOB_OUTCOMES.labels(name, "retry").inc()
                 raise RetryRequested(delay=timedelta(seconds=exc.after), reason=str(exc)) from exc
             except Exception:
@@ -181,6 +189,9 @@ class Worker:
                 await asyncio.sleep(reconnect_seconds)
 
     async def _work(self) -> None:
+        await asyncio.to_thread(importlib.import_module, "pgqueuer")  # the loop serves meanwhile
+        from pgqueuer import AsyncpgDriver, DatabaseRetryEntrypointExecutor, Queries, QueueManager
+
         self._conn = await asyncpg.connect(self.dsn)
         qm = QueueManager(Queries(AsyncpgDriver(self._conn)))
         for name, handler in handlers_for(self.ctx.settings).items():
@@ -210,6 +221,7 @@ class Worker:
 
 async def drain(dsn: str, ctx: JobContext, *, limit_seconds: float = 30.0) -> None:
     """Run every queued job until the queue is empty (tests, `osiris worker --drain`)."""
+    from pgqueuer import AsyncpgDriver, Queries, QueueManager
     from pgqueuer.types import QueueExecutionMode
 
     conn = await asyncpg.connect(dsn)

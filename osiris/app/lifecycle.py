@@ -20,7 +20,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from sqlalchemy.sql.selectable import TextualSelect
 
-from osiris.app import db, events, jobs, metrics, repositories, routing, task_queries
+from osiris.app import announcements, db, events, jobs, metrics, repositories, routing, task_queries
 from osiris.app.actors import Actor
 from osiris.app.artifacts import ValidArtifact
 from osiris.app.errors import (
@@ -276,7 +276,8 @@ _CLAIM_NEXT = _claim_statement(
 # claims (no deliver_webhook job): the statement claims only such a task. For any other task at the
 # head of the queue it claims nothing and returns that task's id as `picked` without a claimed row;
 # the caller then claims in a transaction, with the jobs, as `claim_next` always did. The picking,
-# the routing rules, the event and the announcement are the same SQL as above.
+# the routing rules and the event are the same SQL as above; the announcement is sent after the
+# commit, batched (announcements), so that claimers do not queue behind each other's NOTIFY.
 def _claim_alone_statement(pick: str) -> tuple[str, tuple[str, ...]]:
     sql = (
         f"WITH pick AS MATERIALIZED ({pick}), alone AS MATERIALIZED ("  # noqa: S608 - constants only
@@ -295,10 +296,7 @@ def _claim_alone_statement(pick: str) -> tuple[str, tuple[str, ...]]:
             values="SELECT org_id, id, 'claim', :actor_id, :actor_name, 'PENDING', status, '{}'::jsonb "
             "FROM claimed"
         )
-        + ") SELECT alone.id AS picked, claimed.*, ev.id AS event_id,"
-        " CASE WHEN ev.id IS NOT NULL THEN "
-        + events.ANNOUNCE_SQL.format(status="ev.to_status")
-        + " END AS announced"
+        + ") SELECT alone.id AS picked, claimed.*, ev.id AS event_id"
         " FROM alone LEFT JOIN claimed ON claimed.id = alone.id LEFT JOIN ev ON ev.task_id = claimed.id"
     )
     # asyncpg's numbered parameters, in the order the names first appear
@@ -338,6 +336,12 @@ async def _claim_alone(
         return None
     if row["event_id"] is None:
         return False
+    # Committed: announce it now, batched with this process's other claims (a NOTIFY in the statement
+    # would serialise every claimer's commit: see announcements).
+    status = TaskStatus.IN_PROGRESS.value
+    await announcements.announce(
+        engine, announcements.payload(row["event_id"], row["id"], row["org_id"], Action.CLAIM.value, status)
+    )
     _CLAIMED.inc()
     # Detached, like a row a session has let go of: read its attributes, never lazy-load.
     return Task(**{c: row[c] for c in _TASK_COLUMNS})

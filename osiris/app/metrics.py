@@ -9,6 +9,10 @@ REQUEST_SECONDS = Histogram("osiris_http_request_seconds", "HTTP request latency
 TRANSITIONS = Counter("osiris_task_transitions_total", "Task state transitions", ["action", "to"])
 JOB_OUTCOMES = Counter("osiris_job_outcomes_total", "Job outcomes", ["entrypoint", "outcome"])
 QUEUE_DEPTH = Gauge("osiris_job_queue_depth", "Queued jobs", ["entrypoint"])
+ANNOUNCEMENT_BATCHES = Counter(
+    "osiris_announcement_batches_total", "Batches of events announced after commit"
+)
+ANNOUNCEMENTS_LOST = Counter("osiris_announcements_lost_total", "Committed events whose announcement failed")
 
 
 class RequestMetrics:

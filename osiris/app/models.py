@@ -89,6 +89,9 @@ class Organization(Base):
     quiet_hours_start: Mapped[time | None] = mapped_column(Time)
     quiet_hours_end: Mapped[time | None] = mapped_column(Time)
     timezone: Mapped[str] = mapped_column(String(64), server_default="UTC")
+    # A Slack channel every reminder of this organization is also posted to, once per interval
+    # ("<team id>:<channel id>"; None: none). A repository's own wins.
+    review_slack_channel: Mapped[str | None] = mapped_column(String(100))
 
 
 class User(Base):
@@ -128,8 +131,10 @@ class Repository(Base):
     name: Mapped[str] = mapped_column(String(100))
     github_repo: Mapped[str | None] = mapped_column(String(200))  # "owner/name" on GitHub, if any
     created_at: Mapped[datetime] = _now()
-    # Review reminders for this repository's tasks: overrides the organization's interval (0: off).
+    # Review reminders for this repository's tasks: overrides the organization's interval (0: off)
+    # and its Slack review channel.
     review_remind_after_seconds: Mapped[int | None] = mapped_column(Integer)
+    review_slack_channel: Mapped[str | None] = mapped_column(String(100))
 
 
 # Migration 0008; repositories's ON CONFLICT names this expression as its target.
@@ -433,6 +438,9 @@ class CheckRun(Base):
     duration_ms: Mapped[int | None] = mapped_column(Integer)
     created_at: Mapped[datetime] = _now()
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # When `record_checks` recorded the outcome (events, the task's move): written only by it, never
+    # by the checks worker's restricted role (migration 0012, osiris/app/checks_role.py).
+    recorded_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 
 # --- outbound webhooks -------------------------------------------------------------------------

@@ -1,7 +1,8 @@
 """Live events: one LISTEN connection per process, fanned out in-process to bounded subscriber queues.
 
-Events are published with `pg_notify` inside the transaction that writes them (see lifecycle), so
-every replica hears every committed change. A subscriber that falls behind is marked `overflowed` and
+Events are published with `pg_notify` inside the transaction that writes them (see lifecycle), or
+right after the commit of a statement that commits alone (announcements), so every replica hears
+every committed change. A subscriber that falls behind is marked `overflowed` and
 dropped; it catches up from the TaskEvent table by id and subscribes again, so a slow client never
 slows the others and loses nothing. Subscribers are also marked when the listener loses its
 connection and again once it listens anew (they may have missed notifications in between).

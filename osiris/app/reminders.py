@@ -13,7 +13,8 @@ counting again from there.
 (unique per task, anchor and interval), so replicas scanning at once send each interval once. In the
 same transaction each claimed row gets a `remind_reviewers` job (dedupe key per task, anchor and
 interval). The job re-checks that nobody acted in between, then sends through the ports: each
-reviewer's verified chat addresses (`ports.ReviewerNotifier`) and, on a code host that can
+reviewer's verified chat addresses and the repository's (else the organization's) Slack review
+channel, if one is set (`ports.ReviewerNotifier`), and, on a code host that can
 (`ports.ReviewRequester`), a review request on the pull request.
 """
 
@@ -27,7 +28,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, time
 from typing import Any
 
-from sqlalchemy import select, text
+from sqlalchemy import func, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from osiris.app import jobs, reviewer_channels
@@ -139,9 +140,12 @@ async def set_org_policy(
     remind_after_seconds: int | None,
     quiet_hours: tuple[time, time] | None,
     timezone: str = "UTC",
+    slack_channel: str | None = None,
 ) -> Organization:
-    """An admin's organization: its own interval (None: the deployment's; 0: off) and quiet hours."""
+    """An admin's organization: its own interval (None: the deployment's; 0: off), quiet hours and
+    Slack review channel (`<team>:<channel>`: every reminder is also posted there; None: none)."""
     _require_admin(actor)
+    channel = reviewer_channels.normalize_slack_channel(slack_channel)
     if remind_after_seconds is not None and remind_after_seconds < 0:
         raise InvalidInput("the interval is a number of seconds, 0 or more")
     try:
@@ -153,14 +157,22 @@ async def set_org_policy(
     org.review_remind_after_seconds = remind_after_seconds
     org.quiet_hours_start, org.quiet_hours_end = quiet_hours or (None, None)
     org.timezone = timezone
+    org.review_slack_channel = channel
     await session.flush()
     return org
 
 
 async def set_repository_interval(
-    session: AsyncSession, actor: Actor, *, name: str, remind_after_seconds: int | None
+    session: AsyncSession,
+    actor: Actor,
+    *,
+    name: str,
+    remind_after_seconds: int | None,
+    slack_channel: str | None = None,
 ) -> Repository:
+    """A repository's interval and Slack review channel, over the organization's (None: theirs)."""
     _require_admin(actor)
+    channel = reviewer_channels.normalize_slack_channel(slack_channel)
     if remind_after_seconds is not None and remind_after_seconds < 0:
         raise InvalidInput("the interval is a number of seconds, 0 or more")
     repo = await session.scalar(
@@ -169,8 +181,24 @@ async def set_repository_interval(
     if repo is None:
         raise NotFound(f"no repository {name!r} in your organization")
     repo.review_remind_after_seconds = remind_after_seconds
+    repo.review_slack_channel = channel
     await session.flush()
     return repo
+
+
+async def review_channel(session: AsyncSession, task: Task) -> str | None:
+    """The Slack channel a task's reminders are also posted to: its repository's, else its
+    organization's; None when neither has one."""
+    found = await session.scalar(
+        select(Repository.review_slack_channel).where(
+            Repository.org_id == task.org_id, func.lower(Repository.name) == task.repo.lower()
+        )
+    )
+    if found:
+        return found
+    return await session.scalar(
+        select(Organization.review_slack_channel).where(Organization.id == task.org_id)
+    )
 
 
 # --- what a reminder says ----------------------------------------------------------------------
@@ -314,6 +342,26 @@ async def pinned_reminder(session: AsyncSession, task_id: int) -> ReviewReminder
     )
 
 
+async def _send(
+    ctx: jobs.JobContext,
+    notifier: ReviewerNotifier | None,
+    reminder: ReviewReminder,
+    prompt: ReviewPrompt,
+    sends: list[tuple[str, str, str, dict[str, Any]]],
+) -> list[dict[str, Any]]:
+    sent: list[dict[str, Any]] = []
+    for key, kind, address, who in sends:
+        async with ctx.sessions() as session:
+            if not await still_waiting(session, reminder):
+                break  # stop the moment anyone acts
+        if notifier is None:
+            continue
+        result = await notifier.remind(kind, address, prompt, key)
+        outcome = {k: result[k] for k in ("ok", "skipped", "error") if k in result}
+        sent.append({**who, "channel": kind, **outcome})
+    return sent
+
+
 @jobs.job_handler(REMIND_REVIEWERS)
 async def remind_reviewers(payload: dict[str, Any], ctx: jobs.JobContext) -> None:
     notifier: ReviewerNotifier | None = ctx.services.reviewer_notifier
@@ -328,6 +376,7 @@ async def remind_reviewers(payload: dict[str, Any], ctx: jobs.JobContext) -> Non
             select(Artifact).where(Artifact.task_id == task.id, Artifact.version == reminder.version)
         )
         anchor = await session.get(TaskEvent, reminder.anchor_event_id)
+        channel = await review_channel(session, task)
         people = await recipients(session, task, escalated=reminder.escalated)
         addresses = await reviewer_channels.verified_addresses(session, [u.id for u in people])
         agent_login = None
@@ -342,18 +391,15 @@ async def remind_reviewers(payload: dict[str, Any], ctx: jobs.JobContext) -> Non
         now=now,
         reply_code=reminder.reply_code,
     )
-    sent: list[dict[str, Any]] = []
-    for person in people:
-        async with ctx.sessions() as session:
-            if not await still_waiting(session, reminder):
-                break  # stop the moment anyone acts
-        for channel, address in addresses.get(person.id, []):
-            if notifier is None:
-                continue
-            key = f"remind-{reminder.id}-{person.id}-{channel}"
-            result = await notifier.remind(channel, address, prompt, key)
-            outcome = {k: result[k] for k in ("ok", "skipped", "error") if k in result}
-            sent.append({"user_id": person.id, "channel": channel, **outcome})
+    # each person's addresses, then the review channel (None); `key` sends each once per interval
+    sends = [
+        (f"remind-{reminder.id}-{person.id}-{kind}", kind, address, {"user_id": person.id})
+        for person in people
+        for kind, address in addresses.get(person.id, [])
+    ]
+    if channel:  # the repository's or organization's Slack channel
+        sends.append((f"remind-{reminder.id}-review-channel", "slack", channel, {"review_channel": channel}))
+    sent = await _send(ctx, notifier, reminder, prompt, sends)
     logins = sorted({u.github_login for u in people if u.github_login and u.github_login != agent_login})
     if logins and isinstance(host, ReviewRequester) and artifact.pr_number is not None:
         try:

@@ -56,6 +56,20 @@ def normalize(channel: str, address: str) -> str:
     raise InvalidInput(f"channel is one of {', '.join(CHANNELS)}")
 
 
+_SLACK_CHANNEL = re.compile(r"T[A-Z0-9]{2,30}:[CG][A-Z0-9]{2,30}")
+
+
+def normalize_slack_channel(value: str | None) -> str | None:
+    """A Slack review channel (an organization's or a repository's) as `<team id>:<channel id>`,
+    the form a reminder's target takes (`T0123ABCD:C0456EFGH`); None or blank: none."""
+    if value is None or not value.strip():
+        return None
+    found = " ".join(value.split())
+    if not _SLACK_CHANNEL.fullmatch(found):
+        raise InvalidInput("a Slack review channel is <team id>:<channel id>, e.g. T0123ABCD:C0456EFGH")
+    return found
+
+
 def _hash(code: str) -> str:
     return hashlib.sha256(code.lower().encode()).hexdigest()
 

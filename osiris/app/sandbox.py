@@ -43,7 +43,6 @@ from pathlib import Path
 from typing import Any
 
 import platformdirs
-import psutil
 from pydantic import SecretStr
 from sqlalchemy.engine import make_url
 
@@ -289,6 +288,8 @@ class Reaper:
             with contextlib.suppress(OSError):
                 (self.cgroup / "cgroup.kill").write_text("1")
             return
+        import psutil  # only this fallback needs it
+
         for proc in psutil.process_iter(["environ"]):  # no cgroup: what still carries our HOME
             with contextlib.suppress(psutil.Error):
                 if (proc.info.get("environ") or {}).get("HOME") == self.home:

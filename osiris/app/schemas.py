@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from datetime import datetime
 from typing import Any, Literal
 
@@ -203,8 +204,26 @@ class TokenResponse(BaseModel):
     expires_in: int
 
 
+# The one rule for user names (REST, the portal's forms, the CLI: accounts.create_user checks it):
+# names shown in the portal, typed in commands and matched in chats, so no spaces, no control or
+# look-alike characters, no path separators, nothing a shell or a Markdown mention would read
+# differently, and not starting with "-" (an option to a command) or ".".
+# `\-`: the same pattern is the portal's <input pattern>, where a browser reads it with the v flag.
+USERNAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@+\-]{0,99}", re.ASCII)
+USERNAME_RULE = "a user name is 1-100 letters, digits and . _ @ + -, starting with a letter or a digit"
+
+
+def valid_username(name: str) -> str:
+    """`name` exactly as given (nothing stripped) when it follows the rule, else InvalidInput."""
+    if not isinstance(name, str) or not USERNAME.fullmatch(name):
+        raise InvalidInput(USERNAME_RULE)
+    return name
+
+
 class UserCreate(BaseModel):
-    username: str = Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9._@-]+$")
+    username: str = Field(
+        min_length=1, max_length=100, pattern=f"^{USERNAME.pattern}$", description=USERNAME_RULE
+    )
     role: Literal["admin", "reviewer", "agent"]
     password: str | None = Field(default=None, min_length=8, max_length=200)
     github_login: str | None = Field(default=None, max_length=100)

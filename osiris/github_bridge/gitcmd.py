@@ -1,4 +1,4 @@
-"""Git plumbing through GitPython's command wrapper, with a private index or object store on demand.
+"""Git plumbing (the git CLI, one process per command), with a private index or object store on demand.
 
 Everything here blocks: callers run it in a worker thread (asyncio.to_thread). No function touches a
 work tree, so the cost of an operation follows what it changes, not the size of the repository.
@@ -14,9 +14,6 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO
-
-import git
 
 from osiris.app.ports import CheckoutFailed
 
@@ -93,7 +90,6 @@ class Git:
     env: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        self._cmd = git.Git(str(self.git_dir))
         # Pathspecs are paths here, never globs; and nothing may come from a caller's GIT_* env.
         self.env = {"GIT_DIR": str(self.git_dir), "GIT_LITERAL_PATHSPECS": "1", **self.env}
 
@@ -102,17 +98,18 @@ class Git:
 
     def run_raw(self, *args: str, stdin: bytes | None = None) -> tuple[int, bytes, str]:
         """Run `git <args>`; returns (status, stdout bytes, stderr text). Never raises on status."""
-        with _stdin(stdin) as istream:
-            status, out, err = self._cmd.execute(
-                ["git", *args],
-                istream=istream,
-                env=self.env,
-                with_extended_output=True,
-                with_exceptions=False,
-                stdout_as_string=False,
-                strip_newline_in_stdout=False,
-            )
-        return status, out, err
+        # As GitPython's command wrapper ran it (its import cost a start more than it gave: issue
+        # 17): in the git dir, with this process's environment, C messages, then ours on top.
+        proc = subprocess.run(  # noqa: S603 - fixed program, arguments are ours
+            ["git", *args],  # noqa: S607 - git from PATH, as GitPython found it
+            **({"input": stdin} if stdin is not None else {"stdin": subprocess.DEVNULL}),
+            cwd=self.git_dir,
+            env={**os.environ, "LANGUAGE": "C", "LC_ALL": "C", **self.env},
+            capture_output=True,
+            check=False,
+        )
+        err = proc.stderr.decode("utf-8", "replace")
+        return proc.returncode, proc.stdout, err[:-1] if err.endswith("\n") else err
 
     def run(self, *args: str, stdin: bytes | None = None) -> str:
         """Run `git <args>` and return its stdout as text; raise GitFailed on a non-zero status."""
@@ -152,18 +149,6 @@ class Git:
         fmt = "%x1f".join(f"%(trailers:key={k},valueonly,separator=%x2C)" for k in keys)
         values = self.run("log", "-1", f"--format={fmt}", commit).strip("\n").split("\x1f")
         return {k: v.strip() for k, v in zip(keys, values, strict=False) if v.strip()}
-
-
-@contextlib.contextmanager
-def _stdin(data: bytes | None) -> Iterator[IO[bytes] | None]:
-    # subprocess needs a real file descriptor for stdin; an anonymous temp file is one.
-    if data is None:
-        yield None
-        return
-    with tempfile.TemporaryFile() as fh:
-        fh.write(data)
-        fh.seek(0)
-        yield fh
 
 
 class Scratch:

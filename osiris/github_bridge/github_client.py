@@ -16,7 +16,7 @@ from typing import Any
 from urllib.parse import quote
 
 import httpx
-from gidgethub import apps
+from gidgethub import QueryError, apps
 from gidgethub import httpx as gh_httpx
 
 from osiris.app.config import Settings
@@ -167,8 +167,29 @@ class GitHub:
         self.api.oauth_token = await self.token()
         try:
             return await self.api.graphql(query, endpoint=self._graphql_url(), **variables)
+        except QueryError as exc:
+            # GitHub's GraphQL rate limit is a 200 whose errors say RATE_LIMITED: come back later.
+            errors = (exc.response or {}).get("errors") if isinstance(exc.response, dict) else None
+            if any(isinstance(e, dict) and e.get("type") == "RATE_LIMITED" for e in errors or []):
+                delay = _clamp(max(self.api.retry_seconds, 60.0))
+                raise GitHubUnavailable(
+                    delay, f"GitHub's GraphQL rate limit; retry in {delay:.0f}s"
+                ) from None
+            raise
         finally:
             self.api.oauth_token = None
+
+    async def graphql_fields(
+        self, query: str, **variables: Any
+    ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+        """A document of several fields: (data, errors), since GitHub runs every mutation of a
+        document in turn and one failing leaves the others' results (and nulls its own, naming its
+        alias in `path`). Transport failures and 4xx still raise, as for `graphql`."""
+        try:
+            return await self.graphql(query, **variables) or {}, []
+        except QueryError as exc:
+            answer = exc.response if isinstance(exc.response, dict) else {}
+            return answer.get("data") or {}, list(answer.get("errors") or [])
 
     def _graphql_url(self) -> str:
         base = self._settings.github_api_url.rstrip("/")

@@ -27,6 +27,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from osiris.app.actors import system_actor
 from osiris.app.artifacts import ValidArtifact
+from osiris.app.check_config import REPO_CONFIG
 from osiris.app.config import Settings
 from osiris.app.errors import InvalidInput, NotFound, PatchDoesNotApply, Unavailable
 from osiris.app.events import record_event
@@ -42,9 +43,21 @@ _TRAILER_RE = re.compile(rf"^{TRAILER}: (\d+)\s*$", re.MULTILINE)
 INTENT_EVENT = "github_intent"
 BASE_FILE_TTL_SECONDS = 30.0  # `.osiris.yml` read through the API is reused this long
 CHECKED_BASE_TTL_SECONDS = 60.0  # a first version is built on the base commit its check read, this soon
-READY_MUTATION = """
-mutation($id: ID!) {
-  markPullRequestReadyForReview(input: {pullRequestId: $id}) { pullRequest { isDraft } }
+# Ready for review and the merge in one document (issue 17): GitHub runs the two in turn, and the
+# merge is pinned to the approved head (`expectedHeadOid`), so a push after the approval fails it.
+MERGE_MUTATION = """
+mutation($id: ID!, $head: GitObjectID!, $method: PullRequestMergeMethod!, $title: String) {
+  ready: markPullRequestReadyForReview(input: {pullRequestId: $id}) { pullRequest { isDraft } }
+  merge: mergePullRequest(
+    input: {pullRequestId: $id, expectedHeadOid: $head, mergeMethod: $method, commitHeadline: $title}
+  ) { pullRequest { merged mergeCommit { oid } } }
+}
+"""
+# A later version: the PR body's version table and the "version N pushed" comment in one document.
+VERSION_MUTATION = """
+mutation($id: ID!, $body: String!, $comment: String!) {
+  body: updatePullRequest(input: {pullRequestId: $id, body: $body}) { pullRequest { id } }
+  comment: addComment(input: {subjectId: $id, body: $comment}) { commentEdge { node { databaseId } } }
 }
 """
 
@@ -161,6 +174,51 @@ class GitHubHost:
         commit = found["commit"]
         return Head(commit["sha"], commit["commit"]["tree"]["sha"], commit["commit"]["message"])
 
+    async def _base_head(self, repo: str, branch: str, paths: Sequence[str] = ()) -> Head | None:
+        """The base branch's head, read with what is known to be asked next: the touched files at
+        that very commit (a patch's check) and `.osiris.yml` (the pre-review checks). One GraphQL
+        query instead of a GET of the branch and one per file (issue 17). A file GraphQL cannot give
+        as text (binary, too large, a directory) is left to `_read`, which says why it cannot be used."""
+        # An agent's patch names its paths: a bounded number rides along (the rest `_read` reads).
+        config = [REPO_CONFIG] if self.settings.checks_read_repo_config else []
+        wanted = list(dict.fromkeys([*paths[:_BASE_QUERY_FILES], *config]))
+        owner, name = repo.split("/")
+        fields = " ".join(f"f{i}: file(path: $p{i}) {{ {_FILE_FIELDS} }}" for i in range(len(wanted)))
+        params = "".join(f", $p{i}: String!" for i in range(len(wanted)))
+        query = (
+            f"query($owner: String!, $name: String!, $ref: String!{params}) {{"
+            " repository(owner: $owner, name: $name) { ref(qualifiedName: $ref) { target {"
+            f" ... on Commit {{ oid message tree {{ oid }} {fields} }} }} }} }} }}"
+        )
+        found, errors = await self.gh.graphql_fields(
+            query,
+            owner=owner,
+            name=name,
+            ref=f"refs/heads/{branch}",
+            **{f"p{i}": p for i, p in enumerate(wanted)},
+        )
+        if any(e.get("type") != "NOT_FOUND" for e in errors):  # NOT_FOUND: as REST's 404, no branch
+            raise GraphQLException("; ".join(str(e.get("message")) for e in errors), {"errors": errors})
+        commit = ((found.get("repository") or {}).get("ref") or {}).get("target")
+        if not commit:
+            return None
+        head = Head(commit["oid"], commit["tree"]["oid"], commit.get("message") or "")
+        texts: dict[str, str | None] = {}
+        for i, path in enumerate(wanted):
+            entry = commit.get(f"f{i}")
+            blob = (entry or {}).get("object") or {}
+            if entry is None:
+                texts[path] = None  # not in that commit
+            elif _whole_text(entry, blob):
+                texts[path] = blob["text"]
+        self._cache_contents(((repo, head.sha, p), t) for p, t in texts.items())
+        if REPO_CONFIG in texts:
+            self._base_files[(repo, branch, REPO_CONFIG)] = (
+                time.monotonic() + BASE_FILE_TTL_SECONDS,
+                texts[REPO_CONFIG],
+            )
+        return head
+
     async def _read(self, repo: str, ref: str, paths: Sequence[str]) -> dict[str, str | None]:
         """The touched files at `ref` (None when absent); immutable refs (shas) are cached."""
         out: dict[str, str | None] = {}
@@ -204,16 +262,56 @@ class GitHubHost:
             async with self.sessions() as session:
                 history = await _history(session, task.id)
             parent = next((a.commit_sha for a in reversed(history) if a.commit_sha), None)
+            later = parent is not None
             if parent is None:
-                head = await self._branch_head(repo, task.base_branch)
+                head = await self._base_head(repo, task.base_branch, github_patch.sources(artifact.content))
                 if head is None:
                     raise InvalidInput(f"base branch {task.base_branch!r} does not exist on {repo}")
                 parent = head.sha
                 self._remember_base(task, repo, head)
-            originals = await self._read(repo, parent, github_patch.sources(artifact.content))
+            await self._patch_onto(task, repo, parent, artifact.content, later=later)
         except GitHubUnavailable as exc:
             raise Unavailable(f"GitHub is unavailable: {exc}") from None
-        github_patch.apply_patch(artifact.content, originals)
+
+    async def _patch_onto(
+        self, task: Task, repo: str, parent: str, patch: str, *, later: bool = True
+    ) -> tuple[Head | None, list[github_patch.Change]]:
+        """A patch's changes and what they are a diff against: None for `parent` (the task branch
+        head), else the commit the branch starts from (a cumulative diff against the base), read
+        as the local host reads them (`trees.build_version_tree`). `later=False`: a first version,
+        whose `parent` is the base branch head, has one reading."""
+        try:
+            originals = await self._read(repo, parent, github_patch.sources(patch))
+            return None, github_patch.apply_patch(patch, originals)
+        except PatchDoesNotApply as exc:
+            on_branch = exc
+        start = await self._start_of(task, repo, parent) if later else None
+        if start is None:
+            raise on_branch
+        try:
+            originals = await self._read(repo, start.sha, github_patch.sources(patch))
+            return start, github_patch.apply_patch(patch, originals)
+        except PatchDoesNotApply as on_start:
+            name = branch_name(task.id)
+            raise PatchDoesNotApply.on_neither(
+                f"{name} at {parent[:12]}",
+                on_branch,
+                f"{task.base_branch} at {start.sha[:12]} (where {name} starts)",
+                on_start,
+            ) from None
+
+    async def _start_of(self, task: Task, repo: str, head: str) -> Head | None:
+        """Where the task branch at `head` leaves the base branch (their merge base: the left side
+        of the pull request's files changed); None when that is `head` itself."""
+        try:
+            compared = await self.gh.get(repo_path(repo, "compare", f"{task.base_branch}...{head}"))
+        except BadRequest as exc:
+            if _status(exc) == 404:
+                return None
+            raise
+        found = compared.get("merge_base_commit") or {}
+        sha, tree = found.get("sha"), ((found.get("commit") or {}).get("tree") or {}).get("sha")
+        return Head(sha, tree) if sha and tree and sha != head else None
 
     # --- publish --------------------------------------------------------------------------------
 
@@ -236,12 +334,14 @@ class GitHubHost:
         number = pr["number"]
         versions = [a for a in history if a.version <= artifact.version]
         body = self._pr_body(task, repo, versions, {artifact.id: commit})
-        if not pr_created:
-            await self.gh.patch(repo_path(repo, "pulls", str(number)), {"body": body})
+        text = None
         if artifact.version > 1:
             text = f"OSIRIS: version {artifact.version} pushed as {commit[:12]}."
             if artifact.summary:
                 text += f"\n\n{artifact.summary}"
+        if not pr_created:
+            await self._update_pr(task, repo, pr, body, text and (f"version:{artifact.id}", text))
+        elif text is not None:
             await self._comment_once(task, repo, number, f"version:{artifact.id}", text)
         return {
             "branch": branch,
@@ -280,7 +380,7 @@ class GitHubHost:
         else:
             parent, exists = None, False
         if parent is None:
-            parent = self._checked_base_head(task, repo) or await self._branch_head(repo, task.base_branch)
+            parent = self._checked_base_head(task, repo) or await self._base_head(repo, task.base_branch)
             if parent is None:
                 raise InvalidInput(f"base branch {task.base_branch!r} does not exist on {repo}")
 
@@ -328,7 +428,7 @@ class GitHubHost:
 
     async def _make_commit(self, task: Task, artifact: Artifact, repo: str, parent: Head) -> tuple[str, str]:
         entries = []
-        changes = await self._changes(task, artifact, repo, parent.sha)
+        onto, changes = await self._changes(task, artifact, repo, parent.sha)
         for change in changes:
             entry: dict[str, Any] = {"path": change.path, "mode": change.mode, "type": "blob"}
             if change.content is None:
@@ -336,8 +436,10 @@ class GitHubHost:
             else:
                 entry["content"] = change.content
             entries.append(entry)
+        # A cumulative diff against the base makes the tree the branch's start plus the patch, still
+        # committed on top of the branch head: the pull request's files changed are the patch.
         tree = await self.gh.post(
-            repo_path(repo, "git", "trees"), {"base_tree": parent.tree, "tree": entries}
+            repo_path(repo, "git", "trees"), {"base_tree": (onto or parent).tree, "tree": entries}
         )
         # Fixed dates make the commit a pure function of its inputs: a retry recreates the same sha.
         when = artifact.created_at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
@@ -369,17 +471,16 @@ class GitHubHost:
 
     async def _changes(
         self, task: Task, artifact: Artifact, repo: str, parent_sha: str
-    ) -> list[github_patch.Change]:
+    ) -> tuple[Head | None, list[github_patch.Change]]:
         if artifact.kind == ArtifactKind.FILES.value:
             import json
 
             files: dict[str, str] = json.loads(artifact.content)
-            return [github_patch.Change(path, body) for path, body in sorted(files.items())]
+            return None, [github_patch.Change(path, body) for path, body in sorted(files.items())]
         if artifact.kind == ArtifactKind.TEXT.value:
             path = self.settings.github_text_path.format(id=task.id)
-            return [github_patch.Change(path, artifact.content)]
-        originals = await self._read(repo, parent_sha, github_patch.sources(artifact.content))
-        return github_patch.apply_patch(artifact.content, originals)
+            return None, [github_patch.Change(path, artifact.content)]
+        return await self._patch_onto(task, repo, parent_sha, artifact.content)
 
     @staticmethod
     def _commit_message(task: Task, artifact: Artifact) -> str:
@@ -477,7 +578,46 @@ class GitHubHost:
             return []
         return [f"Closes #{number}", ""]
 
+    async def _update_pr(
+        self, task: Task, repo: str, pr: dict[str, Any], body: str, comment: tuple[str, str] | None
+    ) -> None:
+        """The PR's new body and, for a later version, its comment: one GraphQL document the first
+        time (issue 17). A retry, or a PR whose node id is not on record, takes the REST way, where
+        the comment's marker is looked for before posting again."""
+        number, node = int(pr["number"]), pr.get("node_id")
+        if comment is None or node is None or not await self._intend(task, comment[0]):
+            await self.gh.patch(repo_path(repo, "pulls", str(number)), {"body": body})
+            if comment is not None:
+                await self._comment_once(task, repo, number, *comment)
+            return
+        key, text = comment
+        data, errors = await self.gh.graphql_fields(
+            VERSION_MUTATION, id=node, body=body, comment=f"{text}\n\n{marker(key)}"
+        )
+        if data.get("body") is None:
+            await self.gh.patch(repo_path(repo, "pulls", str(number)), {"body": body})
+        if data.get("comment") is None:  # the intent is recorded: the marker is looked for first
+            await self._comment_once(task, repo, number, key, text)
+
     # --- comments -------------------------------------------------------------------------------
+
+    async def _intend(self, task: Task, key: str) -> bool:
+        """Record the intent to post the comment of this key; False when an earlier attempt did."""
+        async with self.sessions() as session, session.begin():
+            tried = await session.scalar(
+                select(TaskEvent.id).where(
+                    TaskEvent.task_id == task.id,
+                    TaskEvent.kind == INTENT_EVENT,
+                    TaskEvent.data["key"].astext == key,
+                )
+            )
+            if tried is None:
+                locked = await session.get(Task, task.id)
+                assert locked is not None  # noqa: S101
+                await record_event(
+                    session, locked, system_actor(task.org_id, "github"), INTENT_EVENT, data={"key": key}
+                )
+        return tried is None
 
     async def _comment_once(
         self,
@@ -493,21 +633,7 @@ class GitHubHost:
         `on_line` (commit_id, path, line, side, …) makes it a PR review comment on that line."""
         tag = marker(key)
         where = ("pulls", str(number), "comments") if on_line else ("issues", str(number), "comments")
-        async with self.sessions() as session, session.begin():
-            tried = await session.scalar(
-                select(TaskEvent.id).where(
-                    TaskEvent.task_id == task.id,
-                    TaskEvent.kind == INTENT_EVENT,
-                    TaskEvent.data["key"].astext == key,
-                )
-            )
-            if tried is None:
-                locked = await session.get(Task, task.id)
-                assert locked is not None  # noqa: S101
-                await record_event(
-                    session, locked, system_actor(task.org_id, "github"), INTENT_EVENT, data={"key": key}
-                )
-        if tried is not None:  # an earlier attempt may have posted it before failing
+        if not await self._intend(task, key):  # an earlier attempt may have posted it before failing
             comments = await self.gh.get_all(repo_path(repo, *where), per_page=100)
             for c in comments:
                 if tag in (c.get("body") or ""):
@@ -557,10 +683,12 @@ class GitHubHost:
     async def request_review(self, task: Task, logins: list[str]) -> dict[str, Any]:
         """Ask these logins to review the task's pull request (GitHub's requested reviewers), keeping
         only those mapped to an active reviewer or admin of the task's organization who is neither its
-        requester nor its agent. GitHub ignores a login already requested, so a repeat is harmless.
-        GitHub refuses the whole request (422) when one login is not a collaborator: each login is then
-        asked alone, and the refused ones are returned, not raised. Rate limits and outages raise
-        `jobs.Retry` (the client), so the job runs again after GitHub's Retry-After."""
+        requester nor its agent. GitHub does not notify a login that is already requested, so each
+        request (one per reminder interval) first removes theirs (a no-op for a login not requested)
+        and then asks again: everyone is notified anew. GitHub refuses the whole request (422) when
+        one login is not a collaborator: each login is then asked alone, and the refused ones are
+        returned, not raised. Rate limits and outages raise `jobs.Retry` (the client), so the job
+        runs again after GitHub's Retry-After; the removal is repeated then, harmlessly."""
         async with self.sessions() as session:
             pr = await _latest_pr(session, task.id)
             wanted = await _reviewer_logins(session, task, logins)
@@ -569,6 +697,7 @@ class GitHubHost:
         if not wanted:
             return {"skipped": "no reviewer with a GitHub login"}
         url = repo_path(await self.repo_for(task), "pulls", str(pr.pr_number), "requested_reviewers")
+        await self._withdraw_requests(url, wanted)
         if await self._ask_reviewers(url, wanted):
             requested, refused = wanted, []
         else:  # one of them at least is refused: ask each alone, so the others are still asked
@@ -576,6 +705,15 @@ class GitHubHost:
             requested = [login for login in wanted if alone.get(login)]
             refused = [login for login in wanted if not alone.get(login)]
         return {"pr_number": pr.pr_number, "ok": bool(requested), "requested": requested, "refused": refused}
+
+    async def _withdraw_requests(self, url: str, logins: list[str]) -> None:
+        """Remove these logins' pending review requests, so that asking again notifies them. A
+        refusal (422) is left to the request that follows, which says who GitHub refuses."""
+        try:  # gidgethub's DELETE with a body (the client's `delete` sends none)
+            await self.gh.api.delete(url, data={"reviewers": logins}, oauth_token=await self.gh.token())
+        except BadRequest as exc:
+            if _status(exc) != 422:
+                raise
 
     async def _ask_reviewers(self, url: str, logins: list[str]) -> bool:
         """False when GitHub refuses them (422: not a collaborator, or the pull request's author)."""
@@ -602,36 +740,30 @@ class GitHubHost:
         node = next((d["pr_node_id"] for d in reversed(list(state.values())) if d.get("pr_node_id")), None)
         if node is None:
             node = (await self.gh.get(repo_path(repo, "pulls", str(number))))["node_id"]
-        try:
-            await self.gh.graphql(READY_MUTATION, id=node)
-        except GraphQLException:
-            current = await self.gh.get(repo_path(repo, "pulls", str(number)))
-            if current.get("merged"):  # merged already (by a person, or by our own timed-out attempt)
-                return await self._merged(repo, branch, number, current.get("merge_commit_sha"), already=True)
-            if current.get("draft"):
-                raise
-        try:
-            done = await self.gh.put(
-                repo_path(repo, "pulls", str(number), "merge"),
-                {
-                    "sha": sha,
-                    "merge_method": self.settings.github_merge_method,
-                    "commit_title": f"{task.title} (#{number})",
-                },
+        data, errors = await self.gh.graphql_fields(
+            MERGE_MUTATION,
+            id=node,
+            head=sha,
+            method=self.settings.github_merge_method.upper(),
+            title=f"{task.title} (#{number})",
+        )
+        done = (data.get("merge") or {}).get("pullRequest") or {}
+        if done.get("merged"):
+            return await self._merged(
+                repo, branch, number, (done.get("mergeCommit") or {}).get("oid"), already=False
             )
-        except BadRequest as exc:
-            if _status(exc) not in (405, 409, 422):
-                raise
-            current = await self.gh.get(repo_path(repo, "pulls", str(number)))
-            if current.get("merged"):
-                return await self._merged(repo, branch, number, current.get("merge_commit_sha"), already=True)
-            if _status(exc) == 409 or current["head"]["sha"] != sha:
-                raise MergeConflict(
-                    f"the branch {branch} moved since version {pr.version} was approved ({exc})"
-                ) from None
-            files = await self._conflicting_files(repo, task.base_branch, branch)
-            raise MergeConflict(f"pull request #{number} cannot be merged: {exc}", files=files) from None
-        return await self._merged(repo, branch, number, done.get("sha"), already=False)
+        # Not merged. GitHub says why in the errors; the pull request itself says what to do next.
+        why = "; ".join(str(e.get("message")) for e in errors) or "GitHub did not merge it"
+        current = await self.gh.get(repo_path(repo, "pulls", str(number)))
+        if current.get("merged"):  # merged already (by a person, or by our own timed-out attempt)
+            return await self._merged(repo, branch, number, current.get("merge_commit_sha"), already=True)
+        refused = any(e.get("type") in ("FORBIDDEN", "NOT_FOUND") for e in errors)
+        if current.get("draft") or refused:  # not marked ready (closed) or not allowed: no conflict
+            raise GraphQLException(why, {"errors": errors})
+        if current["head"]["sha"] != sha or "Head branch was modified" in why:
+            raise MergeConflict(f"the branch {branch} moved since version {pr.version} was approved ({why})")
+        files = await self._conflicting_files(repo, task.base_branch, branch)
+        raise MergeConflict(f"pull request #{number} cannot be merged: {why}", files=files)
 
     async def _merged(
         self, repo: str, branch: str, number: int, sha: str | None, *, already: bool
@@ -811,6 +943,23 @@ async def _published_state(session: AsyncSession, task_id: int) -> dict[int, dic
         if isinstance(data, dict) and data.get("artifact_id"):
             out[int(data["artifact_id"])] = data
     return out
+
+
+_FILE_FIELDS = "type object { ... on Blob { text isBinary isTruncated byteSize } }"
+_BASE_QUERY_FILES = 50  # files read with the base head in one GraphQL query, at most
+
+
+def _whole_text(entry: dict[str, Any], blob: dict[str, Any]) -> bool:
+    """A regular file GraphQL gave whole, as the very bytes (GitHub re-encodes some non-UTF-8 text)."""
+    text = blob.get("text")
+    if (
+        entry.get("type") != "blob"
+        or not isinstance(text, str)
+        or blob.get("isBinary")
+        or blob.get("isTruncated")
+    ):
+        return False
+    return len(text.encode()) == blob.get("byteSize")
 
 
 def _decode(path: str, item: Any) -> str:

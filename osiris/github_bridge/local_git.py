@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import re
 import sys
 import time
@@ -23,16 +24,14 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-import git
-
 from osiris.app.artifacts import ValidArtifact, validate_artifact
 from osiris.app.config import Settings
 from osiris.app.errors import InvalidInput, NotFound, Unavailable
 from osiris.app.models import Artifact, Message, Task
 from osiris.app.ports import MergeConflict, branch_name
 from osiris.github_bridge import copies, diffs
-from osiris.github_bridge.gitcmd import EMPTY_TREE, IDENTITY, ZERO_SHA, Git, GitFailed, scratch
-from osiris.github_bridge.trees import build_tree
+from osiris.github_bridge.gitcmd import EMPTY_TREE, IDENTITY, ZERO_SHA, Git, GitFailed, run_bounded
+from osiris.github_bridge.trees import Base, build_version_tree
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +78,11 @@ class LocalGitHost:
     def _create(self, name: str, base_branch: str) -> Path:
         path = self.repo_path(name)
         path.parent.mkdir(parents=True, exist_ok=True)
-        git.Repo.init(str(path), bare=True, initial_branch=base_branch).close()  # safe to repeat
+        run_bounded(
+            ("init", "--quiet", "--bare", f"--initial-branch={base_branch}", str(path)),  # safe to repeat
+            env={**os.environ, "LC_ALL": "C"},
+            timeout=60,
+        )
         g = Git(path)
         if g.rev(f"refs/heads/{base_branch}") is None:
             readme = f"# {name}\n\nA project managed by OSIRIS.\n".encode()
@@ -131,12 +134,25 @@ class LocalGitHost:
         g = self._open(task.repo, task.base_branch, create=True)
         branch, base = f"refs/heads/{branch_name(task.id)}", f"refs/heads/{task.base_branch}"
         found = g.refs(branch, base)
-        # Later versions go on top of the branch, so that is what they must apply to.
-        parent = found.get(branch) or found.get(base) or self._base(g, task)
+        head = found.get(branch)
         # Nothing but unreferenced objects is written: the very blobs and trees publishing will
         # reuse, or garbage for `git gc` to prune if the artifact is refused.
-        with scratch(g) as (w, work):
-            build_tree(w, work, parent, artifact, text_path=self._text_path(task))
+        bases = self._bases(g, task, head, found.get(base) or self._base(g, task))
+        build_version_tree(g, bases, artifact, text_path=self._text_path(task))
+
+    def _bases(self, g: Git, task: Task, head: str | None, base: str) -> list[Base]:
+        """What a version may be a diff against: the branch head, then where the branch starts (its
+        merge base with the base branch, the "files changed" view's left side); the base alone for
+        a first version. Either way the version is committed on top of the branch head."""
+        name = branch_name(task.id)
+        if head is None:
+            return [Base(base, f"{task.base_branch} at {base[:12]}")]
+        found = [Base(head, f"{name} at {head[:12]}")]
+        status, out, _ = g.run_raw("merge-base", base, head)
+        start = out.decode().strip() if status == 0 else ""
+        if start:
+            found.append(Base(start, f"{task.base_branch} at {start[:12]} (where {name} starts)"))
+        return found
 
     async def publish(self, task: Task, artifact: Artifact) -> dict[str, Any]:
         return await asyncio.to_thread(self._publish, task, artifact)
@@ -151,9 +167,11 @@ class LocalGitHost:
                 seen, sha = _find_version(g, head, task, artifact)
                 if seen:  # an earlier run got this far (or a later version did): do not commit
                     return self._published(task, sha, created=False, version=artifact.version)
-            parent = head or self._base(g, task)
-            with scratch(g) as (w, work):
-                tree = build_tree(w, work, parent, valid, text_path=self._text_path(task))
+            base = self._base(g, task)
+            parent = head or base
+            tree = build_version_tree(
+                g, self._bases(g, task, head, base), valid, text_path=self._text_path(task)
+            )
             message = _version_message(task, artifact)
             env = {**_identity(), **_dated(artifact.created_at)}
             commit = g.with_env(**env).run("commit-tree", tree, "-p", parent, stdin=message).strip()

@@ -5,6 +5,10 @@ text); the new root tree is then spliced together by rewriting just the director
 `git ls-tree` in and `git mktree` out. The cost follows the number of touched paths and the width of
 their directories, not the number of files in the repository.
 
+A later version of a patch has two readings (`build_version_tree`): a diff against the task branch
+head, or a diff against the base where the branch starts (what an agent produces after a review
+round); the first that applies wins, and the tree it gives is committed on top of the branch.
+
 Every tree built here is checked twice before anything can point at it: each entry the artifact
 produced against `git_safety` (a symlink's target and a `.gitmodules` only exist once a patch is
 applied), then the new trees alone by git itself (`fsck_trees`, `index-pack --strict`) before they are
@@ -17,14 +21,14 @@ import hashlib
 import struct
 import uuid
 import zlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from osiris.app.artifacts import ValidArtifact, check_path, patch_paths
 from osiris.app.errors import InvalidArtifact, PatchDoesNotApply
 from osiris.app.git_safety import EXECUTABLE, REGULAR, check_entry, check_mode, needs_content
 from osiris.app.models import ArtifactKind
-from osiris.github_bridge.gitcmd import EMPTY_TREE, Git, GitFailed, Scratch
+from osiris.github_bridge.gitcmd import EMPTY_TREE, Git, GitFailed, Scratch, scratch
 
 # git's fsck messages that are only "info" by default, made errors; `--strict` makes warnings errors.
 _FSCK_STRICT = (
@@ -44,6 +48,40 @@ class Entry:
 class Change:
     sha: str
     mode: str | None = None  # None: keep an existing executable bit, else a regular file
+
+
+@dataclass(frozen=True, slots=True)
+class Base:
+    """A commit a version's patch may be a diff against, and how to name it to the agent."""
+
+    sha: str
+    label: str
+
+
+def build_version_tree(g: Git, bases: Sequence[Base], artifact: ValidArtifact, *, text_path: str) -> str:
+    """The tree of a new version: the artifact applied to the first of `bases` a patch applies to.
+
+    `bases` is the task branch head, then the commit the branch starts from (its merge base with the
+    base branch); one entry for a first version. A patch that applies to the branch head is read as
+    a diff against it, even if it would apply to the start too, so the answer depends on the patch
+    and those two commits alone. Only "does not apply" moves on to the next reading: a refused entry
+    (InvalidArtifact) is final. `g` is the repository itself: each attempt gets a fresh private index,
+    so nothing of a failed attempt leaks into the next. Files and text replace content: one attempt.
+    """
+    wanted = list({b.sha: b for b in bases}.values())
+    if artifact.kind is not ArtifactKind.PATCH:
+        wanted = wanted[:1]
+    failed: list[tuple[Base, PatchDoesNotApply]] = []
+    for base in wanted:
+        with scratch(g) as (w, work):
+            try:
+                return build_tree(w, work, base.sha, artifact, text_path=text_path)
+            except PatchDoesNotApply as exc:
+                failed.append((base, exc))
+    if len(failed) == 1:
+        raise failed[0][1]
+    (head, on_head), (start, on_start) = failed[0], failed[-1]
+    raise PatchDoesNotApply.on_neither(head.label, on_head, start.label, on_start)
 
 
 def build_tree(g: Git, work: Scratch, parent: str, artifact: ValidArtifact, *, text_path: str) -> str:
@@ -150,7 +188,13 @@ Listing = dict[str, dict[str, Entry]]  # directory -> its entries by name
 
 
 def _apply_patch(g: Git, parent: str, patch: str) -> tuple[dict[str, Change | None], Listing]:
-    """`git apply --cached --3way` on an index holding only the paths the patch names."""
+    """`git apply --cached` on an index holding only the paths the patch names.
+
+    Exact context (an offset is fine), as the GitHub host applies a patch: no `--3way`, which since
+    git 2.32 merges first whenever the patch names its preimage blobs, and would quietly keep a line
+    the task branch changed that a cumulative diff against the base gives back (a revert after
+    review), instead of failing over to the second reading.
+    """
     strip, paths = patch_paths(patch)
     dirs = list_dirs(g, f"{parent}^{{tree}}", list(paths))
     before: dict[str, tuple[str, str]] = {}
@@ -163,7 +207,7 @@ def _apply_patch(g: Git, parent: str, patch: str) -> tuple[dict[str, Change | No
         info = "".join(f"{mode} {sha}\t{path}\0" for path, (mode, sha) in before.items())
         g.run("update-index", "-z", "--index-info", stdin=info.encode())
     status, out, err = g.run_raw(
-        "apply", "--cached", "--3way", f"-p{strip}", "--whitespace=nowarn", stdin=patch.encode()
+        "apply", "--cached", f"-p{strip}", "--whitespace=nowarn", stdin=patch.encode()
     )
     if status != 0:
         raise PatchDoesNotApply(_git_message(err or out.decode("utf-8", "replace")))
@@ -180,7 +224,7 @@ def _apply_patch(g: Git, parent: str, patch: str) -> tuple[dict[str, Change | No
 
 
 def _git_message(text: str) -> str:
-    # `--3way` narrates the files it did apply; the reader wants the failures.
+    # git may narrate the files it did apply; the reader wants the failures.
     lines = [ln for ln in text.strip().splitlines() if not ln.startswith(("Applied patch", "Checking patch"))]
     return "\n".join(lines) or "git apply failed"
 

@@ -30,9 +30,11 @@ from osiris.app.models import (
     ChannelReceipt,
     Delivery,
     Task,
+    TaskStatus,
 )
 from osiris.app.ratelimit import RateLimiter
 from osiris.app.schemas import PRIORITIES
+from osiris.app.status_labels import status_label
 from osiris.ingest import review_replies
 
 log = logging.getLogger(__name__)
@@ -49,12 +51,14 @@ TOO_LONG = (
     "Sorry, your message is {length:,} characters long and the limit is {limit:,}. Nothing was "
     "recorded: please shorten it (put long logs in an attachment or a link) and send it again."
 )
+# A status in a chat sentence ("Task #3 is …"). The closed states are the portal's own words
+# (status_labels): a person reads "Cancelled" for REJECTED in chat as on the board.
 STATUS_WORDS = {
     "PENDING": "waiting for an agent",
     "IN_PROGRESS": "being worked on",
     "REVIEW": "in review",
-    "DONE": "done",
-    "REJECTED": "closed without changes",
+    "DONE": status_label(TaskStatus.DONE).lower(),
+    "REJECTED": status_label(TaskStatus.REJECTED).lower(),
 }
 TITLE_MAX = 120
 # Outcomes not worth a message of their own: a follow-up is acknowledged in the thread by silence,

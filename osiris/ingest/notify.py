@@ -240,7 +240,7 @@ async def _status_words(session: AsyncSession, task: Task, event: TaskEvent) -> 
         return f"{name} is done and merged." + (f" {url}" if url else "")
     if event.kind == "cancel":
         reason = (event.data or {}).get("reason")
-        return f"{name} was closed without changes." + (f" Reason: {reason}" if reason else "")
+        return f"{name} was {STATUS_WORDS['REJECTED']}." + (f" Reason: {reason}" if reason else "")
     status = event.to_status or task.status
     return f"{name} is {STATUS_WORDS.get(status, status)}."
 

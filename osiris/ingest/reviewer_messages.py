@@ -34,9 +34,16 @@ def pin(prompt: ReviewPrompt) -> str:
     return json.dumps({"task": prompt.task_id, "version": prompt.version, "head": prompt.head_sha})
 
 
+def slack_text(text: str) -> str:
+    """A reminder's words as Slack text: `&`, `<` and `>` escaped, as Slack asks, so that a task
+    title (a requester's words) cannot mention `<!channel>`, a user or a disguised link, in a
+    review channel least of all."""
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
 def blocks(prompt: ReviewPrompt) -> list[dict[str, Any]]:
     return [
-        {"type": "section", "text": {"type": "mrkdwn", "text": prompt.text.split("\n", 1)[0]}},
+        {"type": "section", "text": {"type": "mrkdwn", "text": slack_text(prompt.text.split("\n", 1)[0])}},
         {
             "type": "actions",
             "block_id": f"osiris_review:{prompt.task_id}:{prompt.version}",
@@ -84,7 +91,9 @@ async def _post_blocks(sender: SlackSender, target: Target, prompt: ReviewPrompt
 
     client = AsyncWebClient(token=sender.token_for(target.account), base_url=sender.base_url, timeout=15)
     try:
-        resp = await client.chat_postMessage(channel=target.to, text=prompt.text, blocks=blocks(prompt))
+        resp = await client.chat_postMessage(
+            channel=target.to, text=slack_text(prompt.text), blocks=blocks(prompt)
+        )
     except SlackApiError as exc:
         status = exc.response.status_code if exc.response is not None else 0
         if status == 429 or status >= 500:

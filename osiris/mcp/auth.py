@@ -10,11 +10,7 @@ this endpoint, JWTs from /api/v1/auth/token), so the verifier resolves them exac
 from __future__ import annotations
 
 from collections.abc import Callable
-
-from mcp.server.auth.provider import AccessToken
-from mcp.server.auth.routes import create_protected_resource_routes
-from mcp.server.auth.settings import AuthSettings
-from mcp.server.transport_security import TransportSecuritySettings
+from typing import TYPE_CHECKING
 
 from osiris.app import db, oauth
 from osiris.app.auth import actor_from_token
@@ -22,7 +18,12 @@ from osiris.app.config import Settings
 from osiris.app.errors import Unauthenticated
 from osiris.app.runtime import Runtime
 
-MCP_PATH = "/mcp"
+if TYPE_CHECKING:  # the SDK is imported with the first MCP request (osiris/mcp/extension.py)
+    from mcp.server.auth.provider import AccessToken
+    from mcp.server.auth.settings import AuthSettings
+    from mcp.server.transport_security import TransportSecuritySettings
+
+MCP_PATH = oauth.MCP_PATH
 
 
 class OsirisTokenVerifier:
@@ -32,6 +33,8 @@ class OsirisTokenVerifier:
         self._runtime = runtime  # available once the app's lifespan has started
 
     async def verify_token(self, token: str) -> AccessToken | None:
+        from mcp.server.auth.provider import AccessToken
+
         runtime = self._runtime()
         try:
             async with db.transaction(runtime.sessions) as session:
@@ -66,6 +69,8 @@ class OsirisTokenVerifier:
 
 
 def auth_settings(settings: Settings) -> AuthSettings:
+    from mcp.server.auth.settings import AuthSettings
+
     base = settings.public_url.rstrip("/")
     # Validated from strings so the settings keep a path-less issuer exactly as configured (no "/").
     return AuthSettings.model_validate(
@@ -80,6 +85,8 @@ def auth_settings(settings: Settings) -> AuthSettings:
 
 
 def transport_security(settings: Settings) -> TransportSecuritySettings:
+    from mcp.server.transport_security import TransportSecuritySettings
+
     return TransportSecuritySettings(
         enable_dns_rebinding_protection=True,
         allowed_hosts=settings.mcp_allowed_hosts,
@@ -94,6 +101,8 @@ MCP_SCOPES_SUPPORTED = sorted(set(oauth.MCP_SCOPES.values()), key=oauth.ALL_SCOP
 def protected_resource_routes(settings: Settings) -> list:
     """RFC 9728 metadata for /mcp, served by the SDK's handler: the resource, OSIRIS as its
     authorization server, and the scopes its tools use (the SDK's own route lists none)."""
+    from mcp.server.auth.routes import create_protected_resource_routes
+
     auth = auth_settings(settings)
     assert auth.resource_server_url is not None  # noqa: S101 - set by auth_settings
     return create_protected_resource_routes(

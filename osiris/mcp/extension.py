@@ -1,13 +1,21 @@
-"""Streamable HTTP MCP at /mcp inside the main app, its session manager run in the app's lifespan."""
+"""Streamable HTTP MCP at /mcp inside the main app.
+
+The MCP SDK is a good share of what a start imports (issue 17: cold start), and no MCP request needs
+it before the first one arrives: `/mcp` and its protected-resource metadata are served by `LazyMCP`,
+which imports the SDK and builds the server on the first such request (off the event loop), then
+runs the SDK's session manager from then until the app's lifespan ends.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import importlib
 import json
 import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlparse
 
 import anyio
 from fastapi import FastAPI
@@ -16,57 +24,147 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from osiris.app import streams
 from osiris.app.config import Settings
+from osiris.app.oauth import MCP_PATH
 from osiris.app.runtime import Runtime
 from osiris.mcp import routes
-from osiris.mcp.auth import (
-    MCP_PATH,
-    OsirisTokenVerifier,
-    auth_settings,
-    protected_resource_routes,
-    transport_security,
-)
-from osiris.mcp.gateway import DatabaseGateway
-from osiris.mcp.server import build_mcp_server
-from osiris.mcp.subscriptions import TaskSubscriptions
+
+if TYPE_CHECKING:
+    from osiris.mcp.subscriptions import TaskSubscriptions
 
 log = logging.getLogger(__name__)
 
 
 def install(app: FastAPI, settings: Settings) -> None:
-    def runtime() -> Runtime:
-        return app.state.runtime
-
-    gateway = DatabaseGateway(runtime)
-    subscriptions = TaskSubscriptions(gateway)
-    auth = auth_settings(settings)
-    server = build_mcp_server(
-        gateway, subscriptions=subscriptions, token_verifier=OsirisTokenVerifier(runtime), auth=auth
-    )
-    mcp_app = server.streamable_http_app(
-        streamable_http_path=MCP_PATH,
-        transport_security=transport_security(settings),
-        # Same ceiling as the REST API: an artifact may be up to max_artifact_bytes, JSON-escaped.
-        max_request_body_size=2 * settings.max_artifact_bytes + 65536,
-    )
+    lazy = LazyMCP(app, settings)
     # Plain routes, not a Mount: a Mount would answer /mcp with a redirect to /mcp/. The MCP app keeps
     # its own auth middleware, so REST requests never pay for it. First, so nothing can shadow them.
     # The protected-resource metadata is the SDK's handler with our scopes (protected_resource_routes).
-    for route in protected_resource_routes(settings):
-        app.router.routes.insert(0, route)
-    app.router.routes.insert(0, Route(MCP_PATH, endpoint=RevocableRequests(mcp_app, runtime)))
+    app.router.routes.insert(
+        0, Route(metadata_path(settings), endpoint=lazy.metadata, methods=["GET", "OPTIONS"])
+    )
+    app.router.routes.insert(0, Route(MCP_PATH, endpoint=lazy))
     app.include_router(routes.router)
-    app.state.mcp_server = server
-    app.state.mcp_subscriptions = subscriptions
+    app.state.mcp = lazy
+
+
+def metadata_path(settings: Settings) -> str:
+    """Where the SDK serves /mcp's RFC 9728 metadata: the well-known prefix, then the resource's path."""
+    path = urlparse(settings.public_url.rstrip("/") + MCP_PATH).path
+    return "/.well-known/oauth-protected-resource" + (path if path != "/" else "")
+
+
+class LazyMCP:
+    """The /mcp endpoint (an ASGI app), built with the SDK on its first request."""
+
+    def __init__(self, app: FastAPI, settings: Settings) -> None:
+        self._app = app
+        self._settings = settings
+        self.metadata = _Delegate(self, "_metadata")
+        self.reset()
+
+    def reset(self) -> None:
+        """Nothing built yet: each run of the app's lifespan has a session manager of its own."""
+        self._lock = asyncio.Lock()
+        self._stopping = asyncio.Event()
+        self._running: asyncio.Task[None] | None = None
+        self._mcp: ASGIApp | None = None
+        self._metadata: ASGIApp | None = None
+        self.server: Any = None  # the SDK's MCPServer, once built
+        self.subscriptions: Any = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await (self._mcp or await self._build("_mcp"))(scope, receive, send)
+
+    async def _build(self, which: str) -> ASGIApp:
+        async with self._lock:
+            if self._mcp is None:
+                await asyncio.to_thread(_import_sdk)  # the import itself never blocks the loop
+                await self._start()
+        found = getattr(self, which)
+        assert found is not None  # noqa: S101 - set by _start
+        return found
+
+    async def _start(self) -> None:
+        from osiris.mcp.auth import (
+            OsirisTokenVerifier,
+            auth_settings,
+            protected_resource_routes,
+            transport_security,
+        )
+        from osiris.mcp.gateway import DatabaseGateway
+        from osiris.mcp.server import build_mcp_server
+        from osiris.mcp.subscriptions import TaskSubscriptions
+
+        settings = self._settings
+
+        def runtime() -> Runtime:
+            return self._app.state.runtime
+
+        gateway = DatabaseGateway(runtime)
+        subscriptions = TaskSubscriptions(gateway)
+        server = build_mcp_server(
+            gateway,
+            subscriptions=subscriptions,
+            token_verifier=OsirisTokenVerifier(runtime),
+            auth=auth_settings(settings),
+        )
+        mcp_app = server.streamable_http_app(
+            streamable_http_path=MCP_PATH,
+            transport_security=transport_security(settings),
+            # Same ceiling as the REST API: an artifact may be up to max_artifact_bytes, JSON-escaped.
+            max_request_body_size=2 * settings.max_artifact_bytes + 65536,
+        )
+        [metadata] = protected_resource_routes(settings)
+        hub = runtime().services.hub
+        if hub is not None:
+            hub.add_listener(_notifier(subscriptions))
+        started = asyncio.get_running_loop().create_future()
+        self._running = asyncio.create_task(self._run(server, started), name="mcp-session-manager")
+        await started  # the session manager takes requests from here on (or its error is raised)
+        self.server, self.subscriptions = server, subscriptions
+        self._metadata = metadata.app
+        self._mcp = RevocableRequests(mcp_app, runtime)
+
+    async def _run(self, server: Any, started: asyncio.Future[None]) -> None:
+        try:
+            async with server.session_manager.run():
+                started.set_result(None)
+                await self._stopping.wait()
+        except BaseException as exc:
+            if not started.done():
+                started.set_exception(exc)
+            raise
+
+    async def stop(self) -> None:
+        self._stopping.set()
+        if self._running is not None:
+            await self._running
+
+
+class _Delegate:
+    """An ASGI app that is one of LazyMCP's, built on first use."""
+
+    def __init__(self, owner: LazyMCP, which: str) -> None:
+        self._owner, self._which = owner, which
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        found = getattr(self._owner, self._which) or await self._owner._build(self._which)
+        await found(scope, receive, send)
+
+
+def _import_sdk() -> None:
+    for name in ("osiris.mcp.auth", "osiris.mcp.gateway", "osiris.mcp.server", "osiris.mcp.subscriptions"):
+        importlib.import_module(name)
 
 
 @asynccontextmanager
 async def lifespan(app: FastAPI, runtime: Runtime) -> AsyncIterator[None]:
-    """Part of the app's lifespan: the MCP session manager, and resource updates from the hub."""
-    hub = runtime.services.hub
-    if hub is not None:
-        hub.add_listener(_notifier(app.state.mcp_subscriptions))
-    async with app.state.mcp_server.session_manager.run():
+    """Part of the app's lifespan: the MCP session manager (if the SDK was needed) ends with it."""
+    app.state.mcp.reset()
+    try:
         yield
+    finally:
+        await app.state.mcp.stop()
 
 
 def _notifier(subscriptions: TaskSubscriptions) -> Any:

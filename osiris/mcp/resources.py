@@ -18,14 +18,19 @@ WORK_LOOP = """You are working for OSIRIS, where humans review every change an a
 3. Do the work. If something is unclear, ask with post_message and wait for the answer.
 4. Call submit_artifact with a unified diff against the base branch, an object of
    {{path: full content}}, or text. Write a summary for the reviewer. The task moves to REVIEW and a
-   draft pull request is opened.
+   draft pull request is opened: each version is a commit on the task branch osiris/task-<id>.
 5. Subscribe to the task resource osiris://tasks/<id> (or call read_feedback now and then). When a
    reviewer requests changes the task is IN_PROGRESS again: read_feedback gives the comments with file,
-   line and diff hunk. Address every one and submit again.
+   line and diff hunk. Address every one and submit again. A later patch may be a diff against the
+   task branch (fetch osiris/task-<id>: only what changed since your last version) or the whole change
+   against the base, from the commit the task branch starts at: OSIRIS tries the task branch first,
+   then the base, and a diff against the base becomes the new version as sent (what you leave out of
+   it goes back to the base). A patch that applies to both is read as a diff against the task branch.
 6. A human approves and merges; the task is DONE. Only humans approve: do not ask to.
 If you cannot finish, say why with post_message, then call release_task.
 Errors carry a code: not_claimable (someone else took it: pick another), not_your_task,
-illegal_transition, patch_does_not_apply (rebase on the base branch), too_large, invalid_artifact."""
+illegal_transition, patch_does_not_apply (it applies neither to osiris/task-<id> nor to the base
+commit that branch starts at: diff against one of them exactly), too_large, invalid_artifact."""
 
 
 def register_resources(server: MCPServer, gateway: Gateway) -> None:

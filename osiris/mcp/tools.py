@@ -136,8 +136,10 @@ def register_tools(server: MCPServer, gateway: Gateway) -> None:  # noqa: C901 -
         """Hand in your work on a task you hold; it goes to human review as a draft pull request.
 
         Returns the version number and the branch; the pull request is opened by a background job
-        (publish_state "publishing" with its job id) unless it already exists. A patch that does not
-        apply to the base branch is refused with patch_does_not_apply.
+        (publish_state "publishing" with its job id) unless it already exists. Version 1's patch is a
+        diff against the base branch; a later one against the task branch osiris/task-<id> or, whole,
+        against the commit that branch starts at (tried in that order). One that applies to neither
+        is refused with patch_does_not_apply and nothing is stored.
         """
         return await gateway.submit_artifact(
             task_id, content=content, kind=kind, summary=summary, idempotency_key=idempotency_key

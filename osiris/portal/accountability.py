@@ -30,20 +30,6 @@ BOOKKEEPING = frozenset(
     }
 )
 
-# What a person reads for a status; API values stay the enum's (`REJECTED`).
-STATUS_LABELS = {
-    TaskStatus.PENDING.value: "Pending",
-    TaskStatus.IN_PROGRESS.value: "In progress",
-    TaskStatus.REVIEW.value: "Review",
-    TaskStatus.DONE.value: "Done",
-    TaskStatus.REJECTED.value: "Cancelled",
-}
-
-
-def status_label(status: str | TaskStatus | None) -> str:
-    value = status.value if isinstance(status, TaskStatus) else (status or "")
-    return STATUS_LABELS.get(value, value.replace("_", " "))
-
 
 @dataclass
 class Closure:

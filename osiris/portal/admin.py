@@ -15,12 +15,12 @@ from starlette.responses import Response
 from osiris.app import accounts, db, integrations, organizations
 from osiris.app.errors import InvalidInput, NotFound
 from osiris.app.models import Role
+from osiris.app.schemas import valid_username
 from osiris.portal import queries
 from osiris.portal.access import AdminDep, FormDep, Viewer, runtime_of, text_field
 from osiris.portal.rendering import PortalRoute, redirect, render
 
 router = APIRouter(prefix="/admin", route_class=PortalRoute, include_in_schema=False)
-USERNAME = re.compile(r"^[A-Za-z0-9._@-]{1,100}$")  # the REST API's rule, so both edges agree
 
 
 @router.get("")
@@ -37,11 +37,9 @@ async def users_page(request: Request, viewer: AdminDep) -> Response:
 
 @router.post("/users")
 async def create_user(request: Request, viewer: AdminDep, form: FormDep) -> Response:
-    username = text_field(form, "username").strip()
+    username = valid_username(text_field(form, "username"))  # the core's rule, as REST and the CLI
     role_name = text_field(form, "role")
     password = text_field(form, "password") or None
-    if not USERNAME.match(username):
-        raise InvalidInput("a user name is 1-100 letters, digits and . _ @ -")
     if role_name not in {r.value for r in Role}:
         raise InvalidInput("choose a role: admin, reviewer or agent")
     role = Role(role_name)

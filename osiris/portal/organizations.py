@@ -20,9 +20,8 @@ from starlette.responses import Response
 from osiris.app import accounts, db, organizations, repositories
 from osiris.app.errors import InvalidInput
 from osiris.app.models import ChannelAccount, Role
-from osiris.app.schemas import ChannelAccountSettings
+from osiris.app.schemas import ChannelAccountSettings, valid_username
 from osiris.portal.access import AdminDep, FormDep, SuperuserDep, ViewerDep, runtime_of, text_field
-from osiris.portal.admin import USERNAME
 from osiris.portal.rendering import PortalRoute, redirect, render
 
 router = APIRouter(route_class=PortalRoute, include_in_schema=False)
@@ -162,12 +161,11 @@ async def remove_channel_account(
 
 def _first_admin(form: FormData) -> tuple[str, str] | None:
     """The optional first admin of the form: a user name and a password, both or neither."""
-    username = text_field(form, "admin_username").strip()
+    username = text_field(form, "admin_username")
     password = text_field(form, "admin_password")
     if not username and not password:
         return None
-    if not USERNAME.match(username):
-        raise InvalidInput("a user name is 1-100 letters, digits and . _ @ -")
+    valid_username(username)  # the core's rule, as REST and the CLI
     if len(password) < 8:
         raise InvalidInput("an admin signs in to the portal: give a password of 8 characters or more")
     return username, password

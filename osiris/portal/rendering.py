@@ -20,9 +20,9 @@ from starlette.responses import RedirectResponse, Response
 from starlette.templating import Jinja2Templates
 
 from osiris.app.errors import OsirisError
-from osiris.app.schemas import PRIORITY_NAMES
+from osiris.app.schemas import PRIORITY_NAMES, USERNAME
+from osiris.app.status_labels import status_label
 from osiris.portal.access import LoginRequired, codec_of, portal_session
-from osiris.portal.accountability import status_label
 from osiris.portal.sessions import CSRF_FIELD
 
 HERE = Path(__file__).resolve().parent
@@ -90,6 +90,7 @@ templates.env.filters["duration"] = _duration
 templates.env.globals["priority_name"] = lambda p: PRIORITY_NAMES.get(p, str(p))
 templates.env.globals["CSRF_FIELD"] = CSRF_FIELD
 templates.env.globals["status_label"] = status_label  # REJECTED reads "Cancelled"
+templates.env.globals["username_pattern"] = USERNAME.pattern  # the forms check the core's rule too
 
 
 def render(

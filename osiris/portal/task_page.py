@@ -7,6 +7,7 @@ each one calls the lifecycle, which refuses anyone whose role may not make the m
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Request
@@ -15,13 +16,14 @@ from starlette.responses import Response
 from osiris.app import db, lifecycle, reviews, task_queries
 from osiris.app.check_runs import latest_runs
 from osiris.app.errors import ChecksFailed, ChecksPending, InvalidInput, NotFound, NotPublished, StaleApproval
-from osiris.app.models import OPEN_STATUSES, TaskStatus
+from osiris.app.models import OPEN_STATUSES, Artifact, TaskEvent, TaskStatus
 from osiris.app.schemas import bounded_text
 from osiris.portal import accountability, highlight, queries, review
 from osiris.portal.access import FormDep, ViewerDep, runtime_of, text_field
 from osiris.portal.rendering import PortalRoute, redirect, render
 
 router = APIRouter(route_class=PortalRoute, include_in_schema=False)
+REVIEWS = frozenset({lifecycle.Action.REQUEST_CHANGES, lifecycle.Action.APPROVE})  # people's verdicts
 
 
 @router.get("/portal/highlight.css")
@@ -71,9 +73,9 @@ async def task_page(
         if shown
         else None
     )
-    # Compare the two newest versions unless asked for others.
-    if from_version is None and to_version is None and len(artifacts) >= 2:
-        from_version, to_version = artifacts[-2].version, artifacts[-1].version
+    since_review = None
+    if from_version is None and to_version is None:
+        from_version, to_version, since_review = compared_by_default(artifacts, timeline)
     older, newer = by_version.get(from_version or 0), by_version.get(to_version or 0)
     compared = await asyncio.to_thread(highlight.render_diff, older, newer) if older and newer else None
     published = next((a for a in reversed(artifacts) if a.pr_url or a.pr_number), None)
@@ -100,6 +102,7 @@ async def task_page(
             "compared": compared,
             "from_version": from_version,
             "to_version": to_version,
+            "since_review": since_review,  # the default pair starts at the version last reviewed
             "published": published,
             "messages": messages,
             "timeline": list(reversed(timeline)),  # newest first: the latest is at the top, no scrolling
@@ -117,6 +120,27 @@ async def task_page(
             "latest": artifacts[-1] if artifacts else None,
         },
     )
+
+
+def compared_by_default(
+    artifacts: Sequence[Artifact], timeline: Sequence[TaskEvent]
+) -> tuple[int | None, int | None, int | None]:
+    """The versions "Compare versions" shows unless the reader asks for others. On a second pass,
+    what changed since the last review: the newest version a reviewer requested changes on (or
+    approved, when its merge failed) against the newest; else the two newest. Returns (from, to,
+    reviewed or None). A system move (failing checks, a merge conflict) is no review."""
+    if len(artifacts) < 2:
+        return None, None, None
+    newest = artifacts[-1].version
+    submitted = reviewed = None
+    for event in timeline:  # oldest first: a review is of the version in review at the time
+        if event.kind == lifecycle.Action.SUBMIT:
+            submitted = (event.data or {}).get("version")
+        elif event.kind in REVIEWS and submitted is not None:
+            reviewed = submitted
+    if isinstance(reviewed, int) and reviewed < newest and any(a.version == reviewed for a in artifacts):
+        return reviewed, newest, reviewed
+    return artifacts[-2].version, newest, None
 
 
 @router.get("/tasks/{task_id}/versions/{version}/files")

@@ -11,19 +11,32 @@ import sys
 from osiris.app import security
 
 CHANNEL_SDKS = ("aiohttp", "slack_sdk", "telegram", "twilio", "aiosmtpd", "aiosmtplib")
+# Not needed before their first use either: the MCP SDK (the first /mcp request), pgqueuer (the job
+# worker, which imports it off the event loop, and the first enqueue), YAML (a repository's
+# `.osiris.yml`), psutil (a sandbox without cgroups); GitPython is not used at all (the git CLI is).
+LATER = ("mcp", "mcp_types", "pgqueuer", "yaml", "psutil", "git")
+
+
+def _imported_by_the_app(names: tuple[str, ...]) -> list[str]:
+    """Which of these a fresh process has imported once it built the app `osiris serve` runs."""
+    probe = (
+        "import json, sys; import osiris.cli, osiris.server as s; s._extensions(); s.create_app(); "
+        f"print(json.dumps([m for m in {list(names)!r} if m in sys.modules]))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=120
+    )
+    return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 def test_the_app_and_its_edges_import_no_channel_sdk():
     """`osiris serve` imports the composition root and every edge; a channel's SDK (and aiohttp, under
     Slack's) waits until that channel sends, receives or listens."""
-    probe = (
-        "import json, sys; import osiris.cli, osiris.server as s; s._extensions(); "
-        f"print(json.dumps([m for m in {list(CHANNEL_SDKS)!r} if m in sys.modules]))"
-    )
-    out = subprocess.run(
-        [sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=120
-    )
-    assert json.loads(out.stdout.strip().splitlines()[-1]) == []
+    assert _imported_by_the_app(CHANNEL_SDKS) == []
+
+
+def test_the_app_imports_no_mcp_sdk_job_queue_yaml_or_gitpython_before_their_use():
+    assert _imported_by_the_app(LATER) == []
 
 
 def test_the_timing_equaliser_costs_what_a_real_password_hash_costs():

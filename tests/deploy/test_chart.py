@@ -70,7 +70,8 @@ CHECKS_OFFLINE = {
     },
 }
 API, WORKER, CHECKS, MIGRATE = "osiris-api", "osiris-worker", "osiris-checks", "osiris-migrate"
-# What the checks pods may hold: run_checks fetches and reports on GitHub; Settings requires the key.
+# What the checks pods hold: their own role's URL, a placeholder signing key (Settings requires one),
+# the GitHub credentials run_checks fetches versions with.
 CHECKS_CREDENTIALS = {"DATABASE_URL", "OSIRIS_SECRET_KEY", "OSIRIS_GITHUB_TOKEN", "OSIRIS_GITHUB_PRIVATE_KEY"}
 
 
@@ -165,7 +166,10 @@ def test_commands_are_real_osiris_commands_and_flags() -> None:
     assert containers[API]["args"][0] == "serve"
     assert containers[WORKER]["args"] == ["worker", "--skip-jobs", "run_checks"]
     assert containers[CHECKS]["args"] == ["worker", "--jobs", "run_checks"]
-    assert containers[MIGRATE]["args"] == ["migrate"]
+    # migrates, then grants the checks pods' role (checks.database.role); without one, `migrate`
+    assert containers[MIGRATE]["args"] == ["db", "grant-checks-role", "osiris_checks"]
+    for values in ({"checks": {"database": {"role": ""}}}, {"checks": {"enabled": False}}):
+        assert _containers(rendered(values))[MIGRATE]["args"] == ["migrate"]
     parser = build_parser()
     script = osiris_script()
     for name, container in containers.items():
@@ -350,6 +354,42 @@ def test_checks_run_in_their_own_restricted_pods_with_a_subset_of_the_credential
     assert local["containers"][0]["securityContext"]["seccompProfile"] == profile
     kv = kubernetes_validate()
     kv.validate(local_deployment, kv.latest_version(), strict=True)
+
+
+def test_the_checks_pods_have_a_database_role_of_their_own_and_no_signing_key() -> None:
+    """The checks pods run agents' code: their DATABASE_URL is the restricted role's (granted by the
+    migration Job, tests/app/test_checks_role.py), and the key that signs every session is not
+    theirs (they sign nothing; Settings only requires some value)."""
+    for variant, docs in all_variants():
+        containers = _containers(docs)
+        env = {e["name"]: e for e in containers[CHECKS]["env"]}
+        assert env["DATABASE_URL"]["valueFrom"]["secretKeyRef"] == {
+            "name": "osiris-checks-database",
+            "key": "url",
+        }
+        api_key = next(e for e in containers[API]["env"] if e["name"] == "OSIRIS_SECRET_KEY")
+        assert "valueFrom" in api_key and "valueFrom" not in env["OSIRIS_SECRET_KEY"], variant
+        assert env["OSIRIS_SECRET_KEY"]["value"] == "unused: the checks pods sign nothing"
+        for name in ("OSIRIS_GITHUB_TOKEN", "OSIRIS_GITHUB_PRIVATE_KEY"):  # fetching versions on GitHub
+            assert env[name]["valueFrom"]["secretKeyRef"]["optional"] is True
+    # an operator's own Secret and key; or, knowingly, the shared role
+    own = {"checks": {"database": {"existingSecret": "osiris-db-checks", "key": "uri", "role": "checker"}}}
+    docs = rendered(own)
+    env = {e["name"]: e for e in _containers(docs)[CHECKS]["env"]}
+    assert env["DATABASE_URL"]["valueFrom"]["secretKeyRef"] == {"name": "osiris-db-checks", "key": "uri"}
+    assert _containers(docs)[MIGRATE]["args"] == ["db", "grant-checks-role", "checker"]
+    shared = {
+        e["name"]: e
+        for e in _containers(rendered({"checks": {"database": {"existingSecret": ""}}}))[CHECKS]["env"]
+    }
+    assert shared["DATABASE_URL"]["valueFrom"]["secretKeyRef"] == {"name": "osiris-database", "key": "url"}
+    # a role name that is not a plain identifier, or the signing key listed for the checks pods, fails
+    for bad in (
+        {"checks": {"database": {"role": "x; DROP TABLE tasks"}}},
+        {"checks": {"credentials": ["OSIRIS_SECRET_KEY"]}},
+    ):
+        with pytest.raises(Exception, match="checks"):
+            rendered(bad)
 
 
 def _pod_settings(container: dict, config: dict[str, str], tmp_path: Path) -> Settings:

@@ -2,8 +2,8 @@
 the API Deployment's args and environment (its ConfigMap and credentials), probed where its
 readiness and liveness probes and the ServiceMonitor look, `osiris worker --skip-jobs run_checks`
 with the worker Deployment's narrower credentials, and `osiris worker --jobs run_checks` with the
-checks Deployment's fewer still (no chat-provider token, no webhook secret, no admin password), all
-against a fresh, empty database.
+checks Deployment's fewer still (no chat-provider token, no webhook secret, no admin password, no
+signing key) as the PostgreSQL role the migration Job granted, all against a fresh, empty database.
 
 What differs from a pod, and why: the port is a free one and the host is 127.0.0.1 (tests listen on
 loopback only), and OSIRIS_DATA_DIR is a temporary folder (the pod's emptyDir)."""
@@ -23,6 +23,7 @@ from pathlib import Path
 import asyncpg
 import httpx
 import pytest
+from sqlalchemy.engine import make_url
 
 from bench._server import create_database, drop_database, free_port
 
@@ -40,9 +41,38 @@ async def empty_database(database_url: str) -> AsyncIterator[str]:
         await drop_database(database_url, created)
 
 
-def _env(container: dict, config: dict[str, str], credentials: dict[str, str]) -> dict[str, str]:
+@pytest.fixture
+async def checks_role(empty_database: str) -> AsyncIterator[tuple[str, str]]:
+    """A LOGIN role for the checks pods (unique: roles are shared by the whole server) and its URL,
+    as the operator creates them; dropped afterwards with what the migration Job granted it."""
+    role = f"osiris_checks_{secrets.token_hex(4)}"
+    password = secrets.token_hex(16)
+    conn = await asyncpg.connect(empty_database)
+    await conn.execute(f"CREATE ROLE {role} LOGIN PASSWORD '{password}'")
+    try:
+        yield (
+            role,
+            str(
+                make_url(empty_database)
+                .set(username=role, password=password)
+                .render_as_string(hide_password=False)
+            ),
+        )
+    finally:
+        await conn.execute(f"DROP OWNED BY {role}")
+        await conn.execute(f"DROP ROLE {role}")
+        await conn.close()
+
+
+CHECKS_SECRET = "osiris-checks-database"  # checks.database.existingSecret
+
+
+def _env(
+    container: dict, config: dict[str, str], credentials: dict[str, str], checks_url: str = ""
+) -> dict[str, str]:
     """The container's environment as Kubernetes would build it: envFrom the ConfigMap, then each
-    env entry (a secretKeyRef resolves to the credential, or is left out when optional and absent)."""
+    env entry (a secretKeyRef resolves to the credential, or is left out when optional and absent;
+    the checks role's Secret to `checks_url`)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("OSIRIS_") and k != "DATABASE_URL"}
     if container.get("envFrom"):
         env |= config
@@ -51,7 +81,10 @@ def _env(container: dict, config: dict[str, str], credentials: dict[str, str]) -
             env[entry["name"]] = entry["value"]
             continue
         ref = entry["valueFrom"]["secretKeyRef"]
-        if ref["key"] in credentials:
+        if ref["name"] == CHECKS_SECRET:
+            assert ref["key"] == "url" and checks_url
+            env[entry["name"]] = checks_url
+        elif ref["key"] in credentials:
             env[entry["name"]] = credentials[ref["key"]]
         else:
             assert ref.get("optional"), f"{entry['name']}: a required key is missing"
@@ -100,8 +133,11 @@ def _job_kinds_taken(proc: subprocess.Popen, log: Path) -> set[str]:
         time.sleep(0.2)
 
 
-def test_migrate_serve_and_worker_as_the_manifests_run_them(empty_database: str, tmp_path: Path) -> None:
+def test_migrate_serve_and_worker_as_the_manifests_run_them(
+    empty_database: str, checks_role: tuple[str, str], tmp_path: Path
+) -> None:
     docs = committed()
+    role, checks_url = checks_role
     config = dict(one(docs, "ConfigMap", "osiris-config")["data"])
     config["OSIRIS_DATA_DIR"] = str(tmp_path / "data")
     credentials = {
@@ -119,10 +155,12 @@ def test_migrate_serve_and_worker_as_the_manifests_run_them(empty_database: str,
     }
     script = str(osiris_script())
 
-    # 1. the migration Job, on an empty database
+    # 1. the migration Job, on an empty database: migrates, then grants the checks pods' role
+    # (the manifests name `osiris_checks`; here a role of this test's own)
     job = containers["osiris-migrate"]
+    assert job["args"] == ["db", "grant-checks-role", "osiris_checks"]
     done = subprocess.run(
-        [script, *job["args"]],
+        [script, *job["args"][:-1], role],
         env=_env(job, config, credentials),
         cwd=tmp_path,
         capture_output=True,
@@ -159,12 +197,14 @@ def test_migrate_serve_and_worker_as_the_manifests_run_them(empty_database: str,
     )
     # 4. the checks Deployment's container: pre-review checks only, with its reduced environment
     checker = containers["osiris-checks"]
-    checks_env = _env(checker, config, credentials)
+    checks_env = _env(checker, config, credentials, checks_url)
     assert (
         not {"OSIRIS_ADMIN_PASSWORD", "OSIRIS_SLACK_BOT_TOKEN", "OSIRIS_TELEGRAM_BOT_TOKEN"}
         & checks_env.keys()
     )
-    assert {"DATABASE_URL", "OSIRIS_SECRET_KEY"} <= checks_env.keys()
+    # its own role, and not the signing key (a placeholder: Settings requires one)
+    assert checks_env["DATABASE_URL"] == checks_url
+    assert checks_env["OSIRIS_SECRET_KEY"] != credentials["OSIRIS_SECRET_KEY"]
     checks_log = tmp_path / "checks.log"
     check = subprocess.Popen(
         [script, *checker["args"]],
@@ -211,5 +251,6 @@ def test_migrate_serve_and_worker_as_the_manifests_run_them(empty_database: str,
     assert "Application shutdown complete" in serve_log.read_text()
     assert work.returncode in (0, -signal.SIGTERM), worker_log.read_text()[-3000:]
     assert check.returncode in (0, -signal.SIGTERM), checks_log.read_text()[-3000:]
+    assert "permission denied" not in checks_log.read_text()  # the restricted role was enough
     # serve ran no job worker of its own (OSIRIS_RUN_WORKER=false): the worker pod does that
     assert "OSIRIS admin account created" not in serve_log.read_text()  # the Secret's password was used

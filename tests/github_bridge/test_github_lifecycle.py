@@ -110,13 +110,13 @@ async def test_github_lifecycle_end_to_end(github: GitHubEnv, factory, capsys):
     "faults",
     [
         [("POST .*/git/commits", "500", 2), ("POST .*/pulls$", "500", 1)],
-        [("POST .*/git/trees", "429", 1), ("PUT .*/merge", "429", 1)],
+        [("POST .*/git/trees", "429", 1), ("POST /graphql .*mergePullRequest", "429", 1)],
         [("POST .*/pulls$", "secondary", 1), ("POST .*/labels", "primary", 1)],
         [
             ("POST .*/git/refs$", "timeout-after", 1),
             ("POST .*/pulls$", "timeout-after", 1),
-            ("POST .*/issues/1/comments", "timeout-after", 1),
-            ("PUT .*/merge", "timeout-after", 1),
+            ("POST /graphql updatePullRequest addComment", "timeout-after", 1),
+            ("POST /graphql .*mergePullRequest", "timeout-after", 1),
             ("PATCH .*/git/refs/", "timeout-before", 1),
             ("DELETE .*/git/refs/", "timeout-after", 1),
             # (a 500 on reading a review's comments: test_github_call_count.py; here they come with

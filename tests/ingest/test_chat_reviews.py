@@ -24,6 +24,7 @@ from .review_helpers import (
     in_review,
     phone,
     scan,
+    set_org,
     slack_address,
     submit,
     task,
@@ -193,6 +194,64 @@ async def test_an_agent_cannot_approve_from_chat(client, factory, runtime, drain
     assert (await task(runtime, task_id)).status == "REVIEW"
 
 
+async def test_a_verified_reviewer_approves_on_telegram_once(
+    client, factory, runtime, drain, channels, fake_telegram
+):
+    _, agent = await factory.member(Role.AGENT)
+    reviewer = await factory.user(Role.REVIEWER)
+    await verified(runtime, reviewer, "telegram", "telegram:333444555")
+    task_id = await _reminded(client, factory, runtime, drain, agent)
+    user = {"id": 333444555, "is_bot": False, "first_name": "Rita", "username": "rita"}
+    sent = update(f"approve #{task_id}", user=user)
+    # without the webhook's secret (anyone can POST a Telegram-shaped body) nothing happens
+    assert (await channels.telegram(sent, secret="not-the-secret")).status_code in (401, 403)
+    assert (await channels.telegram(sent, secret=None)).status_code in (401, 403)
+    assert (await task(runtime, task_id)).status == "REVIEW"
+
+    assert (await channels.telegram(sent)).status_code == 200
+    await drain()
+    assert fake_telegram.sent[-1]["text"].startswith(f"Approved task #{task_id} (version 1)")
+    assert int(fake_telegram.sent[-1]["chat_id"]) == 333444555
+    assert (await task(runtime, task_id)).status == "DONE"
+    async with runtime.sessions() as session:
+        from osiris.app.models import TaskEvent
+
+        approve = await session.scalar(
+            select(TaskEvent).where(TaskEvent.task_id == task_id, TaskEvent.kind == "approve")
+        )
+        assert approve.actor_id == reviewer.id and approve.data["version"] == 1
+    # Telegram redelivers the same update: one approval, one answer
+    replies = len(fake_telegram.sent)
+    assert (await channels.telegram(sent)).status_code == 200
+    await drain()
+    assert len(fake_telegram.sent) == replies
+    assert (await event_kinds(runtime, task_id)).count("approve") == 1
+
+
+async def test_the_requesters_telegram_account_never_approves_their_request(
+    client, factory, runtime, drain, channels, fake_telegram
+):
+    """A reviewer who asked for the change on Telegram, from the very account they verified: their
+    `approve #N` there is refused, as on every edge (separation of duties)."""
+    _, agent = await factory.member(Role.AGENT)
+    reviewer = await factory.user(Role.REVIEWER)
+    await verified(runtime, reviewer, "telegram", "telegram:222333444")
+    user = {"id": 222333444, "is_bot": False, "first_name": "Req", "username": "req"}
+    assert (await channels.telegram(update("the export button crashes", user=user))).status_code == 200
+    await drain()
+    task_id = int(re.search(r"#(\d+)", fake_telegram.sent[-1]["text"]).group(1))
+    assert (await client.post(f"/api/v1/tasks/{task_id}/claim", headers=agent)).status_code == 200
+    await submit(client, agent, task_id, {"fix.py": "ok = True\n"})
+    await drain()
+    await scan(runtime, hours=5)
+    await drain()
+    assert (await channels.telegram(update(f"approve #{task_id}", user=user))).status_code == 200
+    await drain()
+    assert "You asked for" in fake_telegram.sent[-1]["text"]
+    assert (await task(runtime, task_id)).status == "REVIEW"
+    assert "approve" not in await event_kinds(runtime, task_id)
+
+
 async def test_another_organizations_task_is_not_found(
     client, factory, runtime, drain, channels, fake_telegram
 ):
@@ -288,6 +347,36 @@ async def test_slack_controls_are_pinned_and_need_a_verified_reviewer(
     )  # the old message's button
     assert r.json()["outcome"] == "stale"
     assert (await task(runtime, task_id)).status == "REVIEW"
+
+
+async def test_the_review_channels_button_acts_only_for_a_verified_reviewer(
+    client, factory, runtime, drain, channels, fake_slack
+):
+    """Everyone in a review channel sees its Approve button; pressing it counts only for a verified
+    reviewer: not for the task's agent (even with a verified address), not for any other member."""
+    agent_user, agent = await factory.member(Role.AGENT)
+    reviewer = await factory.user(Role.REVIEWER)
+    address = await verified(runtime, reviewer, "slack", slack_address())
+    agent_slack = await verified(runtime, agent_user, "slack", slack_address())
+    await set_org(runtime, reviewer.org_id, review_slack_channel="T0001:C0REVIEWS")
+    task_id = await _reminded(client, factory, runtime, drain, agent)
+    [post] = [p for p in fake_slack.posts if p["channel"] == "C0REVIEWS"]
+    blocks = post["blocks"] if isinstance(post["blocks"], list) else json.loads(post["blocks"])
+    shown = json.loads(blocks[1]["elements"][0]["value"])
+    path, ctype = "/api/v1/webhooks/slack/interactions", "application/x-www-form-urlencoded"
+
+    def pressed(user: str) -> dict:
+        payload = _interaction(task_id, shown["version"], shown["head"], user)
+        payload["channel"] = {"id": "C0REVIEWS", "name": "reviews"}
+        return payload
+
+    for who in (agent_slack, slack_address()):
+        r = await channels.slack(path, _form(pressed(who)), ctype)
+        assert r.json()["outcome"] == "refused", who
+        assert (await task(runtime, task_id)).status == "REVIEW"
+    r = await channels.slack(path, _form(pressed(address)), ctype)
+    assert r.json()["outcome"] == "approved"
+    assert (await task(runtime, task_id)).status == "DONE"
 
 
 async def test_addresses_are_normalized_and_one_verified_owner_each(client, factory, runtime):

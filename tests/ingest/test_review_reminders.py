@@ -9,6 +9,7 @@ import asyncio
 import json
 import secrets
 from datetime import UTC, datetime, time, timedelta
+from unittest.mock import ANY
 
 import pytest
 from sqlalchemy import func, select, text
@@ -219,9 +220,84 @@ async def test_admins_set_the_policy_over_rest(client, factory):
     assert r.status_code == 404
 
 
+# --- a Slack channel of the organization or the repository --------------------------------------
+
+
+async def test_the_review_channel_gets_every_interval_once_and_the_repositorys_wins(
+    client, factory, runtime, drain, fake_slack, smtp_sink
+):
+    _, agent = await factory.member(Role.AGENT)
+    _, admin = await factory.member(Role.ADMIN)
+    reviewer = await factory.user(Role.REVIEWER)
+    await verified(runtime, reviewer, "email", "rev-channel@example.com")
+    policy = {"remind_after_seconds": None, "slack_channel": "T0001:C0ORGWIDE"}
+    r = await client.put("/api/v1/review-reminders", json=policy, headers=admin)
+    assert r.status_code == 200 and r.json()["slack_channel"] == "T0001:C0ORGWIDE", r.text
+    for bad in ("C0ORGWIDE", "T0001:U0PERSON", "T0001:C0X <!channel>"):  # a channel, of a team
+        r = await client.put("/api/v1/review-reminders", json={**policy, "slack_channel": bad}, headers=admin)
+        assert r.status_code == 422, bad
+    # the title is the requester's words: in a channel it must not ping everyone or link anywhere
+    task_id = await in_review(client, agent, title="<!channel> urgent <https://evil.example|docs> & co")
+    await drain()
+
+    assert len(await scan(runtime, hours=5)) == 1
+    await drain()
+    [post] = fake_slack.posts  # the channel's message (the reviewer has email only)
+    assert post["channel"] == "C0ORGWIDE" and f"task #{task_id}" in post["text"]
+    blocks = post["blocks"] if isinstance(post["blocks"], list) else json.loads(post["blocks"])
+    for words in (post["text"], blocks[0]["text"]["text"]):
+        assert "<!channel>" not in words and "<https://evil" not in words
+        assert "&lt;!channel&gt; urgent &lt;https://evil.example|docs&gt; &amp; co" in words
+    assert json.loads(blocks[1]["elements"][0]["value"]) == {"task": task_id, "version": 1, "head": ANY}
+    assert [m["to"] for m in smtp_sink.messages] == [["rev-channel@example.com"]]  # and the reviewer
+    async with runtime.sessions() as session:
+        data = await session.scalar(
+            select(TaskEvent.data).where(TaskEvent.task_id == task_id, TaskEvent.kind == reminders.REMINDED)
+        )
+    assert {"review_channel": "T0001:C0ORGWIDE", "channel": "slack", "ok": True} in data["sent"]
+    await drain()
+    assert await scan(runtime, hours=7.9) == []
+    await drain()
+    assert len(fake_slack.posts) == 1  # once per interval, a retried job included
+
+    # the repository's own channel wins over the organization's, from the next interval
+    r = await client.post("/api/v1/repositories", json={"name": "default"}, headers=admin)
+    assert r.status_code in (201, 409), r.text
+    r = await client.put(
+        "/api/v1/review-reminders/repository",
+        json={"name": "default", "slack_channel": "T0001:C0REPO"},
+        headers=admin,
+    )
+    assert r.status_code == 200 and r.json()["slack_channel"] == "T0001:C0REPO", r.text
+    assert len(await scan(runtime, hours=9)) == 1
+    await drain()
+    assert [p["channel"] for p in fake_slack.posts] == ["C0ORGWIDE", "C0REPO"]
+    assert fake_slack.posts[-1]["text"].startswith("Escalation")
+
+    # nobody waits any more: no channel message either
+    assert len(await scan(runtime, hours=13)) == 1
+    reviewer_h = {"Authorization": f"Bearer {await factory.token(reviewer)}"}
+    r = await client.post(f"/api/v1/tasks/{task_id}/messages", json={"body": "on it"}, headers=reviewer_h)
+    assert r.status_code in (200, 201), r.text
+    await drain()
+    assert len(fake_slack.posts) == 2
+
+
 # --- GitHub: the reminder is also a review request on the pull request ---------------------------
 
 REQUESTED = "POST /repos/{owner}/{repo}/pulls/{pull_number}/requested_reviewers"
+WITHDRAWN = "DELETE /repos/{owner}/{repo}/pulls/{pull_number}/requested_reviewers"
+
+
+def _notified(github) -> list[str]:
+    """Whom GitHub notified of a review request, in order (not yet delivered): GitHub sends a
+    `review_requested` webhook, as its notification, only when a login becomes requested."""
+    out = []
+    for headers, body in github.fake.outbox:
+        payload = json.loads(body)
+        if headers["x-github-event"] == "pull_request" and payload["action"] == "review_requested":
+            out.append(payload["requested_reviewer"]["login"])
+    return out
 
 
 async def _person(factory, role: Role, login: str | None = None) -> tuple:
@@ -263,12 +339,14 @@ async def test_github_reviewers_get_one_review_request_per_interval(
     task_id, requester_h, requester_login, agent_login = await _on_github(github, client, factory)
 
     assert len(await scan(runtime, hours=5)) == 1
+    github.fake.outbox.clear()
     await github.drain()
     assert github.fake.calls[REQUESTED] == 1
     assert github.pr().requested_reviewers == [
         f"bob-{tag}",
         f"rita-{tag}",
     ]  # not the requester, not the agent
+    assert _notified(github) == [f"bob-{tag}", f"rita-{tag}"]
     assert [m["to"] for m in smtp_sink.messages] == [[f"rita-{tag}@example.com"]]  # the chat reminder too
     [data] = await _reminded(runtime, task_id)
     assert data["sent"][-1]["code_host"] == {
@@ -286,7 +364,13 @@ async def test_github_reviewers_get_one_review_request_per_interval(
     assert len(await scan(runtime, hours=9)) == 1  # the second interval escalates: admins too
     await github.drain()
     assert github.fake.calls[REQUESTED] == 2
-    assert github.pr().requested_reviewers == [f"bob-{tag}", f"rita-{tag}", f"boss-{tag}"]
+    assert github.pr().requested_reviewers == [f"bob-{tag}", f"boss-{tag}", f"rita-{tag}"]
+    # GitHub would not notify bob and rita of a request they already have: theirs was removed and
+    # made again (the fake checks both calls against GitHub's OpenAPI description), so all three
+    # are notified now
+    assert github.fake.calls[WITHDRAWN] == 2
+    assert _notified(github) == [f"bob-{tag}", f"boss-{tag}", f"rita-{tag}"]
+    assert not github.fake.violations
     assert requester_login not in github.pr().requested_reviewers
     assert agent_login not in github.pr().requested_reviewers
 

@@ -3,8 +3,10 @@ diff an approval would merge (base...head), renames, deletions, hostile file nam
 
 from __future__ import annotations
 
+import functools
 import re
 import secrets
+import subprocess
 from html import unescape
 
 import pytest
@@ -148,3 +150,45 @@ async def test_nothing_published_is_404_on_rest(client, factory):
     r = await client.post("/api/v1/tasks", json={"title": "Nothing yet"}, headers=agent)
     r = await client.get(f"/api/v1/tasks/{r.json()['id']}/changes", headers=agent)
     assert r.status_code == 404, r.text
+
+
+def _push_to_base(runtime, repo: str, work, files: dict[str, str]) -> None:
+    """Someone else commits to the base branch meanwhile (a clone of the local host's repository)."""
+    bare = runtime.services.code_host.repo_path(repo)
+    run = functools.partial(subprocess.run, check=True, capture_output=True, text=True)
+    run(["git", "clone", "-q", str(bare), str(work)])
+    for path, text in files.items():
+        (work / path).parent.mkdir(parents=True, exist_ok=True)
+        (work / path).write_text(text)
+    run(["git", "-C", str(work), "add", "-A"])
+    ident = ["-c", "user.name=someone", "-c", "user.email=someone@example.com"]
+    run(["git", "-C", str(work), *ident, "commit", "-qm", "theirs"])
+    run(["git", "-C", str(work), "push", "-q", "origin", "main"])
+
+
+async def test_a_branch_that_conflicts_with_the_base_shows_the_conflicting_files(
+    client, browser_client, factory, person, runtime, tmp_path
+):
+    _, agent = await factory.member("agent")
+    # The agent adds a file with a hostile name and rewrites the README; main does both its own way.
+    files = {HOSTILE: "ours = 1\n", "README.md": "# ours\n", "notes.txt": "no conflict here\n"}
+    task_id, repo = await published(client, runtime, agent, files, kind="files")
+    html = await page(browser_client, person, task_id)
+    assert "merges cleanly" in section(html) and "Conflicting files" not in html
+
+    _push_to_base(runtime, repo, tmp_path / "work", {HOSTILE: "theirs = 2\n", "README.md": "# theirs\n"})
+    html = (await browser_client.get(f"/tasks/{task_id}")).text
+    changes = section(html)
+    assert '<span class="merge-state merge-conflicts">conflicts with main</span>' in changes, changes[:2000]
+    assert "merges cleanly" not in changes
+    listed = re.search(r'<p class="conflicts">Conflicting files: (.*?)</p>', changes, re.DOTALL)
+    assert listed, changes[:3000]
+    assert sorted(re.findall(r"<code>(.*?)</code>", listed.group(1))) == sorted(
+        ["README.md", "x&#34;&lt;script&gt;alert(1)&lt;/script&gt;.py"]
+    )
+    assert "notes.txt" not in listed.group(1)  # only the files that conflict
+    assert "<script>alert(1)" not in html  # the hostile name is text, never markup
+    # The diff itself is still the version's, against the fork point: all three files.
+    assert 'data-path="notes.txt"' in changes
+    api = (await client.get(f"/api/v1/tasks/{task_id}/changes", headers=agent)).json()
+    assert api["mergeable"] is False and sorted(api["conflicts"]) == sorted(["README.md", HOSTILE])

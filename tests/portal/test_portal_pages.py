@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import secrets
 
 import pytest
@@ -280,6 +281,17 @@ async def test_board_columns_counts_filters_and_search(signed_in, factory):
         "/", params={"repo": "nope", "priority": "normal", "channel": "api", "assignee": ""}
     )
     assert found.status_code == 200 and "Alpha feature" not in found.text
+
+
+async def test_board_chips_say_what_they_are(signed_in, factory):
+    client, _ = await signed_in("reviewer")
+    task, agent = await make_task(factory, title="Labelled", submit=["x = 1\n"], repo="web")
+    board = await client.get("/")
+    card = re.search(rf'<li class="card[^"]*" data-task-id="{task.id}">.*?</li>', board.text, re.DOTALL)
+    assert card is not None
+    chips = re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", card.group(0)))
+    assert "repo web" in chips and "via api" in chips and "priority" in chips
+    assert f"held by {agent.username}" in chips and "1 version" in chips
 
 
 # --- administration -------------------------------------------------------------------------------

@@ -88,7 +88,8 @@ async def _messages(env: GitHubEnv, task_id: int) -> list[Message]:
 
 
 def _merge_calls(env: GitHubEnv) -> int:
-    return env.fake.calls_by[BOT]["PUT /repos/{owner}/{repo}/pulls/{pull_number}/merge"]
+    """Merges OSIRIS made (GitHub refuses a merge document's merge of a PR merged already)."""
+    return len([who for who, why in env.fake.merges if who == BOT and why is None])
 
 
 # --- reordered -----------------------------------------------------------------------------------

@@ -255,8 +255,12 @@ async def _events(env: GitHubEnv, task_id: int, headers: dict) -> list[dict]:
     return (await env.client.get(f"/api/v1/tasks/{task_id}/events", headers=headers)).json()
 
 
-def _merge_puts(env: GitHubEnv) -> list[int]:
-    return [status for method, path, status in env.fake.log if method == "PUT" and path.endswith("/merge")]
+STALE_HEAD = "Head branch was modified. Review and try the merge again."
+
+
+def _merge_puts(env: GitHubEnv) -> list[str | None]:
+    """OSIRIS's merge attempts (GraphQL mergePullRequest pinned to a head): why GitHub refused each."""
+    return [why for login, why in env.fake.merges if login == BOT]
 
 
 async def test_a_late_approve_comment_written_before_the_latest_push_approves_nothing(
@@ -338,7 +342,7 @@ async def test_on_github_the_merge_job_merges_the_approved_sha_or_nothing(github
 
     await env.drain()
     assert (await read_task(env, task_id, admin_h))["status"] == "IN_PROGRESS"
-    assert not env.pr(1).merged and _merge_puts(env) == [409]
+    assert not env.pr(1).merged and _merge_puts(env) == [STALE_HEAD]
     assert env.fake.read_file(REPO, "main", "src/backdoor.py") is None
     [approve] = [e for e in await _events(env, task_id, admin_h) if e["kind"] == "approve"]
     assert (approve["data"]["version"], approve["data"]["head_sha"]) == (1, published)
@@ -358,7 +362,7 @@ async def test_on_github_an_approval_while_the_branch_moved_is_stale(github: Git
         )
         assert r.status_code == 200, r.text
         await env.drain()
-        assert _merge_puts(env) == [409]  # GitHub was asked for exactly `published`
+        assert _merge_puts(env) == [STALE_HEAD]  # GitHub was asked for exactly `published`
         [approve] = [e for e in await _events(env, task_id, admin_h) if e["kind"] == "approve"]
         assert approve["data"]["head_sha"] == published
     else:

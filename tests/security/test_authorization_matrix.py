@@ -82,6 +82,7 @@ RULES: dict[tuple[str, str], Rule] = {
     ("GET", "/docs/oauth2-redirect"): Rule(PUBLIC),
     ("GET", "/redoc"): Rule(PUBLIC),
     ("GET", "/static/portal"): Rule(PUBLIC),
+    ("GET", "/static/docs"): Rule(PUBLIC, note="Swagger UI and ReDoc assets, for /docs offline"),
     # MCP: the transport needs a token; each tool's rule is in MCP_RULES
     ("*", "/mcp"): Rule(ANY),
     ("*", "/.well-known/oauth-protected-resource/mcp"): Rule(PUBLIC),
@@ -775,6 +776,7 @@ SAMPLES: dict[tuple[str, str], Sample] = {
         "headers": {"Content-Type": "application/x-git-upload-pack-request"},
     },
     ("GET", "/static/portal"): lambda w, c: {"url": "/static/portal/portal.css"},
+    ("GET", "/static/docs"): lambda w, c: {"url": "/static/docs/swagger-ui.css"},
     ("*", "/mcp"): lambda w, c: {
         "method": "POST",
         "json": MCP_REQUEST,

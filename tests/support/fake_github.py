@@ -210,6 +210,7 @@ class FakeGitHub:
         self.app_tokens: dict[str, int] = {}  # installation token -> the App it was issued to
         self.check_runs: dict[int, dict[str, Any]] = {}
         self.statuses: list[dict[str, Any]] = []  # commit statuses, oldest first
+        self.merges: list[tuple[str, str | None]] = []  # (login, why refused or None), REST or GraphQL
         self.git_requests: list[tuple[str, str, str | None]] = []  # smart HTTP: (method, path, login)
         self._git_server: _GitHTTPServer | None = None
         self._ids = itertools.count(1000)
@@ -393,6 +394,8 @@ class FakeGitHub:
     async def handle(self, request: httpx.Request) -> httpx.Response:
         path = unquote(request.url.path)
         method = request.method
+        if path == "/graphql":  # a fault or a log line can name what the document does
+            path = f"{path} {graphql_operation(request.content)}"
         key = f"{method} {path}"
         fault = self._fault(key)
         if fault in ("timeout-before",):
@@ -427,9 +430,9 @@ class FakeGitHub:
         except json.JSONDecodeError:
             return _json(400, {"message": "Problems parsing JSON"})
         login = self._login(request)
-        if path == "/graphql" and method == "POST":
-            self.calls["POST /graphql"] += 1
-            self.calls_by.setdefault(login or "", Counter())["POST /graphql"] += 1
+        if path.startswith("/graphql") and method == "POST":  # counted by what it does
+            self.calls[f"POST {path}"] += 1
+            self.calls_by.setdefault(login or "", Counter())[f"POST {path}"] += 1
             return self._graphql(body or {}, login)
         found = self.spec.find(method, path)
         if found is None:
@@ -860,18 +863,33 @@ class FakeGitHub:
 
     def op_put_repos_owner_repo_pulls_pull_number_merge(self, p, q, b, login, r):
         pr = self._pr(p)
+        refused, sha = self._merge(
+            pr, b.get("sha"), b.get("merge_method", "merge"), b.get("commit_title"), login
+        )
+        if refused is not None:
+            status = 409 if refused.startswith("Head branch was modified") else 405
+            return status, {"message": refused, "documentation_url": "https://docs.github.com/rest"}
+        return 200, {"sha": sha, "merged": True, "message": "Pull Request successfully merged"}
+
+    def _merge(
+        self, pr: PullRequest, expected: str | None, method: str, title: str | None, login: str
+    ) -> tuple[str | None, str | None]:
+        """GitHub's merge rules, for REST and GraphQL alike: (why it is refused, None) or (None, sha)."""
+        refused, sha = self._merge_or_refuse(pr, expected, method, title, login)
+        self.merges.append((login, refused))
+        return refused, sha
+
+    def _merge_or_refuse(
+        self, pr: PullRequest, expected: str | None, method: str, title: str | None, login: str
+    ) -> tuple[str | None, str | None]:
         git = self.repos[pr.repo]
-        doc = "https://docs.github.com/rest"
         if pr.merged or pr.state != "open":
-            return 405, {"message": "Pull Request is not mergeable", "documentation_url": doc}
+            return "Pull Request is not mergeable", None
         if pr.draft:
-            return 405, {"message": "Pull Request is still a draft", "documentation_url": doc}
+            return "Pull Request is still a draft", None
         head = git.rev(f"refs/heads/{pr.head}")
-        if b.get("sha") and b["sha"] != head:
-            return 409, {
-                "message": "Head branch was modified. Review and try the merge again.",
-                "documentation_url": doc,
-            }
+        if expected and expected != head:
+            return "Head branch was modified. Review and try the merge again.", None
         base = git.rev(f"refs/heads/{pr.base}")
         merged = subprocess.run(
             ["git", "--git-dir", str(git.path), "merge-tree", "--write-tree", base, head],
@@ -879,18 +897,17 @@ class FakeGitHub:
             check=False,
         )
         if merged.returncode != 0:
-            return 405, {"message": "Pull Request is not mergeable", "documentation_url": doc}
+            return "Pull Request is not mergeable", None
         tree = merged.stdout.decode().split()[0]
-        method = b.get("merge_method", "merge")
         parents = ["-p", base] + (["-p", head] if method == "merge" else [])
-        title = b.get("commit_title") or f"Merge pull request #{pr.number}"
+        title = title or f"Merge pull request #{pr.number}"
         env = _who_env({"name": login, "email": f"{login}@users.noreply.github.test", "date": None})
         sha = git.run("commit-tree", tree, *parents, "-m", title, env=env).strip()
         git.run("update-ref", f"refs/heads/{pr.base}", sha, base)
         pr.merged, pr.state, pr.merged_by, pr.merge_commit_sha, pr.draft = True, "closed", login, sha, False
         self.emit_pr("closed", pr, login)
         self._close_referenced_issues(pr, login)
-        return 200, {"sha": sha, "merged": True, "message": "Pull Request successfully merged"}
+        return None, sha
 
     def op_get_repos_owner_repo_pulls_pull_number_comments(self, p, q, b, login, r):
         pr = self._pr(p)
@@ -958,6 +975,23 @@ class FakeGitHub:
             self._emit_review_comment(pr, comment)
         self._emit_review(pr, review)
         return 200, review
+
+    def op_delete_repos_owner_repo_pulls_pull_number_requested_reviewers(self, p, q, b, login, r):
+        """Removing review requests: a login not requested is no error; each removed one gets its
+        `review_request_removed` webhook. Requesting it again then notifies it anew."""
+        pr = self._pr(p)
+        removing = {u.lower() for u in b.get("reviewers") or []}
+        for who in [u for u in pr.requested_reviewers if u.lower() in removing]:
+            pr.requested_reviewers.remove(who)
+            payload = example("pull_request", "review_request_removed")
+            self._repository(pr.repo, payload)
+            self._pr_payload(pr, payload["pull_request"])
+            payload["requested_reviewer"] = {**payload.get("requested_reviewer", {}), **_user(who)}
+            payload["sender"]["login"] = login
+            self.emit("pull_request", payload)
+        answer = self._pr_json(pr)
+        answer["requested_reviewers"] = [_user(u) for u in pr.requested_reviewers]
+        return 200, answer
 
     def op_post_repos_owner_repo_pulls_pull_number_requested_reviewers(self, p, q, b, login, r):
         """Review requests, as GitHub takes them: all or nothing, 422 (no body, as documented) when a
@@ -1043,7 +1077,9 @@ class FakeGitHub:
     def op_post_repos_owner_repo_issues_issue_number_comments(self, p, q, b, login, r):
         if (issue := self._issue(p)) is not None:
             return self._comment_on_issue(issue, b, login)
-        pr = self._pr(p)
+        return 201, self._comment_on_pr(self._pr(p), b["body"], login)
+
+    def _comment_on_pr(self, pr: PullRequest, body: str, login: str) -> dict[str, Any]:
         cid = next(self._ids)
         comment = {
             "_pr": (pr.repo, pr.number),
@@ -1052,7 +1088,7 @@ class FakeGitHub:
             "url": f"https://api.github.test/repos/{pr.repo}/issues/comments/{cid}",
             "html_url": f"https://github.test/{pr.repo}/pull/{pr.number}#issuecomment-{cid}",
             "issue_url": f"https://api.github.test/repos/{pr.repo}/issues/{pr.number}",
-            "body": b["body"],
+            "body": body,
             "user": _user(login, "Bot" if login == BOT else "User"),
             # When it was written (OSIRIS compares it with when it pushed a version). GitHub sends
             # whole seconds; the fake keeps microseconds so a test's back-to-back steps stay ordered.
@@ -1062,7 +1098,7 @@ class FakeGitHub:
         }
         self.comments.append(comment)
         self._emit_issue_comment(pr, comment)
-        return 201, {k: v for k, v in comment.items() if not k.startswith("_")}
+        return {k: v for k, v in comment.items() if not k.startswith("_")}
 
     # --- plain issues (GitHub issues as requests) ------------------------------------------------
 
@@ -1370,34 +1406,147 @@ class FakeGitHub:
             self._git_server.stop()
             self._git_server = None
 
-    # --- GraphQL: just the one mutation -----------------------------------------------------------
+    # --- GraphQL: the documents OSIRIS sends ------------------------------------------------------
+    # GitHub runs a document's mutations in turn; one that fails is null in `data`, with an error
+    # naming its alias in `path`, and the others still run (GraphQL's rule for nullable fields).
 
     def _graphql(self, body: dict[str, Any], login: str | None) -> httpx.Response:
         if login is None:
             return _json(401, {"message": "Bad credentials"})
         query = body.get("query", "")
-        if "markPullRequestReadyForReview" not in query or not query.lstrip().startswith("mutation"):
+        variables = body.get("variables") or {}
+        if query.lstrip().startswith("query") and "ref(qualifiedName:" in query:
+            return _json(200, self._graphql_ref_files(query, variables))
+        fields = _GRAPHQL_MUTATION_FIELD.findall(query) if query.lstrip().startswith("mutation") else []
+        unknown = [name for _, name, _ in fields if name not in _GRAPHQL_MUTATIONS]
+        if not fields or unknown:
             self.violations.append(f"graphql: unsupported document {query[:80]!r}")
             return _json(200, {"errors": [{"message": "unsupported by the fake"}]})
-        node = (body.get("variables") or {}).get("id")
+        data: dict[str, Any] = {}
+        errors: list[dict[str, Any]] = []
+        for alias, name, args in fields:
+            key = alias or name
+            given = {k: variables.get(v) for k, v in re.findall(r"(\w+)\s*:\s*\$(\w+)", args)}
+            try:
+                data[key] = getattr(self, "_gql_" + re.sub(r"(?<!^)([A-Z])", r"_\1", name).lower())(
+                    given, login
+                )
+            except _GraphQLError as exc:
+                data[key] = None
+                errors.append({"type": exc.kind, "path": [key], "message": str(exc)})
+        return _json(200, {"data": data, **({"errors": errors} if errors else {})})
+
+    def _gql_node(self, node: Any) -> PullRequest:
         pr = next((pr for pr in self.pulls.values() if pr.node_id == node), None)
         if pr is None:
-            return _json(
-                200,
-                {
-                    "data": None,
-                    "errors": [
-                        {
-                            "type": "NOT_FOUND",
-                            "message": f"Could not resolve to a node with the global id of '{node}'",
-                        }
-                    ],
-                },
-            )
+            raise _GraphQLError("NOT_FOUND", f"Could not resolve to a node with the global id of '{node}'")
+        return pr
+
+    def _gql_mark_pull_request_ready_for_review(self, given: dict[str, Any], login: str) -> dict[str, Any]:
+        pr = self._gql_node(given.get("pullRequestId"))
         if pr.state != "open":
-            return _json(200, {"data": None, "errors": [{"message": "Pull request is closed"}]})
+            raise _GraphQLError("UNPROCESSABLE", "Pull request is closed")
         pr.draft = False
-        return _json(200, {"data": {"markPullRequestReadyForReview": {"pullRequest": {"isDraft": False}}}})
+        return {"pullRequest": {"isDraft": False}}
+
+    def _gql_merge_pull_request(self, given: dict[str, Any], login: str) -> dict[str, Any]:
+        pr = self._gql_node(given.get("pullRequestId"))
+        method = str(given.get("mergeMethod") or "MERGE").lower()
+        if method not in ("merge", "squash", "rebase"):
+            raise _GraphQLError("UNPROCESSABLE", f"Invalid merge method {given.get('mergeMethod')!r}")
+        refused, sha = self._merge(
+            pr, given.get("expectedHeadOid"), method, given.get("commitHeadline"), login
+        )
+        if refused is not None:
+            raise _GraphQLError("UNPROCESSABLE", refused)
+        return {"pullRequest": {"merged": True, "mergeCommit": {"oid": sha}}}
+
+    def _gql_update_pull_request(self, given: dict[str, Any], login: str) -> dict[str, Any]:
+        pr = self._gql_node(given.get("pullRequestId"))
+        for key in ("title", "body"):
+            if given.get(key) is not None:
+                setattr(pr, key, given[key])
+        return {"pullRequest": {"id": pr.node_id}}
+
+    def _gql_add_comment(self, given: dict[str, Any], login: str) -> dict[str, Any]:
+        pr = self._gql_node(given.get("subjectId"))
+        if not given.get("body"):
+            raise _GraphQLError("UNPROCESSABLE", "Body can't be blank")
+        comment = self._comment_on_pr(pr, given["body"], login)
+        return {"commentEdge": {"node": {"databaseId": comment["id"], "id": comment["node_id"]}}}
+
+    def _graphql_ref_files(self, query: str, variables: dict[str, Any]) -> dict[str, Any]:
+        """`repository(owner, name) { ref(qualifiedName) { target { ... on Commit { oid message
+        tree { oid } fN: file(path: $pN) { type object { ... on Blob { text isBinary isTruncated
+        byteSize } } } } } } }`: a branch head and some of its files, as one snapshot."""
+        full = f"{variables.get('owner')}/{variables.get('name')}"
+        if full not in self.repos:
+            message = f"Could not resolve to a Repository with the name '{full}'."
+            return {
+                "data": {"repository": None},
+                "errors": [{"type": "NOT_FOUND", "path": ["repository"], "message": message}],
+            }
+        git = self.repos[full]
+        qualified = str(variables.get("ref") or "")
+        sha = git.rev(qualified) if qualified.startswith("refs/") else git.rev(f"refs/heads/{qualified}")
+        if sha is None:
+            return {"data": {"repository": {"ref": None}}}
+        info = git.commit_info(sha)
+        assert info is not None
+        target: dict[str, Any] = {"oid": sha, "message": info["message"], "tree": {"oid": info["tree"]}}
+        for alias, var in re.findall(r"(\w+)\s*:\s*file\(path:\s*\$(\w+)\)", query):
+            path = str(variables.get(var) or "")
+            kind = git.run("cat-file", "-t", f"{sha}:{path}", ok=(0, 128)).strip() if path else ""
+            if kind not in ("blob", "tree"):
+                target[alias] = None  # no such path in that commit
+                continue
+            entry: dict[str, Any] = {"type": kind, "object": {}}
+            if kind == "blob":
+                raw = subprocess.run(
+                    ["git", "--git-dir", str(git.path), "cat-file", "blob", f"{sha}:{path}"],
+                    capture_output=True,
+                    check=True,
+                ).stdout
+                try:
+                    text: str | None = raw.decode()
+                except UnicodeDecodeError:
+                    text = None
+                binary = text is None or "\0" in text
+                truncated = not binary and len(raw) > _GRAPHQL_TEXT_LIMIT
+                if truncated:
+                    text = raw[:_GRAPHQL_TEXT_LIMIT].decode(errors="ignore")
+                entry["object"] = {
+                    "text": None if binary else text,
+                    "isBinary": binary,
+                    "isTruncated": truncated,
+                    "byteSize": len(raw),
+                }
+            target[alias] = entry
+        return {"data": {"repository": {"ref": {"target": target}}}}
+
+
+def graphql_operation(raw: bytes) -> str:
+    """What a GraphQL request does, for fault patterns and the log: its top-level mutation fields
+    ("markPullRequestReadyForReview mergePullRequest"), or "query"."""
+    try:
+        query = str((json.loads(raw) or {}).get("query") or "")
+    except (json.JSONDecodeError, AttributeError):
+        return "?"
+    if not query.lstrip().startswith("mutation"):
+        return "query"
+    return " ".join(name for _, name, _ in _GRAPHQL_MUTATION_FIELD.findall(query))
+
+
+_GRAPHQL_MUTATIONS = {"markPullRequestReadyForReview", "mergePullRequest", "updatePullRequest", "addComment"}
+# `alias: name(input: {...})` at the top of a mutation (the inputs OSIRIS sends hold no nested braces)
+_GRAPHQL_MUTATION_FIELD = re.compile(r"(?:(\w+)\s*:\s*)?(\w+)\s*\(\s*input:\s*\{([^{}]*)\}")
+_GRAPHQL_TEXT_LIMIT = 512 * 1024  # GitHub truncates a Blob's text past this (isTruncated)
+
+
+class _GraphQLError(Exception):
+    def __init__(self, kind: str, message: str) -> None:
+        super().__init__(message)
+        self.kind = kind
 
 
 class _NotFound(Exception):

@@ -1,6 +1,6 @@
 """REST: a person's own chat addresses (where review reminders go, and from which chat replies may
-approve), and an admin's review-reminder policy (the organization's interval and quiet hours, a
-repository's interval)."""
+approve), and an admin's review-reminder policy (the organization's interval, quiet hours and Slack
+review channel; a repository's interval and channel)."""
 
 from __future__ import annotations
 
@@ -43,6 +43,14 @@ class ChannelAddressCreated(ChannelAddressRead):
     code: str = Field(description="send `verify <code>` from this address to verify it; empty once verified")
 
 
+SlackChannel = Field(
+    default=None,
+    max_length=100,
+    description="a Slack channel every reminder is also posted to, `<team id>:<channel id>` "
+    "(e.g. T0123ABCD:C0456EFGH; the bot must be a member); null: none",
+)
+
+
 class ReminderPolicy(BaseModel):
     remind_after_seconds: int | None = Field(
         default=None, ge=0, description="the organization's interval; null: the deployment's; 0: off"
@@ -50,6 +58,7 @@ class ReminderPolicy(BaseModel):
     quiet_hours_start: time | None = None
     quiet_hours_end: time | None = None
     timezone: str = Field(default="UTC", max_length=64)
+    slack_channel: str | None = SlackChannel
 
 
 class RepositoryReminder(BaseModel):
@@ -57,6 +66,7 @@ class RepositoryReminder(BaseModel):
     remind_after_seconds: int | None = Field(
         default=None, ge=0, description="null: the organization's; 0: off"
     )
+    slack_channel: str | None = SlackChannel
 
 
 async def _person(actor: ActorDep) -> Actor:
@@ -111,12 +121,14 @@ async def set_reminder_policy(body: ReminderPolicy, actor: AdminDep, session: Se
         remind_after_seconds=body.remind_after_seconds,
         quiet_hours=quiet,
         timezone=body.timezone,
+        slack_channel=body.slack_channel,
     )
     return ReminderPolicy(
         remind_after_seconds=org.review_remind_after_seconds,
         quiet_hours_start=org.quiet_hours_start,
         quiet_hours_end=org.quiet_hours_end,
         timezone=org.timezone,
+        slack_channel=org.review_slack_channel,
     )
 
 
@@ -126,6 +138,14 @@ async def set_repository_reminder(
 ) -> RepositoryReminder:
     """Admins: one repository's interval, over the organization's."""
     repo = await reminders.set_repository_interval(
-        session, actor, name=body.name, remind_after_seconds=body.remind_after_seconds
+        session,
+        actor,
+        name=body.name,
+        remind_after_seconds=body.remind_after_seconds,
+        slack_channel=body.slack_channel,
     )
-    return RepositoryReminder(name=repo.name, remind_after_seconds=repo.review_remind_after_seconds)
+    return RepositoryReminder(
+        name=repo.name,
+        remind_after_seconds=repo.review_remind_after_seconds,
+        slack_channel=repo.review_slack_channel,
+    )

@@ -63,6 +63,44 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end }}
 {{- end -}}
 
+{{/* The checks pods' environment: DATABASE_URL from the checks role's Secret (else the shared
+     one), a placeholder signing key (they sign nothing; Settings requires one with DATABASE_URL),
+     then the named credentials, each optional. */}}
+{{- define "osiris.checksEnv" -}}
+{{- $db := .Values.checks.database -}}
+- name: DATABASE_URL
+  valueFrom:
+    secretKeyRef:
+      name: {{ default .Values.database.existingSecret $db.existingSecret }}
+      key: {{ ternary $db.key .Values.database.key (ne $db.existingSecret "") }}
+- name: OSIRIS_SECRET_KEY
+  value: "unused: the checks pods sign nothing"
+{{- range $name := .Values.checks.credentials }}
+{{- if eq $name "OSIRIS_SECRET_KEY" }}
+{{- fail "checks.credentials: the checks pods never get OSIRIS_SECRET_KEY (they sign nothing)" }}
+{{- end }}
+- name: {{ $name }}
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "osiris.credentialsSecret" $ }}
+      key: {{ $name }}
+      optional: true
+{{- end }}
+{{- end -}}
+
+{{/* The migration Job's command: with a checks role named, migrate and then grant it. */}}
+{{- define "osiris.migrateArgs" -}}
+{{- $role := .Values.checks.database.role -}}
+{{- if and .Values.checks.enabled $role -}}
+{{- if not (regexMatch "^[a-z_][a-z0-9_]{0,62}$" $role) -}}
+{{- fail "checks.database.role: a plain PostgreSQL role name (lower-case letters, digits, _)" -}}
+{{- end -}}
+["db", "grant-checks-role", {{ $role | quote }}]
+{{- else -}}
+["migrate"]
+{{- end -}}
+{{- end -}}
+
 {{- define "osiris.podSecurityContext" -}}
 {{ toYaml .Values.podSecurityContext }}
 {{- end -}}
