@@ -101,7 +101,9 @@ async def statement_run(dsn: str, agents: int) -> tuple[int, float]:
     from osiris.app.routing import Aging
 
     url = make_url(dsn).set(drivername="postgresql+asyncpg").render_as_string(hide_password=False)
-    settings = Settings(database_url=url, secret_key="bench-" * 8, db_pool_size=agents + 2, db_max_overflow=0)
+    settings = Settings(
+        db={"url": url, "pool_size": agents + 2, "max_overflow": 0}, auth={"secret_key": "bench-" * 8}
+    )
     engine = db.make_engine(url, settings)
     sessions = db.make_sessionmaker(engine)
     pool = await asyncpg.connect(dsn)

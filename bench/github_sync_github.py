@@ -68,16 +68,16 @@ async def run(url: str, tmp: Path, samples: int, n_files: int) -> None:
     print(f"repositories: 10 and {n_files + 2} files (generated in {time.perf_counter() - t:.1f}s)")
     fake.tokens["alice-token"] = "alice"
     settings = Settings(
-        database_url=url,
+        db={"url": url},
         data_dir=tmp / "data",
-        secret_key="bench-" + secrets.token_hex(16),
-        admin_password=ADMIN_PASSWORD,
-        run_worker=False,
-        log_level="WARNING",
-        github_token=SecretStr("osiris-token"),
-        github_api_url="https://api.github.test",
-        github_webhook_secret=SecretStr(SECRET),
-        github_repo={"small": SMALL, "large": LARGE},
+        auth={"secret_key": "bench-" + secrets.token_hex(16), "admin_password": ADMIN_PASSWORD},
+        server={"run_worker": False, "log_level": "WARNING"},
+        github={
+            "token": SecretStr("osiris-token"),
+            "api_url": "https://api.github.test",
+            "webhook_secret": SecretStr(SECRET),
+            "repo": {"small": SMALL, "large": LARGE},
+        },
     )
     app = create_app(settings, run_background=False)
     ensure_webhook_route(app)

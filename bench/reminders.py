@@ -69,7 +69,9 @@ async def _timed(session, statement, params, runs: int) -> tuple[float, int]:
 
 async def main(url: str, n: int, runs: int, json_path: Path | None) -> None:
     await db.upgrade(url)
-    settings = Settings(database_url=url, secret_key="bench", review_remind_after=timedelta(hours=4))
+    settings = Settings(
+        db={"url": url}, auth={"secret_key": "bench"}, review={"remind_after": timedelta(hours=4)}
+    )
     engine = create_async_engine(url)
     sessions = async_sessionmaker(engine, expire_on_commit=False)
     async with sessions() as session, session.begin():

@@ -27,7 +27,7 @@ def proxy_options(settings: Settings) -> dict:
     """uvicorn's X-Forwarded-* handling, from OSIRIS_TRUSTED_PROXIES alone: uvicorn would otherwise
     believe any loopback peer (and FORWARDED_ALLOW_IPS from the environment), so anything relaying
     to 127.0.0.1 without rewriting the header (a tunnel) let a sender choose its address."""
-    trusted = settings.trusted_proxies
+    trusted = settings.server.trusted_proxies
     return {"proxy_headers": bool(trusted), "forwarded_allow_ips": ",".join(trusted) if trusted else ""}
 
 
@@ -38,8 +38,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from osiris.server import create_app
 
     settings = _settings(args)
-    logs.configure(settings.log_level, json=settings.log_json)
-    workers = args.workers or settings.workers
+    logs.configure(settings.server.log_level, json=settings.server.log_json)
+    workers = args.workers or settings.server.workers
     # Read once: the secrets leave our environment (and /proc/<pid>/environ).
     removed = process_env.scrub()
     if workers > 1:
@@ -52,8 +52,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         resource_tracker.ensure_running()
         os.environ.update(removed)
     options: dict = {
-        "host": args.host or settings.host,
-        "port": args.port or settings.port,
+        "host": args.host or settings.server.host,
+        "port": args.port or settings.server.port,
         "log_config": None,
         "timeout_graceful_shutdown": 10,
         # Live events are small JSON texts encoded once per process; compressing them again for
@@ -66,7 +66,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
         # The embedded server is created here, once: workers starting together would each run
         # initdb on the same folder. They share this postmaster; it stops after the last of them.
-        embedded = EmbeddedPostgres(settings.data_dir) if settings.embedded else None
+        embedded = EmbeddedPostgres(settings.data_dir) if settings.db.embedded else None
         if embedded is not None:
             embedded.start()
         try:
@@ -88,7 +88,7 @@ def app_from_environment():  # type: ignore[no-untyped-def]
 
     settings = Settings()
     process_env.scrub()
-    logs.configure(settings.log_level, json=settings.log_json)
+    logs.configure(settings.server.log_level, json=settings.server.log_json)
     return create_app(settings)
 
 
@@ -97,23 +97,23 @@ def cmd_worker(args: argparse.Namespace) -> int:
     from osiris.server import _sweep_leases, start_runtime
 
     settings = _settings(args)
-    for field, given in (("worker_jobs", args.jobs), ("worker_skip_jobs", args.skip_jobs)):
+    for field, given in (("jobs", args.jobs), ("skip_jobs", args.skip_jobs)):
         if given is not None:  # the flag wins over the environment
             kinds = [k.strip() for k in given.split(",") if k.strip()]
-            settings = settings.model_copy(update={field: kinds})
+            settings = settings.model_copy(update={"worker": {field: kinds}})
     process_env.scrub()  # this process runs the checks: nothing of ours for them to find
-    logs.configure(settings.log_level, json=settings.log_json)
+    logs.configure(settings.server.log_level, json=settings.server.log_json)
 
     # A checks-only worker may run as a role that can change no task and own no table (`osiris db
     # grant-checks-role`): it never migrates (it waits for the schema the others migrate), and
     # returning expired claims and review reminders are the other workers' work.
-    checks_only = bool(settings.worker_jobs) and set(settings.worker_jobs) <= {"run_checks"}
+    checks_only = bool(settings.worker.jobs) and set(settings.worker.jobs) <= {"run_checks"}
 
     async def run() -> None:
-        async with start_runtime(settings, migrate=not checks_only or settings.embedded) as runtime:
+        async with start_runtime(settings, migrate=not checks_only or settings.db.embedded) as runtime:
             from osiris.server import install_services
 
-            if checks_only and not settings.embedded:
+            if checks_only and not settings.db.embedded:
                 await checks_role.wait_for_schema(runtime.sessions)
             await install_services(runtime)
             kinds = jobs.handlers_for(settings)  # a misspelt kind stops here, before any work
@@ -364,7 +364,7 @@ def cmd_client_create(args: argparse.Namespace) -> int:
                 session, user=user, name=args.client_name or f"{args.name}-cli", scopes=args.scope
             )
             client_id, secret, scopes = new.client.client_id, new.secret, new.client.scopes
-        base = oauth.issuer(settings.public_url)
+        base = oauth.issuer(settings.server.public_url)
         print(
             f"client for {args.name}: scopes {' '.join(scopes)}; token endpoint {base}{oauth.TOKEN_PATH}; "
             f"resource {oauth.mcp_audience(base)} (MCP) or {oauth.api_audience(base)} (REST). "

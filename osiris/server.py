@@ -103,7 +103,7 @@ async def _sweep_leases(runtime: Runtime) -> None:
     next_scan = 0.0  # review reminders (app/reminders.py) ride the same loop, at their own pace
     while True:
         await asyncio.sleep(
-            min(runtime.settings.sweep_interval_seconds, runtime.settings.review_reminder_scan_seconds)
+            min(runtime.settings.tasks.sweep_interval_seconds, runtime.settings.review.reminder_scan_seconds)
         )
         try:
             async with db.transaction(runtime.sessions) as session:
@@ -111,7 +111,7 @@ async def _sweep_leases(runtime: Runtime) -> None:
             if returned:
                 log.info("returned expired claims to PENDING", extra={"task_ids": returned})
             if asyncio.get_running_loop().time() >= next_scan:
-                next_scan = asyncio.get_running_loop().time() + runtime.settings.review_reminder_scan_seconds
+                next_scan = asyncio.get_running_loop().time() + runtime.settings.review.reminder_scan_seconds
                 async with db.transaction(runtime.sessions) as session:
                     claimed = await reminders.scan_due(session, runtime.settings)
                 if claimed:
@@ -123,7 +123,7 @@ async def _sweep_leases(runtime: Runtime) -> None:
 @asynccontextmanager
 async def start_runtime(settings: Settings, *, migrate: bool = True) -> AsyncIterator[Runtime]:
     """Bring up the database (embedded or configured), migrate, and hold the engine."""
-    embedded = db.EmbeddedPostgres(settings.data_dir) if settings.embedded else None
+    embedded = db.EmbeddedPostgres(settings.data_dir) if settings.db.embedded else None
     url = db.resolve_database_url(settings, embedded)
     try:
         if migrate:
@@ -145,14 +145,14 @@ BOOTSTRAP_LOCK_KEY = 0x05151516
 
 
 async def bootstrap(runtime: Runtime) -> None:
-    pw = runtime.settings.admin_password
+    pw = runtime.settings.auth.admin_password
     async with db.transaction(runtime.sessions) as session:
         # Replicas and `serve --workers` start together: one at a time decides whether to create it.
         await session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": BOOTSTRAP_LOCK_KEY})
         generated = await accounts.bootstrap_admin(session, password=pw.get_secret_value() if pw else None)
         s = runtime.settings
         await repositories.register_configured(
-            session, names=[s.default_repo, *s.local_projects], github=s.github_repo
+            session, names=[s.repos.default_repo, *s.local.projects], github=s.github.repo
         )
     if generated:
         announce_admin_password(runtime.settings, generated)
@@ -202,7 +202,7 @@ def create_app(settings: Settings | None = None, *, run_background: bool = True)
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         async with start_runtime(settings) as runtime:
-            runtime.services.login_limiter = RateLimiter(settings.login_rate_per_minute)
+            runtime.services.login_limiter = RateLimiter(settings.auth.login_rate_per_minute)
             app.state.runtime = runtime
             await bootstrap(runtime)
             await install_services(runtime)
@@ -213,7 +213,7 @@ def create_app(settings: Settings | None = None, *, run_background: bool = True)
             runtime.services.token_cache = cache
             hub.listen(TOKENS_CHANNEL, cache.evict)
             # Open WebSockets and MCP streams of a revoked credential close on every replica.
-            streams = OpenStreams(per_credential=settings.live_max_per_credential)
+            streams = OpenStreams(per_credential=settings.live.max_per_credential)
             runtime.services.open_streams = streams
             hub.listen(TOKENS_CHANNEL, streams.token_revoked)
             hub.listen(REVOKED_CHANNEL, streams.key_revoked)
@@ -226,7 +226,7 @@ def create_app(settings: Settings | None = None, *, run_background: bool = True)
                 await hub.start()
                 if run_background:
                     background.append(asyncio.create_task(_sweep_leases(runtime), name="lease-sweeper"))
-                    if settings.run_worker:
+                    if settings.server.run_worker:
                         jobs.handlers_for(settings)  # a misspelt OSIRIS_WORKER_JOBS stops the start
                         ctx = jobs.JobContext(runtime.sessions, settings, runtime.services)
                         worker = jobs.Worker(runtime.dsn, ctx)
@@ -268,15 +268,15 @@ def create_app(settings: Settings | None = None, *, run_background: bool = True)
     app.add_middleware(
         Admission,
         limit=request_limit(settings),
-        wait_seconds=settings.db_pool_timeout_seconds,
+        wait_seconds=settings.db.pool_timeout_seconds,
     )
     app.add_middleware(metrics.RequestMetrics)
-    app.add_middleware(problems.BodySizeLimit, max_bytes=2 * settings.max_artifact_bytes + 65536)
+    app.add_middleware(problems.BodySizeLimit, max_bytes=2 * settings.tasks.max_artifact_bytes + 65536)
     app.add_middleware(_RequestId, header_name="X-Request-ID")
-    if settings.cors_origins:
+    if settings.server.cors_origins:
         app.add_middleware(
             CORSMiddleware,
-            allow_origins=settings.cors_origins,
+            allow_origins=settings.server.cors_origins,
             allow_methods=["*"],
             allow_headers=["Authorization", "Content-Type"],
         )
@@ -286,7 +286,7 @@ def create_app(settings: Settings | None = None, *, run_background: bool = True)
 async def install_services(runtime: Runtime) -> None:
     """Ports that job handlers and edges use (code host, notifiers), from every extension."""
     if runtime.services.login_limiter is None:
-        runtime.services.login_limiter = RateLimiter(runtime.settings.login_rate_per_minute)
+        runtime.services.login_limiter = RateLimiter(runtime.settings.auth.login_rate_per_minute)
     for ext in _extensions():
         if hasattr(ext, "services"):
             await ext.services(runtime)

@@ -61,10 +61,10 @@ def settings(database_url: str, tmp_root: Path) -> Settings:
     return make_settings(
         database_url,
         tmp_root / "data",
-        lease_seconds=600,
+        tasks={"lease_seconds": 600},
         # The venv's python may live under /root, which the namespace level's uid (nobody) cannot
         # execute; that level is driven end to end in tests/security/test_attack_checks.py.
-        checks_isolation="userns",
+        sandbox={"isolation": "userns"},
     )
 
 

@@ -40,9 +40,9 @@ REFUSED = Counter("osiris_http_requests_refused_total", "HTTP requests refused a
 
 def request_limit(settings: Settings) -> int:
     """Requests in progress at once: what the pool can serve, less the reserve (at least one)."""
-    if settings.max_requests_in_progress is not None:
-        return settings.max_requests_in_progress
-    return max(1, settings.db_pool_size + settings.db_max_overflow - POOL_RESERVE)
+    if settings.server.max_requests_in_progress is not None:
+        return settings.server.max_requests_in_progress
+    return max(1, settings.db.pool_size + settings.db.max_overflow - POOL_RESERVE)
 
 
 class Admission:

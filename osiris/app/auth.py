@@ -121,7 +121,7 @@ async def current_actor(
         credentials.credentials,
         signing_key=runtime.settings.signing_key(),
         cache=runtime.services.token_cache,
-        audience=oauth.api_audience(runtime.settings.public_url),
+        audience=oauth.api_audience(runtime.settings.server.public_url),
     )
     if actor.scopes is not None:  # an OAuth access token: only the routes its scopes name
         route = request.scope.get("route")

@@ -68,11 +68,11 @@ async def resolve_config(settings: Any, host: Any, task: Task) -> CheckConfig | 
     over `.osiris.yml`; an invalid file is a config whose `error` is shown to reviewers (inform)."""
     if not can_run(host):
         return None
-    if task.repo in settings.checks:
-        mode = settings.checks_mode.get(task.repo, settings.checks_default_mode)
-        config = CheckConfig(list(settings.checks[task.repo]), mode, "settings")
+    if task.repo in settings.checks.commands:
+        mode = settings.checks.mode.get(task.repo, settings.checks.default_mode)
+        config = CheckConfig(list(settings.checks.commands[task.repo]), mode, "settings")
         return config if config.commands else None
-    if not settings.checks_read_repo_config:
+    if not settings.checks.read_repo_config:
         return None
     if isinstance(host, RemoteCheckoutSource):
         text = await host.checks_file(task, REPO_CONFIG)
@@ -81,7 +81,7 @@ async def resolve_config(settings: Any, host: Any, task: Task) -> CheckConfig | 
     if text is None:
         return None
     try:
-        config = parse_repo_config(text, default_mode=settings.checks_default_mode)
+        config = parse_repo_config(text, default_mode=settings.checks.default_mode)
     except ConfigError as exc:
         return CheckConfig([], "inform", REPO_CONFIG, error=str(exc))
     return config if config.commands else None

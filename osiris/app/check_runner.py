@@ -134,9 +134,9 @@ async def run_in_copy(
                 await run_command(
                     command,
                     cwd=path,
-                    env=check_env(home, settings.checks_path),
-                    time_limit=settings.checks_timeout_seconds,
-                    max_output=settings.checks_output_bytes,
+                    env=check_env(home, settings.checks.path),
+                    time_limit=settings.checks.timeout_seconds,
+                    max_output=settings.checks.output_bytes,
                     box=box,
                 )
             )

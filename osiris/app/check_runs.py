@@ -352,7 +352,7 @@ REPORTED = "checks_reported"
 async def report(ctx: jobs.JobContext, host: Any, task_id: int, run_id: int, *, commands: list[str]) -> None:
     """Show the run's state on the change request (GitHub: a check run or commit statuses), once per
     state; what the host returns (e.g. the check run's id) is kept as a `checks_reported` event."""
-    if not ctx.settings.checks_github_report or not isinstance(host, CheckReporter):
+    if not ctx.settings.checks.github_report or not isinstance(host, CheckReporter):
         return
     async with ctx.sessions() as session:
         task = await session.get(Task, task_id)
@@ -425,7 +425,7 @@ async def _finish(ctx: jobs.JobContext, task_id: int, artifact: Artifact, run_id
                 actor,
                 task.id,
                 feedback=feedback_for(results, artifact.version),
-                lease_seconds=ctx.settings.lease_seconds,
+                lease_seconds=ctx.settings.tasks.lease_seconds,
                 meta={"check_run_id": run.id, "version": artifact.version, "failing": failing},
             )
         else:

@@ -75,8 +75,8 @@ def _runtime_dir_for_pgserver(pgdata: Path) -> None:
 
 
 def resolve_database_url(settings: Settings, embedded: EmbeddedPostgres | None = None) -> str:
-    if settings.database_url:
-        return _asyncpg_url(settings.database_url)
+    if settings.db.url:
+        return _asyncpg_url(settings.db.url)
     if embedded is None:
         raise RuntimeError("no DATABASE_URL and no embedded server")
     return embedded.start()
@@ -88,9 +88,9 @@ def make_engine(url: str, settings: Settings) -> AsyncEngine:
     # than here, and pool_timeout is rarely the limit that load reaches.
     return create_async_engine(
         url,
-        pool_size=settings.db_pool_size,
-        max_overflow=settings.db_max_overflow,
-        pool_timeout=settings.db_pool_timeout_seconds,
+        pool_size=settings.db.pool_size,
+        max_overflow=settings.db.max_overflow,
+        pool_timeout=settings.db.pool_timeout_seconds,
         # No pre-ping: it costs a round trip on every checkout (a quarter of a claim). A connection
         # lost with a database restart fails one request with 503 and is replaced by the pool.
         pool_pre_ping=False,

@@ -115,7 +115,7 @@ async def _publish_running(ctx: jobs.JobContext, task_id: int) -> bool:
             session,
             jobs.PUBLISH_ARTIFACT,
             [f"publish-{i}" for i in ids],
-            heartbeat_seconds=ctx.settings.job_heartbeat_timeout_seconds,
+            heartbeat_seconds=ctx.settings.job.heartbeat_timeout_seconds,
         )
 
 
@@ -177,7 +177,7 @@ async def merge_task(payload: dict[str, Any], ctx: jobs.JobContext) -> None:
                 system_actor(task.org_id, "code-host"),
                 task.id,
                 feedback=_merge_feedback(task, exc),
-                lease_seconds=ctx.settings.lease_seconds,
+                lease_seconds=ctx.settings.tasks.lease_seconds,
                 meta={"code": exc.code, "files": getattr(exc, "files", []), "head_sha": artifact.commit_sha},
             )
         return

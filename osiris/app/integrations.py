@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from osiris.app.config import Settings
+from osiris.app.config import Settings, setting_fields
 
 
 @dataclass(frozen=True)
@@ -27,32 +27,36 @@ class Integration:
         return self.on and not self.needs
 
 
-def _env(name: str) -> str:
-    return f"OSIRIS_{name.upper()}"
+_FIELDS = {f.path: f for f in setting_fields()}
 
 
-def _missing(settings: Settings, *names: str) -> list[str]:
-    return [_env(n) for n in names if getattr(settings, n) in (None, "", [], {})]
+def _env(path: str) -> str:
+    """The environment name of a setting given by its path (`github.token`)."""
+    return _FIELDS[path].env
+
+
+def _missing(settings: Settings, *paths: str) -> list[str]:
+    return [_env(p) for p in paths if _FIELDS[p].value(settings) in (None, "", [], {})]
 
 
 def status(settings: Settings) -> list[Integration]:
-    base = settings.public_url.rstrip("/")
+    base = settings.server.public_url.rstrip("/")
     hook = f"{base}/api/v1/webhooks"
     github_hook = f"{hook}/github"
-    app = bool(settings.github_app_id)  # as Settings.github_enabled reads them
-    token = bool(settings.github_token) and not app
+    app = bool(settings.github.app_id)  # as settings.github.enabled reads them
+    token = bool(settings.github.token) and not app
     found = [
         Integration(
             "local",
             "Local git host",
             "code host",
-            on=not settings.github_enabled,
+            on=not settings.github.enabled,
             note=(
                 f"repositories served read-only at {base}/git/<name>.git"
-                if settings.git_http_enabled
+                if settings.local.git_http_enabled
                 else "git over HTTP is off (OSIRIS_GIT_HTTP_ENABLED=false)"
             )
-            if not settings.github_enabled
+            if not settings.github.enabled
             else "off: GitHub is the code host",
         ),
         Integration(
@@ -60,9 +64,9 @@ def status(settings: Settings) -> list[Integration]:
             "GitHub (token)",
             "code host",
             on=token,
-            needs=_missing(settings, "github_repo", "github_webhook_secret")
+            needs=_missing(settings, "github.repo", "github.webhook_secret")
             if token
-            else _missing(settings, "github_token", "github_repo"),
+            else _missing(settings, "github.token", "github.repo"),
             webhook_url=github_hook,
             note="pull requests with a personal or fine-grained token" if token else "",
         ),
@@ -73,33 +77,33 @@ def status(settings: Settings) -> list[Integration]:
             on=app,
             needs=_missing(
                 settings,
-                "github_private_key",
-                "github_installation_id",
-                "github_repo",
-                "github_webhook_secret",
+                "github.private_key",
+                "github.installation_id",
+                "github.repo",
+                "github.webhook_secret",
             )
             if app
-            else _missing(settings, "github_app_id", "github_private_key", "github_installation_id"),
+            else _missing(settings, "github.app_id", "github.private_key", "github.installation_id"),
             webhook_url=github_hook,
             note="check runs and pull requests as the App" if app else "",
         ),
     ]
-    twilio = settings.twilio_auth_token is not None or settings.twilio_account_sid is not None
-    slack = any([settings.slack_signing_secret, settings.slack_bot_token, settings.slack_bot_tokens])
-    telegram = settings.telegram_bot_token is not None or settings.telegram_webhook_secret is not None
-    email_hook = settings.email_webhook_secret is not None
-    smtp = settings.smtp_listen_port is not None
-    slack_needs = _missing(settings, "slack_signing_secret")
-    if not (settings.slack_bot_token or settings.slack_bot_tokens):
-        slack_needs.append(_env("slack_bot_token"))
-    email_out = _missing(settings, "email_address", "smtp_relay_host")
+    twilio = settings.twilio.auth_token is not None or settings.twilio.account_sid is not None
+    slack = any([settings.slack.signing_secret, settings.slack.bot_token, settings.slack.bot_tokens])
+    telegram = settings.telegram.bot_token is not None or settings.telegram.webhook_secret is not None
+    email_hook = settings.email.webhook_secret is not None
+    smtp = settings.smtp.listen_port is not None
+    slack_needs = _missing(settings, "slack.signing_secret")
+    if not (settings.slack.bot_token or settings.slack.bot_tokens):
+        slack_needs.append(_env("slack.bot_token"))
+    email_out = _missing(settings, "email.address", "smtp.relay_host")
     found += [
         Integration(
             "whatsapp",
             "WhatsApp (Twilio)",
             "channel",
             on=twilio,
-            needs=_missing(settings, "twilio_auth_token", "twilio_account_sid", "twilio_whatsapp_from"),
+            needs=_missing(settings, "twilio.auth_token", "twilio.account_sid", "twilio.whatsapp_from"),
             webhook_url=f"{hook}/twilio",
         ),
         Integration(
@@ -116,7 +120,7 @@ def status(settings: Settings) -> list[Integration]:
             "Email (webhook)",
             "channel",
             on=email_hook,
-            needs=_missing(settings, "email_webhook_secret") + email_out,
+            needs=_missing(settings, "email.webhook_secret") + email_out,
             webhook_url=f"{hook}/email",
             note="replies need an SMTP relay",
         ),
@@ -125,16 +129,16 @@ def status(settings: Settings) -> list[Integration]:
             "Email (SMTP listener)",
             "channel",
             on=smtp,
-            needs=_missing(settings, "smtp_listen_port", "email_address")
-            + _missing(settings, "smtp_relay_host"),
-            note=f"listens on {settings.smtp_listen_host}:{settings.smtp_listen_port}" if smtp else "",
+            needs=_missing(settings, "smtp.listen_port", "email.address")
+            + _missing(settings, "smtp.relay_host"),
+            note=f"listens on {settings.smtp.listen_host}:{settings.smtp.listen_port}" if smtp else "",
         ),
         Integration(
             "telegram",
             "Telegram",
             "channel",
             on=telegram,
-            needs=_missing(settings, "telegram_bot_token", "telegram_webhook_secret"),
+            needs=_missing(settings, "telegram.bot_token", "telegram.webhook_secret"),
             webhook_url=f"{hook}/telegram",
             note="`osiris telegram set-webhook` registers the URL",
         ),
@@ -142,12 +146,12 @@ def status(settings: Settings) -> list[Integration]:
             "github_issues",
             "GitHub issues",
             "channel",
-            on=settings.github_enabled,
-            needs=_missing(settings, "github_webhook_secret")
-            if settings.github_enabled
-            else [_env("github_token") + " or " + _env("github_app_id")],
+            on=settings.github.enabled,
+            needs=_missing(settings, "github.webhook_secret")
+            if settings.github.enabled
+            else [_env("github.token") + " or " + _env("github.app_id")],
             webhook_url=github_hook,
-            note=f"issues labelled {settings.github_issue_label!r} become tasks",
+            note=f"issues labelled {settings.github.issue_label!r} become tasks",
         ),
     ]
     return found

@@ -69,7 +69,7 @@ def handlers_for(settings: Any) -> dict[str, Handler]:
     pgqueuer hands a worker only the kinds it registered, so a checks-only worker never sees (and
     never needs the secrets of) a publish or a reply. A misspelt name fails loudly rather than
     leaving a kind of job unworked."""
-    only, skip = list(getattr(settings, "worker_jobs", [])), list(getattr(settings, "worker_skip_jobs", []))
+    only, skip = list(getattr(settings.worker, "jobs", [])), list(getattr(settings.worker, "skip_jobs", []))
     unknown = sorted(set(only + skip) - HANDLERS.keys())
     if unknown:
         raise UnknownJobKind(
@@ -202,8 +202,8 @@ class Worker:
                 ),
             )(self._wrap(name, handler))
         self._qm = qm
-        heartbeat = getattr(self.ctx.settings, "job_heartbeat_timeout_seconds", 30.0)
-        poll = getattr(self.ctx.settings, "job_poll_seconds", 5.0)
+        heartbeat = getattr(self.ctx.settings.job, "heartbeat_timeout_seconds", 30.0)
+        poll = getattr(self.ctx.settings.job, "poll_seconds", 5.0)
         try:
             await qm.run(
                 dequeue_timeout=timedelta(seconds=poll),

@@ -217,8 +217,8 @@ async def file_task(  # noqa: PLR0913 - create_task's fields, less what the repo
         session,
         org_id=actor.org_id,
         name=repo,
-        default_repo=settings.default_repo,
-        auto_register=settings.repositories_auto_register,
+        default_repo=settings.repos.default_repo,
+        auto_register=settings.repos.repositories_auto_register,
     )
     return await create_task(
         session,
@@ -227,7 +227,7 @@ async def file_task(  # noqa: PLR0913 - create_task's fields, less what the repo
         description=description,
         priority=priority,
         repo=name,
-        base_branch=settings.default_base_branch,
+        base_branch=settings.repos.default_base_branch,
         requester=requester,
         skills=skills,
         channel=channel,

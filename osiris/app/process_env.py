@@ -19,7 +19,7 @@ from pathlib import Path
 
 from pydantic import SecretStr
 
-from osiris.app.config import Settings
+from osiris.app.config import setting_fields
 
 # The database URL holds a password; it is not a SecretStr because the embedded default has none.
 ALSO_SECRET = ("DATABASE_URL", "OSIRIS_DATABASE_URL")
@@ -33,12 +33,7 @@ def _holds_secret(annotation: object) -> bool:
 
 def secret_names() -> set[str]:
     """The environment variables that carry a secret setting (upper case)."""
-    prefix = Settings.model_config.get("env_prefix", "")
-    names = {
-        f"{prefix}{name}".upper()
-        for name, info in Settings.model_fields.items()
-        if _holds_secret(info.annotation)
-    }
+    names = {name for f in setting_fields() if _holds_secret(f.info.annotation) for name in f.env_names}
     return names | set(ALSO_SECRET)
 
 

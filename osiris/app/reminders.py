@@ -98,7 +98,7 @@ DUE_SELECT_SQL = f"{_DUE_HEAD} SELECT task_id, anchor_event_id, n FROM due WHERE
 def _params(settings: Any, now: datetime | None) -> dict[str, Any]:
     return {
         "now": now or datetime.now(UTC),
-        "default_seconds": int(settings.review_remind_after.total_seconds()),
+        "default_seconds": int(settings.review.remind_after.total_seconds()),
         "activity": list(ACTIVITY_KINDS),
     }
 
@@ -385,7 +385,7 @@ async def remind_reviewers(payload: dict[str, Any], ctx: jobs.JobContext) -> Non
     prompt = prompt_for(
         task,
         artifact,
-        public_url=ctx.settings.public_url,
+        public_url=ctx.settings.server.public_url,
         since=anchor.created_at,
         escalated=reminder.escalated,
         now=now,

@@ -122,8 +122,8 @@ async def add_comment(  # noqa: PLR0913 - its input is the comment's anchor: pat
             host,
             task,
             artifacts,
-            max_file_lines=limits.changes_max_lines,
-            max_lines=limits.changes_max_lines,
+            max_file_lines=limits.changes.max_lines,
+            max_lines=limits.changes.max_lines,
             path=path,
         )
     except Retry as exc:
@@ -298,7 +298,7 @@ async def submit_review(  # noqa: PLR0913 - a review is a verdict pinned to what
         actor,
         task_id,
         feedback=feedback,
-        lease_seconds=runtime.settings.lease_seconds,
+        lease_seconds=runtime.settings.tasks.lease_seconds,
         source=source,
         meta=meta,
     )

@@ -81,7 +81,7 @@ class Aging:
     @classmethod
     def of(cls, settings: Settings) -> Aging:
         """The deployment's aging: the one place `routing_aging_*` are read."""
-        return cls(settings.routing_aging_seconds, settings.routing_aging_max_boost)
+        return cls(settings.routing.aging_seconds, settings.routing.aging_max_boost)
 
     def params(self) -> dict[str, int]:
         """The binds of `EFFECTIVE_PRIORITY_SQL`."""

@@ -43,7 +43,7 @@ from pathlib import Path
 from typing import Any
 
 import platformdirs
-from pydantic import SecretStr
+from pydantic import BaseModel, SecretStr
 from sqlalchemy.engine import make_url
 
 log = logging.getLogger(__name__)
@@ -150,13 +150,13 @@ def hidden_paths(settings: Any) -> tuple[str, ...]:
     """What of the server's a check must not see: the data dir (embedded PostgreSQL and its socket,
     the live repositories, cache clones, secret.key), a repository outside it, a `.env`, a PEM file
     named by path, and whatever the operator lists."""
-    paths: list[Path] = [settings.data_dir, *settings.checks_hidden_paths]
-    if settings.embedded:  # pgserver's socket leaves the data dir when that path is too long for one
+    paths: list[Path] = [settings.data_dir, *settings.sandbox.hidden_paths]
+    if settings.db.embedded:  # pgserver's socket leaves the data dir when that path is too long for one
         paths.append(platformdirs.user_runtime_path("python_PostgresServer"))
-    if settings.local_repo is not None:
-        paths.append(settings.local_repo)
+    if settings.local.repo is not None:
+        paths.append(settings.local.repo)
     paths.append(Path(".env"))
-    pem = settings.github_private_key
+    pem = settings.github.private_key
     if pem is not None and "BEGIN" not in pem.get_secret_value():
         paths.append(Path(pem.get_secret_value()).expanduser())
     return tuple(dict.fromkeys(str(p.resolve()) for p in paths))
@@ -166,10 +166,10 @@ def choose(settings: Any) -> Sandbox:
     """The sandbox for this process's checks; raises SandboxUnavailable for a level asked for
     explicitly that does not work here. Probed once per process and settings."""
     key = (
-        settings.checks_isolation,
-        settings.checks_uid,
-        settings.checks_gid,
-        settings.checks_network,
+        settings.sandbox.isolation,
+        settings.sandbox.uid,
+        settings.sandbox.gid,
+        settings.sandbox.network,
         hidden_paths(settings),
     )
     with _lock:
@@ -182,14 +182,14 @@ def choose(settings: Any) -> Sandbox:
 
 
 def _choose(settings: Any) -> Sandbox | SandboxUnavailable:
-    wanted = settings.checks_isolation
+    wanted = settings.sandbox.isolation
     base = {
-        "uid": settings.checks_uid,
-        "gid": settings.checks_gid,
+        "uid": settings.sandbox.uid,
+        "gid": settings.sandbox.gid,
         "hidden": hidden_paths(settings),
         "unshare": shutil.which("unshare") or "",
         "setpriv": shutil.which("setpriv") or "",
-        "network": settings.checks_network,
+        "network": settings.sandbox.network,
     }
     if wanted == "none":
         log.warning(
@@ -252,7 +252,7 @@ def protect_data_dir(settings: Any) -> None:
     data = settings.data_dir
     with contextlib.suppress(OSError):
         if data.is_dir():
-            data.chmod(0o711 if settings.embedded and os.geteuid() == 0 else 0o700)
+            data.chmod(0o711 if settings.db.embedded and os.geteuid() == 0 else 0o700)
     with contextlib.suppress(OSError):
         (data / "secret.key").chmod(0o600)
 
@@ -336,14 +336,17 @@ def secret_values(settings: Any) -> list[str]:
         elif isinstance(value, dict):
             for item in value.values():
                 add(item)
+        elif isinstance(value, BaseModel):  # a group of settings
+            for name in type(value).model_fields:
+                add(getattr(value, name))
 
     for name in type(settings).model_fields:
         add(getattr(settings, name))
     with contextlib.suppress(OSError):
         found.append(settings.signing_key())
-    if settings.database_url:
+    if settings.db.url:
         with contextlib.suppress(Exception):
-            found.append(make_url(settings.database_url).password or "")
+            found.append(make_url(settings.db.url).password or "")
     # a secret of three characters or fewer would redact ordinary words; it protects nothing either
     return sorted({v for v in found if len(v) >= 4}, key=len, reverse=True)
 

@@ -29,7 +29,7 @@ async def submit(
 ) -> lifecycle.Submission:
     limits = runtime.settings
     valid = validate_artifact(
-        content, kind, max_bytes=limits.max_artifact_bytes, max_files=limits.max_artifact_files
+        content, kind, max_bytes=limits.tasks.max_artifact_bytes, max_files=limits.tasks.max_artifact_files
     )
     host = runtime.services.code_host
     if host is not None:

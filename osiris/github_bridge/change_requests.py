@@ -79,7 +79,7 @@ async def get_changes(
         runtime.services.code_host,
         task,
         artifacts,
-        max_file_lines=limits.changes_max_lines if path else limits.changes_max_file_lines,
-        max_lines=limits.changes_max_lines,
+        max_file_lines=limits.changes.max_lines if path else limits.changes.max_file_lines,
+        max_lines=limits.changes.max_lines,
         path=path,
     )

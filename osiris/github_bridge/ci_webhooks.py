@@ -50,7 +50,7 @@ async def _current_task(deps: Any, full_name: str | None, sha: str | None) -> tu
 async def _record(
     deps: Any, data: dict[str, Any], *, sha: str | None, name: str, result: str, url: str | None
 ) -> None:
-    if not deps.settings.checks_github_ci:
+    if not deps.settings.checks.github_ci:
         return
     found = await _current_task(deps, (data.get("repository") or {}).get("full_name"), sha)
     if found is None:
@@ -65,7 +65,7 @@ async def _record(
         "sha": sha,
         "version": artifact.version,
     }
-    mode = deps.settings.checks_mode.get(task.repo, deps.settings.checks_default_mode)
+    mode = deps.settings.checks.mode.get(task.repo, deps.settings.checks.default_mode)
     moves = failed and mode == "block" and task.status == TaskStatus.REVIEW.value
     sender = str((data.get("sender") or {}).get("login") or "")
     if moves and sender and await logins.is_agent_login(deps.session, task, sender):
@@ -85,14 +85,14 @@ async def _record(
             actor,
             task.id,
             feedback=feedback,
-            lease_seconds=deps.settings.lease_seconds,
+            lease_seconds=deps.settings.tasks.lease_seconds,
             meta={"failing": [name], "links": [url] if url else [], "sha": sha, "version": artifact.version},
         )
 
 
 def _our_app(deps: Any, app: Any) -> bool:
     """A check run or suite made by OSIRIS's own GitHub App: our checks, already counted."""
-    ours = deps.settings.github_app_id
+    ours = deps.settings.github.app_id
     return ours is not None and isinstance(app, dict) and str(app.get("id")) == str(ours)
 
 

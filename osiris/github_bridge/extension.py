@@ -28,12 +28,12 @@ def install(app: FastAPI, settings: Settings) -> None:
     app.include_router(change_requests.router)
     # The webhook route is always there: unconfigured, it refuses every delivery (no secret).
     app.include_router(github_events.router)  # importing it also registers the github_event job
-    if settings.git_http_enabled:
+    if settings.local.git_http_enabled:
         app.include_router(git_http.router)
 
 
 async def services(runtime: Runtime) -> None:
-    if runtime.settings.github_enabled:
+    if runtime.settings.github.enabled:
         from osiris.github_bridge.github_host import install_github_host
 
         install_github_host(runtime)

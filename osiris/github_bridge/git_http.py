@@ -76,7 +76,7 @@ async def _authenticate(request: Request, runtime: Runtime) -> Actor | None:
                 signing_key=runtime.settings.signing_key(),
                 cache=runtime.services.token_cache,
                 # OAuth access tokens issued for the REST API base also fetch (scope repos:read)
-                audience=oauth.api_audience(runtime.settings.public_url),
+                audience=oauth.api_audience(runtime.settings.server.public_url),
             )
     except Unauthenticated:
         return None

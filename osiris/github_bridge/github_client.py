@@ -87,8 +87,8 @@ class _API(gh_httpx.GitHubAPI):
 
 
 def _private_key(settings: Settings) -> str:
-    assert settings.github_private_key is not None  # noqa: S101 - checked by the caller
-    value = settings.github_private_key.get_secret_value()
+    assert settings.github.private_key is not None  # noqa: S101 - checked by the caller
+    value = settings.github.private_key.get_secret_value()
     if "-----BEGIN" in value:
         return value
     return Path(value).expanduser().read_text()
@@ -98,22 +98,22 @@ class GitHub:
     """One authenticated GitHub client: a plain token, or a GitHub App installation token."""
 
     def __init__(self, settings: Settings, client: httpx.AsyncClient | None = None) -> None:
-        if not settings.github_enabled:
+        if not settings.github.enabled:
             raise ValueError("set OSIRIS_GITHUB_TOKEN or OSIRIS_GITHUB_APP_ID to use GitHub")
-        if settings.github_app_id is not None and (
-            settings.github_private_key is None or settings.github_installation_id is None
+        if settings.github.app_id is not None and (
+            settings.github.private_key is None or settings.github.installation_id is None
         ):
             raise ValueError("a GitHub App needs OSIRIS_GITHUB_PRIVATE_KEY and OSIRIS_GITHUB_INSTALLATION_ID")
         self._owns_client = client is None
-        self.client = client or httpx.AsyncClient(timeout=settings.github_timeout_seconds)
+        self.client = client or httpx.AsyncClient(timeout=settings.github.timeout_seconds)
         self.api = _API(
             self.client,
-            base_url=settings.github_api_url.rstrip("/"),
-            retry_seconds=settings.github_retry_seconds,
+            base_url=settings.github.api_url.rstrip("/"),
+            retry_seconds=settings.github.retry_seconds,
         )
         self._settings = settings
         self._token: str | None = (
-            settings.github_token.get_secret_value() if settings.github_token is not None else None
+            settings.github.token.get_secret_value() if settings.github.token is not None else None
         )
         self._token_expires = float("inf") if self._token else 0.0
 
@@ -132,8 +132,8 @@ class GitHub:
         s = self._settings
         answer = await apps.get_installation_access_token(
             self.api,
-            installation_id=str(s.github_installation_id),
-            app_id=str(s.github_app_id),
+            installation_id=str(s.github.installation_id),
+            app_id=str(s.github.app_id),
             private_key=_private_key(s),
         )
         expires = answer.get("expires_at")
@@ -192,7 +192,7 @@ class GitHub:
             return answer.get("data") or {}, list(answer.get("errors") or [])
 
     def _graphql_url(self) -> str:
-        base = self._settings.github_api_url.rstrip("/")
+        base = self._settings.github.api_url.rstrip("/")
         if base.endswith("/api/v3"):  # GitHub Enterprise Server
             return base[: -len("/v3")] + "/graphql"
         return base + "/graphql"

@@ -76,7 +76,7 @@ def _repository(data: Any) -> str | None:
 def _served(settings: Settings, full_name: str | None) -> bool:
     if not full_name:
         return False
-    mapping = settings.github_repo
+    mapping = settings.github.repo
     return "*" in mapping or any(v.lower() == full_name.lower() for v in mapping.values())
 
 
@@ -89,7 +89,7 @@ async def _registered(runtime: Runtime, full_name: str | None) -> bool:
 
 @router.post("/api/v1/webhooks/github", status_code=202)
 async def receive_github(request: Request, runtime: RuntimeDep) -> JSONResponse:
-    secret = runtime.settings.github_webhook_secret
+    secret = runtime.settings.github.webhook_secret
     if secret is None:
         raise Unauthenticated("GitHub webhooks are off: OSIRIS_GITHUB_WEBHOOK_SECRET is not set")
     body = await request.body()
@@ -256,7 +256,7 @@ async def on_review(event: sansio.Event, gh: Any, deps: Deps) -> None:
                 actor,
                 task.id,
                 feedback=text,
-                lease_seconds=deps.settings.lease_seconds,
+                lease_seconds=deps.settings.tasks.lease_seconds,
                 source="github_review",
                 provider_id=f"review-{review['id']}",
                 meta=meta,

@@ -121,8 +121,8 @@ class GitHubHost:
         self._checked_base: OrderedDict[tuple[int, str, str], tuple[float, Head]] = OrderedDict()
         self.checkouts = CheckoutCache(
             settings.data_dir / "cache" / "github",
-            settings.checks_github_clone_url,
-            timeout=settings.checks_github_fetch_timeout_seconds,
+            settings.checks.github_clone_url,
+            timeout=settings.checks.github_fetch_timeout_seconds,
         )
 
     async def aclose(self) -> None:
@@ -133,7 +133,7 @@ class GitHubHost:
     async def repo_for(self, task: Task) -> str:
         """The GitHub repository of a task: OSIRIS_GITHUB_REPO names it, else the repository its
         organization registered (`repositories.github_repo`), else OSIRIS_GITHUB_REPO's "*"."""
-        mapping = self.settings.github_repo
+        mapping = self.settings.github.repo
         full = mapping.get(task.repo)
         if not full:
             async with self.sessions() as session:
@@ -151,11 +151,11 @@ class GitHubHost:
         return full
 
     async def clone_url(self, task: Task) -> str:
-        return self.settings.checks_github_clone_url.format(repo=await self.repo_for(task))
+        return self.settings.checks.github_clone_url.format(repo=await self.repo_for(task))
 
     async def osiris_repos(self, full_name: str) -> set[str] | None:
         """The OSIRIS repo names served by a GitHub repository; None means any ("*")."""
-        names = {k for k, v in self.settings.github_repo.items() if v.lower() == full_name.lower()}
+        names = {k for k, v in self.settings.github.repo.items() if v.lower() == full_name.lower()}
         if "*" in names:
             return None
         async with self.sessions() as session:
@@ -180,7 +180,7 @@ class GitHubHost:
         query instead of a GET of the branch and one per file (issue 17). A file GraphQL cannot give
         as text (binary, too large, a directory) is left to `_read`, which says why it cannot be used."""
         # An agent's patch names its paths: a bounded number rides along (the rest `_read` reads).
-        config = [REPO_CONFIG] if self.settings.checks_read_repo_config else []
+        config = [REPO_CONFIG] if self.settings.checks.read_repo_config else []
         wanted = list(dict.fromkeys([*paths[:_BASE_QUERY_FILES], *config]))
         owner, name = repo.split("/")
         fields = " ".join(f"f{i}: file(path: $p{i}) {{ {_FILE_FIELDS} }}" for i in range(len(wanted)))
@@ -416,7 +416,7 @@ class GitHubHost:
         # Not a fast-forward: someone pushed to the branch. Build on what is there now.
         head = await self._branch_head(repo, branch)
         if head is None:
-            raise Retry(self.settings.github_retry_seconds, f"branch {branch} vanished while publishing")
+            raise Retry(self.settings.github.retry_seconds, f"branch {branch} vanished while publishing")
         if trailer_artifact(head.message) == artifact.id:
             return head.sha, head.tree, False
         sha, tree = await self._make_commit(task, artifact, repo, head)
@@ -478,7 +478,7 @@ class GitHubHost:
             files: dict[str, str] = json.loads(artifact.content)
             return None, [github_patch.Change(path, body) for path, body in sorted(files.items())]
         if artifact.kind == ArtifactKind.TEXT.value:
-            path = self.settings.github_text_path.format(id=task.id)
+            path = self.settings.github.text_path.format(id=task.id)
             return None, [github_patch.Change(path, artifact.content)]
         return await self._patch_onto(task, repo, parent_sha, artifact.content)
 
@@ -522,7 +522,7 @@ class GitHubHost:
             await self._ensure_label(repo, found)
             return found, False
         await self.gh.post(
-            repo_path(repo, "issues", str(pr["number"]), "labels"), {"labels": [self.settings.github_label]}
+            repo_path(repo, "issues", str(pr["number"]), "labels"), {"labels": [self.settings.github.label]}
         )
         return pr, True
 
@@ -532,16 +532,16 @@ class GitHubHost:
         return found[0] if found else None
 
     async def _ensure_label(self, repo: str, pr: dict[str, Any]) -> None:
-        if any(label.get("name") == self.settings.github_label for label in pr.get("labels", [])):
+        if any(label.get("name") == self.settings.github.label for label in pr.get("labels", [])):
             return
         await self.gh.post(
-            repo_path(repo, "issues", str(pr["number"]), "labels"), {"labels": [self.settings.github_label]}
+            repo_path(repo, "issues", str(pr["number"]), "labels"), {"labels": [self.settings.github.label]}
         )
 
     def _pr_body(
         self, task: Task, repo: str, versions: Sequence[Artifact], new_commits: dict[int, str]
     ) -> str:
-        url = f"{self.settings.public_url.rstrip('/')}/tasks/{task.id}"
+        url = f"{self.settings.server.public_url.rstrip('/')}/tasks/{task.id}"
         latest = versions[-1] if versions else None
         rows = []
         for a in versions:
@@ -649,7 +649,7 @@ class GitHubHost:
             pr = await _latest_pr(session, task.id)
         if pr is None:
             if task.artifact_count > 0:  # its PR is being opened right now: mirror it once it exists
-                raise Retry(self.settings.github_retry_seconds, "the pull request is not open yet")
+                raise Retry(self.settings.github.retry_seconds, "the pull request is not open yet")
             return {"skipped": "no pull request"}
         who = "the agent" if message.direction == "from_agent" else "OSIRIS"
         text = f"**{message.author_name}** ({who}, via OSIRIS):\n\n{message.body}"
@@ -744,7 +744,7 @@ class GitHubHost:
             MERGE_MUTATION,
             id=node,
             head=sha,
-            method=self.settings.github_merge_method.upper(),
+            method=self.settings.github.merge_method.upper(),
             title=f"{task.title} (#{number})",
         )
         done = (data.get("merge") or {}).get("pullRequest") or {}
@@ -769,7 +769,7 @@ class GitHubHost:
         self, repo: str, branch: str, number: int, sha: str | None, *, already: bool
     ) -> dict[str, Any]:
         deleted = False
-        if self.settings.delete_branch_on_merge:
+        if self.settings.repos.delete_branch_on_merge:
             try:
                 await self.gh.delete(repo_path(repo, "git", "refs", f"heads/{branch}"))
                 deleted = True
@@ -869,8 +869,8 @@ class GitHubHost:
         self, task: Task, run: Any, *, commands: list[str], previous: dict[str, Any] | None
     ) -> dict[str, Any]:
         repo = await self.repo_for(task)
-        url = f"{self.settings.public_url.rstrip('/')}/tasks/{task.id}"
-        if self.settings.github_app_id is not None:  # check runs are for GitHub Apps only
+        url = f"{self.settings.server.public_url.rstrip('/')}/tasks/{task.id}"
+        if self.settings.github.app_id is not None:  # check runs are for GitHub Apps only
             body = check_reports.check_run_body(run, commands, url)
             known = (previous or {}).get("github_check_run_id")
             if known is not None and body["status"] == "completed":

@@ -56,8 +56,8 @@ class LocalGitHost:
         """Where project `name` lives; raises InvalidInput for a name that could escape the root."""
         if len(name) > 200 or not _REPO_NAME.match(name):
             raise InvalidInput(f"invalid repository name {name!r}")
-        if self.settings.local_repo is not None and name == self.settings.default_repo:
-            return self.settings.local_repo.resolve()
+        if self.settings.local.repo is not None and name == self.settings.repos.default_repo:
+            return self.settings.local.repo.resolve()
         return self.root / f"{name}.git"
 
     def git_dir(self, name: str) -> Path | None:
@@ -70,7 +70,7 @@ class LocalGitHost:
     def _open(self, name: str, base_branch: str, *, create: bool) -> Git:
         found = self.git_dir(name)
         if found is None:
-            if not create or self.repo_path(name) == self.settings.local_repo:
+            if not create or self.repo_path(name) == self.settings.local.repo:
                 raise Unavailable(f"repository {name!r} does not exist")
             found = self._create(name, base_branch)
         return Git(found)
@@ -101,10 +101,10 @@ class LocalGitHost:
     async def start(self) -> None:
         """Create the configured projects (the default one first) and check OSIRIS_LOCAL_REPO."""
         s = self.settings
-        for name in dict.fromkeys([s.default_repo, *s.local_projects]):
-            g = await asyncio.to_thread(self._open, name, s.default_base_branch, create=True)
-            if await asyncio.to_thread(g.rev, f"refs/heads/{s.default_base_branch}") is None:
-                raise Unavailable(f"repository {name!r} has no branch {s.default_base_branch!r}")
+        for name in dict.fromkeys([s.repos.default_repo, *s.local.projects]):
+            g = await asyncio.to_thread(self._open, name, s.repos.default_base_branch, create=True)
+            if await asyncio.to_thread(g.rev, f"refs/heads/{s.repos.default_base_branch}") is None:
+                raise Unavailable(f"repository {name!r} has no branch {s.repos.default_base_branch!r}")
             if g.git_dir.name == ".git":
                 # Merges move the base branch's ref, never a work tree: a checkout of it will look
                 # as if someone reverted the merged changes until it is updated (`git merge --ff-only`).
@@ -118,12 +118,12 @@ class LocalGitHost:
 
     async def clone_url(self, task: Task) -> str:
         """Served read-only by git_http to the tokens of the repository's organization."""
-        return f"{self.settings.public_url.rstrip('/')}/git/{task.repo}.git"
+        return f"{self.settings.server.public_url.rstrip('/')}/git/{task.repo}.git"
 
     def url(self, task: Task) -> str:
         # A link for a person: the portal's task page opens at its work (a browser has no bearer
         # token for the API's GET …/change-request, which scripts still use).
-        return f"{self.settings.public_url.rstrip('/')}/tasks/{task.id}#work"
+        return f"{self.settings.server.public_url.rstrip('/')}/tasks/{task.id}#work"
 
     # --- the port ------------------------------------------------------------------------------
 
@@ -193,7 +193,7 @@ class LocalGitHost:
         return result
 
     def _text_path(self, task: Task) -> str:
-        return self.settings.local_text_path.format(id=task.id, task_id=task.id)
+        return self.settings.local.text_path.format(id=task.id, task_id=task.id)
 
     async def merge(self, task: Task, *, head_sha: str | None = None) -> dict[str, Any]:
         return await asyncio.to_thread(self._merge, task, head_sha)
@@ -210,7 +210,7 @@ class LocalGitHost:
         if head_sha is not None and head != head_sha:
             raise MergeConflict(f"{branch_name(task.id)} is at {head[:12]}, not the approved {head_sha[:12]}")
         g.update_refs(("update", refs.ready, head, ""))  # draft → open, as GitHub's "ready for review"
-        squash = self.settings.local_merge_method == "squash"
+        squash = self.settings.local.merge_method == "squash"
         for _ in range(_ATTEMPTS):
             base = self._base(g, task)
             tree, conflicts = merge_tree(g, base, head)
@@ -226,16 +226,16 @@ class LocalGitHost:
                 ("update", f"refs/heads/{task.base_branch}", commit, base),
                 ("create", refs.merged, commit),
             ]
-            if self.settings.delete_branch_on_merge:
+            if self.settings.repos.delete_branch_on_merge:
                 updates.append(("delete", refs.branch, head))
             if g.update_refs(*updates):
                 return {
                     "merged": True,
                     "merge_commit_sha": commit,
-                    "method": self.settings.local_merge_method,
+                    "method": self.settings.local.merge_method,
                     "base": task.base_branch,
                     "head_sha": head,
-                    "branch_deleted": self.settings.delete_branch_on_merge,
+                    "branch_deleted": self.settings.repos.delete_branch_on_merge,
                 }
             if g.rev(refs.merged) is not None:  # another worker merged it meanwhile
                 return {"merged": True, "already": True, "merge_commit_sha": g.rev(refs.merged)}

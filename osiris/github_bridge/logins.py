@@ -116,7 +116,7 @@ async def judge(deps: Deps, gh: Any, task: Task, login: str, *, pr_author: str |
         return Judged(login, Standing.BOT, as_themselves, "OSIRIS's own account does not review its work")
     if await is_agent_login(deps.session, task, login):
         return Judged(login, Standing.AGENT, as_themselves, "the agent does not approve its own work")
-    if deps.settings.separation_of_duties and _is_requester(task, login, user):
+    if deps.settings.tasks.separation_of_duties and _is_requester(task, login, user):
         return Judged(
             login, Standing.REQUESTER, as_themselves, "the requester does not approve their own request"
         )
@@ -125,7 +125,7 @@ async def judge(deps: Deps, gh: Any, task: Task, login: str, *, pr_author: str |
             return Judged(login, Standing.REVIEWER, actor_for(user))
         why = f"@{login} is mapped to an OSIRIS {user.role}, not a reviewer"
         return Judged(login, Standing.NOT_A_REVIEWER, as_themselves, why)
-    if deps.settings.github_approvers == "write" and await _may_write(deps, gh, task, login):
+    if deps.settings.github.approvers == "write" and await _may_write(deps, gh, task, login):
         return Judged(login, Standing.REVIEWER, github_actor(task, login))
     return Judged(
         login, Standing.NOT_A_REVIEWER, as_themselves, f"@{login} is not mapped to an OSIRIS reviewer"

@@ -48,14 +48,14 @@ def _form(body: bytes) -> dict[str, str]:
 async def twilio_webhook(request: Request) -> Response:
     runtime = _runtime(request)
     settings = runtime.settings
-    if settings.twilio_auth_token is None:
+    if settings.twilio.auth_token is None:
         return _not_configured("WhatsApp")
     params = _form(await request.body())
     # Twilio signs the address it called: ours as configured, since a proxy may rewrite the host.
-    url = settings.public_url.rstrip("/") + request.url.path
+    url = settings.server.public_url.rstrip("/") + request.url.path
     if request.url.query:
         url += "?" + request.url.query
-    token = settings.twilio_auth_token.get_secret_value()
+    token = settings.twilio.auth_token.get_secret_value()
     if not twilio.signature_ok(token, url, params, request.headers.get("X-Twilio-Signature")):
         return _bad_signature("X-Twilio-Signature does not match this request")
     try:
@@ -72,7 +72,7 @@ async def twilio_webhook(request: Request) -> Response:
 
 
 async def _verified_slack_body(request: Request) -> bytes | JSONResponse:
-    secret = _runtime(request).settings.slack_signing_secret
+    secret = _runtime(request).settings.slack.signing_secret
     if secret is None:
         return _not_configured("Slack")
     body = await request.body()
@@ -150,19 +150,19 @@ def _email_secret_ok(request: Request, secret: str) -> bool:
 async def email_webhook(request: Request) -> Response:
     runtime = _runtime(request)
     settings = runtime.settings
-    if settings.email_webhook_secret is None:
+    if settings.email.webhook_secret is None:
         return _not_configured("Email")
-    if not _email_secret_ok(request, settings.email_webhook_secret.get_secret_value()):
+    if not _email_secret_ok(request, settings.email.webhook_secret.get_secret_value()):
         return _bad_signature("send the shared secret in X-Osiris-Email-Secret")
     declared = request.headers.get("Content-Length", "")
-    if declared.isdigit() and int(declared) > settings.email_max_bytes:
+    if declared.isdigit() and int(declared) > settings.email.max_bytes:
         return problem(
-            413, "too_large", "Payload too large", f"messages are limited to {settings.email_max_bytes} bytes"
+            413, "too_large", "Payload too large", f"messages are limited to {settings.email.max_bytes} bytes"
         )
     raw = await request.body()
-    if len(raw) > settings.email_max_bytes:
+    if len(raw) > settings.email.max_bytes:
         return problem(
-            413, "too_large", "Payload too large", f"messages are limited to {settings.email_max_bytes} bytes"
+            413, "too_large", "Payload too large", f"messages are limited to {settings.email.max_bytes} bytes"
         )
     if not raw.strip():
         return _malformed("the body must be a raw RFC 5322 message")
@@ -189,10 +189,10 @@ async def email_webhook(request: Request) -> Response:
 async def telegram_webhook(request: Request) -> Response:
     runtime = _runtime(request)
     settings = runtime.settings
-    if settings.telegram_webhook_secret is None:
+    if settings.telegram.webhook_secret is None:
         return _not_configured("Telegram")
     given = request.headers.get("X-Telegram-Bot-Api-Secret-Token")
-    if not telegram.secret_ok(settings.telegram_webhook_secret.get_secret_value(), given):
+    if not telegram.secret_ok(settings.telegram.webhook_secret.get_secret_value(), given):
         return _bad_signature("X-Telegram-Bot-Api-Secret-Token does not match")
     try:
         payload = json.loads(await request.body())
@@ -200,7 +200,7 @@ async def telegram_webhook(request: Request) -> Response:
         return _malformed("the body is not JSON")
     if not isinstance(payload, dict) or not isinstance(payload.get("update_id"), int):
         return _malformed("expected a Telegram Update with an update_id")
-    token = settings.telegram_bot_token
+    token = settings.telegram.bot_token
     replied = telegram.replied_message(payload)
     replied_task = None
     if replied is not None:
@@ -210,7 +210,7 @@ async def telegram_webhook(request: Request) -> Response:
         inbound = telegram.parse_update(
             payload,
             our_id=telegram.bot_id(token.get_secret_value()) if token else None,
-            username=settings.telegram_bot_username,
+            username=settings.telegram.bot_username,
             replied_task=replied_task,
         )
     except (KeyError, TypeError, ValueError):

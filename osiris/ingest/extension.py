@@ -33,7 +33,7 @@ def install(app: FastAPI, settings: Settings) -> None:
 @asynccontextmanager
 async def lifespan(app: FastAPI, runtime: Runtime) -> AsyncIterator[None]:
     """Part of the app's lifespan: the SMTP listener, when email comes in directly."""
-    if runtime.settings.smtp_listen_port is None:
+    if runtime.settings.smtp.listen_port is None:
         yield
         return
     async with smtp.listener(app, runtime):
@@ -45,40 +45,40 @@ def senders(
 ) -> dict[str, Sender]:
     """A sender for each channel whose outbound settings are complete; others stay silent."""
     found: dict[str, Sender] = {}
-    if settings.twilio_account_sid and settings.twilio_auth_token and settings.twilio_whatsapp_from:
+    if settings.twilio.account_sid and settings.twilio.auth_token and settings.twilio.whatsapp_from:
         found["whatsapp"] = WhatsAppSender(
-            account_sid=settings.twilio_account_sid,
-            auth_token=settings.twilio_auth_token.get_secret_value(),
-            from_=settings.twilio_whatsapp_from,
+            account_sid=settings.twilio.account_sid,
+            auth_token=settings.twilio.auth_token.get_secret_value(),
+            from_=settings.twilio.whatsapp_from,
             transport=twilio_transport,
-            retry_seconds=settings.channel_retry_seconds,
+            retry_seconds=settings.channel.retry_seconds,
         )
-    if settings.slack_bot_token or settings.slack_bot_tokens:
+    if settings.slack.bot_token or settings.slack.bot_tokens:
         found["slack"] = SlackSender(
-            token=settings.slack_bot_token.get_secret_value() if settings.slack_bot_token else None,
-            team_tokens={team: t.get_secret_value() for team, t in settings.slack_bot_tokens.items()},
-            base_url=settings.slack_api_url,
-            retry_seconds=settings.channel_retry_seconds,
+            token=settings.slack.bot_token.get_secret_value() if settings.slack.bot_token else None,
+            team_tokens={team: t.get_secret_value() for team, t in settings.slack.bot_tokens.items()},
+            base_url=settings.slack.api_url,
+            retry_seconds=settings.channel.retry_seconds,
         )
-    if settings.email_address and settings.smtp_relay_host:
-        password = settings.smtp_relay_password
+    if settings.email.address and settings.smtp.relay_host:
+        password = settings.smtp.relay_password
         found["email"] = EmailSender(
-            our_address=settings.email_address,
-            host=settings.smtp_relay_host,
-            port=settings.smtp_relay_port,
-            username=settings.smtp_relay_username,
+            our_address=settings.email.address,
+            host=settings.smtp.relay_host,
+            port=settings.smtp.relay_port,
+            username=settings.smtp.relay_username,
             password=password.get_secret_value() if password else None,
-            starttls=settings.smtp_relay_starttls,
+            starttls=settings.smtp.relay_starttls,
         )
-    if settings.telegram_bot_token:
+    if settings.telegram.bot_token:
         found["telegram"] = TelegramSender(
-            token=settings.telegram_bot_token.get_secret_value(), api_url=settings.telegram_api_url
+            token=settings.telegram.bot_token.get_secret_value(), api_url=settings.telegram.api_url
         )
     return found
 
 
 async def services(runtime: Runtime, **overrides: Any) -> None:
-    runtime.services.channel_limiter = RateLimiter(runtime.settings.channel_rate_per_minute)
+    runtime.services.channel_limiter = RateLimiter(runtime.settings.channel.rate_per_minute)
     found = senders(runtime.settings, **overrides)
     # Issue comments go through the code host's GitHub client, found when sending (GitHub may not be
     # the code host; then no task ever has the "github" channel).

@@ -46,7 +46,7 @@ async def accept(runtime: Runtime, inbound: Inbound, *, after: After | None = No
 async def accept_email(runtime: Runtime, raw: bytes, *, recipients: tuple[str, ...] = ()) -> Outcome:
     """The webhook's and the SMTP listener's common path; the answer goes out by mail, as a job."""
     inbound = email_channel.parse_message(
-        raw, our_address=runtime.settings.email_address, recipients=recipients
+        raw, our_address=runtime.settings.email.address, recipients=recipients
     )
     if inbound is None:
         return Outcome("ignored", "")

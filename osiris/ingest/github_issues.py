@@ -52,7 +52,7 @@ def parse_thread(key: str) -> tuple[str, int]:
 def is_osiris(settings: Any, login: str) -> bool:
     """OSIRIS's own account: the configured bot login, or any GitHub App bot."""
     low = login.lower()
-    own = (settings.github_bot_login or "").lower()
+    own = (settings.github.bot_login or "").lower()
     return low.endswith("[bot]") or (bool(own) and low == own)
 
 
@@ -67,7 +67,7 @@ def _names_our_label(data: Mapping[str, Any], label: str) -> bool:
 
 async def _repo_name(deps: Deps, full_name: str) -> str:
     """The OSIRIS repository served by this GitHub repository (the default one when several)."""
-    default = deps.settings.default_repo
+    default = deps.settings.repos.default_repo
     names = await deps.host.osiris_repos(full_name)
     if not names or default in names:
         return default
@@ -127,7 +127,7 @@ async def _receive(deps: Deps, inbound: Inbound, full_name: str) -> Outcome:
 async def on_issue_request(event: sansio.Event, gh: Any, deps: Deps) -> None:
     data = event.data
     issue, full_name = data["issue"], data["repository"]["full_name"]
-    label = deps.settings.github_issue_label
+    label = deps.settings.github.issue_label
     if issue.get("pull_request") or issue.get("state", "open") != "open" or not _labelled(issue, label):
         return
     if data["action"] == "labeled" and not _names_our_label(data, label):
@@ -162,7 +162,7 @@ async def on_issue_withdrawn(event: sansio.Event, gh: Any, deps: Deps) -> None:
     """Before work starts, taking the label off or closing the issue withdraws the request."""
     data = event.data
     issue, full_name = data["issue"], data["repository"]["full_name"]
-    label = deps.settings.github_issue_label
+    label = deps.settings.github.issue_label
     if data["action"] == "unlabeled" and not _names_our_label(data, label):
         return
     thread = thread_key(full_name, issue["number"])
@@ -205,7 +205,7 @@ async def _agent_withdrawal(deps: Deps, gh: Any, task: Task, data: Mapping[str, 
         if action == "closed":
             await gh.patch(path, {"state": "open"})
         else:
-            await gh.post(f"{path}/labels", {"labels": [deps.settings.github_issue_label]})
+            await gh.post(f"{path}/labels", {"labels": [deps.settings.github.issue_label]})
     except BadRequest as exc:  # locked, deleted, issues turned off: recorded, the task is unchanged
         info["restore_failed"] = f"{int(exc.status_code)} {exc}"
     actor = logins.commenter(task, login, await logins.mapped_user(deps, task, login))

@@ -133,23 +133,23 @@ class Policy:
     @classmethod
     def from_settings(cls, settings: Any) -> Policy:
         return cls(
-            repo=settings.default_repo,
-            base_branch=settings.default_base_branch,
-            keywords={w.lower(): PRIORITIES[p] for w, p in settings.channel_priority_keywords.items()},
+            repo=settings.repos.default_repo,
+            base_branch=settings.repos.default_base_branch,
+            keywords={w.lower(): PRIORITIES[p] for w, p in settings.channel.priority_keywords.items()},
             allowlists={
                 channel: frozenset(_allow_key(channel, str(v)) for v in values)
                 for channel, values in (
-                    ("whatsapp", settings.twilio_allowed_numbers),
-                    ("slack", settings.slack_allowed_teams),
-                    ("email", settings.email_allowed_domains),
-                    ("telegram", settings.telegram_allowed_chats),
+                    ("whatsapp", settings.twilio.allowed_numbers),
+                    ("slack", settings.slack.allowed_teams),
+                    ("email", settings.email.allowed_domains),
+                    ("telegram", settings.telegram.allowed_chats),
                 )
             },
-            skill_keywords=dict(settings.routing_skill_keywords),
-            auto_register=settings.repositories_auto_register,
-            unmapped=settings.channel_unmapped,
-            max_chars=settings.chat_max_chars,
-            lease_seconds=settings.lease_seconds,
+            skill_keywords=dict(settings.routing.skill_keywords),
+            auto_register=settings.repos.repositories_auto_register,
+            unmapped=settings.channel.unmapped,
+            max_chars=settings.channel.max_chars,
+            lease_seconds=settings.tasks.lease_seconds,
         )
 
     def allows(self, inbound: Inbound) -> bool:

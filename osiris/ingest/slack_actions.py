@@ -49,10 +49,10 @@ def _pinned(action: dict[str, Any]) -> tuple[int, int, str, str] | None:
 async def slack_interactions(request: Request) -> Response:
     runtime: Runtime = request.app.state.runtime
     settings = runtime.settings
-    if settings.slack_signing_secret is None:
+    if settings.slack.signing_secret is None:
         return problem(403, "channel_not_configured", "Channel not configured", "Slack is not set up here")
     body = await request.body()
-    if not slack.signature_ok(settings.slack_signing_secret.get_secret_value(), body, request.headers):
+    if not slack.signature_ok(settings.slack.signing_secret.get_secret_value(), body, request.headers):
         return problem(
             401, "bad_signature", "Bad signature", "the Slack signature is missing, wrong, or stale"
         )
@@ -68,7 +68,7 @@ async def slack_interactions(request: Request) -> Response:
     team = str((payload.get("team") or {}).get("id") or user.get("team_id") or "")
     if pinned is None or not team or not user.get("id"):
         return JSONResponse({"ok": True})
-    if settings.slack_allowed_teams and team not in settings.slack_allowed_teams:
+    if settings.slack.allowed_teams and team not in settings.slack.allowed_teams:
         return JSONResponse({"ok": True})
     sender = f"{team}:{user['id']}"
     if runtime.services.channel_limiter is not None:
@@ -93,7 +93,7 @@ async def slack_interactions(request: Request) -> Response:
             channel="slack",
             sender=sender,
             reply=review_replies.ReviewReply(verb, task_id, comment),
-            lease_seconds=settings.lease_seconds,
+            lease_seconds=settings.tasks.lease_seconds,
             provider_id=f"slack-action:{trigger}",
             pinned=(version, head),
         )

@@ -49,7 +49,7 @@ class IntakeHandler:
 
     def __init__(self, runtime: Runtime) -> None:
         self.runtime = runtime
-        address = runtime.settings.email_address
+        address = runtime.settings.email.address
         self.domain = address.rpartition("@")[2].lower() if address else None
 
     async def handle_RCPT(  # noqa: N802 - aiosmtpd's hook name
@@ -94,15 +94,15 @@ async def listener(app: FastAPI, runtime: Runtime) -> AsyncIterator[None]:
             handler,
             hostname=handler.domain or "osiris.local",
             ident="OSIRIS",
-            data_size_limit=settings.email_max_bytes,
+            data_size_limit=settings.email.max_bytes,
             decode_data=False,
         )
 
     server = await asyncio.get_running_loop().create_server(
-        protocol, host=settings.smtp_listen_host, port=settings.smtp_listen_port
+        protocol, host=settings.smtp.listen_host, port=settings.smtp.listen_port
     )
     runtime.services.smtp_port = server.sockets[0].getsockname()[1]
-    log.info("smtp listener on %s:%s", settings.smtp_listen_host, runtime.services.smtp_port)
+    log.info("smtp listener on %s:%s", settings.smtp.listen_host, runtime.services.smtp_port)
     try:
         yield
     finally:

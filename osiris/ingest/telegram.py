@@ -211,14 +211,14 @@ class TelegramSender:
 
 async def register_webhook(settings: Any) -> str:
     """`osiris telegram set-webhook`: tell the Bot API where to send updates, and with what secret."""
-    if settings.telegram_bot_token is None or settings.telegram_webhook_secret is None:
+    if settings.telegram.bot_token is None or settings.telegram.webhook_secret is None:
         raise ValueError("set OSIRIS_TELEGRAM_BOT_TOKEN and OSIRIS_TELEGRAM_WEBHOOK_SECRET first")
-    url = settings.public_url.rstrip("/") + PATH
-    bot = _bot(settings.telegram_bot_token.get_secret_value(), settings.telegram_api_url)
+    url = settings.server.public_url.rstrip("/") + PATH
+    bot = _bot(settings.telegram.bot_token.get_secret_value(), settings.telegram.api_url)
     try:
         await bot.set_webhook(
             url=url,
-            secret_token=settings.telegram_webhook_secret.get_secret_value(),
+            secret_token=settings.telegram.webhook_secret.get_secret_value(),
             allowed_updates=["message"],
         )
     finally:

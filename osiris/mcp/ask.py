@@ -45,5 +45,5 @@ async def ask_requester(
     message = await lifecycle.add_message(session, task, actor, body=question, source="mcp", kind="question")
     assert message is not None  # noqa: S101 - no provider id, so never deduplicated
     if task.status == "IN_PROGRESS":
-        await lifecycle.heartbeat(session, actor, task.id, lease_seconds=runtime.settings.lease_seconds)
+        await lifecycle.heartbeat(session, actor, task.id, lease_seconds=runtime.settings.tasks.lease_seconds)
     return AskedRequester(message=MessageRead.model_validate(message), channel=channel)

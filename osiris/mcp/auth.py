@@ -45,7 +45,7 @@ class OsirisTokenVerifier:
                     # The REST API's cache: revocations evict it on every replica through NOTIFY.
                     cache=runtime.services.token_cache,
                     # an OAuth access token is accepted here only if issued for this MCP endpoint
-                    audience=oauth.mcp_audience(runtime.settings.public_url),
+                    audience=oauth.mcp_audience(runtime.settings.server.public_url),
                 )
         except Unauthenticated:
             return None
@@ -71,7 +71,7 @@ class OsirisTokenVerifier:
 def auth_settings(settings: Settings) -> AuthSettings:
     from mcp.server.auth.settings import AuthSettings
 
-    base = settings.public_url.rstrip("/")
+    base = settings.server.public_url.rstrip("/")
     # Validated from strings so the settings keep a path-less issuer exactly as configured (no "/").
     return AuthSettings.model_validate(
         {
@@ -89,8 +89,8 @@ def transport_security(settings: Settings) -> TransportSecuritySettings:
 
     return TransportSecuritySettings(
         enable_dns_rebinding_protection=True,
-        allowed_hosts=settings.mcp_allowed_hosts,
-        allowed_origins=settings.mcp_allowed_origins,
+        allowed_hosts=settings.server.mcp_allowed_hosts,
+        allowed_origins=settings.server.mcp_allowed_origins,
     )
 
 

@@ -49,7 +49,7 @@ def install(app: FastAPI, settings: Settings) -> None:
 
 def metadata_path(settings: Settings) -> str:
     """Where the SDK serves /mcp's RFC 9728 metadata: the well-known prefix, then the resource's path."""
-    path = urlparse(settings.public_url.rstrip("/") + MCP_PATH).path
+    path = urlparse(settings.server.public_url.rstrip("/") + MCP_PATH).path
     return "/.well-known/oauth-protected-resource" + (path if path != "/" else "")
 
 
@@ -112,7 +112,7 @@ class LazyMCP:
             streamable_http_path=MCP_PATH,
             transport_security=transport_security(settings),
             # Same ceiling as the REST API: an artifact may be up to max_artifact_bytes, JSON-escaped.
-            max_request_body_size=2 * settings.max_artifact_bytes + 65536,
+            max_request_body_size=2 * settings.tasks.max_artifact_bytes + 65536,
         )
         [metadata] = protected_resource_routes(settings)
         hub = runtime().services.hub

@@ -62,7 +62,9 @@ def _holds(actor: Actor, task: Task) -> bool:
 async def _renew(session: AsyncSession, runtime: Runtime, actor: Actor, task: Task) -> Task:
     if not _holds(actor, task):
         return task
-    return await lifecycle.heartbeat(session, actor, task.id, lease_seconds=runtime.settings.lease_seconds)
+    return await lifecycle.heartbeat(
+        session, actor, task.id, lease_seconds=runtime.settings.tasks.lease_seconds
+    )
 
 
 async def _context(session: AsyncSession, runtime: Runtime, actor: Actor, task: Task) -> TaskContext:
@@ -104,7 +106,9 @@ async def read_pending_tasks(
 
 
 async def claim_task(session: AsyncSession, runtime: Runtime, actor: Actor, task_id: int) -> ClaimedTask:
-    task = await lifecycle.claim_task(session, actor, task_id, lease_seconds=runtime.settings.lease_seconds)
+    task = await lifecycle.claim_task(
+        session, actor, task_id, lease_seconds=runtime.settings.tasks.lease_seconds
+    )
     context = await _context(session, runtime, actor, task)
     if context.feedback:  # the claim hands over all earlier feedback: read_feedback continues after it
         await feedback.advance(session, actor, task, context.feedback[-1].id)

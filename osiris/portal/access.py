@@ -115,7 +115,7 @@ def _same_origin(request: Request) -> bool:
     seen = urlsplit(origin).netloc.lower()
     allowed = {
         request.headers.get("host", "").lower(),
-        urlsplit(request.app.state.settings.public_url).netloc,
+        urlsplit(request.app.state.settings.server.public_url).netloc,
     }
     return seen in allowed
 

@@ -220,7 +220,7 @@ async def integrations_page(request: Request, viewer: AdminDep) -> Response:
         {
             "items": integrations.status(settings),
             "accounts_by_channel": accounts_by_channel,
-            "mcp_url": settings.public_url.rstrip("/") + "/mcp",
+            "mcp_url": settings.server.public_url.rstrip("/") + "/mcp",
         },
     )
 

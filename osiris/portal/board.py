@@ -38,7 +38,7 @@ async def board_page(
         channel=channel or None,
         q=(q or "").strip()[:200] or None,
     )
-    days = runtime_of(request).settings.portal_board_closed_days
+    days = runtime_of(request).settings.portal.board_closed_days
     async with db.transaction(runtime_of(request).sessions) as session:
         board = await queries.board(session, viewer.actor, filters, closed_since=_window_start(days))
         cards = [t for col in board.columns for t in col.tasks]
@@ -57,7 +57,7 @@ async def board_page(
             "closed_days": days,
             # Nothing at all yet: the board teaches how to file a task and connect an agent.
             "empty": not filters.active and all(c.count == 0 and not c.older for c in board.columns),
-            "public_url": runtime_of(request).settings.public_url.rstrip("/"),
+            "public_url": runtime_of(request).settings.server.public_url.rstrip("/"),
         },
     )
 
@@ -71,7 +71,7 @@ async def archive_page(
     request: Request, viewer: ViewerDep, page: Annotated[int, Query(ge=1, le=10**6)] = 1
 ) -> Response:
     """Closed tasks older than the board's window, most recently closed first."""
-    days = runtime_of(request).settings.portal_board_closed_days
+    days = runtime_of(request).settings.portal.board_closed_days
     async with db.transaction(runtime_of(request).sessions) as session:
         tasks, total = await queries.archive(
             session, viewer.actor, closed_before=_window_start(days), page=page

@@ -135,7 +135,10 @@ def _origin_ok(ws: WebSocket) -> bool:
     origin = ws.headers.get("origin")
     if origin is None:
         return True  # not a browser: it cannot have borrowed someone's cookie
-    allowed = {ws.headers.get("host", "").lower(), urlsplit(ws.app.state.settings.public_url).netloc.lower()}
+    allowed = {
+        ws.headers.get("host", "").lower(),
+        urlsplit(ws.app.state.settings.server.public_url).netloc.lower(),
+    }
     return urlsplit(origin).netloc.lower() in allowed
 
 
@@ -216,7 +219,7 @@ async def serve(ws: WebSocket, *, task_id: int | None, after: int | None) -> Non
     stream = asyncio.create_task(_Stream(ws, runtime, actor, task_id=task_id).run(after))
     listen = asyncio.create_task(_until_client_leaves(ws))
     gone = asyncio.create_task(revoked.wait())
-    check = asyncio.create_task(_recheck(ws, runtime.settings.live_recheck_seconds, close))
+    check = asyncio.create_task(_recheck(ws, runtime.settings.live.recheck_seconds, close))
     tasks = (stream, listen, gone, check)
     try:
         await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
@@ -308,8 +311,8 @@ class _Stream:
         self.ws, self.runtime, self.actor, self.task_id = ws, runtime, actor, task_id
         self.hub: Hub = runtime.services.hub
         self.cache = event_cache(runtime)
-        self.timeout = runtime.settings.portal_ws_send_timeout_seconds
-        self.page_size = max(1, runtime.settings.portal_ws_replay_limit)
+        self.timeout = runtime.settings.portal.ws_send_timeout_seconds
+        self.page_size = max(1, runtime.settings.portal.ws_replay_limit)
         self.sent = _Sent()
         self.last: int | None = None  # the highest id sent (or the client's `after`)
         self.sub: Subscription | None = None

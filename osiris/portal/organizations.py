@@ -37,7 +37,7 @@ CHANNEL_LABELS = {"whatsapp": "WhatsApp (Twilio number)", "slack": "Slack (team 
 async def repositories_page(request: Request, viewer: ViewerDep) -> Response:
     async with db.transaction(runtime_of(request).sessions) as session:
         repos = await repositories.list_repositories(session, viewer.actor)
-    github = runtime_of(request).settings.github_enabled
+    github = runtime_of(request).settings.github.enabled
     return render(request, "admin/repositories.html", {"repositories": repos, "github": github})
 
 

@@ -36,8 +36,8 @@ async def load(runtime: Runtime, task: Task, artifacts: list[Artifact], *, path:
             task,
             artifacts,
             # A file's own view shows it up to the overall cap; the page caps each file too.
-            max_file_lines=limits.changes_max_lines if path else limits.changes_max_file_lines,
-            max_lines=limits.changes_max_lines,
+            max_file_lines=limits.changes.max_lines if path else limits.changes.max_file_lines,
+            max_lines=limits.changes.max_lines,
             path=path,
         )
     except OsirisError as exc:

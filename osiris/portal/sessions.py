@@ -69,8 +69,8 @@ def password_fingerprint(password_hash: str | None) -> str:
 class SessionCodec:
     def __init__(self, settings: Settings) -> None:
         self._serializer = URLSafeTimedSerializer(settings.signing_key(), salt=_SALT)
-        self.max_age = settings.portal_session_max_age_seconds
-        self.secure = settings.public_url.lower().startswith("https://")
+        self.max_age = settings.portal.session_max_age_seconds
+        self.secure = settings.server.public_url.lower().startswith("https://")
 
     def load(self, conn: HTTPConnection) -> PortalSession:
         raw = conn.cookies.get(COOKIE)

@@ -37,7 +37,7 @@ async def new_task_form(request: Request, viewer: ViewerDep) -> Response:
         {
             "repos": repos,
             "priorities": list(PRIORITIES),
-            "default_repo": runtime_of(request).settings.default_repo,
+            "default_repo": runtime_of(request).settings.repos.default_repo,
         },
     )
 

@@ -65,10 +65,10 @@ async def task_page(
         await asyncio.to_thread(
             highlight.render_artifact,
             shown,
-            max_files=limits.portal_inline_files,
-            max_chars=limits.portal_highlight_bytes,
+            max_files=limits.portal.inline_files,
+            max_chars=limits.portal.highlight_bytes,
             names_page=files_page,
-            names_per_page=limits.portal_file_names_per_page,
+            names_per_page=limits.portal.file_names_per_page,
         )
         if shown
         else None
@@ -158,7 +158,7 @@ async def version_file(
         artifact = await task_queries.artifact_version(session, task, version)
     rendered = (
         await asyncio.to_thread(
-            highlight.render_file, artifact, path, max_chars=runtime.settings.portal_highlight_bytes
+            highlight.render_file, artifact, path, max_chars=runtime.settings.portal.highlight_bytes
         )
         if artifact is not None
         else None
@@ -249,7 +249,7 @@ async def request_changes(request: Request, task_id: int, viewer: ViewerDep, for
             viewer.actor,
             task_id,
             feedback=feedback,
-            lease_seconds=runtime.settings.lease_seconds,
+            lease_seconds=runtime.settings.tasks.lease_seconds,
             source="portal",
         )
     viewer.session.flash("ok", f"Changes requested; task #{task_id} is back with its agent.")

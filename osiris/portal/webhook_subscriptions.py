@@ -100,7 +100,7 @@ async def _set_enabled(request: Request, subscription_id: int, viewer: Viewer, *
 
 @router.post("/{subscription_id}/rotate-secret")
 async def rotate_secret(request: Request, subscription_id: int, viewer: AdminDep, form: FormDep) -> Response:
-    grace = runtime_of(request).settings.webhooks_secret_grace_seconds
+    grace = runtime_of(request).settings.webhooks.secret_grace_seconds
     async with db.transaction(runtime_of(request).sessions) as session:
         new = await subscriptions.rotate_secret(session, viewer.actor, subscription_id, grace_seconds=grace)
     context = await _subscriptions_context(request, viewer)

@@ -81,7 +81,7 @@ async def test_password_login_gives_a_jwt_that_works_and_agents_cannot_log_in(cl
 async def test_login_is_rate_limited(client, factory, runtime):
     await factory.user("reviewer", name="limited", password="a-long-password")
     codes = []
-    for _ in range(runtime.settings.login_rate_per_minute + 2):
+    for _ in range(runtime.settings.auth.login_rate_per_minute + 2):
         r = await client.post("/api/v1/auth/token", data={"username": "limited", "password": "bad-password"})
         codes.append(r.status_code)
     assert codes[0] == 401 and codes[-1] == 429
@@ -162,7 +162,7 @@ async def test_bad_artifacts_are_refused_and_store_nothing(client, factory, runt
         ),
         ({"content": "   "}, 422, "invalid_artifact"),
         ({"content": "x", "kind": "zip"}, 422, "invalid_input"),
-        ({"content": "x" * (runtime.settings.max_artifact_bytes + 1)}, 413, "too_large"),
+        ({"content": "x" * (runtime.settings.tasks.max_artifact_bytes + 1)}, 413, "too_large"),
     ]
     for body, status, code in bad:
         r = await client.post(f"/api/v1/tasks/{task_id}/artifacts", json=body, headers=agent)
@@ -172,7 +172,7 @@ async def test_bad_artifacts_are_refused_and_store_nothing(client, factory, runt
         )
     r = await client.post(
         f"/api/v1/tasks/{task_id}/artifacts",
-        content=b"x" * (3 * runtime.settings.max_artifact_bytes),
+        content=b"x" * (3 * runtime.settings.tasks.max_artifact_bytes),
         headers={**agent, "content-type": "application/json"},
     )
     assert r.status_code == 413

@@ -85,8 +85,8 @@ async def test_the_checks_worker_runs_a_check_as_the_restricted_role_and_the_rol
 ):
     s = runtime.settings
     repo_name = f"t-{secrets.token_hex(4)}"  # a repository of its own on the local git host
-    monkeypatch.setitem(s.checks, repo_name, ["grep -q 'a + b' calc.py"])
-    monkeypatch.setitem(s.checks_mode, repo_name, "block")
+    monkeypatch.setitem(s.checks.commands, repo_name, ["grep -q 'a + b' calc.py"])
+    monkeypatch.setitem(s.checks.mode, repo_name, "block")
     _, agent = await factory.member("agent")
     _, reviewer = await factory.member("reviewer")
     task_id = await claimed_task(client, agent, title="add()", repo=repo_name)

@@ -57,7 +57,7 @@ async def test_a_running_publish_holds_the_merge_back_and_a_dead_workers_does_no
     assert not await _merged(runtime, task_id)
 
     # The worker holding it died: its heartbeat goes stale, and the merge no longer waits for it.
-    stale = runtime.settings.job_heartbeat_timeout_seconds + 5
+    stale = runtime.settings.job.heartbeat_timeout_seconds + 5
     async with db.transaction(runtime.sessions) as s:
         await s.execute(
             text("UPDATE pgqueuer SET heartbeat = now() - make_interval(secs => :age) WHERE dedupe_key = :k"),

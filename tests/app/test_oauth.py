@@ -65,7 +65,7 @@ def _fresh_rate_limit(runtime):
     # every test starts with an empty login/token window (the app is shared by the whole session)
     from osiris.app.ratelimit import RateLimiter
 
-    runtime.services.login_limiter = RateLimiter(runtime.settings.login_rate_per_minute)
+    runtime.services.login_limiter = RateLimiter(runtime.settings.auth.login_rate_per_minute)
 
 
 async def test_authorization_server_metadata(client):
@@ -201,7 +201,7 @@ async def test_the_token_endpoint_is_rate_limited_like_login(client, factory, ru
     made = await _client(client, admin, bot.username)
     wrong = {**made, "client_secret": "oss_guess"}
     statuses = [
-        (await _token(client, wrong)).status_code for _ in range(runtime.settings.login_rate_per_minute)
+        (await _token(client, wrong)).status_code for _ in range(runtime.settings.auth.login_rate_per_minute)
     ]
     assert set(statuses) == {401}
     r = await _token(client, made)  # even the right secret waits now: the window counts attempts

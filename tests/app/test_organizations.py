@@ -149,12 +149,12 @@ async def test_repositories_belong_to_one_organization(client, factory, runtime,
     assert await count(runtime, Task) == tasks_before
 
     # Without auto-registration an unregistered name is refused the same way.
-    monkeypatch.setattr(runtime.settings, "repositories_auto_register", False)
+    monkeypatch.setattr(runtime.settings.repos, "repositories_auto_register", False)
     r = await client.post("/api/v1/tasks", json={"title": "new", "repo": "beta-app"}, headers=b_agent)
     assert r.status_code == 422 and r.json()["code"] == "unknown_repository"
     assert await count(runtime, Repository, Repository.name == "beta-app") == 0
     # With it (the default), the first task naming it registers it to its organization.
-    monkeypatch.setattr(runtime.settings, "repositories_auto_register", True)
+    monkeypatch.setattr(runtime.settings.repos, "repositories_auto_register", True)
     r = await client.post("/api/v1/tasks", json={"title": "new", "repo": "beta-app"}, headers=b_agent)
     assert r.status_code == 201 and r.json()["repo"] == "beta-app"
     async with runtime.sessions() as session:
@@ -167,7 +167,7 @@ async def test_repositories_belong_to_one_organization(client, factory, runtime,
     assert r.status_code == 201 and r.json()["repo"] == "beta-app"
     # The default organization keeps the configured default repository.
     r = await client.post("/api/v1/tasks", json={"title": "default for alpha"}, headers=a_agent)
-    assert r.status_code == 201 and r.json()["repo"] == runtime.settings.default_repo
+    assert r.status_code == 201 and r.json()["repo"] == runtime.settings.repos.default_repo
 
     # Unregistering is for the owner's admins.
     assert (await client.delete(f"/api/v1/repositories/{alpha_id}", headers=b_admin)).status_code == 404
@@ -175,7 +175,7 @@ async def test_repositories_belong_to_one_organization(client, factory, runtime,
     r = await client.delete(f"/api/v1/repositories/{alpha_id}", headers=a_admin)
     assert r.status_code == 200 and r.json()["name"] == "alpha-app"
     names = [r["name"] for r in (await client.get("/api/v1/repositories", headers=a_admin)).json()]
-    assert names == [runtime.settings.default_repo]
+    assert names == [runtime.settings.repos.default_repo]
 
 
 async def test_a_github_repository_maps_to_one_organization(client, factory):

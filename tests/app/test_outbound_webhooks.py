@@ -99,7 +99,7 @@ LOOPBACK_ALLOWED = ["127.0.0.1/32"]
 @pytest.fixture(autouse=True)
 def allow_loopback(settings, monkeypatch) -> None:
     """The app's settings (the REST API and the portal check subscriptions with them)."""
-    monkeypatch.setattr(settings, "webhooks_allowed_hosts", LOOPBACK_ALLOWED)
+    monkeypatch.setattr(settings.webhooks, "allowed_hosts", LOOPBACK_ALLOWED)
 
 
 @pytest.fixture
@@ -107,8 +107,8 @@ def drain(runtime, settings):
     """Run the queued jobs as a worker would, with the settings as they are now (plus `overrides`)."""
 
     async def run(**overrides) -> None:
-        fast = {"webhooks_retry_base_seconds": 0.2, "webhooks_timeout_seconds": 5} | overrides
-        await drain_jobs(runtime, settings.model_copy(update=fast))
+        fast = {"webhooks": {"retry_base_seconds": 0.2, "timeout_seconds": 5}}
+        await drain_jobs(runtime, settings.model_copy(update=fast).model_copy(update=overrides))
 
     return run
 
@@ -412,7 +412,7 @@ def test_public_addresses_are_fine(address):
     ],
 )
 async def test_non_public_destinations_are_refused_at_create(client, factory, monkeypatch, settings, url):
-    monkeypatch.setattr(settings, "webhooks_allowed_hosts", [])
+    monkeypatch.setattr(settings.webhooks, "allowed_hosts", [])
     _, admin = await factory.member("admin")
     r = await client.post(
         "/api/v1/webhooks/subscriptions", json={"url": url, "event_types": ["*"]}, headers=admin
@@ -426,8 +426,8 @@ async def test_non_public_destinations_are_refused_at_create(client, factory, mo
 
 
 async def test_allow_private_admits_private_networks_but_not_loopback(client, factory, monkeypatch, settings):
-    monkeypatch.setattr(settings, "webhooks_allowed_hosts", [])
-    monkeypatch.setattr(settings, "webhooks_allow_private", True)
+    monkeypatch.setattr(settings.webhooks, "allowed_hosts", [])
+    monkeypatch.setattr(settings.webhooks, "allow_private", True)
     _, admin = await factory.member("admin")
     await subscribe(client, admin, "http://10.20.30.40:8080/hook", ["*"])
     body = {"url": "http://localhost:8080/hook", "event_types": ["*"]}
@@ -446,7 +446,7 @@ async def test_a_destination_no_longer_allowed_is_refused_at_delivery_and_nothin
     await subscribe(client, admin, f"http://localhost:{port}/by-name", ["claim"])
     await claimed_task(client, agent)
 
-    await drain(webhooks_allowed_hosts=[])  # the operator took the allowance away since
+    await drain(webhooks={"allowed_hosts": []})  # the operator took the allowance away since
 
     assert rec.calls == []
     rows = await log_rows(runtime)
@@ -461,7 +461,7 @@ async def test_a_name_is_connected_at_its_checked_address_with_its_own_host_head
     client, factory, runtime, receiver, drain, monkeypatch, settings
 ):
     rec, base = receiver
-    monkeypatch.setattr(settings, "webhooks_allowed_hosts", ["localhost"])  # by name, not by address
+    monkeypatch.setattr(settings.webhooks, "allowed_hosts", ["localhost"])  # by name, not by address
     _, admin = await factory.member("admin")
     _, agent = await factory.member("agent")
     port = base.rsplit(":", 1)[1]
@@ -639,7 +639,7 @@ async def test_a_subscription_that_keeps_failing_is_disabled_and_a_success_reset
     _, admin = await factory.member("admin")
     _, agent = await factory.member("agent")
     sub = await subscribe(client, admin, f"{base}/broken", ["claim"])
-    limits = {"webhooks_max_attempts": 2, "webhooks_disable_after_failures": 3}
+    limits = {"webhooks": {"max_attempts": 2, "disable_after_failures": 3}}
 
     async def state() -> dict:
         [row] = (await client.get("/api/v1/webhooks/subscriptions", headers=admin)).json()
@@ -736,12 +736,12 @@ async def test_https_keeps_the_host_name_for_sni_and_certificate_checks(
     client, factory, runtime, drain, monkeypatch, settings, tls_listener
 ):
     port, names = tls_listener
-    monkeypatch.setattr(settings, "webhooks_allowed_hosts", ["localhost"])
+    monkeypatch.setattr(settings.webhooks, "allowed_hosts", ["localhost"])
     _, admin = await factory.member("admin")
     _, agent = await factory.member("agent")
     await subscribe(client, admin, f"https://localhost:{port}/tls", ["claim"])
     await claimed_task(client, agent)
-    await drain(webhooks_max_attempts=1)
+    await drain(webhooks={"max_attempts": 1})
 
     assert names == ["localhost"]  # dialled 127.0.0.1, but the TLS name is the URL's host
     [row] = await log_rows(runtime)

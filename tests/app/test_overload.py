@@ -11,7 +11,7 @@ from osiris.server import create_app
 async def test_pool_exhaustion_is_a_503_with_retry_after(settings, factory):
     _, agent = await factory.member("agent")
     tight = settings.model_copy(
-        update={"db_pool_size": 1, "db_max_overflow": 0, "db_pool_timeout_seconds": 0.3}
+        update={"db": {"pool_size": 1, "max_overflow": 0, "pool_timeout_seconds": 0.3}}
     )
     app = create_app(tight, run_background=False)
     async with LifespanManager(app, startup_timeout=60):

@@ -86,7 +86,7 @@ PATCH = validate_artifact({"notes.txt": "hello\n"}, "files", max_bytes=10_000)
 
 async def _drive(runtime, task_id: int, state: str, *, holder, reviewer) -> None:
     """Bring a fresh task into `state` through legal moves only."""
-    lease = runtime.settings.lease_seconds
+    lease = runtime.settings.tasks.lease_seconds
     path = {
         "PENDING": [],
         "IN_PROGRESS": ["claim"],
@@ -111,7 +111,7 @@ async def _drive(runtime, task_id: int, state: str, *, holder, reviewer) -> None
 
 
 async def _attempt(runtime, task_id: int, action: str, actor, holder) -> None:
-    lease = runtime.settings.lease_seconds
+    lease = runtime.settings.tasks.lease_seconds
     async with db.transaction(runtime.sessions) as s:
         if action == "claim":
             await lifecycle.claim_task(s, actor, task_id, lease_seconds=lease)

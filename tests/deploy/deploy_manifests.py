@@ -17,7 +17,7 @@ import pytest
 import yaml
 from pydantic import SecretStr
 
-from osiris.app.config import Settings
+from osiris.app.config import setting_fields
 
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "deploy" / "helm" / "osiris"
@@ -90,20 +90,14 @@ def pods(docs: list[dict[str, Any]]) -> Iterator[tuple[dict[str, Any], dict[str,
 # --- what OSIRIS really reads -------------------------------------------------------------------
 
 
-def env_names(name: str) -> set[str]:
-    """The environment names pydantic-settings reads for field `name` of Settings."""
-    field = Settings.model_fields[name]
-    alias = field.validation_alias
-    if alias is not None:
-        choices = getattr(alias, "choices", [alias])
-        return {str(c).upper() for c in choices}
-    prefix = Settings.model_config.get("env_prefix", "")
-    return {f"{prefix}{name}".upper()}
+def env_names(path: str) -> set[str]:
+    """The environment names pydantic-settings reads for the setting at `path` (`github.token`)."""
+    return next(set(f.env_names) for f in setting_fields() if f.path == path)
 
 
 def all_env_names() -> dict[str, str]:
-    """Environment name -> field name, for every setting."""
-    return {env: name for name in Settings.model_fields for env in env_names(name)}
+    """Environment name -> setting path (`github.token`), for every setting."""
+    return {env: f.path for f in setting_fields() for env in f.env_names}
 
 
 def _holds_secret(annotation: Any) -> bool:
@@ -114,12 +108,7 @@ def _holds_secret(annotation: Any) -> bool:
 
 def credential_env_names() -> set[str]:
     """Each SecretStr setting (alone, optional, or inside a dict) by its primary environment name."""
-    prefix = Settings.model_config.get("env_prefix", "")
-    return {
-        f"{prefix}{name}".upper()
-        for name, field in Settings.model_fields.items()
-        if _holds_secret(field.annotation)
-    }
+    return {f.env for f in setting_fields() if _holds_secret(f.info.annotation)}
 
 
 def osiris_script() -> Path:

@@ -216,9 +216,9 @@ def test_every_environment_name_is_a_real_setting() -> None:
 
 
 def type_fields() -> list[str]:
-    from osiris.app.config import Settings
+    from osiris.app.config import setting_fields
 
-    return list(Settings.model_fields)
+    return [f.path for f in setting_fields()]
 
 
 def test_every_credential_setting_comes_from_a_secret_and_nothing_else_does() -> None:
@@ -232,7 +232,7 @@ def test_every_credential_setting_comes_from_a_secret_and_nothing_else_does() ->
         # unset unless given, except the signing key Settings requires with DATABASE_URL
         assert from_secrets[name].get("optional", False) is (name != "OSIRIS_SECRET_KEY")
     config = one(docs, "ConfigMap", "osiris-config")["data"]
-    assert not set(config) & (credential_env_names() | env_names("database_url"))
+    assert not set(config) & (credential_env_names() | env_names("db.url"))
 
 
 def test_the_config_map_is_valid_settings(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
@@ -246,9 +246,9 @@ def test_the_config_map_is_valid_settings(monkeypatch: pytest.MonkeyPatch, tmp_p
         monkeypatch.setenv("DATABASE_URL", "postgresql://osiris@db/osiris")
         monkeypatch.setenv("OSIRIS_SECRET_KEY", "s" * 40)
         settings = Settings()
-        assert settings.run_worker is False, variant  # the worker Deployment runs the jobs
+        assert settings.server.run_worker is False, variant  # the worker Deployment runs the jobs
         assert str(settings.data_dir) == "/home/osiris/data"
-        assert settings.trusted_proxies == ["10.0.0.0/8"]
+        assert settings.server.trusted_proxies == ["10.0.0.0/8"]
 
 
 def test_no_empty_credential_is_rendered() -> None:
@@ -413,10 +413,10 @@ def _pod_settings(container: dict, config: dict[str, str], tmp_path: Path) -> Se
         settings = Settings()
     args = build_parser().parse_args(container["args"])
     if container["args"][0] == "worker":
-        for field, given in (("worker_jobs", args.jobs), ("worker_skip_jobs", args.skip_jobs)):
+        for field, given in (("jobs", args.jobs), ("skip_jobs", args.skip_jobs)):
             if given is not None:
                 settings = settings.model_copy(
-                    update={field: [k.strip() for k in given.split(",") if k.strip()]}
+                    update={"worker": {field: [k.strip() for k in given.split(",") if k.strip()]}}
                 )
     return settings
 
@@ -450,7 +450,7 @@ def test_the_checks_worker_takes_run_checks_only_and_the_worker_everything_else(
         assert checks == {"run_checks"}, variant
         assert "run_checks" not in worker, variant
         assert checks | worker == every_job_kind, variant  # no kind of job is left unworked
-        assert _pod_settings(containers[API], config, tmp_path).run_worker is False
+        assert _pod_settings(containers[API], config, tmp_path).server.run_worker is False
     # without the checks Deployment the worker takes every kind (checks included)
     docs = rendered({"checks": {"enabled": False}})
     config = one(docs, "ConfigMap", "osiris-config")["data"]
@@ -461,7 +461,7 @@ def test_the_checks_worker_takes_run_checks_only_and_the_worker_everything_else(
     config = one(docs, "ConfigMap", "osiris-config")["data"]
     containers = _containers(docs)
     api = _pod_settings(containers[API], config, tmp_path)
-    assert api.run_worker is True
+    assert api.server.run_worker is True
     assert _job_kinds(containers[API], config, tmp_path) == every_job_kind - {"run_checks"}
     assert _job_kinds(containers[CHECKS], config, tmp_path) == {"run_checks"}
 

@@ -8,15 +8,14 @@ from pathlib import Path
 
 import yaml
 
-from osiris.app.config import Settings
+from osiris.app.config import setting_fields
 from osiris.cli import build_parser
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def _setting_names() -> set[str]:
-    names = {f"OSIRIS_{name.upper()}" for name in Settings.model_fields if name != "database_url"}
-    return names | {"DATABASE_URL"}  # the conventional name, without our prefix
+    return {f.env for f in setting_fields()}  # DATABASE_URL: the conventional name, without our prefix
 
 
 def test_dockerfile_runs_the_console_script_as_non_root():

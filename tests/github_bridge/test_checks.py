@@ -25,9 +25,9 @@ TEST_FILE = "from calc import add\n\n\ndef test_add():\n    assert add(2, 2) == 
 def checked(runtime, monkeypatch, repo_name):
     """The test's repository runs `python -m pytest -q` (from the venv) in block mode."""
     s = runtime.settings
-    monkeypatch.setitem(s.checks, repo_name, ["python -m pytest -q -p no:cacheprovider"])
-    monkeypatch.setitem(s.checks_mode, repo_name, "block")
-    monkeypatch.setattr(s, "checks_path", f"{VENV_BIN}:/usr/bin:/bin")
+    monkeypatch.setitem(s.checks.commands, repo_name, ["python -m pytest -q -p no:cacheprovider"])
+    monkeypatch.setitem(s.checks.mode, repo_name, "block")
+    monkeypatch.setattr(s.checks, "path", f"{VENV_BIN}:/usr/bin:/bin")
     return s
 
 
@@ -120,8 +120,8 @@ async def test_inform_mode_shows_the_failure_to_reviewers_and_no_secret_reaches_
 ):
     monkeypatch.setenv("OSIRIS_SECRET_KEY", "do-not-leak-" + secrets.token_hex(8))
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "nor-this")
-    monkeypatch.setitem(runtime.settings.checks, repo_name, ["env", "exit 3"])
-    monkeypatch.setitem(runtime.settings.checks_mode, repo_name, "inform")
+    monkeypatch.setitem(runtime.settings.checks.commands, repo_name, ["env", "exit 3"])
+    monkeypatch.setitem(runtime.settings.checks.mode, repo_name, "inform")
     _, agent = await factory.member("agent")
     _, reviewer = await factory.member("reviewer")
     task_id = await new_claimed_task(client, agent, repo_name)
@@ -287,7 +287,7 @@ async def test_an_explicit_isolation_that_cannot_be_set_up_is_an_error_not_a_pas
 ):
     from osiris.app import sandbox
 
-    monkeypatch.setattr(runtime.settings, "checks_isolation", "userns")
+    monkeypatch.setattr(runtime.settings.sandbox, "isolation", "userns")
     monkeypatch.setattr(sandbox.shutil, "which", lambda name: None)  # no unshare, no setpriv here
     monkeypatch.setattr(sandbox, "_chosen", {})
     _, agent = await factory.member("agent")

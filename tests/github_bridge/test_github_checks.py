@@ -42,10 +42,10 @@ def checked(github: GitHubEnv, monkeypatch, tmp_path: Path) -> GitHubEnv:
     github.fake.commit_files(REPO, "main", {".osiris.yml": CONFIG, "check.py": CHECK}, "add checks")
     url = github.fake.serve_git()
     s = github.runtime.settings
-    monkeypatch.setattr(s, "checks_github_clone_url", url + "/{repo}.git")
-    monkeypatch.setattr(s, "checks_path", f"{VENV_BIN}:/usr/bin:/bin")
+    monkeypatch.setattr(s.checks, "github_clone_url", url + "/{repo}.git")
+    monkeypatch.setattr(s.checks, "path", f"{VENV_BIN}:/usr/bin:/bin")
     github.host.checkouts.root = tmp_path / "cache"
-    github.host.checkouts.url_template = s.checks_github_clone_url
+    github.host.checkouts.url_template = s.checks.github_clone_url
     wrappers = tmp_path / "bin"
     wrappers.mkdir()
     real = next(
@@ -179,10 +179,10 @@ async def test_with_a_github_app_each_version_is_one_check_run(
         .decode()
     )
     s = env.runtime.settings
-    monkeypatch.setattr(s, "github_token", None)
-    monkeypatch.setattr(s, "github_app_id", "7")
-    monkeypatch.setattr(s, "github_private_key", SecretStr(pem))
-    monkeypatch.setattr(s, "github_installation_id", 42)
+    monkeypatch.setattr(s.github, "token", None)
+    monkeypatch.setattr(s.github, "app_id", "7")
+    monkeypatch.setattr(s.github, "private_key", SecretStr(pem))
+    monkeypatch.setattr(s.github, "installation_id", 42)
     http = httpx.AsyncClient(transport=env.fake.transport(), timeout=5)
     host = GitHubHost(s, env.runtime.sessions, gh=GitHub(s, client=http))
     host.checkouts.root = env.host.checkouts.root

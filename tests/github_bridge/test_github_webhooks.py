@@ -28,7 +28,7 @@ async def _count(env: GitHubEnv, model) -> int:
 
 
 async def test_github_every_example_payload_is_answered_without_5xx(github: GitHubEnv, monkeypatch):
-    monkeypatch.setattr(github.runtime.settings, "github_repo", {"*": REPO})  # every repository served
+    monkeypatch.setattr(github.runtime.settings.github, "repo", {"*": REPO})  # every repository served
     n = 0
     for group in EXAMPLES:
         for i, payload in enumerate(group["examples"]):
@@ -171,7 +171,7 @@ async def test_github_pr_closed_or_merged_by_a_person(github: GitHubEnv, factory
 
 @pytest.mark.parametrize("approvers", ["mapped", "write"])
 async def test_github_write_access_policy(github: GitHubEnv, factory, monkeypatch, approvers):
-    monkeypatch.setattr(github.runtime.settings, "github_approvers", approvers)
+    monkeypatch.setattr(github.runtime.settings.github, "approvers", approvers)
     task_id, admin_h, _ = await published_task(github, factory)
     github.fake.tokens["carol-token"] = "carol"
     github.fake.permissions["carol"] = "write"
@@ -229,12 +229,14 @@ async def test_github_app_installation_token(github: GitHubEnv, monkeypatch):
     )
     github.fake.installations["42"] = public
     settings = Settings(
-        database_url="postgresql://x/y",
-        secret_key="k" * 32,
-        github_app_id="7",
-        github_private_key=pem,
-        github_installation_id=42,
-        github_api_url="https://api.github.test",
+        db={"url": "postgresql://x/y"},
+        auth={"secret_key": "k" * 32},
+        github={
+            "app_id": "7",
+            "private_key": pem,
+            "installation_id": 42,
+            "api_url": "https://api.github.test",
+        },
     )
     import httpx
 

@@ -263,7 +263,7 @@ async def test_text_artifact_lands_at_the_configured_path(client, factory, runti
     assert r.status_code == 201, r.text
     await drain(runtime)
     repo = host.repo_path(repo_name)
-    path = runtime.settings.local_text_path.format(id=task_id)
+    path = runtime.settings.local.text_path.format(id=task_id)
     assert git(repo, "show", f"osiris/task-{task_id}:{path}") == "Just some notes.\n"
     assert git(repo, "show", f"osiris/task-{task_id}:README.md") == readme(repo_name)
 
@@ -306,7 +306,9 @@ async def test_squash_merge_with_branch_deletion(runtime, host, repo_name, facto
     )
     await drain(runtime)
     squasher = LocalGitHost(
-        runtime.settings.model_copy(update={"local_merge_method": "squash", "delete_branch_on_merge": True})
+        runtime.settings.model_copy(
+            update={"local": {"merge_method": "squash"}, "repos": {"delete_branch_on_merge": True}}
+        )
     )
     async with runtime.sessions() as session:
         task = await session.get(Task, task_id)
@@ -357,7 +359,7 @@ async def test_published_version_reaches_live_clients_through_notify(client, fac
     _, agent = await factory.member("agent")
     task_id = await new_task(client, agent, repo_name)
     await client.post(f"/api/v1/tasks/{task_id}/artifacts", json={"content": {"a.txt": "a\n"}}, headers=agent)
-    conn = await asyncpg.connect(asyncpg_dsn(runtime.settings.database_url))
+    conn = await asyncpg.connect(asyncpg_dsn(runtime.settings.db.url))
     heard: list[dict] = []
     await conn.add_listener("osiris_events", lambda *args: heard.append(json.loads(args[3])))
     try:

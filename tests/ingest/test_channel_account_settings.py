@@ -42,7 +42,7 @@ async def test_an_accounts_allowed_senders_and_repository_apply_to_messages_sent
     )
     assert r.status_code == 200, r.text
     assert r.json()["settings"] == {"allowed_senders": [f"whatsapp:{allowed}"], "repo": "beta-ops"}
-    assert settings.twilio_allowed_numbers == []  # the deployment lets everyone in
+    assert settings.twilio.allowed_numbers == []  # the deployment lets everyone in
 
     stranger = number()
     reply = said(await channels.twilio(whatsapp("Delete production", stranger, To=f"whatsapp:{BETA_NUMBER}")))

@@ -78,7 +78,7 @@ async def test_whatsapp_to_an_organizations_number_lands_there(channels, client,
     # The same sender to a number nobody mapped: the default organization, its default repository.
     said(await channels.twilio(whatsapp("new: Fix the home page", sender, To="whatsapp:+14155238886")))
     [home_task] = await rows(runtime, Task, Task.org_id == home.id)
-    assert home_task.title == "Fix the home page" and home_task.repo == runtime.settings.default_repo
+    assert home_task.title == "Fix the home page" and home_task.repo == runtime.settings.repos.default_repo
     # A follow-up to Beta's number finds Beta's task, not the other one.
     reply = said(
         await channels.twilio(whatsapp(f"#{task.id} also the PDF", sender, To=f"whatsapp:{BETA_NUMBER}"))
@@ -136,7 +136,7 @@ async def test_telegram_bot_mapped_to_an_organization(channels, client, factory,
 
 async def test_unmapped_accounts_refused_store_nothing(channels, client, factory, runtime, monkeypatch):
     await beta_org(factory, client)
-    monkeypatch.setattr(runtime.settings, "channel_unmapped", "refuse")
+    monkeypatch.setattr(runtime.settings.channel, "unmapped", "refuse")
     assert said(await channels.twilio(whatsapp("hello", number(), To="whatsapp:+14155238886"))) == ""
     r = await channels.slack_event(mention("Home team request", team="THOME0001"))
     assert r.status_code == 200 and r.json() == {"ok": True}
@@ -187,7 +187,7 @@ async def test_a_github_app_installation_maps_its_issues_to_an_organization(gith
     found = {t.channel_thread: (t.org_id, t.repo) for t in await rows(github.runtime, Task)}
     assert found == {
         f"{REPO}#21": (beta.id, "beta-svc"),  # the installation is Beta's
-        f"{REPO}#22": (home.id, github.runtime.settings.default_repo),  # nobody mapped this one
+        f"{REPO}#22": (home.id, github.runtime.settings.repos.default_repo),  # nobody mapped this one
     }
 
 

@@ -125,7 +125,7 @@ async def test_malformed_and_oversized_mail(channels, settings, monkeypatch, cou
     assert r.status_code == 400 and r.json()["code"] == "malformed_request"
     r = await channels.email(b"   ")
     assert r.status_code == 400
-    monkeypatch.setattr(settings, "email_max_bytes", 1000)
+    monkeypatch.setattr(settings.email, "max_bytes", 1000)
     r = await channels.email(mail("Big", "x" * 5000).as_bytes())
     assert r.status_code == 413
     assert await count(Delivery) == 0
@@ -141,7 +141,7 @@ async def test_automatic_mail_is_never_answered(channels, drain, smtp_sink, coun
 async def test_a_domain_not_on_the_allowlist_gets_a_polite_no_by_mail(
     channels, settings, monkeypatch, drain, smtp_sink, count
 ):
-    monkeypatch.setattr(settings, "email_allowed_domains", ["corp.example"])
+    monkeypatch.setattr(settings.email, "allowed_domains", ["corp.example"])
     msg = mail("Let me in", "please", sender="eve@elsewhere.example")
     assert (await channels.email(msg.as_bytes())).json()["outcome"] == "refused"
     await drain()

@@ -47,7 +47,7 @@ def issue_comments(env: GitHubEnv, number: int) -> list[dict]:
 
 
 async def test_github_issue_examples_create_one_task_and_comments_follow_up(github: GitHubEnv, monkeypatch):
-    monkeypatch.setattr(github.runtime.settings, "github_bot_login", BOT)
+    monkeypatch.setattr(github.runtime.settings.github, "bot_login", BOT)
     github.fake.issues[(REPO, 7)] = Issue(REPO, 7, "Greeting should use an f-string", "", "carol", 4242)
     opened = issue_event("opened", number=7, login="carol", body="Please use an f-string in greet().")
     await post(github, "issues", opened, "d-opened")
@@ -60,7 +60,7 @@ async def test_github_issue_examples_create_one_task_and_comments_follow_up(gith
     assert task.requester == "github:carol" and task.status == "PENDING"
     assert task.title == "Greeting should use an f-string"
     assert task.description == "Please use an f-string in greet()."
-    assert task.repo == github.runtime.settings.default_repo
+    assert task.repo == github.runtime.settings.repos.default_repo
     async with github.runtime.sessions() as session:
         deliveries = (await session.execute(select(Delivery.provider))).scalars().all()
     assert sorted(deliveries) == ["github", "github", "github-issue"]  # two GitHub deliveries, one task
@@ -190,7 +190,7 @@ async def test_github_issue_full_loop_to_merged_pr_and_closed_issue(github: GitH
 
 @pytest.mark.parametrize("separation", [True, False])
 async def test_github_separation_of_duties_setting(github: GitHubEnv, factory, monkeypatch, separation):
-    monkeypatch.setattr(github.runtime.settings, "separation_of_duties", separation)
+    monkeypatch.setattr(github.runtime.settings.tasks, "separation_of_duties", separation)
     fake = github.fake
     _, agent_h = await factory.member(Role.AGENT)
     await factory.user(Role.REVIEWER, github_login="carol")  # a reviewer who also files issues

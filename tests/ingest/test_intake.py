@@ -25,7 +25,7 @@ def test_commands_are_whole_messages_only():
 
 
 def test_priority_comes_from_keywords_and_the_highest_wins():
-    policy = Policy.from_settings(Settings(database_url="postgresql://x/y", secret_key="k"))
+    policy = Policy.from_settings(Settings(db={"url": "postgresql://x/y"}, auth={"secret_key": "k"}))
     assert policy.priority("Fix the footer") == 1
     assert policy.priority("low priority: tidy the README") == 0
     assert policy.priority("important, and ASAP") == 3
@@ -34,10 +34,10 @@ def test_priority_comes_from_keywords_and_the_highest_wins():
 
 def test_allowlists_match_each_channels_key():
     settings = Settings(
-        database_url="postgresql://x/y",
-        secret_key="k",
-        twilio_allowed_numbers=["whatsapp:+15550001111"],
-        email_allowed_domains=["Corp.Example", "friend@else.example"],
+        db={"url": "postgresql://x/y"},
+        auth={"secret_key": "k"},
+        twilio={"allowed_numbers": ["whatsapp:+15550001111"]},
+        email={"allowed_domains": ["Corp.Example", "friend@else.example"]},
     )
     policy = Policy.from_settings(settings)
 

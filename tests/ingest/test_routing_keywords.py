@@ -11,7 +11,7 @@ from .ingest_helpers import number, said, whatsapp
 
 async def test_channel_keywords_set_the_tasks_skills(channels, runtime, monkeypatch):
     keywords = {"postgres": "sql", "database": "sql", "front end": "frontend"}
-    monkeypatch.setattr(runtime.settings, "routing_skill_keywords", keywords)
+    monkeypatch.setattr(runtime.settings.routing, "skill_keywords", keywords)
     said(await channels.twilio(whatsapp("The database export is slow on the front end", number())))
     said(await channels.twilio(whatsapp("Please update the README", number())))
     async with runtime.sessions() as session:

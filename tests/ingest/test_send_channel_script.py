@@ -54,11 +54,13 @@ def server(settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iter
     live = LiveServer(
         settings,
         data_dir=tmp_path_factory.mktemp("send-script-data"),
-        smtp_listen_port=None,
-        github_token=SecretStr("token-never-used"),
-        github_api_url="http://127.0.0.1:9",
-        github_webhook_secret=SecretStr(GITHUB_SECRET),
-        github_repo={settings.default_repo: GITHUB_REPO},
+        smtp={"listen_port": None},
+        github={
+            "token": SecretStr("token-never-used"),
+            "api_url": "http://127.0.0.1:9",
+            "webhook_secret": SecretStr(GITHUB_SECRET),
+            "repo": {settings.repos.default_repo: GITHUB_REPO},
+        },
     )
     live.start()
     yield live

@@ -141,7 +141,7 @@ async def test_slash_command_status_cancel_and_help(channels, runtime):
 
 
 async def test_a_workspace_not_on_the_allowlist_is_refused(channels, settings, monkeypatch, count):
-    monkeypatch.setattr(settings, "slack_allowed_teams", ["T0001"])
+    monkeypatch.setattr(settings.slack, "allowed_teams", ["T0001"])
     r = await channels.slack_command(command("Let me in", team="T9999"))
     assert r.json()["text"].startswith("Sorry") and await count(Task) == 0
     r = await channels.slack_command(command("I am welcome", team="T0001"))

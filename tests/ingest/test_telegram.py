@@ -24,7 +24,7 @@ def _fresh_rate_limit(request, monkeypatch):
     if "runtime" in request.fixturenames or "channels" in request.fixturenames:
         runtime = request.getfixturevalue("runtime")
         monkeypatch.setattr(
-            runtime.services, "channel_limiter", RateLimiter(runtime.settings.channel_rate_per_minute)
+            runtime.services, "channel_limiter", RateLimiter(runtime.settings.channel.rate_per_minute)
         )
 
 
@@ -66,7 +66,7 @@ async def test_wrong_or_missing_secret_is_401_and_nothing_is_stored(channels, co
 
 
 async def test_not_configured_is_403(channels, runtime, monkeypatch, count):
-    monkeypatch.setattr(runtime.settings, "telegram_webhook_secret", None)
+    monkeypatch.setattr(runtime.settings.telegram, "webhook_secret", None)
     r = await channels.telegram(update("hello"))
     assert r.status_code == 403 and r.json()["code"] == "channel_not_configured"
     assert await count(Task) == 0

@@ -117,7 +117,7 @@ async def test_the_same_message_sid_twice_makes_one_task_and_the_same_answer(cha
 
 async def test_a_sender_not_on_the_allowlist_gets_a_polite_no(channels, settings, monkeypatch, count):
     allowed = number()
-    monkeypatch.setattr(settings, "twilio_allowed_numbers", [allowed])
+    monkeypatch.setattr(settings.twilio, "allowed_numbers", [allowed])
     reply = said(await channels.twilio(whatsapp("Delete production", number())))
     assert reply.startswith("Sorry") and await count(Task) == 0
     assert said(await channels.twilio(whatsapp("Add a logo", allowed))).startswith("Task #")

@@ -344,7 +344,7 @@ async def test_the_base_reading_refuses_what_the_branch_reading_would(
         huge = ON_BASE_APP + "".join(
             f"diff --git a/f{i}.txt b/f{i}.txt\nnew file mode 100644\n--- /dev/null\n+++ b/f{i}.txt\n"
             f"@@ -0,0 +1 @@\n+{'x' * 4000}\n"
-            for i in range(settings.max_artifact_bytes // 4000 + 1)
+            for i in range(settings.tasks.max_artifact_bytes // 4000 + 1)
         )
         assert (
             error_code(await client.call_tool("submit_artifact", {"task_id": task_id, "content": huge}))
@@ -384,11 +384,13 @@ async def github_server(settings, database_url, tmp_path) -> AsyncIterator[tuple
     fake.create_repo(REPO, BASE_FILES)
     server = LiveServer(
         settings,
-        github_token=SecretStr("osiris-token"),
-        github_webhook_secret=SecretStr(SECRET),
-        github_api_url="https://api.github.test",
-        github_repo={settings.default_repo: REPO},
-        github_retry_seconds=1.0,
+        github={
+            "token": SecretStr("osiris-token"),
+            "webhook_secret": SecretStr(SECRET),
+            "api_url": "https://api.github.test",
+            "repo": {settings.repos.default_repo: REPO},
+            "retry_seconds": 1.0,
+        },
     )
     server.start()
     http = httpx.AsyncClient(transport=fake.transport(), timeout=5)

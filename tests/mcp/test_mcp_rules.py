@@ -74,7 +74,7 @@ async def test_artifact_errors_carry_the_rest_codes(connect, factory, rest, sett
             "submit_artifact", {"task_id": task_id, "content": {"../escape.txt": "x"}, "kind": "files"}
         )
         assert error_code(result) == "invalid_artifact"
-        huge = "x" * (settings.max_artifact_bytes + 1)
+        huge = "x" * (settings.tasks.max_artifact_bytes + 1)
         result = await client.call_tool(
             "submit_artifact", {"task_id": task_id, "content": huge, "kind": "text"}
         )
@@ -137,7 +137,9 @@ async def test_any_call_by_the_holder_renews_the_lease(connect, factory, rest, r
             await nearly_expire()
             assert await lease() < datetime.now(UTC) + timedelta(seconds=30)
             ok(await client.call_tool(tool, args))
-            assert await lease() > datetime.now(UTC) + timedelta(seconds=settings.lease_seconds - 60), tool
+            assert await lease() > datetime.now(UTC) + timedelta(seconds=settings.tasks.lease_seconds - 60), (
+                tool
+            )
 
     await nearly_expire()
     async with connect(token_of(other)) as client:  # someone else looking does not keep it alive

@@ -56,7 +56,7 @@ def live_server(settings: Settings, database_url: str) -> Iterator[LiveServer]:
     # A short send timeout keeps the slow-client test quick (the default is a few seconds); no pings,
     # so a client that stops reading is dropped by the send timeout alone.
     server = LiveServer(
-        settings, portal_ws_send_timeout_seconds=2.0, uvicorn_options={"ws_ping_interval": None}
+        settings, portal={"ws_send_timeout_seconds": 2.0}, uvicorn_options={"ws_ping_interval": None}
     )
     server.start()
     yield server

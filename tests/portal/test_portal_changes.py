@@ -111,8 +111,8 @@ async def test_a_huge_diff_is_capped_with_a_link_to_the_file(
 ):
     _, agent = await factory.member("agent")
     settings = runtime.settings
-    old_file, old_total = settings.changes_max_file_lines, settings.changes_max_lines
-    settings.changes_max_file_lines, settings.changes_max_lines = 50, 500
+    old_file, old_total = settings.changes.max_file_lines, settings.changes.max_lines
+    settings.changes.max_file_lines, settings.changes.max_lines = 50, 500
     try:
         files = {"big.txt": "".join(f"line {i}\n" for i in range(300)), "small.txt": "one\n"}
         task_id, _ = await published(client, runtime, agent, files, kind="files")
@@ -125,11 +125,11 @@ async def test_a_huge_diff_is_capped_with_a_link_to_the_file(
         api = (await client.get(f"/api/v1/tasks/{task_id}/changes", headers=agent)).json()
         big = next(f for f in api["files"] if f["path"] == "big.txt")
         assert big["too_large"] and big["hunks"] == [] and big["additions"] == 300 and api["truncated"]
-        settings.changes_max_lines = 100  # the file's own view is capped too
+        settings.changes.max_lines = 100  # the file's own view is capped too
         r = await browser_client.get(link)
         assert r.status_code == 200 and "line 299" not in r.text and "too large" in r.text
     finally:
-        settings.changes_max_file_lines, settings.changes_max_lines = old_file, old_total
+        settings.changes.max_file_lines, settings.changes.max_lines = old_file, old_total
 
 
 async def test_changes_are_scoped_to_the_organization(client, browser_client, factory, person, runtime):

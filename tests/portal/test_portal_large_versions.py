@@ -46,7 +46,10 @@ async def submitted_directly(factory, org, files: dict[str, str]) -> int:
     async with db.transaction(factory.runtime.sessions) as s:
         await lifecycle.claim_task(s, actor, task.id, lease_seconds=600)
         artifact = validate_artifact(
-            files, "files", max_bytes=settings.max_artifact_bytes, max_files=settings.max_artifact_files
+            files,
+            "files",
+            max_bytes=settings.tasks.max_artifact_bytes,
+            max_files=settings.tasks.max_artifact_files,
         )
         await lifecycle.submit_artifact(s, actor, task.id, artifact=artifact)
     return task.id
@@ -75,7 +78,7 @@ async def test_a_100000_file_version_pages_its_files(browser_client, factory, pe
     assert len(large_page.encode()) < PAGE_BOUND, len(large_page.encode())
     # The page grows with the settings' page sizes, not with the version: a ratio, not a time.
     assert large_time < 10 * max(small_time, 0.02), (large_time, small_time)
-    inline = runtime.settings.portal_inline_files
+    inline = runtime.settings.portal.inline_files
     assert large_page.count('<figure class="code">') == inline
     assert "99980 more files" in large_page and "page 1 of 200" in large_page
 
@@ -106,7 +109,7 @@ async def test_file_view_is_scoped_like_the_task_page(client, browser_client, fa
 
 async def test_more_files_than_the_limit_is_413(client, factory, runtime):
     _, agent = await factory.member("agent")
-    limit = runtime.settings.max_artifact_files
+    limit = runtime.settings.tasks.max_artifact_files
     r = await client.post("/api/v1/tasks", json={"title": "too many"}, headers=agent)
     task_id = r.json()["id"]
     await client.post(f"/api/v1/tasks/{task_id}/claim", headers=agent)

@@ -345,10 +345,10 @@ async def test_a_slow_client_is_dropped_without_slowing_another(live, factory, p
     finished = await reader
     assert received == batches * per_batch
     # The fast client was never made to wait for the slow one's send timeout.
-    assert finished - last_commit < live.settings.portal_ws_send_timeout_seconds / 2
+    assert finished - last_commit < live.settings.portal.ws_send_timeout_seconds / 2
 
     # Dropped while it still reads nothing: the server gave up on it without any help from it.
-    deadline = time.monotonic() + live.settings.portal_ws_send_timeout_seconds + 10
+    deadline = time.monotonic() + live.settings.portal.ws_send_timeout_seconds + 10
     while await metric(live.url, "osiris_portal_live_clients") > connected_before + 1:
         assert time.monotonic() < deadline, "the slow client was never dropped"
         await asyncio.sleep(0.2)
@@ -386,7 +386,7 @@ async def second_process(settings, database_url, tmp_path):
     env = {
         **os.environ,
         "DATABASE_URL": database_url,
-        "OSIRIS_SECRET_KEY": settings.secret_key.get_secret_value(),
+        "OSIRIS_SECRET_KEY": settings.auth.secret_key.get_secret_value(),
         "OSIRIS_RUN_WORKER": "false",
         "OSIRIS_DATA_DIR": str(tmp_path / "replica"),
         "OSIRIS_PUBLIC_URL": url,

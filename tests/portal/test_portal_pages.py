@@ -79,12 +79,12 @@ async def test_login_is_rate_limited(browser_client, person, settings):
     user = await person("reviewer")
     token = csrf_of((await browser_client.get("/login")).text)
     codes = []
-    for _ in range(settings.login_rate_per_minute + 1):
+    for _ in range(settings.auth.login_rate_per_minute + 1):
         r = await browser_client.post(
             "/login", data={"username": user.username, "password": "wrong", "csrf_token": token}
         )
         codes.append(r.status_code)
-    assert codes[:-1] == [401] * settings.login_rate_per_minute
+    assert codes[:-1] == [401] * settings.auth.login_rate_per_minute
     assert codes[-1] == 429
     # Even the right password waits out the window: guessing gains nothing.
     r = await browser_client.post(

@@ -25,13 +25,13 @@ from tests.support.portal_helpers import (
 )
 
 pytestmark = pytest.mark.asyncio
-SECRETS = {
-    "github_token": "ghp_TOPSECRETTOKENVALUE123",
-    "github_webhook_secret": "whsec-TOPSECRET-github",
-    "slack_signing_secret": "slack-TOPSECRET-signing",
-    "telegram_bot_token": "123456:TOPSECRET-telegram",
-    "email_webhook_secret": "email-TOPSECRET-hook",
-    "twilio_auth_token": "twilio-TOPSECRET-auth",
+SECRETS = {  # setting path -> value
+    "github.token": "ghp_TOPSECRETTOKENVALUE123",
+    "github.webhook_secret": "whsec-TOPSECRET-github",
+    "slack.signing_secret": "slack-TOPSECRET-signing",
+    "telegram.bot_token": "123456:TOPSECRET-telegram",
+    "email.webhook_secret": "email-TOPSECRET-hook",
+    "twilio.auth_token": "twilio-TOPSECRET-auth",
 }
 
 
@@ -148,7 +148,7 @@ async def test_an_empty_board_teaches_how_to_start_and_the_header_names_the_orga
     client, admin = await signed_in("admin")
     page = await client.get("/")
     text = html.unescape(page.text)
-    url = runtime.settings.public_url.rstrip("/")
+    url = runtime.settings.server.public_url.rstrip("/")
     assert (
         f'claude mcp add --transport http osiris {url}/mcp --header "Authorization: Bearer <token>"' in text
     )
@@ -176,7 +176,10 @@ async def test_an_empty_repositories_page_explains_how_to_add_one(signed_in):
 
 async def test_integrations_page_names_what_is_missing_and_never_a_secret(signed_in, runtime, monkeypatch):
     client, _ = await signed_in("admin")
-    configured = runtime.settings.model_copy(update={k: _secret(v) for k, v in SECRETS.items()})
+    configured = runtime.settings.model_copy()
+    for path, value in SECRETS.items():
+        group, name = path.split(".")
+        setattr(getattr(configured, group), name, _secret(value))
     monkeypatch.setattr(runtime, "settings", configured)
     page = await client.get("/admin/integrations")
     assert page.status_code == 200

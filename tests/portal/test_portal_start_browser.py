@@ -29,7 +29,7 @@ async def test_empty_board_then_new_task_form_in_the_browser(browser, live, fact
     # The empty board: the MCP URL, the ready `claude mcp add` line, a token button.
     start = board.locator(".board-empty")
     await expect(start).to_be_visible()
-    mcp = f"{live.runtime.settings.public_url.rstrip('/')}/mcp"
+    mcp = f"{live.runtime.settings.server.public_url.rstrip('/')}/mcp"
     await expect(start.locator("code.mcp-add")).to_have_text(
         f'claude mcp add --transport http osiris {mcp} --header "Authorization: Bearer <token>"'
     )

@@ -22,7 +22,7 @@ DELETE_ACTION = re.compile(r'action="/admin/webhooks/(\d+)/delete"')
 
 @pytest.fixture(autouse=True)
 def allow_loopback(settings, monkeypatch) -> None:
-    monkeypatch.setattr(settings, "webhooks_allowed_hosts", ["127.0.0.1/32"])
+    monkeypatch.setattr(settings.webhooks, "allowed_hosts", ["127.0.0.1/32"])
 
 
 def closed_port_url() -> str:
@@ -54,7 +54,7 @@ async def test_admin_manages_webhooks_and_redelivers_from_the_log(signed_in, fac
     agent = factory.actor(await factory.user("agent", org=await factory.org()))
     async with db.transaction(runtime.sessions) as s:
         await lifecycle.create_task(s, agent, title="Hooked", repo="default", base_branch="main")
-    once = settings.model_copy(update={"webhooks_max_attempts": 1, "webhooks_timeout_seconds": 2})
+    once = settings.model_copy(update={"webhooks": {"max_attempts": 1, "timeout_seconds": 2}})
     await drain(runtime, once)
     log = await admin_client.get("/admin/webhooks/deliveries")
     assert log.status_code == 200 and "ConnectError" in log.text and secret not in log.text
@@ -190,7 +190,7 @@ async def test_edit_disable_and_enable_from_the_list(signed_in, runtime):
 
 
 async def test_loopback_is_refused_in_the_form_without_the_allowance(signed_in, settings, monkeypatch):
-    monkeypatch.setattr(settings, "webhooks_allowed_hosts", [])
+    monkeypatch.setattr(settings.webhooks, "allowed_hosts", [])
     admin_client, _ = await signed_in("admin")
     token = csrf_of((await admin_client.get("/admin/webhooks")).text)
     r = await admin_client.post(

@@ -13,8 +13,8 @@ def server_env(database_url, settings, tmp_path) -> dict[str, str]:
     """What an `osiris serve` subprocess needs to share this run's database and key."""
     return {
         "DATABASE_URL": database_url,
-        "OSIRIS_SECRET_KEY": settings.secret_key.get_secret_value(),
+        "OSIRIS_SECRET_KEY": settings.auth.secret_key.get_secret_value(),
         "OSIRIS_DATA_DIR": str(tmp_path / "data"),
-        "OSIRIS_ADMIN_PASSWORD": settings.admin_password.get_secret_value(),
+        "OSIRIS_ADMIN_PASSWORD": settings.auth.admin_password.get_secret_value(),
         "OSIRIS_LOG_LEVEL": "WARNING",
     }

@@ -78,21 +78,27 @@ async def world(tmp_path) -> AsyncIterator[World]:
 async def osiris(settings, world: World) -> AsyncIterator[tuple[httpx.AsyncClient, Any]]:
     s = settings.model_copy(
         update={
-            "public_url": PUBLIC,
-            "github_webhook_secret": SecretStr(GH_SECRET),
-            "github_token": SecretStr("osiris-token"),
-            "github_api_url": "https://api.github.test",
-            "github_repo": {"*": REPO},
-            "github_retry_seconds": 1.0,
-            "twilio_auth_token": SecretStr(TWILIO_TOKEN),
-            "twilio_account_sid": TWILIO_SID,
-            "twilio_whatsapp_from": "whatsapp:+14155238886",
-            "slack_signing_secret": SecretStr(SLACK_SECRET),
-            "slack_bot_token": SecretStr(SLACK_TOKEN),
-            "slack_api_url": world.slack_proxy.url,
-            "channel_retry_seconds": 1.0,
-            "channel_rate_per_minute": 1000,
-            "job_poll_seconds": 0.5,  # a retry is picked when its delay runs out, not at the next 5 s poll
+            "server": {"public_url": PUBLIC},
+            "github": {
+                "webhook_secret": SecretStr(GH_SECRET),
+                "token": SecretStr("osiris-token"),
+                "api_url": "https://api.github.test",
+                "repo": {"*": REPO},
+                "retry_seconds": 1.0,
+            },
+            "twilio": {
+                "auth_token": SecretStr(TWILIO_TOKEN),
+                "account_sid": TWILIO_SID,
+                "whatsapp_from": "whatsapp:+14155238886",
+            },
+            "slack": {
+                "signing_secret": SecretStr(SLACK_SECRET),
+                "bot_token": SecretStr(SLACK_TOKEN),
+                "api_url": world.slack_proxy.url,
+            },
+            "channel": {"retry_seconds": 1.0, "rate_per_minute": 1000},
+            # a retry is picked when its delay runs out, not at the next 5 s poll
+            "job": {"poll_seconds": 0.5},
             "data_dir": settings.data_dir.parent / f"faults-{secrets.token_hex(4)}",
         }
     )
@@ -115,7 +121,7 @@ async def osiris(settings, world: World) -> AsyncIterator[tuple[httpx.AsyncClien
 
 
 async def _people(client: httpx.AsyncClient, settings) -> dict[str, dict[str, str]]:
-    login = {"username": "admin", "password": settings.admin_password.get_secret_value()}
+    login = {"username": "admin", "password": settings.auth.admin_password.get_secret_value()}
     r = await client.post("/api/v1/auth/token", data=login)
     admin = {"Authorization": f"Bearer {r.json()['access_token']}"}
     out = {"admin": admin}

@@ -90,7 +90,7 @@ async def test_token_revoke_goes_through_the_service_and_reaches_the_server(
 
 def test_the_generated_admin_password_is_stored_privately_and_printed_pasteably(tmp_path, capsys, caplog):
     settings = Settings(
-        data_dir=tmp_path / "data", database_url="postgresql://x@localhost/x", secret_key="k" * 32
+        data_dir=tmp_path / "data", db={"url": "postgresql://x@localhost/x"}, auth={"secret_key": "k" * 32}
     )
     caplog.set_level(logging.DEBUG)
     announce_admin_password(settings, "generated-pw-123")

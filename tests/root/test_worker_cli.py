@@ -112,11 +112,11 @@ async def test_a_misspelt_job_kind_stops_the_worker_at_start(database_url, runti
 def test_worker_job_settings_read_commas_or_json(monkeypatch):
     monkeypatch.setenv("OSIRIS_WORKER_JOBS", "run_checks, deliver_webhook")
     monkeypatch.setenv("OSIRIS_WORKER_SKIP_JOBS", '["merge_task"]')
-    s = Settings(database_url="postgresql://x@127.0.0.1/x", secret_key="k")
-    assert s.worker_jobs == ["run_checks", "deliver_webhook"]
-    assert s.worker_skip_jobs == ["merge_task"]
+    s = Settings(db={"url": "postgresql://x@127.0.0.1/x"}, auth={"secret_key": "k"})
+    assert s.worker.jobs == ["run_checks", "deliver_webhook"]
+    assert s.worker.skip_jobs == ["merge_task"]
     import osiris.server  # noqa: F401 - registers every job kind, as a process does at start
 
     assert set(jobs.handlers_for(s)) == {"run_checks", "deliver_webhook"}
     with pytest.raises(jobs.UnknownJobKind):
-        jobs.handlers_for(s.model_copy(update={"worker_jobs": ["publish"]}))
+        jobs.handlers_for(s.model_copy(update={"worker": {"jobs": ["publish"]}}))

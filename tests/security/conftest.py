@@ -32,8 +32,13 @@ async def people(factory):
 def live_app(settings, app):
     """Served beside the in-process app (which ran the migrations and made the admin), with every
     webhook switched on so that its parsing, not just its signature check, is attacked."""
+    secret = {k: SecretStr(v) for k, v in SECRETS.items()}
     live = LiveServer(
-        settings, twilio_account_sid="AC" + "0" * 32, **{k: SecretStr(v) for k, v in SECRETS.items()}
+        settings,
+        github={"webhook_secret": secret["github_webhook_secret"]},
+        twilio={"account_sid": "AC" + "0" * 32, "auth_token": secret["twilio_auth_token"]},
+        slack={"signing_secret": secret["slack_signing_secret"]},
+        email={"webhook_secret": secret["email_webhook_secret"]},
     )
     live.start()
     yield live

@@ -89,9 +89,9 @@ async def test_an_approval_before_publication_is_refused_and_failing_checks_send
     one tricked into it) approves at once, before the publish job has run: nothing is held yet,
     so the approval must be refused rather than merge what no check and no person has seen."""
     s = runtime.settings
-    monkeypatch.setitem(s.checks, repo_name, ["grep -q 'a + b' calc.py"])
-    monkeypatch.setitem(s.checks_mode, repo_name, "block")
-    monkeypatch.setattr(s, "checks_path", f"{VENV_BIN}:/usr/bin:/bin")
+    monkeypatch.setitem(s.checks.commands, repo_name, ["grep -q 'a + b' calc.py"])
+    monkeypatch.setitem(s.checks.mode, repo_name, "block")
+    monkeypatch.setattr(s.checks, "path", f"{VENV_BIN}:/usr/bin:/bin")
     _, agent = await factory.member("agent")
     _, reviewer = await factory.member("reviewer")
     task_id = await _claimed(client, agent, repo_name)

@@ -224,7 +224,7 @@ async def test_timeout_kills_a_double_forked_setsid_child(
     """At every level, `none` included (cgroup.kill here, or our HOME's processes), the timeout ends
     the whole tree, and an escaped child holding the output pipe does not hold up the job."""
     settings = Settings(
-        data_dir=tmp_path / "data", checks_isolation=level, database_url=None, secret_key=None
+        data_dir=tmp_path / "data", sandbox={"isolation": level}, db={"url": None}, auth={"secret_key": None}
     )
     box = sandbox.choose(settings)
     assert box.level == level
@@ -264,10 +264,9 @@ async def test_checks_network_false_leaves_a_check_only_its_own_loopback(
     port = listener.getsockname()[1]
     settings = Settings(
         data_dir=tmp_path / "data",
-        checks_isolation=level,
-        checks_network=network,
-        database_url=None,
-        secret_key=None,
+        sandbox={"isolation": level, "network": network},
+        db={"url": None},
+        auth={"secret_key": None},
     )
     box = sandbox.choose(settings)
     work = Path(tempfile.mkdtemp(prefix="osiris-check-"))

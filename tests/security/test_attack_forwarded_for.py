@@ -15,7 +15,9 @@ RATE = 3
 
 
 def serve_like_the_cli(settings, **overrides) -> LiveServer:
-    configured = settings.model_copy(update={"login_rate_per_minute": RATE, **overrides})
+    configured = settings.model_copy(update={"auth": {"login_rate_per_minute": RATE}}).model_copy(
+        update=overrides
+    )
     return LiveServer(configured, uvicorn_options=proxy_options(configured))
 
 
@@ -42,7 +44,7 @@ def untrusting(settings, app):
 
 @pytest.fixture(scope="module")
 def behind_a_proxy(settings, app):
-    server = serve_like_the_cli(settings, trusted_proxies=["127.0.0.0/8"])
+    server = serve_like_the_cli(settings, server={"trusted_proxies": ["127.0.0.0/8"]})
     server.start()
     yield server
     server.stop()

@@ -85,7 +85,7 @@ def _no_reviewer_decision(events: list[dict], login: str) -> None:
 async def test_agent_login_merge_is_flagged_not_approved(
     github: GitHubEnv, factory, app, monkeypatch, approvers
 ):
-    monkeypatch.setattr(github.runtime.settings, "github_approvers", approvers)
+    monkeypatch.setattr(github.runtime.settings.github, "approvers", approvers)
     github.fake.permissions[AGENT_LOGIN] = "write"  # it can merge on GitHub; that is not a review
     s = await _setup(github, factory)
     task_id = await _in_review(s)

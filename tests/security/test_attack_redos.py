@@ -80,14 +80,15 @@ async def app(database_url, tmp_root) -> AsyncIterator:
     settings = make_settings(
         database_url,
         tmp_root / "redos-data",
-        public_url=PUBLIC_URL,
-        twilio_auth_token=TWILIO_TOKEN,
-        slack_signing_secret=SLACK_SECRET,
-        email_webhook_secret=EMAIL_SECRET,
-        email_address="osiris@osiris.example.com",
-        telegram_webhook_secret=TELEGRAM_SECRET,
-        channel_rate_per_minute=1_000_000,
-        chat_max_chars=1_000_000,  # let 100 kB reach every pattern; the default cap is tested below
+        server={"public_url": PUBLIC_URL},
+        twilio={"auth_token": TWILIO_TOKEN},
+        slack={"signing_secret": SLACK_SECRET},
+        email={"webhook_secret": EMAIL_SECRET, "address": "osiris@osiris.example.com"},
+        telegram={"webhook_secret": TELEGRAM_SECRET},
+        channel={
+            "rate_per_minute": 1_000_000,
+            "max_chars": 1_000_000,
+        },  # let 100 kB reach every pattern; the default cap is tested below
     )
     application = create_app(settings, run_background=False)
     async with LifespanManager(application, startup_timeout=60, shutdown_timeout=30):
@@ -253,7 +254,7 @@ async def test_adversarial_whitespace_costs_what_a_plain_message_costs(app, clie
 async def test_a_message_over_the_limit_is_refused_with_a_reply_and_nothing_else_written(
     app, client, monkeypatch
 ):
-    monkeypatch.setattr(app.state.runtime.settings, "chat_max_chars", 20_000)
+    monkeypatch.setattr(app.state.runtime.settings.channel, "max_chars", 20_000)
     async with app.state.runtime.sessions() as session:
         tasks = await session.scalar(select(func.count()).select_from(Task))
         messages = await session.scalar(select(func.count()).select_from(Message))

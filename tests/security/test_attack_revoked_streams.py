@@ -32,7 +32,9 @@ CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
 @pytest.fixture(scope="module")
 def replicas(settings, app):
     """Two replicas on the run's database (the in-process `app` bootstrapped it first)."""
-    servers = [LiveServer(settings, live_max_per_credential=CAP, live_recheck_seconds=1.0) for _ in range(2)]
+    servers = [
+        LiveServer(settings, live={"max_per_credential": CAP, "recheck_seconds": 1.0}) for _ in range(2)
+    ]
     for server in servers:
         server.start()
     yield servers

@@ -409,7 +409,7 @@ async def build_world(factory, live) -> World:
         for role in ("agent", "admin")
     }
     actors = {role: actor_for(u) for role, u in users.items()}
-    max_bytes = live.settings.max_artifact_bytes
+    max_bytes = live.settings.tasks.max_artifact_bytes
     async with db.transaction(factory.runtime.sessions) as session:
         other_actor = actor_for(other_users["agent"])
         other_task = await _make_task(
@@ -963,7 +963,7 @@ def leaks(results: list[tuple[Case, str, Any]]) -> list[str]:
 
 async def plan(factory, world: World, eps: list[Endpoint], *, kinds: set[str]) -> list[Case]:
     cases: list[Case] = []
-    max_bytes = world.settings.max_artifact_bytes
+    max_bytes = world.settings.tasks.max_artifact_bytes
     async with db.transaction(factory.runtime.sessions) as session:
         for ep in eps:
             if ep.kind not in kinds:
@@ -1066,7 +1066,7 @@ async def test_mcp_tool_matrix(world, factory, live_app, record_property):
                     case = Case(ep, role, org)
                     if ep.rule.scoped:
                         await fill_params(
-                            session, world, case, ["task_id"], world.settings.max_artifact_bytes
+                            session, world, case, ["task_id"], world.settings.tasks.max_artifact_bytes
                         )
                     cases.append(case)
 
@@ -1297,7 +1297,7 @@ async def test_rest_scope_matrix(world, factory, live_app, record_property):
             for ep in rest_eps:
                 case = Case(ep, "agent", "own" if ep.rule.scoped else "-")
                 names = re.findall(r"{(\w+)(?::\w+)?}", ep.path)
-                await fill_params(session, world, case, names, world.settings.max_artifact_bytes)
+                await fill_params(session, world, case, names, world.settings.tasks.max_artifact_bytes)
                 cases.append(case)
         for case in cases:
             needed = API_SCOPES[(case.endpoint.method, case.endpoint.path)]
@@ -1356,7 +1356,7 @@ async def test_mcp_scope_matrix(world, factory, live_app, record_property):
         for variant, scopes in (("lacking", everything - {needed}), ("only", frozenset({needed}))):
             async with db.transaction(factory.runtime.sessions) as session:
                 case = Case(Endpoint("mcp", f"MCP:{name}", name, MCP_RULES[name]), "agent", "own")
-                await fill_params(session, world, case, ["task_id"], world.settings.max_artifact_bytes)
+                await fill_params(session, world, case, ["task_id"], world.settings.tasks.max_artifact_bytes)
             task_id = case.task_id
             assert task_id is not None
             async with mcp_over_http(live_app.url, await token(scopes)) as client:

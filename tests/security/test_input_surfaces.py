@@ -82,7 +82,7 @@ async def test_artifact_paths_outside_the_tree_are_refused(client, factory):
 def test_oversized_bodies_are_413_before_being_read(live_app, path):
     """Every webhook, the REST API, both logins and MCP: a declared length over the limit is 413;
     a chunked body without a length is cut off at the limit (413) or refused before it is read."""
-    limit = 2 * live_app.settings.max_artifact_bytes + 65536
+    limit = 2 * live_app.settings.tasks.max_artifact_bytes + 65536
     declared = (
         f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
         f"Content-Length: {limit + 1}\r\nConnection: close\r\n\r\n"
@@ -154,7 +154,9 @@ async def test_login_and_token_endpoints_are_rate_limited(client, factory, runti
     and then even the right password waits (the limit comes before the check)."""
     right = "a-long-password-1"
     await factory.user("reviewer", name="target", password=right)
-    guesses = [await _login(client, path, "guess") for _ in range(runtime.settings.login_rate_per_minute)]
+    guesses = [
+        await _login(client, path, "guess") for _ in range(runtime.settings.auth.login_rate_per_minute)
+    ]
     assert set(guesses) == {401}
     assert await _login(client, path, "guess") == 429
     assert await _login(client, path, right) == 429

@@ -123,8 +123,8 @@ async def test_a_full_lifecycle_logs_no_secret(live_app, factory, runtime, setti
         "JWT signature": jwt.rsplit(".", 1)[1],
         "password": password,
         "wrong password": wrong_password,
-        "admin password": settings.admin_password.get_secret_value(),
-        "secret key": settings.secret_key.get_secret_value(),
+        "admin password": settings.auth.admin_password.get_secret_value(),
+        "secret key": settings.auth.secret_key.get_secret_value(),
         **SECRETS,
     }
     text = "\n".join(handler.lines) + rendered.getvalue()

@@ -64,14 +64,14 @@ async def github(app, runtime, client, tmp_path: Path, monkeypatch) -> AsyncIter
     fake.create_repo(REPO, BASE_FILES)
     s = runtime.settings
     for name, value in {
-        "github_webhook_secret": SecretStr(SECRET),
-        "github_token": SecretStr("osiris-token"),
-        "github_api_url": "https://api.github.test",
-        "github_repo": {s.default_repo: REPO},
-        "github_retry_seconds": 1.0,
-        "public_url": "https://osiris.test",
+        "webhook_secret": SecretStr(SECRET),
+        "token": SecretStr("osiris-token"),
+        "api_url": "https://api.github.test",
+        "repo": {s.repos.default_repo: REPO},
+        "retry_seconds": 1.0,
     }.items():
-        monkeypatch.setattr(s, name, value)
+        monkeypatch.setattr(s.github, name, value)
+    monkeypatch.setattr(s.server, "public_url", "https://osiris.test")
     http = httpx.AsyncClient(transport=fake.transport(), timeout=5)
     host = GitHubHost(s, runtime.sessions, gh=GitHub(s, client=http))
     monkeypatch.setattr(runtime.services, "code_host", host)

@@ -50,7 +50,9 @@ class LiveServer:
         self.sock.bind(("127.0.0.1", 0))
         self.port = self.sock.getsockname()[1]
         self.url = f"http://127.0.0.1:{self.port}"
-        self.settings = settings.model_copy(update={"public_url": self.url, **overrides})
+        self.settings = settings.model_copy(update={"server": {"public_url": self.url}}).model_copy(
+            update=overrides
+        )
         self.app = create_app(self.settings, run_background=False)
         config = uvicorn.Config(self.app, log_level="warning", lifespan="on", **(uvicorn_options or {}))
         self.server = uvicorn.Server(config)

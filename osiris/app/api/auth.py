@@ -27,7 +27,7 @@ async def issue_token(
     user = await accounts.authenticate_password(session, form.username, form.password)
     if user is None:
         raise Unauthenticated("wrong user name or password")
-    ttl = runtime.settings.jwt_ttl_seconds
+    ttl = runtime.settings.auth.jwt_ttl_seconds
     token = security.issue_jwt(
         user_id=user.id,
         org_id=user.org_id,

@@ -27,7 +27,7 @@ NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
 async def authorization_server_metadata(runtime: RuntimeDep) -> JSONResponse:
     """RFC 8414 metadata: the issuer, the token endpoint, the client credentials grant, the scopes."""
     return JSONResponse(
-        oauth.metadata(runtime.settings.public_url),
+        oauth.metadata(runtime.settings.server.public_url),
         headers={"Access-Control-Allow-Origin": "*", "Cache-Control": "public, max-age=3600"},
     )
 
@@ -109,8 +109,8 @@ async def token(request: Request, session: SessionDep, runtime: RuntimeDep) -> J
             user,
             scope=(form.get("scope") or [None])[0],
             resources=form.get("resource", []),
-            public_url=runtime.settings.public_url,
-            ttl_seconds=runtime.settings.oauth_token_ttl_seconds,
+            public_url=runtime.settings.server.public_url,
+            ttl_seconds=runtime.settings.auth.oauth_token_ttl_seconds,
         )
     except oauth.OAuthError as exc:
         log.info("token request refused", extra={"oauth_error": exc.error})
@@ -183,7 +183,7 @@ async def create_client(
     new = await oauth.create_client(
         session, user=user, name=body.name, scopes=body.scopes, created_by=actor.user_id
     )
-    public_url = runtime.settings.public_url
+    public_url = runtime.settings.server.public_url
     return OAuthClientCreated(
         **OAuthClientRead.model_validate(new.client).model_dump(),
         client_secret=new.secret,

@@ -158,7 +158,7 @@ async def claim_next(
         runtime.engine,
         session,
         actor,
-        lease_seconds=s.lease_seconds,
+        lease_seconds=s.tasks.lease_seconds,
         repo=repo,
         aging=Aging.of(s),
     )
@@ -182,14 +182,16 @@ async def get_task(task_id: int, actor: ActorDep, session: SessionDep, runtime: 
 @router.post("/{task_id}/claim", response_model=TaskRead)
 async def claim(task_id: int, actor: ActorDep, session: SessionDep, runtime: RuntimeDep) -> Response:
     task = await lifecycle.claim_task_autocommit(
-        runtime.engine, session, actor, task_id, lease_seconds=runtime.settings.lease_seconds
+        runtime.engine, session, actor, task_id, lease_seconds=runtime.settings.tasks.lease_seconds
     )
     return json_response(await task_with_git(runtime, task))
 
 
 @router.post("/{task_id}/heartbeat", response_model=TaskRead)
 async def heartbeat(task_id: int, actor: ActorDep, session: SessionDep, runtime: RuntimeDep) -> TaskRead:
-    task = await lifecycle.heartbeat(session, actor, task_id, lease_seconds=runtime.settings.lease_seconds)
+    task = await lifecycle.heartbeat(
+        session, actor, task_id, lease_seconds=runtime.settings.tasks.lease_seconds
+    )
     return await _linked(session, task)
 
 
@@ -318,7 +320,7 @@ async def request_changes(
 ) -> TaskRead:
     """Request changes: the task goes back to its agent with the feedback as a message."""
     task = await lifecycle.request_changes(
-        session, actor, task_id, feedback=body.feedback, lease_seconds=runtime.settings.lease_seconds
+        session, actor, task_id, feedback=body.feedback, lease_seconds=runtime.settings.tasks.lease_seconds
     )
     return await _linked(session, task)
 

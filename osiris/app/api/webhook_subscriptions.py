@@ -78,7 +78,7 @@ async def rotate_secret(
         session,
         actor,
         subscription_id,
-        grace_seconds=runtime.settings.webhooks_secret_grace_seconds if grace is None else grace,
+        grace_seconds=runtime.settings.webhooks.secret_grace_seconds if grace is None else grace,
     )
     read = WebhookSubscriptionRead.model_validate(new.subscription)
     return WebhookSubscriptionCreated(**read.model_dump(), secret=new.secret)

@@ -110,13 +110,13 @@ async def _post(
 ) -> _Outcome:
     """POST to `url` at one of the checked `addresses` (the next one if a connection is refused).
     The Host header, TLS SNI and certificate verification stay those of the URL's host name."""
-    cap = settings.webhooks_response_excerpt_bytes
+    cap = settings.webhooks.response_excerpt_bytes
     parsed = httpx.URL(url)
     host = parsed.raw_host.decode("ascii")
     headers = {**headers, "Host": parsed.netloc.decode("ascii")}
     # trust_env=False: no proxy from the environment; the POST goes to the configured URL itself.
     async with httpx.AsyncClient(
-        follow_redirects=False, trust_env=False, timeout=settings.webhooks_timeout_seconds
+        follow_redirects=False, trust_env=False, timeout=settings.webhooks.timeout_seconds
     ) as client:
         for i, address in enumerate(addresses):
             target = parsed if address == host else parsed.copy_with(host=address.split("%")[0])
@@ -230,11 +230,11 @@ async def deliver_webhook(payload: dict[str, Any], ctx: jobs.JobContext) -> None
     duration_ms = int((time.monotonic() - started) * 1000)
     again: float | None = None
     disabled: int | None = None
-    if outcome.retryable and attempt < settings.webhooks_max_attempts:
-        backoff = settings.webhooks_retry_base_seconds * 2 ** (attempt - 1)
+    if outcome.retryable and attempt < settings.webhooks.max_attempts:
+        backoff = settings.webhooks.retry_base_seconds * 2 ** (attempt - 1)
         again = min(
             outcome.retry_after if outcome.retry_after is not None else backoff,
-            settings.webhooks_retry_max_seconds,
+            settings.webhooks.retry_max_seconds,
         )
     async with ctx.sessions() as session, session.begin():
         session.add(
@@ -260,7 +260,7 @@ async def deliver_webhook(payload: dict[str, Any], ctx: jobs.JobContext) -> None
                 sub.id,
                 ok=outcome.ok,
                 error=outcome.error,
-                limit=settings.webhooks_disable_after_failures,
+                limit=settings.webhooks.disable_after_failures,
             )
     if disabled is not None:
         log.warning(

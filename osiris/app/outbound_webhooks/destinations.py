@@ -87,7 +87,7 @@ class DestinationPolicy:
     def from_settings(cls, settings: Any) -> DestinationPolicy:
         names: set[str] = set()
         networks: list[IpNetwork] = []
-        for entry in settings.webhooks_allowed_hosts:
+        for entry in settings.webhooks.allowed_hosts:
             entry = entry.strip().lower().rstrip(".")
             try:
                 networks.append(ipaddress.ip_network(entry, strict=False))
@@ -96,8 +96,8 @@ class DestinationPolicy:
         return cls(
             frozenset(names),
             tuple(networks),
-            settings.webhooks_allow_private,
-            settings.webhooks_timeout_seconds,
+            settings.webhooks.allow_private,
+            settings.webhooks.timeout_seconds,
         )
 
     def refusal(self, host: str, address: str) -> str | None:
