@@ -316,19 +316,25 @@ _ALONE_BY_ID = _claim_alone_statement(
 _TASK_COLUMNS = tuple(c.key for c in Task.__table__.c)
 
 
+def _claim_params(actor: Actor, params: dict[str, Any]) -> dict[str, Any]:
+    """The binds both claim statements share: who claims, now, and the lease's end."""
+    now = _now()
+    lease = now + timedelta(seconds=params.pop("lease_seconds"))
+    return params | {
+        "actor_id": actor.user_id,
+        "actor_name": actor.name,
+        "org_id": actor.org_id,
+        "now": now,
+        "lease": lease,
+    }
+
+
 async def _claim_alone(
     engine: AsyncEngine, actor: Actor, statement: tuple[str, tuple[str, ...]], **params: Any
 ) -> Task | None | bool:
     """The claim as one autocommitted statement: the claimed task, None when nothing was there to
     claim, or False when the task needs a transaction (the caller then claims in one)."""
-    now = _now()
-    params |= {
-        "actor_id": actor.user_id,
-        "actor_name": actor.name,
-        "org_id": actor.org_id,
-        "now": now,
-        "lease": now + timedelta(seconds=params.pop("lease_seconds")),
-    }
+    params = _claim_params(actor, params)
     sql, names = statement
     async with db.autocommit(engine) as conn:
         row = await conn.fetchrow(sql, *(params[n] for n in names))
@@ -384,14 +390,7 @@ async def claim_task_autocommit(
 
 async def _claim(session: AsyncSession, actor: Actor, statement: TextualSelect, **params: Any) -> Task | None:
     """A conditional UPDATE decides a race: whoever's statement matches PENDING first wins."""
-    now = _now()
-    params |= {
-        "actor_id": actor.user_id,
-        "actor_name": actor.name,
-        "org_id": actor.org_id,
-        "now": now,
-        "lease": now + timedelta(seconds=params.pop("lease_seconds")),
-    }
+    params = _claim_params(actor, params)
     stmt = (
         select(Task, statement.selected_columns.event_id, statement.selected_columns.webhook_ids)
         .from_statement(statement)

@@ -4,14 +4,12 @@ and patches, including where a three-way merge would have quietly kept a line th
 
 from __future__ import annotations
 
-import os
 import subprocess
-from pathlib import Path
 
 import pytest
 
 from osiris.app.models import Role
-from osiris.github_bridge.gitcmd import IDENTITY
+from tests.support.bare_repos import V1, files_at, git, seed
 from tests.support.github_harness import BASE_FILES, REPO, GitHubEnv
 from tests.support.jobs import drain
 from tests.support.rest import claimed_task, submitted
@@ -26,25 +24,6 @@ def blob(text: str) -> str:
         ["git", "hash-object", "--stdin"], input=text, capture_output=True, text=True, check=True
     ).stdout.strip()[:7]
 
-
-# Version 1: an f-string, and X = 2.
-V1 = """diff --git a/src/app.py b/src/app.py
---- a/src/app.py
-+++ b/src/app.py
-@@ -1,5 +1,5 @@
- def greet(name):
--    return 'hello ' + name
-+    return f'hello {name}'
- 
- 
- def main():
-diff --git a/src/util.py b/src/util.py
---- a/src/util.py
-+++ b/src/util.py
-@@ -1 +1 @@
--X = 1
-+X = 2
-"""
 
 # After review, `git diff main` as an agent's own checkout writes it: the f-string kept, X = 2 given
 # back (so util.py is not in it), a new file. The index line names real blobs: `git apply --3way`
@@ -90,34 +69,6 @@ CASES = {
     "gives back a change": (V2_GIVES_BACK, AFTER_GIVING_BACK),
     "applies to both": (V2_EITHER, AFTER_EITHER),
 }
-
-
-def git(repo: Path, *args: str, stdin: str | None = None, **env: str) -> str:
-    return subprocess.run(
-        ["git", "--git-dir", str(repo), *args],
-        input=stdin,
-        capture_output=True,
-        text=True,
-        check=True,
-        env={**os.environ, **IDENTITY, **env},
-    ).stdout
-
-
-def seed(path: Path, files: dict[str, str]) -> None:
-    """A bare repository whose `main` holds exactly `files`, as GitHub's fake builds its own."""
-    subprocess.run(["git", "init", "--bare", "-q", "-b", "main", str(path)], check=True)
-    index = str(path / "seed-index")
-    for name, body in files.items():
-        sha = git(path, "hash-object", "-w", "--stdin", stdin=body).strip()
-        git(path, "update-index", "--add", "--cacheinfo", f"100644,{sha},{name}", GIT_INDEX_FILE=index)
-    tree = git(path, "write-tree", GIT_INDEX_FILE=index).strip()
-    Path(index).unlink()
-    git(path, "update-ref", "refs/heads/main", git(path, "commit-tree", tree, "-m", "initial").strip())
-
-
-def files_at(repo: Path, ref: str) -> dict[str, str]:
-    names = git(repo, "ls-tree", "-r", "--name-only", "-z", ref).split("\0")
-    return {name: git(repo, "show", f"{ref}:{name}") for name in names if name}
 
 
 async def two_versions(client, factory, drain_all, patch: str, **task: str) -> int:

@@ -6,9 +6,7 @@ runs every safety check the first one does. The `work_on_task` prompt says so.""
 
 from __future__ import annotations
 
-import os
 import secrets
-import subprocess
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -16,9 +14,9 @@ import httpx
 import pytest
 from pydantic import SecretStr
 
-from osiris.github_bridge.gitcmd import IDENTITY
 from osiris.github_bridge.github_client import GitHub
 from osiris.github_bridge.github_host import GitHubHost
+from tests.support.bare_repos import V1, files_at, git, seed
 from tests.support.fake_github import FakeGitHub
 from tests.support.github_harness import BASE_FILES, REPO, SECRET
 from tests.support.jobs import drain
@@ -26,24 +24,8 @@ from tests.support.servers import LiveServer, mcp_over_http
 
 from .mcp_helpers import error_code, ok, token_of
 
-# Version 1 changes two files; the review asks for a capitalised greeting and util.py left alone.
-V1 = """diff --git a/src/app.py b/src/app.py
---- a/src/app.py
-+++ b/src/app.py
-@@ -1,5 +1,5 @@
- def greet(name):
--    return 'hello ' + name
-+    return f'hello {name}'
- 
- 
- def main():
-diff --git a/src/util.py b/src/util.py
---- a/src/util.py
-+++ b/src/util.py
-@@ -1 +1 @@
--X = 1
-+X = 2
-"""
+# Version 1 (bare_repos.V1) changes two files; the review asks for a capitalised greeting and
+# util.py left alone.
 
 # Version 2 as a diff against osiris/task-N (version 1 is there): only what changed since.
 V2_ON_BRANCH = """diff --git a/src/app.py b/src/app.py
@@ -113,52 +95,10 @@ V2_NOWHERE = """diff --git a/src/app.py b/src/app.py
 """
 
 
-def git(repo: Path, *args: str, stdin: str | None = None) -> str:
-    return subprocess.run(
-        ["git", "--git-dir", str(repo), *args],
-        input=stdin,
-        capture_output=True,
-        text=True,
-        check=True,
-        env={**os.environ, **IDENTITY},
-    ).stdout
-
-
-def seed_repo(path: Path, files: dict[str, str], *, symlinks: dict[str, str] | None = None) -> None:
-    """A bare repository whose `main` holds exactly `files` (and these symlinks), as GitHub's fake does."""
-    subprocess.run(["git", "init", "--bare", "-q", "-b", "main", str(path)], check=True)
-    lines = []
-    for name, body in files.items():
-        lines.append(f"100644 {git(path, 'hash-object', '-w', '--stdin', stdin=body).strip()}\t{name}")
-    for name, target in (symlinks or {}).items():
-        lines.append(f"120000 {git(path, 'hash-object', '-w', '--stdin', stdin=target).strip()}\t{name}")
-    index = path / "seed-index"
-    env = {**os.environ, **IDENTITY, "GIT_INDEX_FILE": str(index)}
-    for line in lines:
-        mode, rest = line.split(" ", 1)
-        sha, name = rest.split("\t")
-        subprocess.run(
-            ["git", "--git-dir", str(path), "update-index", "--add", "--cacheinfo", f"{mode},{sha},{name}"],
-            check=True,
-            env=env,
-        )
-    tree = subprocess.run(
-        ["git", "--git-dir", str(path), "write-tree"], check=True, env=env, capture_output=True, text=True
-    ).stdout.strip()
-    index.unlink()
-    commit = git(path, "commit-tree", tree, "-m", "initial commit").strip()
-    git(path, "update-ref", "refs/heads/main", commit)
-
-
 def tree_of(files: dict[str, str], where: Path) -> str:
     """The git tree of exactly these regular files (in a throw-away repository)."""
-    seed_repo(where, files)
+    seed(where, files)
     return git(where, "rev-parse", "main^{tree}").strip()
-
-
-def tree_files(repo: Path, ref: str) -> dict[str, str]:
-    names = git(repo, "ls-tree", "-r", "--name-only", "-z", ref).split("\0")
-    return {name: git(repo, "show", f"{ref}:{name}") for name in names if name}
 
 
 async def request_changes(rest: httpx.AsyncClient, headers: dict, task_id: int) -> None:
@@ -201,7 +141,7 @@ def local_repo(server: LiveServer, *, symlinks: dict[str, str] | None = None) ->
     name = f"t-{secrets.token_hex(4)}"
     path = server.runtime.services.code_host.repo_path(name)
     path.parent.mkdir(parents=True, exist_ok=True)
-    seed_repo(path, BASE_FILES, symlinks=symlinks)
+    seed(path, BASE_FILES, symlinks=symlinks)
     return name, path
 
 
@@ -236,7 +176,7 @@ async def test_version_2_as_a_diff_against_the_branch_or_the_base_gives_one_tree
             await drain(factory.runtime)
             # One commit on top of version 1 either way: the branch history stays linear.
             assert git(repo, "rev-parse", f"{branch}^").strip() == head1, form
-            assert tree_files(repo, branch) == FINAL, form
+            assert files_at(repo, branch) == FINAL, form
             # The reviewer sees exactly what will be merged, and for the base form what was sent.
             assert await changed_files(rest, reviewer, task_id) == EXPECTED_CHANGES, form
             trees[form] = git(repo, "rev-parse", f"{branch}^{{tree}}").strip()
@@ -432,7 +372,7 @@ async def test_on_github_both_forms_give_the_same_tree(github_server, factory, t
             v2 = ok(await client.call_tool("submit_artifact", {"task_id": task_id, "content": patch}))
             assert v2["version"] == 2, form
             await drain_there()
-            assert tree_files(fake.repos[REPO].path, f"refs/heads/{branch}") == FINAL, form
+            assert files_at(fake.repos[REPO].path, f"refs/heads/{branch}") == FINAL, form
             assert git(fake.repos[REPO].path, "rev-parse", f"refs/heads/{branch}^").strip() == head1, form
             assert await changed_files(rest, reviewer, task_id) == EXPECTED_CHANGES, form
             trees[form] = git(fake.repos[REPO].path, "rev-parse", f"refs/heads/{branch}^{{tree}}").strip()
