@@ -90,11 +90,7 @@ class LocalGitHost:
             tree = g.run("mktree", "-z", stdin=f"100644 blob {blob}\tREADME.md\0".encode()).strip()
             commit = g.with_env(**_identity()).run("commit-tree", tree, stdin=b"Initial commit\n").strip()
             if not g.update_refs(("create", f"refs/heads/{base_branch}", commit)):
-                # A racing creator (serve and a worker starting together) holds the ref's lock: its
-                # commit is there in a moment; until then the branch reads as missing.
-                deadline = time.monotonic() + 5
-                while g.rev(f"refs/heads/{base_branch}") is None and time.monotonic() < deadline:
-                    time.sleep(0.02)
+                _wait_for_branch(g, base_branch)  # a racing creator holds the ref's lock
         log.info("created local repository", extra={"repo": name})
         return path
 
@@ -103,7 +99,9 @@ class LocalGitHost:
         s = self.settings
         for name in dict.fromkeys([s.repos.default_repo, *s.local.projects]):
             g = await asyncio.to_thread(self._open, name, s.repos.default_base_branch, create=True)
-            if await asyncio.to_thread(g.rev, f"refs/heads/{s.repos.default_base_branch}") is None:
+            # Another process starting at the same time (serve and a worker) may have made the
+            # repository a moment ago and not yet its first commit.
+            if await asyncio.to_thread(_wait_for_branch, g, s.repos.default_base_branch) is None:
                 raise Unavailable(f"repository {name!r} has no branch {s.repos.default_base_branch!r}")
             if g.git_dir.name == ".git":
                 # Merges move the base branch's ref, never a work tree: a checkout of it will look
@@ -516,3 +514,12 @@ def _merge_message(task: Task, head: str, *, squash: bool) -> bytes:
         else f"Merge {branch_name(task.id)} into {task.base_branch}: {_one_line(task.title)}"
     )
     return f"{title}\n\nOsiris-Task: {task.id}\nOsiris-Head: {head}\n".encode()
+
+
+def _wait_for_branch(g: Git, branch: str, *, seconds: float = 5.0) -> str | None:
+    """The branch's commit, waiting a little for a racing creator of the repository (serve and a
+    worker starting together on a new data dir) to write it; None if it never comes."""
+    deadline = time.monotonic() + seconds
+    while (sha := g.rev(f"refs/heads/{branch}")) is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return sha

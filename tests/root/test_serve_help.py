@@ -9,7 +9,7 @@ import os
 import subprocess
 import sys
 
-from osiris.app.config import Settings
+from osiris.app.config import setting_fields
 from osiris.cli import build_parser
 
 
@@ -38,7 +38,7 @@ def test_serve_help_describes_every_flag_with_its_default():
     assert shown.startswith("usage: osiris serve")
     flags = [a for a in _serve_parser()._actions if a.option_strings and a.dest != "help"]
     assert {a.dest for a in flags} >= {"host", "port", "data_dir", "workers"}
-    fields = Settings.model_fields
+    fields = {f.name: f for f in setting_fields() if f.group in (None, "server")}
     for action in flags:
         flag = action.option_strings[-1]
         assert f"[{flag}" in shown, f"{flag} is not in the usage line"
@@ -46,8 +46,8 @@ def test_serve_help_describes_every_flag_with_its_default():
         described = _flat(action.help)
         assert "default" in described, f"{flag} does not say its default"
         if action.dest in fields:  # it falls back to a setting: named, with that setting's default
-            default = fields[action.dest].default
-            assert f"OSIRIS_{action.dest.upper()}" in described, flag
+            default = fields[action.dest].info.default
+            assert fields[action.dest].env_names[0] in described, flag
             assert str(default) in described, f"{flag}: the default {default!r} is not in {described!r}"
         else:  # a flag of its own: its argparse default is stated
             assert str(action.default) in described, flag
