@@ -18,7 +18,6 @@ and the failure is logged, never raised to a caller whose change has already com
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import weakref
@@ -93,11 +92,3 @@ async def announce(engine: AsyncEngine, text: str) -> None:
     if batcher is None or batcher.loop is not loop:
         batcher = _batchers[engine] = _Batcher(engine, loop)
     await batcher.announce(text)
-
-
-async def drain(engine: AsyncEngine) -> None:
-    """Wait for this engine's batch in flight (before the engine is disposed at shutdown)."""
-    batcher = _batchers.get(engine)
-    if batcher is not None and batcher.sender is not None:
-        with contextlib.suppress(Exception):
-            await batcher.sender

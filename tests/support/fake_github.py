@@ -983,15 +983,8 @@ class FakeGitHub:
         removing = {u.lower() for u in b.get("reviewers") or []}
         for who in [u for u in pr.requested_reviewers if u.lower() in removing]:
             pr.requested_reviewers.remove(who)
-            payload = example("pull_request", "review_request_removed")
-            self._repository(pr.repo, payload)
-            self._pr_payload(pr, payload["pull_request"])
-            payload["requested_reviewer"] = {**payload.get("requested_reviewer", {}), **_user(who)}
-            payload["sender"]["login"] = login
-            self.emit("pull_request", payload)
-        answer = self._pr_json(pr)
-        answer["requested_reviewers"] = [_user(u) for u in pr.requested_reviewers]
-        return 200, answer
+            self._emit_review_request(pr, "review_request_removed", who, login)
+        return 200, self._with_requested_reviewers(pr)
 
     def op_post_repos_owner_repo_pulls_pull_number_requested_reviewers(self, p, q, b, login, r):
         """Review requests, as GitHub takes them: all or nothing, 422 (no body, as documented) when a
@@ -1005,15 +998,22 @@ class FakeGitHub:
         for who in logins:
             if who.lower() not in {u.lower() for u in pr.requested_reviewers}:
                 pr.requested_reviewers.append(who)
-                payload = example("pull_request", "review_requested")
-                self._repository(pr.repo, payload)
-                self._pr_payload(pr, payload["pull_request"])
-                payload["requested_reviewer"] = {**payload.get("requested_reviewer", {}), **_user(who)}
-                payload["sender"]["login"] = login
-                self.emit("pull_request", payload)
+                self._emit_review_request(pr, "review_requested", who, login)
+        return 201, self._with_requested_reviewers(pr)
+
+    def _emit_review_request(self, pr: PullRequest, action: str, who: str, login: str) -> None:
+        """The `pull_request` webhook for one reviewer requested or removed, from GitHub's example."""
+        payload = example("pull_request", action)
+        self._repository(pr.repo, payload)
+        self._pr_payload(pr, payload["pull_request"])
+        payload["requested_reviewer"] = {**payload.get("requested_reviewer", {}), **_user(who)}
+        payload["sender"]["login"] = login
+        self.emit("pull_request", payload)
+
+    def _with_requested_reviewers(self, pr: PullRequest) -> dict[str, Any]:
         answer = self._pr_json(pr)
         answer["requested_reviewers"] = [_user(u) for u in pr.requested_reviewers]
-        return 201, answer
+        return answer
 
     def _review_comment(
         self, pr: PullRequest, review: dict[str, Any], c: dict[str, Any], login: str, head: str
